@@ -1,0 +1,50 @@
+# The two commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SCALE  ?= 1
+
+.PHONY: install demo test lint format dev bench lock clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Create the virtualenv if missing, drop the demo files and run the main job end to end.
+demo: $(STAMP)
+	$(BIN)/medallion demo --scale $(SCALE)
+
+## Lint, format check and the whole test suite (real DuckDB files, real subprocesses).
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## The Dagster UI and daemon (sensors) on the platform home.
+dev: $(STAMP)
+	$(BIN)/medallion dev
+
+## File-ingestion benchmark (see bench/README.md); BENCH_ROWS=5000000 by default.
+bench: $(STAMP)
+	$(BIN)/python bench/bench_files.py $(if $(BENCH_ROWS),--rows $(BENCH_ROWS),)
+
+## Re-pin constraints.txt from what the virtualenv resolved.
+lock: $(STAMP)
+	@( echo "# Exact versions CI tested (pip install -c constraints.txt -e '.[dev]'); regenerate with"; \
+	   echo "# 'make lock' after changing dependencies in pyproject.toml."; \
+	   $(BIN)/python -m pip freeze --exclude-editable | grep -v '^medallion' ) > constraints.txt
+
+clean:
+	rm -rf $(VENV) .medallion .pytest_cache .ruff_cache

@@ -1,0 +1,115 @@
+"""The ``medallion`` command: demo, status, dev, init."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+from medallion_platform.settings import PlatformSettings
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from medallion_platform.demo.run import run_main_job, seed
+    from medallion_platform.status import format_status, read_status
+
+    settings = PlatformSettings.from_env()
+    started = time.monotonic()
+    manifest = seed(settings, scale=args.scale, seed=args.seed)
+    print(
+        f"Dropped {len(manifest.files)} demo files into {settings.landing_dir} "
+        f"(scale {args.scale:g}, seed {args.seed}: {manifest.products:,} products, "
+        f"{manifest.ad_spend_rows:,} ad-spend rows, {manifest.malformed_rows} malformed rows)."
+    )
+    if args.no_run:
+        print("Not running the pipeline (--no-run).")
+        return 0
+    print("Running medallion_job (bronze → silver → gold) through Dagster …")
+    logging.getLogger("dagster").setLevel(logging.WARNING)
+    ok = run_main_job(settings)
+    status = read_status(settings)
+    print()
+    print(format_status(status))
+    print()
+    print(f"{'Finished' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s.")
+    print("Where to look:")
+    print(f"  medallion status            # this summary again (MEDALLION_HOME={settings.home})")
+    print(f"  DAGSTER_HOME={settings.dagster_home} dagster dev -w workspace.yaml")
+    print("                              # or `medallion dev`: the UI on http://127.0.0.1:3000")
+    print(f"  duckdb -readonly {settings.warehouse_path}")
+    return 0 if ok else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    from medallion_platform.status import format_status, read_status
+
+    try:
+        status = read_status(PlatformSettings.from_env())
+    except FileNotFoundError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(status.model_dump_json(indent=2) if args.json else format_status(status))
+    return 0
+
+
+def _init(_args: argparse.Namespace) -> int:
+    from medallion_platform.instance import ensure_instance
+    from medallion_platform.warehouse import Warehouse
+
+    settings = PlatformSettings.from_env()
+    home = ensure_instance(settings)
+    Warehouse(settings.warehouse_path).ensure_layout()
+    print(json.dumps({"home": str(settings.home), "dagster_home": str(home)}))
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from medallion_platform.instance import use_instance
+
+    settings = PlatformSettings.from_env()
+    use_instance(settings)
+    command = ["dagster", "dev", "-m", "medallion_platform", "-p", str(args.port)]
+    print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']} {' '.join(command)}")
+    os.execvp(command[0], command)
+    return 0  # pragma: no cover
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medallion",
+        description="Medallion data platform on Dagster and DuckDB. State lives under "
+        "MEDALLION_HOME (default ./.medallion).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="Drop seeded demo files and run the main job.")
+    demo.add_argument("--scale", type=float, default=1.0, help="Data volume multiplier.")
+    demo.add_argument("--seed", type=int, default=42, help="Random seed (same seed, same data).")
+    demo.add_argument(
+        "--no-run", action="store_true", help="Only drop the files (and create the instance)."
+    )
+    demo.set_defaults(func=_demo)
+
+    status = sub.add_parser("status", help="Tables, positions, files and quarantine (read-only).")
+    status.add_argument("--json", action="store_true", help="Machine-readable output.")
+    status.set_defaults(func=_status)
+
+    init = sub.add_parser("init", help="Create the platform home, warehouse and Dagster instance.")
+    init.set_defaults(func=_init)
+
+    dev = sub.add_parser("dev", help="Start the Dagster UI and daemon on this platform home.")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=_dev)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

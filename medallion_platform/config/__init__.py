@@ -1,0 +1,82 @@
+"""The platform's declarative configuration: feeds, contracts and gold models, validated.
+
+Adding a source, a contract or a gold model is an edit to a YAML file here; loading it checks
+names, types and cross-references before anything reaches Dagster or SQL.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel
+
+from medallion_platform.connectors.files.spec import FileFeed
+from medallion_platform.contracts.spec import Contract
+from medallion_platform.gold.spec import GoldModel
+
+CONFIG_DIR = Path(__file__).resolve().parent
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A configuration file is invalid; the message names the file and the entry."""
+
+
+def _load(path: Path, key: str, model: type[M]) -> list[M]:
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    items = []
+    for i, raw in enumerate(document.get(key, [])):
+        try:
+            items.append(model.model_validate(raw))
+        except ValueError as exc:
+            name = raw.get("name", f"#{i + 1}") if isinstance(raw, dict) else f"#{i + 1}"
+            raise ConfigError(f"{path}: {key} entry {name!r} is invalid: {exc}") from exc
+    names = [getattr(item, "name", None) for item in items]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise ConfigError(f"{path}: duplicate {key} names {sorted(duplicates)}")
+    return items
+
+
+class PlatformConfig(BaseModel):
+    feeds: list[FileFeed]
+    contracts: list[Contract]
+    gold_models: list[GoldModel]
+
+    def contract(self, name: str) -> Contract:
+        return next(c for c in self.contracts if c.name == name)
+
+
+def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
+    feeds = _load(config_dir / "file_feeds.yaml", "feeds", FileFeed)
+    contracts = _load(config_dir / "contracts.yaml", "contracts", Contract)
+    models = _load(config_dir / "gold_models.yaml", "models", GoldModel)
+    by_name = {c.name: c for c in contracts}
+    for feed in feeds:
+        contract = by_name.get(feed.contract)
+        if contract is None:
+            raise ConfigError(f"feed {feed.name}: contract {feed.contract!r} is not declared")
+        if contract.source != feed.bronze_table:
+            raise ConfigError(
+                f"feed {feed.name}: contract {contract.name} reads bronze.{contract.source}, "
+                f"but the feed writes bronze.{feed.bronze_table}"
+            )
+    silver = {f"silver.{c.name}" for c in contracts}
+    gold = {f"gold.{m.name}" for m in models}
+    for model in models:
+        unknown = set(model.depends_on) - silver - gold
+        if unknown:
+            raise ConfigError(f"gold model {model.name}: unknown inputs {sorted(unknown)}")
+    return PlatformConfig(feeds=feeds, contracts=contracts, gold_models=models)
+
+
+@cache
+def platform_config() -> PlatformConfig:
+    """The packaged configuration, loaded once per process."""
+    return load_config()

@@ -1,0 +1,1 @@
+"""Source connectors: plain Python that reads a source and writes bronze (no Dagster imports)."""

@@ -1,0 +1,340 @@
+"""Load landed files into bronze, exactly once.
+
+Each file is one warehouse transaction: its rows are appended to ``bronze.files_<feed>`` and
+the file is registered in ``_meta.files`` (content hash, path, rows, batch) before COMMIT. The
+file is moved out of the landing folder only after that commit. So:
+
+- a crash before COMMIT leaves nothing in bronze; the rerun loads the file again, whole;
+- a crash after COMMIT but before the move leaves a file whose hash is registered; the rerun
+  recognizes it and only finishes the move;
+- the same bytes dropped again, under any name, are registered as a duplicate and not loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+import pyarrow as pa
+from pydantic import BaseModel
+
+from medallion_platform.connectors.files.landing import (
+    archive_path,
+    feed_dir,
+    list_landing_files,
+    move_aside,
+    outside_landing_reason,
+    rejected_path,
+    sha256_file,
+)
+from medallion_platform.connectors.files.readers import (
+    EXTRA_FIELDS,
+    PARSE_ERROR,
+    ROW_NUMBER,
+    FileReadError,
+    read_batches,
+)
+from medallion_platform.connectors.files.spec import FileFeed
+from medallion_platform.warehouse import Warehouse
+from medallion_platform.warehouse.identifiers import qualified, quote
+from medallion_platform.warehouse.warehouse import (
+    add_missing_columns,
+    ensure_layout,
+    next_batch_id,
+    set_position,
+    table_exists,
+    transaction,
+)
+
+log = logging.getLogger(__name__)
+
+BRONZE_SCHEMA = "bronze"
+LINEAGE_COLUMNS: dict[str, str] = {
+    "_batch_id": "BIGINT",
+    "_ingested_at": "TIMESTAMPTZ",
+    "_source": "VARCHAR",
+    ROW_NUMBER: "BIGINT",
+    "_file_hash": "VARCHAR",
+    PARSE_ERROR: "VARCHAR",
+    EXTRA_FIELDS: "VARCHAR",
+}
+
+Status = Literal["loaded", "duplicate", "rejected", "already_loaded"]
+
+
+class FileOutcome(BaseModel):
+    """What happened to one file."""
+
+    path: str
+    status: Status
+    rows: int = 0
+    file_hash: str | None = None
+    reason: str | None = None
+    moved_to: str | None = None
+    batch_id: int | None = None
+
+
+class IngestReport(BaseModel):
+    """What one ingestion run of one feed did."""
+
+    feed: str
+    files: list[FileOutcome]
+
+    @property
+    def batch_ids(self) -> list[int]:
+        return [f.batch_id for f in self.files if f.batch_id is not None]
+
+    @property
+    def rows_loaded(self) -> int:
+        return sum(f.rows for f in self.files if f.status == "loaded")
+
+    def count(self, status: Status) -> int:
+        return sum(1 for f in self.files if f.status == status)
+
+
+ProgressHook = Callable[[str, int], None]
+
+
+def ingest_files(
+    warehouse: Warehouse,
+    feed: FileFeed,
+    landing_root: Path,
+    relpaths: Sequence[str] | None = None,
+    *,
+    run_id: str | None = None,
+    batch_rows: int = 100_000,
+    on_progress: ProgressHook | None = None,
+) -> IngestReport:
+    """Load ``relpaths`` (default: every file waiting for the feed) into bronze, exactly once."""
+    landing_root = landing_root.absolute()
+    if relpaths is None:
+        relpaths = [f.relpath for f in list_landing_files(landing_root, feed)]
+    pending = [
+        rel for rel in relpaths if (landing_root / rel).exists() or _is_link(landing_root / rel)
+    ]
+    if not pending:
+        return IngestReport(feed=feed.name, files=[])
+
+    outcomes = []
+    with warehouse.connect() as conn:
+        with transaction(conn):
+            ensure_bronze_table(conn, feed)
+        for rel in pending:
+            outcome = _ingest_one(conn, feed, landing_root, rel, run_id, batch_rows, on_progress)
+            log.info("%s: %s %s", feed.name, outcome.status, outcome.path)
+            outcomes.append(outcome)
+    return IngestReport(feed=feed.name, files=outcomes)
+
+
+def _is_link(path: Path) -> bool:
+    return path.is_symlink()
+
+
+def _ingest_one(
+    conn: duckdb.DuckDBPyConnection,
+    feed: FileFeed,
+    landing_root: Path,
+    rel: str,
+    run_id: str | None,
+    batch_rows: int,
+    on_progress: ProgressHook | None,
+) -> FileOutcome:
+    """One file, one batch id, one transaction; the move aside happens after COMMIT."""
+    source = f"files:{feed.name}"
+    path = landing_root / rel
+    if not _inside(path, feed_dir(landing_root, feed), landing_root):
+        reason = f"path {rel!r} is not inside the feed's landing folder {feed.folder!r}"
+        return _reject(conn, feed, landing_root, rel, run_id, None, 0, reason, move=False)
+    size = path.lstat().st_size
+    unsafe = outside_landing_reason(landing_root, feed, path)
+    if unsafe:
+        return _reject(conn, feed, landing_root, rel, run_id, None, size, unsafe)
+
+    file_hash = sha256_file(path)
+    with transaction(conn):
+        earlier = conn.execute(
+            "SELECT path, batch_id FROM _meta.files WHERE feed = ? AND file_hash = ? "
+            "AND status = 'loaded' ORDER BY batch_id LIMIT 1",
+            [feed.name, file_hash],
+        ).fetchone()
+        if earlier and earlier[0] == rel:
+            # Committed by an earlier run that stopped before moving the file: finish the move.
+            batch_id = int(earlier[1])
+            status: Status = "already_loaded"
+            reason = None
+        elif earlier:
+            batch_id = next_batch_id(conn, source, run_id)
+            status = "duplicate"
+            reason = f"same content as {earlier[0]} (loaded in batch {earlier[1]})"
+            target = archive_path(landing_root, feed, batch_id, rel)
+            _register(conn, feed, file_hash, rel, size, 0, batch_id, status, reason, target)
+    if earlier:
+        target = archive_path(landing_root, feed, batch_id, rel)
+        move_aside(path, target)
+        return FileOutcome(
+            path=rel,
+            status=status,
+            file_hash=file_hash,
+            reason=reason,
+            batch_id=batch_id,
+            moved_to=_rel(target, landing_root),
+        )
+
+    try:
+        with transaction(conn):
+            batch_id = next_batch_id(conn, source, run_id)
+            target = archive_path(landing_root, feed, batch_id, rel)
+            rows = _append_file(conn, feed, path, rel, file_hash, batch_id, batch_rows, on_progress)
+            _register(conn, feed, file_hash, rel, size, rows, batch_id, "loaded", None, target)
+            set_position(conn, source, "last_file", rel, batch_id)
+    except FileReadError as exc:
+        return _reject(conn, feed, landing_root, rel, run_id, file_hash, size, exc.reason)
+    move_aside(path, target)
+    return FileOutcome(
+        path=rel,
+        status="loaded",
+        rows=rows,
+        file_hash=file_hash,
+        batch_id=batch_id,
+        moved_to=_rel(target, landing_root),
+    )
+
+
+def _inside(path: Path, folder: Path, landing_root: Path) -> bool:
+    """Lexical check (before following links) that ``path`` names a file under ``folder``."""
+    try:
+        path.absolute().relative_to(folder.absolute())
+    except ValueError:
+        return False
+    return ".." not in Path(path).relative_to(landing_root).parts
+
+
+def ensure_bronze_table(conn: duckdb.DuckDBPyConnection, feed: FileFeed) -> None:
+    """Create the feed's bronze table with its lineage columns, so it exists before any file."""
+    ensure_layout(conn)
+    if not table_exists(conn, BRONZE_SCHEMA, feed.bronze_table):
+        cols = ", ".join(f"{quote(n)} {t}" for n, t in LINEAGE_COLUMNS.items())
+        conn.execute(f"CREATE TABLE {qualified(BRONZE_SCHEMA, feed.bronze_table)} ({cols})")
+
+
+def _append_file(
+    conn: duckdb.DuckDBPyConnection,
+    feed: FileFeed,
+    path: Path,
+    rel: str,
+    file_hash: str,
+    batch_id: int,
+    batch_rows: int,
+    on_progress: ProgressHook | None,
+) -> int:
+    table = feed.bronze_table
+    target = qualified(BRONZE_SCHEMA, table)
+    rows = 0
+    for batch in read_batches(path, feed, batch_rows):
+        data_columns = {
+            name: "VARCHAR"
+            for name in batch.column_names
+            if name not in (ROW_NUMBER, PARSE_ERROR, EXTRA_FIELDS)
+        }
+        add_missing_columns(conn, BRONZE_SCHEMA, table, data_columns)
+        if batch.num_rows == 0:
+            continue
+        _insert_batch(conn, target, batch, rel, file_hash, batch_id)
+        rows += batch.num_rows
+        if on_progress:
+            on_progress(rel, rows)
+    return rows
+
+
+def _insert_batch(
+    conn: duckdb.DuckDBPyConnection,
+    target: str,
+    batch: pa.Table,
+    rel: str,
+    file_hash: str,
+    batch_id: int,
+) -> None:
+    conn.register("_landing_batch", batch)
+    try:
+        conn.execute(
+            f"""
+            INSERT INTO {target} BY NAME
+            SELECT ?::BIGINT AS _batch_id,
+                   now() AS _ingested_at,
+                   ? || '#row=' || _row_number AS _source,
+                   ? AS _file_hash,
+                   *
+            FROM _landing_batch
+            """,
+            [batch_id, rel, file_hash],
+        )
+    finally:
+        conn.unregister("_landing_batch")
+
+
+def _register(
+    conn: duckdb.DuckDBPyConnection,
+    feed: FileFeed,
+    file_hash: str | None,
+    rel: str,
+    size: int,
+    rows: int,
+    batch_id: int,
+    status: str,
+    reason: str | None,
+    stored_at: Path | None,
+) -> None:
+    conn.execute(
+        "INSERT INTO _meta.files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+        [
+            feed.name,
+            file_hash or "",
+            rel,
+            size,
+            rows,
+            batch_id,
+            status,
+            reason,
+            str(stored_at) if stored_at else None,
+        ],
+    )
+
+
+def _reject(
+    conn: duckdb.DuckDBPyConnection,
+    feed: FileFeed,
+    landing_root: Path,
+    rel: str,
+    run_id: str | None,
+    file_hash: str | None,
+    size: int,
+    reason: str,
+    *,
+    move: bool = True,
+) -> FileOutcome:
+    """Record the file as rejected (with the reason) and move it aside so no one retries it."""
+    with transaction(conn):
+        batch_id = next_batch_id(conn, f"files:{feed.name}", run_id)
+        target = rejected_path(landing_root, feed, batch_id, rel) if move else None
+        _register(conn, feed, file_hash, rel, size, 0, batch_id, "rejected", reason, target)
+    if target is not None:
+        move_aside(landing_root / rel, target)
+    log.warning("%s: rejected %s: %s", feed.name, rel, reason)
+    return FileOutcome(
+        path=rel,
+        status="rejected",
+        file_hash=file_hash,
+        reason=reason,
+        batch_id=batch_id,
+        moved_to=_rel(target, landing_root) if target else None,
+    )
+
+
+def _rel(path: Path, landing_root: Path) -> str:
+    try:
+        return path.relative_to(landing_root).as_posix()
+    except ValueError:
+        return str(path)

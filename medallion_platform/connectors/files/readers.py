@@ -1,0 +1,251 @@
+"""Read a landed file into batches of text columns, row by row, losing nothing.
+
+Every value is kept as text (a parser's opinion of "12,99" must not cost us the row). A row
+that does not fit the header keeps what it has: missing fields are NULL, extra fields go to
+``_extra_fields`` as a JSON array, and ``_parse_error`` says what was wrong. A file that cannot
+be read at all raises :class:`FileReadError` with the reason, and the caller rejects it whole.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medallion_platform.connectors.files.spec import FileFeed
+from medallion_platform.warehouse.identifiers import normalize_column_name
+
+ROW_NUMBER = "_row_number"
+PARSE_ERROR = "_parse_error"
+EXTRA_FIELDS = "_extra_fields"
+DEFAULT_BATCH_ROWS = 100_000
+
+
+class FileReadError(Exception):
+    """The file cannot be read at all; ``reason`` says why, in words for a person."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def unique_column_names(raw_headers: list[str]) -> list[str]:
+    """Normalize headers; a name that repeats gets ``_2``, ``_3`` … so nothing collides."""
+    names: list[str] = []
+    for raw in raw_headers:
+        base = normalize_column_name(raw)
+        if base.startswith("_"):  # leading '_' is reserved for lineage columns
+            base = "c" + base
+        name, n = base, 1
+        while name in names:
+            n += 1
+            name = f"{base}_{n}"
+        names.append(name)
+    return names
+
+
+def read_batches(
+    path: Path, feed: FileFeed, batch_rows: int = DEFAULT_BATCH_ROWS
+) -> Iterator[pa.Table]:
+    """Yield the file as Arrow tables of text columns plus ``_row_number`` and error columns."""
+    _check_readable(path)
+    if feed.format == "csv":
+        yield from _read_csv(path, feed, batch_rows)
+    elif feed.format == "jsonl":
+        yield from _read_jsonl(path, feed, batch_rows)
+    else:
+        yield from _read_parquet(path, feed, batch_rows)
+
+
+def _check_readable(path: Path) -> None:
+    size = path.stat().st_size
+    if size == 0:
+        raise FileReadError("file is empty (0 bytes)")
+    with path.open("rb") as fh:
+        head = fh.read(8192)
+    if path.suffix != ".parquet" and b"\x00" in head:
+        raise FileReadError("file is binary, not text (it contains NUL bytes)")
+
+
+def _check_required(columns: list[str], feed: FileFeed) -> None:
+    missing = [c for c in feed.required_columns if c not in columns]
+    if missing:
+        raise FileReadError(
+            f"missing required column(s) {', '.join(missing)}; header has {', '.join(columns)}"
+        )
+
+
+def _decode_error(exc: UnicodeDecodeError, encoding: str) -> FileReadError:
+    return FileReadError(
+        f"not valid {encoding} text (byte 0x{exc.object[exc.start]:02x} cannot be decoded); "
+        "re-export the file as UTF-8"
+    )
+
+
+def _read_csv(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Table]:
+    opts = feed.csv
+    # Strict decoding: a wrong encoding rejects the file instead of silently mangling values.
+    with path.open("r", encoding=opts.encoding, errors="strict", newline="") as fh:
+        reader = csv.reader(fh, delimiter=opts.delimiter, quotechar=opts.quotechar, strict=False)
+        try:
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise FileReadError("file has no header row") from None
+            columns = unique_column_names(header)
+            _check_required(columns, feed)
+            width = len(columns)
+            yield from _csv_batches(reader, columns, width, batch_rows)
+        except UnicodeDecodeError as exc:
+            raise _decode_error(exc, opts.encoding) from exc
+        except csv.Error as exc:
+            raise FileReadError(f"not a readable CSV file (line {reader.line_num}): {exc}") from exc
+
+
+def _csv_batches(
+    reader: Iterator[list[str]], columns: list[str], width: int, batch_rows: int
+) -> Iterator[pa.Table]:
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    errors: list[str | None] = []
+    extras: list[str | None] = []
+    row_number = 0
+    any_bad = False
+    for record in reader:
+        row_number += 1
+        if not record:  # a blank line is not a row
+            row_number -= 1
+            continue
+        n = len(record)
+        if n == width:
+            rows.append(record)
+            errors.append(None)
+            extras.append(None)
+        else:
+            any_bad = True
+            if n < width:
+                rows.append(record + [None] * (width - n))  # type: ignore[list-item]
+                extras.append(None)
+            else:
+                rows.append(record[:width])
+                extras.append(json.dumps(record[width:]))
+            errors.append(f"row {row_number}: expected {width} fields, found {n}")
+        numbers.append(row_number)
+        if len(rows) >= batch_rows:
+            yield _table(columns, rows, numbers, errors, extras, any_bad)
+            rows, numbers, errors, extras, any_bad = [], [], [], [], False
+    if rows or row_number == 0:
+        yield _table(columns, rows, numbers, errors, extras, any_bad)
+
+
+def _table(
+    columns: list[str],
+    rows: list[list[str]],
+    numbers: list[int],
+    errors: list[str | None],
+    extras: list[str | None],
+    any_bad: bool,
+) -> pa.Table:
+    if rows:
+        data = {
+            name: pa.array(values, pa.string())
+            for name, values in zip(columns, zip(*rows, strict=False), strict=False)
+        }
+    else:
+        data = {name: pa.array([], pa.string()) for name in columns}
+    data[ROW_NUMBER] = pa.array(numbers, pa.int64())
+    data[PARSE_ERROR] = pa.array(errors if any_bad else [None] * len(rows), pa.string())
+    data[EXTRA_FIELDS] = pa.array(extras if any_bad else [None] * len(rows), pa.string())
+    return pa.table(data)
+
+
+def _read_jsonl(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Table]:
+    decoder = codecs.getincrementaldecoder(feed.csv.encoding)(errors="strict")
+    records: list[dict[str, str | None]] = []
+    line_no = 0
+    with path.open("rb") as fh:
+        try:
+            for raw in fh:
+                line_no += 1
+                text = decoder.decode(raw).strip()
+                if not text:
+                    continue
+                records.append(_json_record(text, line_no))
+                if len(records) >= batch_rows:
+                    yield _records_table(records, feed)
+                    records = []
+        except UnicodeDecodeError as exc:
+            raise _decode_error(exc, feed.csv.encoding) from exc
+    if records or line_no == 0:
+        yield _records_table(records, feed)
+
+
+def _json_record(text: str, line_no: int) -> dict[str, str | None]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return {
+            ROW_NUMBER: line_no,
+            PARSE_ERROR: f"line {line_no}: invalid JSON ({exc.msg})",
+            EXTRA_FIELDS: json.dumps([text]),
+        }
+    if not isinstance(value, dict):
+        return {
+            ROW_NUMBER: line_no,
+            PARSE_ERROR: f"line {line_no}: not a JSON object",
+            EXTRA_FIELDS: json.dumps([text]),
+        }
+    record: dict[str, str | None] = {ROW_NUMBER: line_no}  # type: ignore[dict-item]
+    for key, val in value.items():
+        name = unique_column_names([str(key)])[0]
+        if val is None or isinstance(val, str):
+            record[name] = val
+        else:
+            record[name] = json.dumps(val)
+    return record
+
+
+def _records_table(records: list[dict[str, str | None]], feed: FileFeed) -> pa.Table:
+    columns: list[str] = []
+    for record in records:
+        for key in record:
+            if key not in columns and not key.startswith("_"):
+                columns.append(key)
+    if records:
+        _check_required(columns, feed)
+    data = {c: pa.array([r.get(c) for r in records], pa.string()) for c in columns}
+    data[ROW_NUMBER] = pa.array([r[ROW_NUMBER] for r in records], pa.int64())
+    data[PARSE_ERROR] = pa.array([r.get(PARSE_ERROR) for r in records], pa.string())
+    data[EXTRA_FIELDS] = pa.array([r.get(EXTRA_FIELDS) for r in records], pa.string())
+    return pa.table(data)
+
+
+def _read_parquet(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Table]:
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FileReadError(f"not a readable Parquet file: {exc}") from exc
+    names = unique_column_names(parquet.schema_arrow.names)
+    _check_required(names, feed)
+    offset = 0
+    for batch in parquet.iter_batches(batch_size=batch_rows):
+        data = {}
+        for name, column in zip(names, batch.columns, strict=False):
+            try:
+                data[name] = column.cast(pa.string())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                data[name] = pa.array(
+                    [None if v is None else json.dumps(v, default=str) for v in column.to_pylist()],
+                    pa.string(),
+                )
+        n = batch.num_rows
+        data[ROW_NUMBER] = pa.array(range(offset + 1, offset + n + 1), pa.int64())
+        data[PARSE_ERROR] = pa.nulls(n, pa.string())
+        data[EXTRA_FIELDS] = pa.nulls(n, pa.string())
+        offset += n
+        yield pa.table(data)

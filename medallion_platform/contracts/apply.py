@@ -1,0 +1,197 @@
+"""Apply a contract: merge new bronze batches into silver, quarantine what fails.
+
+One transaction per run: quarantine rows, silver upserts and the new high-water mark commit
+together, so a crash leaves silver exactly as it was. Versions of a key are ordered by one
+rule (:func:`order_by_latest`), whether they arrive in one batch or many, which is why a
+rebuild from bronze gives the same table as any sequence of incremental runs.
+"""
+
+from __future__ import annotations
+
+import duckdb
+from pydantic import BaseModel
+
+from medallion_platform.contracts.compile import (
+    QUARANTINE_COLUMNS,
+    checked_rows_sql,
+    order_by_latest,
+    silver_columns,
+)
+from medallion_platform.contracts.spec import Contract
+from medallion_platform.warehouse.identifiers import qualified, quote
+from medallion_platform.warehouse.warehouse import (
+    ensure_layout,
+    get_watermark,
+    set_watermark,
+    table_columns,
+    table_exists,
+)
+
+
+class SilverRunStats(BaseModel):
+    """What one run of a contract did; ``rows_in = valid + quarantined``."""
+
+    table: str
+    rebuilt: bool
+    from_batch_id: int
+    to_batch_id: int
+    rows_in: int
+    valid: int
+    quarantined: int
+    inserted: int
+    updated: int
+    superseded: int
+    reasons: dict[str, int]
+
+
+def _columns_ddl(columns: dict[str, str]) -> str:
+    return ", ".join(f"{quote(n)} {t}" for n, t in columns.items())
+
+
+def _ensure_tables(conn: duckdb.DuckDBPyConnection, contract: Contract) -> bool:
+    """Create silver/quarantine tables; True if silver had to be (re)created for a new schema."""
+    expected = silver_columns(contract)
+    silver = qualified("silver", contract.name)
+    recreated = False
+    if table_columns(conn, "silver", contract.name) != {
+        name: _normalized_type(t) for name, t in expected.items()
+    }:
+        recreated = table_exists(conn, "silver", contract.name)
+        conn.execute(f"CREATE OR REPLACE TABLE {silver} ({_columns_ddl(expected)})")
+    if not table_exists(conn, "quarantine", contract.name):
+        conn.execute(
+            f"CREATE TABLE {qualified('quarantine', contract.name)} "
+            f"({_columns_ddl(QUARANTINE_COLUMNS)})"
+        )
+    return recreated
+
+
+def _normalized_type(sql_type: str) -> str:
+    """How information_schema spells a declared type, to detect contract changes."""
+    return {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE", "INTEGER": "INTEGER"}.get(sql_type, sql_type)
+
+
+def apply_contract(
+    conn: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    *,
+    rebuild: bool = False,
+    run_id: str | None = None,
+) -> SilverRunStats:
+    """Merge bronze batches newer than silver's watermark; ``rebuild`` starts from nothing.
+
+    Call inside a transaction (``Warehouse.transaction()``): the caller owns the commit.
+    """
+    ensure_layout(conn)
+    consumer = f"silver.{contract.name}"
+    silver = qualified("silver", contract.name)
+    quarantine = qualified("quarantine", contract.name)
+    bronze_cols = set(table_columns(conn, "bronze", contract.source))
+    if not bronze_cols:
+        raise LookupError(
+            f"contract {contract.name}: bronze.{contract.source} does not exist yet; "
+            "load its source first"
+        )
+
+    if _ensure_tables(conn, contract):
+        rebuild = True  # the contract's columns changed: silver is rebuilt from bronze
+    if rebuild:
+        conn.execute(f"DELETE FROM {silver}")
+        conn.execute(f"DELETE FROM {quarantine}")
+        set_watermark(conn, consumer, 0)
+
+    low = get_watermark(conn, consumer)
+    high = conn.execute(
+        f"SELECT coalesce(max(_batch_id), ?) FROM {qualified('bronze', contract.source)}", [low]
+    ).fetchone()[0]
+
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE _checked AS {checked_rows_sql(contract, bronze_cols)}",
+        [low, high],
+    )
+    conn.execute(
+        f"""
+        INSERT INTO {quarantine} BY NAME
+        SELECT _batch_id, _source, _row_number, array_to_string(_reasons, '; ') AS _reason,
+               _raw, now() AS _quarantined_at
+        FROM _checked WHERE len(_reasons) > 0
+        """
+    )
+    keys = ", ".join(quote(k) for k in contract.business_key)
+    cols = ", ".join(quote(c) for c in silver_columns(contract))
+    join = " AND ".join(f"s.{quote(k)} = n.{quote(k)}" for k in contract.business_key)
+    order = order_by_latest(contract)
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _latest AS
+        SELECT {cols} FROM _checked WHERE len(_reasons) = 0
+        QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1
+        """
+    )
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _winners AS
+        SELECT * FROM (
+            SELECT {cols}, TRUE AS _is_new FROM _latest
+            UNION ALL
+            SELECT {", ".join("s." + quote(c) for c in silver_columns(contract))}, FALSE
+            FROM {silver} s SEMI JOIN _latest n ON {join}
+        )
+        QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1
+        """
+    )
+    existing = conn.execute(
+        f"SELECT count(*) FROM {silver} s SEMI JOIN _latest n ON {join}"
+    ).fetchone()[0]
+    updated = conn.execute(
+        f"""SELECT count(*) FROM _winners n SEMI JOIN {silver} s ON {join} WHERE n._is_new"""
+    ).fetchone()[0]
+    conn.execute(f"DELETE FROM {silver} s USING _latest n WHERE {join}")
+    conn.execute(f"INSERT INTO {silver} ({cols}) SELECT {cols} FROM _winners")
+
+    rows_in, quarantined, valid, latest = conn.execute(
+        """SELECT count(*), count(*) FILTER (len(_reasons) > 0),
+                  count(*) FILTER (len(_reasons) = 0), (SELECT count(*) FROM _latest)
+           FROM _checked"""
+    ).fetchone()
+    inserted = latest - existing
+    reasons = dict(
+        conn.execute(
+            """SELECT regexp_extract(r, '^(row \\d+: |line \\d+: )?([a-z0-9_ ]+)', 2) AS kind,
+                      count(*) FROM (SELECT unnest(_reasons) AS r FROM _checked)
+               GROUP BY ALL ORDER BY 2 DESC"""
+        ).fetchall()
+    )
+    stats = SilverRunStats(
+        table=contract.name,
+        rebuilt=rebuild,
+        from_batch_id=low,
+        to_batch_id=high,
+        rows_in=rows_in,
+        valid=valid,
+        quarantined=quarantined,
+        inserted=inserted,
+        updated=updated,
+        superseded=valid - inserted,
+        reasons=reasons,
+    )
+    set_watermark(conn, consumer, high)
+    conn.execute(
+        "INSERT INTO _meta.silver_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+        [
+            contract.name,
+            run_id,
+            low,
+            high,
+            rebuild,
+            rows_in,
+            valid,
+            quarantined,
+            inserted,
+            updated,
+            stats.superseded,
+        ],
+    )
+    for temp in ("_checked", "_latest", "_winners"):
+        conn.execute(f"DROP TABLE IF EXISTS {temp}")
+    return stats

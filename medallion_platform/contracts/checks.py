@@ -1,0 +1,97 @@
+"""Data-quality checks derived from a contract, run against the silver table.
+
+Silver is built to satisfy its contract, so these checks guard the table itself: a bug, a
+hand edit or a changed contract that breaks a promise is caught before gold reads it.
+"""
+
+from __future__ import annotations
+
+import duckdb
+from pydantic import BaseModel
+
+from medallion_platform.contracts.compile import _literal
+from medallion_platform.contracts.spec import Contract
+from medallion_platform.warehouse.identifiers import qualified, quote
+
+
+class CheckOutcome(BaseModel):
+    name: str
+    passed: bool
+    description: str
+    failing_rows: int
+    sample: list[str] = []
+
+
+def _failing(conn: duckdb.DuckDBPyConnection, sql: str) -> tuple[int, list[str]]:
+    count = conn.execute(f"SELECT count(*) FROM ({sql})").fetchone()[0]
+    sample = [str(r) for r in conn.execute(f"{sql} LIMIT 5").fetchall()] if count else []
+    return int(count), sample
+
+
+def check_names(contract: Contract) -> list[str]:
+    """The checks a contract declares, known before any data exists (Dagster needs them)."""
+    names = ["unique_key", "not_null"]
+    if any(c.accepted_values is not None for c in contract.columns):
+        names.append("accepted_values")
+    return [*names, "row_count"]
+
+
+def run_contract_checks(conn: duckdb.DuckDBPyConnection, contract: Contract) -> list[CheckOutcome]:
+    table = qualified("silver", contract.name)
+    keys = ", ".join(quote(k) for k in contract.business_key)
+    outcomes = []
+
+    count, sample = _failing(
+        conn, f"SELECT {keys}, count(*) AS n FROM {table} GROUP BY ALL HAVING count(*) > 1"
+    )
+    outcomes.append(
+        CheckOutcome(
+            name="unique_key",
+            passed=count == 0,
+            failing_rows=count,
+            sample=sample,
+            description=f"business key ({keys.replace(chr(34), '')}) is unique",
+        )
+    )
+
+    required = [c.name for c in contract.columns if contract.is_required(c)]
+    where = " OR ".join(f"{quote(c)} IS NULL" for c in required)
+    count, sample = _failing(conn, f"SELECT {keys} FROM {table} WHERE {where}")
+    outcomes.append(
+        CheckOutcome(
+            name="not_null",
+            passed=count == 0,
+            failing_rows=count,
+            sample=sample,
+            description=f"no NULL in required columns {', '.join(required)}",
+        )
+    )
+
+    enums = [c for c in contract.columns if c.accepted_values is not None]
+    if enums:
+        where = " OR ".join(
+            f"CAST({quote(c.name)} AS VARCHAR) NOT IN "
+            f"({', '.join(_literal(v) for v in c.accepted_values or [])})"
+            for c in enums
+        )
+        count, sample = _failing(conn, f"SELECT {keys} FROM {table} WHERE {where}")
+        outcomes.append(
+            CheckOutcome(
+                name="accepted_values",
+                passed=count == 0,
+                failing_rows=count,
+                sample=sample,
+                description="values within " + ", ".join(c.name for c in enums),
+            )
+        )
+
+    rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    outcomes.append(
+        CheckOutcome(
+            name="row_count",
+            passed=rows >= contract.min_rows,
+            failing_rows=0 if rows >= contract.min_rows else 1,
+            description=f"at least {contract.min_rows} row(s); found {rows}",
+        )
+    )
+    return outcomes

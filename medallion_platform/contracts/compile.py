@@ -1,0 +1,130 @@
+"""Compile a contract into SQL that types bronze text and names every reason a row fails.
+
+The SQL only uses portable constructs (TRY_CAST, CASE, regexp) so that moving silver to
+another engine means transpiling it, not rewriting it.
+"""
+
+from __future__ import annotations
+
+from medallion_platform.contracts.spec import Column, Contract
+from medallion_platform.warehouse.identifiers import qualified, quote
+
+LINEAGE = ("_batch_id", "_source", "_row_number")
+
+
+def _literal(value: object) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _raw(column: Column, bronze_columns: set[str]) -> str:
+    """The bronze text for a column: the first present of its name and aliases, blank → NULL."""
+    present = [n for n in (column.name, *column.aliases) if n in bronze_columns]
+    if not present:
+        return "CAST(NULL AS VARCHAR)"
+    text = [f"NULLIF(trim({quote(n)}), '')" for n in present]
+    return text[0] if len(text) == 1 else f"coalesce({', '.join(text)})"
+
+
+def _typed(column: Column, raw: str) -> str:
+    if column.type == "varchar":
+        return raw
+    if column.type == "boolean":
+        return f"TRY_CAST(lower({raw}) AS BOOLEAN)"
+    return f"TRY_CAST({raw} AS {column.sql_type})"
+
+
+def _reasons(contract: Contract, column: Column) -> list[str]:
+    """CASE expressions over ``r.<raw>`` and ``t.<typed>`` that yield a reason or NULL."""
+    raw, typed, name = f"r_{column.name}", quote(column.name), column.name
+    checks = []
+    if contract.is_required(column):
+        checks.append(f"CASE WHEN {raw} IS NULL THEN '{name}: required value is missing' END")
+    if column.type != "varchar":
+        checks.append(
+            f"CASE WHEN {raw} IS NOT NULL AND {typed} IS NULL THEN "
+            f"'{name}: cannot parse ''' || {raw} || ''' as {column.type}' END"
+        )
+    if column.min is not None:
+        checks.append(
+            f"CASE WHEN {typed} < {column.min} THEN "
+            f"'{name}: ' || CAST({typed} AS VARCHAR) || ' is below the minimum {column.min:g}' END"
+        )
+    if column.max is not None:
+        checks.append(
+            f"CASE WHEN {typed} > {column.max} THEN "
+            f"'{name}: ' || CAST({typed} AS VARCHAR) || ' is above the maximum {column.max:g}' END"
+        )
+    if column.accepted_values is not None:
+        values = ", ".join(_literal(v) for v in column.accepted_values)
+        shown = ", ".join(column.accepted_values).replace("'", "''")
+        checks.append(
+            f"CASE WHEN {typed} IS NOT NULL AND CAST({typed} AS VARCHAR) NOT IN ({values}) THEN "
+            f"'{name}: ''' || CAST({typed} AS VARCHAR) || ''' is not one of {shown}' END"
+        )
+    if column.pattern is not None:
+        checks.append(
+            f"CASE WHEN {raw} IS NOT NULL AND NOT "
+            f"regexp_full_match({raw}, {_literal(column.pattern)}) THEN "
+            f"'{name}: ''' || {raw} || ''' does not match the expected pattern' END"
+        )
+    return checks
+
+
+def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
+    """SELECT over the bronze batches in ``(? , ?]`` with typed columns and ``_reasons``.
+
+    Parameters: the exclusive lower and inclusive upper ``_batch_id``.
+    """
+    raw_cols = ",\n  ".join(f"{_raw(c, bronze_columns)} AS r_{c.name}" for c in contract.columns)
+    typed_cols = ",\n  ".join(
+        f"{_typed(c, 'r_' + c.name)} AS {quote(c.name)}" for c in contract.columns
+    )
+    reasons = ["_parse_error"]
+    for column in contract.columns:
+        reasons.extend(_reasons(contract, column))
+    for rule in contract.rules:
+        reasons.append(
+            f"CASE WHEN NOT coalesce(({rule.sql}), TRUE) THEN 'rule {rule.name} failed: "
+            f"{rule.sql.replace(chr(39), chr(39) * 2)}' END"
+        )
+    raw_json = ", ".join(f"{_literal(c.name)}: r_{c.name}" for c in contract.columns)
+    parse_error = "_parse_error" if "_parse_error" in bronze_columns else "CAST(NULL AS VARCHAR)"
+    return f"""
+WITH raw AS (
+  SELECT _batch_id, _source, _row_number, {parse_error} AS _parse_error,
+  {raw_cols}
+  FROM {qualified("bronze", contract.source)}
+  WHERE _batch_id > ? AND _batch_id <= ?
+), typed AS (
+  SELECT *,
+  {typed_cols}
+  FROM raw
+)
+SELECT *,
+  list_filter([{", ".join(reasons)}], x -> x IS NOT NULL) AS _reasons,
+  to_json({{{raw_json}}}) AS _raw
+FROM typed
+"""
+
+
+def order_by_latest(contract: Contract) -> str:
+    """The one ordering of versions of a key: used by incremental runs and rebuilds alike."""
+    parts = [f"{quote(c)} DESC NULLS LAST" for c in contract.latest_by]
+    parts += ["_batch_id DESC", "_row_number DESC"]
+    return ", ".join(parts)
+
+
+def silver_columns(contract: Contract) -> dict[str, str]:
+    columns = {c.name: c.sql_type for c in contract.columns}
+    columns.update({"_batch_id": "BIGINT", "_source": "VARCHAR", "_row_number": "BIGINT"})
+    return columns
+
+
+QUARANTINE_COLUMNS = {
+    "_batch_id": "BIGINT",
+    "_source": "VARCHAR",
+    "_row_number": "BIGINT",
+    "_reason": "VARCHAR",
+    "_raw": "JSON",
+    "_quarantined_at": "TIMESTAMPTZ",
+}

@@ -1,0 +1,133 @@
+"""What a silver table promises, declared in ``config/contracts.yaml`` and validated here."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from medallion_platform.warehouse.identifiers import validate_identifier
+
+_TYPE = re.compile(
+    r"^(varchar|integer|bigint|double|boolean|date|timestamp|timestamptz|decimal\(\d{1,2},\d{1,2}\))$"
+)
+_FORBIDDEN_SQL = re.compile(r";|--|/\*|\b(attach|copy|install|load|pragma|export)\b", re.I)
+
+
+class Column(BaseModel):
+    """A typed silver column, the bronze text it is parsed from, and its constraints."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    type: str = "varchar"
+    required: bool = False
+    description: str = ""
+    aliases: list[str] = Field(
+        default_factory=list, description="Other bronze column names that carry this column."
+    )
+    min: float | None = None
+    max: float | None = None
+    accepted_values: list[str] | None = None
+    pattern: str | None = Field(default=None, description="Regular expression the text matches.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return validate_identifier(value)
+
+    @field_validator("aliases")
+    @classmethod
+    def _aliases(cls, value: list[str]) -> list[str]:
+        return [validate_identifier(v) for v in value]
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        value = value.replace(" ", "").lower()
+        if not _TYPE.match(value):
+            raise ValueError(
+                f"unsupported type {value!r}: use varchar, integer, bigint, double, boolean, "
+                "date, timestamp, timestamptz or decimal(p,s)"
+            )
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            re.compile(value)
+        return value
+
+    @property
+    def sql_type(self) -> str:
+        return self.type.upper()
+
+
+class Rule(BaseModel):
+    """A row-level business rule: a SQL boolean over the typed columns."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    sql: str
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return validate_identifier(value)
+
+    @field_validator("sql")
+    @classmethod
+    def _sql(cls, value: str) -> str:
+        if _FORBIDDEN_SQL.search(value):
+            raise ValueError(f"rule SQL must be a single boolean expression: {value!r}")
+        return value
+
+
+class Contract(BaseModel):
+    """A silver table: its columns, business key, how duplicates resolve, and its checks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Silver table name (silver.<name>, quarantine.<name>).")
+    description: str
+    source: str = Field(description="Bronze table it is built from (bronze.<source>).")
+    business_key: list[str] = Field(min_length=1)
+    latest_by: list[str] = Field(
+        default_factory=list,
+        description="Columns that order versions of a key; the greatest wins. Ties (and an "
+        "empty list) fall back to arrival order: batch, then row number.",
+    )
+    columns: list[Column] = Field(min_length=1)
+    rules: list[Rule] = Field(default_factory=list)
+    extra_columns: Literal["ignore"] = Field(
+        default="ignore",
+        description="Bronze columns the contract does not name stay in bronze only.",
+    )
+    min_rows: int = Field(default=1, ge=0, description="Row-count check on the silver table.")
+    owner: str = "team:data-platform"
+
+    @field_validator("name", "source")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        return validate_identifier(value)
+
+    @model_validator(mode="after")
+    def _keys_are_columns(self) -> Contract:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"contract {self.name}: duplicate column names")
+        for field in (*self.business_key, *self.latest_by):
+            if field not in names:
+                raise ValueError(f"contract {self.name}: {field!r} is not a declared column")
+        return self
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    def is_required(self, column: Column) -> bool:
+        """Business-key columns are always required: a row without its key cannot be merged."""
+        return column.required or column.name in self.business_key

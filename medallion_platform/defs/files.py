@@ -1,0 +1,177 @@
+"""File drops in Dagster: a bronze asset per declared feed, and the landing-zone sensor."""
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+
+from dagster import (
+    AssetKey,
+    AssetsDefinition,
+    Config,
+    DefaultSensorStatus,
+    MaterializeResult,
+    MetadataValue,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    asset,
+    sensor,
+)
+from pydantic import Field
+
+from medallion_platform.connectors.files import FileFeed, ingest_files, list_landing_files
+from medallion_platform.connectors.files.loader import BRONZE_SCHEMA, ensure_bronze_table
+from medallion_platform.defs.constants import WAREHOUSE_POOL
+from medallion_platform.defs.metadata import table_metadata
+from medallion_platform.defs.resources import LandingZoneResource, WarehouseResource
+from medallion_platform.warehouse.tables import describe_table, markdown_table
+
+
+class FileIngestConfig(Config):
+    files: list[str] | None = Field(
+        default=None,
+        description="Landing paths (relative to the landing root) to load. Default: every "
+        "file of the feed waiting in the landing zone. The landing-zone sensor fills this in.",
+    )
+
+
+def bronze_key(feed: FileFeed) -> AssetKey:
+    return AssetKey([BRONZE_SCHEMA, feed.bronze_table])
+
+
+def build_bronze_file_asset(feed: FileFeed) -> AssetsDefinition:
+    """``bronze/files_<feed>``: raw rows of every landed file, as text, with lineage."""
+
+    @asset(
+        key=bronze_key(feed),
+        group_name="bronze",
+        description=(
+            f"{feed.description.strip()}\n\nRaw rows exactly as received from "
+            f"`landing/{feed.folder}/{feed.glob}`, every value kept as text, append-only, with "
+            "lineage columns `_batch_id`, `_ingested_at`, `_source` (file#row), `_file_hash`, "
+            "`_parse_error`, `_extra_fields`. Each file loads exactly once (by content hash)."
+        ),
+        owners=[feed.owner],
+        kinds={"duckdb", feed.format},
+        tags={"layer": "bronze", "source": "files"},
+        metadata={"landing_folder": feed.folder, "glob": feed.glob, "format": feed.format},
+        pool=WAREHOUSE_POOL,
+    )
+    def _bronze(
+        context,
+        config: FileIngestConfig,
+        warehouse: WarehouseResource,
+        landing_zone: LandingZoneResource,
+    ) -> MaterializeResult:
+        wh = warehouse.warehouse()
+        with wh.transaction() as conn:
+            ensure_bronze_table(conn, feed)
+        report = ingest_files(wh, feed, landing_zone.root, config.files, run_id=context.run_id)
+        for outcome in report.files:
+            if outcome.status == "rejected":
+                context.log.warning(f"Rejected {outcome.path}: {outcome.reason}")
+            elif outcome.status == "duplicate":
+                context.log.info(f"Skipped {outcome.path}: {outcome.reason}")
+        with wh.connect() as conn:
+            desc = describe_table(conn, BRONZE_SCHEMA, feed.bronze_table)
+        files_table = markdown_table(
+            ["file", "status", "rows", "batch", "reason"],
+            [(f.path, f.status, f.rows, f.batch_id, f.reason or "") for f in report.files],
+        )
+        return MaterializeResult(
+            metadata={
+                **table_metadata(desc),
+                "rows_added": report.rows_loaded,
+                "files_loaded": report.count("loaded"),
+                "files_duplicate": report.count("duplicate"),
+                "files_rejected": report.count("rejected"),
+                "batch_ids": MetadataValue.json(report.batch_ids),
+                "files": MetadataValue.md(files_table if report.files else "(no new files)"),
+            }
+        )
+
+    return _bronze
+
+
+def _run_key(fingerprints: Sequence[str], attempt: int) -> str:
+    digest = hashlib.sha256("\n".join(sorted(fingerprints)).encode()).hexdigest()[:24]
+    return f"landing:{digest}" + (f":retry{attempt}" if attempt else "")
+
+
+def build_landing_zone_sensor(
+    feeds: Sequence[FileFeed],
+    job_name: str,
+    downstream_of_feed: Mapping[str, Sequence[AssetKey]],
+    *,
+    max_files_per_run: int = 500,
+    retry_after_s: float = 900.0,
+    minimum_interval_seconds: int = 30,
+):
+    """Lists the landing zone (names, sizes, mtimes; never contents, never the warehouse).
+
+    The cursor remembers files it has requested that are still in the landing zone (loaded
+    files are moved out, so it stays small). A file still waiting ``retry_after_s`` after its
+    request (its run failed) is requested again; loading is idempotent, so that is safe.
+    """
+
+    @sensor(
+        name="landing_zone_sensor",
+        job_name=job_name,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Watches the landing zone for new files and requests a run that loads them "
+        "into bronze and refreshes what depends on them.",
+    )
+    def landing_zone_sensor(
+        context: SensorEvaluationContext, landing_zone: LandingZoneResource
+    ) -> SensorResult | SkipReason:
+        seen: dict[str, dict[str, float | int]] = json.loads(context.cursor or "{}")
+        now = time.time()
+        present: dict[str, tuple[FileFeed, str]] = {}
+        for feed in feeds:
+            for landed in list_landing_files(landing_zone.root, feed):
+                present[landed.fingerprint] = (feed, landed.relpath)
+
+        cursor = {fp: state for fp, state in seen.items() if fp in present}
+        due = [
+            fp
+            for fp in present
+            if fp not in cursor or now - float(cursor[fp]["requested_at"]) >= retry_after_s
+        ]
+        if not due:
+            return SensorResult(
+                skip_reason=SkipReason("No new files in the landing zone."),
+                cursor=json.dumps(cursor, sort_keys=True),
+            )
+
+        requests = []
+        for start in range(0, len(due), max_files_per_run):
+            chunk = due[start : start + max_files_per_run]
+            attempt = max(int(cursor.get(fp, {}).get("attempt", -1)) + 1 for fp in chunk)
+            files_by_feed: dict[str, list[str]] = {}
+            for fp in chunk:
+                feed, rel = present[fp]
+                files_by_feed.setdefault(feed.name, []).append(rel)
+                cursor[fp] = {"requested_at": now, "attempt": attempt}
+            selection = [key for name in files_by_feed for key in downstream_of_feed[name]]
+            requests.append(
+                RunRequest(
+                    run_key=_run_key(chunk, attempt),
+                    asset_selection=selection,
+                    run_config={
+                        "ops": {
+                            bronze_key(feed).to_python_identifier(): {
+                                "config": {"files": files_by_feed[feed.name]}
+                            }
+                            for feed in feeds
+                            if feed.name in files_by_feed
+                        }
+                    },
+                    tags={"medallion/trigger": "landing_zone", "medallion/files": str(len(chunk))},
+                )
+            )
+        return SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+
+    return landing_zone_sensor

@@ -1,0 +1,157 @@
+"""Silver in Dagster: one multi-asset per contract (the clean table and its quarantine)."""
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    AssetsDefinition,
+    AssetSpec,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
+from pydantic import Field
+
+from medallion_platform.contracts import Contract, apply_contract, run_contract_checks
+from medallion_platform.contracts.checks import check_names
+from medallion_platform.defs.constants import WAREHOUSE_POOL
+from medallion_platform.defs.metadata import table_metadata
+from medallion_platform.defs.resources import WarehouseResource
+from medallion_platform.warehouse.tables import describe_table, markdown_table
+
+CHECK_DESCRIPTIONS = {
+    "unique_key": "The business key is unique.",
+    "not_null": "Required columns have no NULL.",
+    "accepted_values": "Enumerated columns hold only accepted values.",
+    "row_count": "The table has at least the contract's minimum number of rows.",
+}
+
+
+class SilverConfig(Config):
+    rebuild: bool = Field(
+        default=False,
+        description="Rebuild silver and quarantine from all of bronze instead of merging only "
+        "the batches newer than the high-water mark. The result is identical.",
+    )
+
+
+def silver_key(contract: Contract) -> AssetKey:
+    return AssetKey(["silver", contract.name])
+
+
+def quarantine_key(contract: Contract) -> AssetKey:
+    return AssetKey(["quarantine", contract.name])
+
+
+def _columns_doc(contract: Contract) -> str:
+    rows = []
+    for c in contract.columns:
+        rules = []
+        if contract.is_required(c):
+            rules.append("required")
+        if c.min is not None:
+            rules.append(f">= {c.min:g}")
+        if c.max is not None:
+            rules.append(f"<= {c.max:g}")
+        if c.accepted_values:
+            rules.append("one of " + ", ".join(c.accepted_values))
+        if c.aliases:
+            rules.append("also read from " + ", ".join(c.aliases))
+        rows.append((c.name, c.type, "; ".join(rules), c.description))
+    return markdown_table(["column", "type", "constraints", "description"], rows)
+
+
+def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinition:
+    """``silver/<name>`` (typed, deduplicated) and ``quarantine/<name>`` from one bronze table."""
+    key = silver_key(contract)
+    business_key = ", ".join(contract.business_key)
+    latest = ", ".join(contract.latest_by) or "arrival order"
+
+    @multi_asset(
+        name=f"silver_{contract.name}",
+        specs=[
+            AssetSpec(
+                key,
+                deps=[bronze],
+                group_name="silver",
+                description=(
+                    f"{contract.description}\n\nTyped and validated against the `{contract.name}`"
+                    f" contract, deduplicated by ({business_key}) keeping the latest by "
+                    f"{latest}. Incremental by bronze batch; a rebuild gives the same table."
+                ),
+                owners=[contract.owner],
+                kinds={"duckdb", "sql"},
+                tags={"layer": "silver"},
+                metadata={
+                    "business_key": business_key,
+                    "contract": MetadataValue.md(_columns_doc(contract)),
+                },
+            ),
+            AssetSpec(
+                quarantine_key(contract),
+                deps=[bronze],
+                group_name="quarantine",
+                description=(
+                    f"Rows of bronze.{contract.source} that broke the `{contract.name}` "
+                    "contract, with the reason, the raw values (`_raw`) and a pointer back to "
+                    "their bronze row (`_batch_id`, `_source`). Nothing is dropped silently."
+                ),
+                owners=[contract.owner],
+                kinds={"duckdb", "sql"},
+                tags={"layer": "quarantine"},
+            ),
+        ],
+        check_specs=[
+            AssetCheckSpec(name, asset=key, blocking=True, description=CHECK_DESCRIPTIONS[name])
+            for name in check_names(contract)
+        ],
+        pool=WAREHOUSE_POOL,
+    )
+    def _silver(context, config: SilverConfig, warehouse: WarehouseResource):
+        with warehouse.warehouse().transaction() as conn:
+            stats = apply_contract(conn, contract, rebuild=config.rebuild, run_id=context.run_id)
+            outcomes = run_contract_checks(conn, contract)
+            silver_desc = describe_table(conn, "silver", contract.name)
+            quarantine_desc = describe_table(conn, "quarantine", contract.name)
+        context.log.info(
+            f"{contract.name}: {stats.rows_in} bronze rows → {stats.valid} valid "
+            f"({stats.inserted} new keys, {stats.updated} updated, {stats.superseded} "
+            f"duplicates/older versions), {stats.quarantined} quarantined"
+        )
+        yield MaterializeResult(
+            asset_key=key,
+            metadata={
+                **table_metadata(silver_desc),
+                "bronze_batches": f"({stats.from_batch_id}, {stats.to_batch_id}]",
+                "rebuilt": stats.rebuilt,
+                "rows_in": stats.rows_in,
+                "rows_added": stats.inserted,
+                "rows_updated": stats.updated,
+                "duplicates_removed": stats.superseded,
+                "quarantined_rows": stats.quarantined,
+            },
+        )
+        yield MaterializeResult(
+            asset_key=quarantine_key(contract),
+            metadata={
+                **table_metadata(quarantine_desc),
+                "rows_added": stats.quarantined,
+                "reasons": MetadataValue.json(stats.reasons),
+            },
+        )
+        for outcome in outcomes:
+            yield AssetCheckResult(
+                asset_key=key,
+                check_name=outcome.name,
+                passed=outcome.passed,
+                severity=AssetCheckSeverity.ERROR,
+                description=outcome.description,
+                metadata={
+                    "failing_rows": outcome.failing_rows,
+                    "sample": MetadataValue.json(outcome.sample),
+                },
+            )
+
+    return _silver

@@ -1,0 +1,149 @@
+"""What is in the warehouse, read-only: tables per layer, positions, files, quarantine."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+from pydantic import BaseModel
+
+from medallion_platform.settings import PlatformSettings
+from medallion_platform.warehouse import LAYER_SCHEMAS, Warehouse
+from medallion_platform.warehouse.identifiers import qualified
+
+
+class TableStatus(BaseModel):
+    layer: str
+    table: str
+    rows: int
+    last_batch_id: int | None
+
+
+class PositionStatus(BaseModel):
+    source: str
+    key: str
+    position: str
+    batch_id: int | None
+    committed_at: datetime
+
+
+class FileIssue(BaseModel):
+    feed: str
+    path: str
+    status: str
+    reason: str | None
+    stored_at: str | None
+
+
+class PlatformStatus(BaseModel):
+    warehouse: str
+    tables: list[TableStatus]
+    positions: list[PositionStatus]
+    files: dict[str, dict[str, int]]
+    file_issues: list[FileIssue]
+    quarantine: dict[str, int]
+    watermarks: dict[str, int]
+
+
+def read_status(settings: PlatformSettings, lock_timeout_s: float = 60.0) -> PlatformStatus:
+    """Open the warehouse read-only (waiting for a running writer) and summarize it."""
+    path = settings.warehouse_path
+    if not path.exists():
+        raise FileNotFoundError(
+            f"No warehouse at {path}. Run `medallion demo` (or a job) first, or set "
+            "MEDALLION_HOME to the platform home you meant."
+        )
+    warehouse = Warehouse(path, read_only=True, lock_timeout_s=lock_timeout_s)
+    with warehouse.connect() as conn:
+        return _status(conn, str(path))
+
+
+def _status(conn: duckdb.DuckDBPyConnection, path: str) -> PlatformStatus:
+    tables = []
+    layers = [s for s in LAYER_SCHEMAS if s != "_meta"]
+    for schema, table in conn.execute(
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_schema IN (SELECT unnest(?)) ORDER BY 1, 2",
+        [layers],
+    ).fetchall():
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = ? AND table_name = ?",
+                [schema, table],
+            ).fetchall()
+        }
+        batch = "max(_batch_id)" if "_batch_id" in columns else "NULL"
+        rows, last = conn.execute(
+            f"SELECT count(*), {batch} FROM {qualified(schema, table)}"
+        ).fetchone()
+        tables.append(TableStatus(layer=schema, table=table, rows=rows, last_batch_id=last))
+
+    has_meta = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = '_meta'"
+    ).fetchone()[0]
+    positions, files, issues, watermarks = [], {}, [], {}
+    if has_meta:
+        positions = [
+            PositionStatus(source=s, key=k, position=p, batch_id=b, committed_at=t)
+            for s, k, p, b, t in conn.execute(
+                "SELECT source, key, position, batch_id, committed_at FROM _meta.positions "
+                "ORDER BY 1, 2"
+            ).fetchall()
+        ]
+        for feed, status, n in conn.execute(
+            "SELECT feed, status, count(*) FROM _meta.files GROUP BY ALL ORDER BY ALL"
+        ).fetchall():
+            files.setdefault(feed, {})[status] = n
+        issues = [
+            FileIssue(feed=f, path=p, status=s, reason=r, stored_at=a)
+            for f, p, s, r, a in conn.execute(
+                "SELECT feed, path, status, reason, stored_at FROM _meta.files "
+                "WHERE status <> 'loaded' ORDER BY batch_id"
+            ).fetchall()
+        ]
+        watermarks = dict(
+            conn.execute("SELECT consumer, last_batch_id FROM _meta.watermarks").fetchall()
+        )
+    quarantine = {t.table: t.rows for t in tables if t.layer == "quarantine"}
+    return PlatformStatus(
+        warehouse=path,
+        tables=tables,
+        positions=positions,
+        files=files,
+        file_issues=issues,
+        quarantine=quarantine,
+        watermarks=watermarks,
+    )
+
+
+def format_status(status: PlatformStatus) -> str:
+    lines = [f"Warehouse: {status.warehouse}", ""]
+    lines.append(f"{'layer':<11} {'table':<28} {'rows':>12} {'last batch':>11}")
+    for t in status.tables:
+        last = "" if t.last_batch_id is None else str(t.last_batch_id)
+        lines.append(f"{t.layer:<11} {t.table:<28} {t.rows:>12,} {last:>11}")
+    if status.positions:
+        lines += ["", "Committed source positions:"]
+        for p in status.positions:
+            lines.append(
+                f"  {p.source:<22} {p.key:<12} {p.position}  (batch {p.batch_id}, "
+                f"{p.committed_at:%Y-%m-%d %H:%M:%S})"
+            )
+    if status.files:
+        lines += ["", "Files:"]
+        for feed, counts in status.files.items():
+            lines.append(f"  {feed:<12} " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    rejected = [i for i in status.file_issues if i.status == "rejected"]
+    if rejected:
+        lines += ["", "Rejected files (moved aside; fix and drop again):"]
+        for i in rejected:
+            lines.append(f"  {i.path}: {i.reason}")
+            if i.stored_at:
+                lines.append(f"      now at {i.stored_at}")
+    if status.quarantine:
+        lines += ["", "Quarantined rows: " + ", ".join(
+            f"{t} {n}" for t, n in status.quarantine.items()
+        )]  # fmt: skip
+    return "\n".join(lines)

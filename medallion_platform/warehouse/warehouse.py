@@ -1,0 +1,259 @@
+"""The warehouse: one DuckDB file, one place that opens it.
+
+Every write in the platform goes through :class:`Warehouse`, so the single-writer rule of
+DuckDB, the lock wait, memory settings and transactions are decided here and nowhere else.
+Moving silver and gold to another engine means replacing this module, not the assets.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from medallion_platform.warehouse.identifiers import qualified, quote, validate_identifier
+
+LAYER_SCHEMAS = ("bronze", "silver", "gold", "quarantine", "_meta")
+
+_META_DDL = """
+CREATE SEQUENCE IF NOT EXISTS _meta.batch_id_seq START 1;
+CREATE TABLE IF NOT EXISTS _meta.batches (
+    batch_id BIGINT PRIMARY KEY,
+    source VARCHAR NOT NULL,
+    run_id VARCHAR,
+    started_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS _meta.files (
+    feed VARCHAR NOT NULL,
+    file_hash VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    size_bytes BIGINT NOT NULL,
+    rows BIGINT,
+    batch_id BIGINT NOT NULL,
+    status VARCHAR NOT NULL,
+    reason VARCHAR,
+    stored_at VARCHAR,
+    registered_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS _meta.positions (
+    source VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    position VARCHAR NOT NULL,
+    batch_id BIGINT,
+    committed_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (source, key)
+);
+CREATE TABLE IF NOT EXISTS _meta.watermarks (
+    consumer VARCHAR PRIMARY KEY,
+    last_batch_id BIGINT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS _meta.silver_runs (
+    table_name VARCHAR NOT NULL,
+    run_id VARCHAR,
+    from_batch_id BIGINT,
+    to_batch_id BIGINT,
+    rebuilt BOOLEAN NOT NULL,
+    rows_in BIGINT NOT NULL,
+    valid BIGINT NOT NULL,
+    quarantined BIGINT NOT NULL,
+    inserted BIGINT NOT NULL,
+    updated BIGINT NOT NULL,
+    superseded BIGINT NOT NULL,
+    finished_at TIMESTAMPTZ NOT NULL
+);
+"""
+
+
+class WarehouseBusyError(RuntimeError):
+    """Another process holds DuckDB's write lock for longer than we are willing to wait."""
+
+
+class Warehouse:
+    """Opens the DuckDB file with the platform's settings and waits politely for its lock.
+
+    DuckDB allows one read-write process or many read-only ones. Runs are serialized by the
+    ``warehouse`` concurrency pool; this lock wait covers what the pool cannot see (a CLI
+    ``status`` during a run, ``dagster job execute`` beside ``dagster dev``).
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        read_only: bool = False,
+        lock_timeout_s: float = 300.0,
+        memory_limit: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self.lock_timeout_s = lock_timeout_s
+        self.memory_limit = memory_limit
+        self.threads = threads
+
+    def _config(self) -> dict[str, str | int | bool]:
+        config: dict[str, str | int | bool] = {}
+        if self.memory_limit:
+            config["memory_limit"] = self.memory_limit
+        if self.threads:
+            config["threads"] = self.threads
+        return config
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        if not self.read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(
+                    str(self.path), read_only=self.read_only, config=self._config()
+                )
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise
+                if time.monotonic() >= deadline:
+                    holder = re.search(r"PID (\d+)", str(exc))
+                    who = f" (held by process {holder.group(1)})" if holder else ""
+                    raise WarehouseBusyError(
+                        f"The warehouse {self.path} is locked by another writer{who} and stayed "
+                        f"locked for {self.lock_timeout_s:.0f}s. DuckDB allows one writer at a "
+                        "time: wait for the running job to finish, then retry."
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection, closed on exit (which releases the file lock when it is the last)."""
+        conn = self._open()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection inside BEGIN … COMMIT; any exception rolls everything back."""
+        with self.connect() as conn, transaction(conn):
+            yield conn
+
+    def ensure_layout(self) -> None:
+        """Create the layer schemas and the ``_meta`` bookkeeping tables (idempotent)."""
+        with self.transaction() as conn:
+            ensure_layout(conn)
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN … COMMIT on an open connection (many transactions, one open: opening is costly)."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def ensure_layout(conn: duckdb.DuckDBPyConnection) -> None:
+    for schema in LAYER_SCHEMAS:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+    conn.execute(_META_DDL)
+
+
+def next_batch_id(conn: duckdb.DuckDBPyConnection, source: str, run_id: str | None) -> int:
+    """Allocate a batch id (monotonic, so silver can use it as a high-water mark)."""
+    batch_id = conn.execute("SELECT nextval('_meta.batch_id_seq')").fetchone()[0]
+    conn.execute("INSERT INTO _meta.batches VALUES (?, ?, ?, now())", [batch_id, source, run_id])
+    return int(batch_id)
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, table],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def table_columns(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, str]:
+    """Column name → DuckDB type, in table order (empty if the table does not exist)."""
+    rows = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        [schema, table],
+    ).fetchall()
+    return {name: dtype for name, dtype in rows}
+
+
+def add_missing_columns(
+    conn: duckdb.DuckDBPyConnection, schema: str, table: str, columns: dict[str, str]
+) -> list[str]:
+    """Schema evolution by addition: new columns are added (NULL for older rows), never dropped."""
+    existing = table_columns(conn, schema, table)
+    added = []
+    for name, dtype in columns.items():
+        if name not in existing:
+            _check_type(dtype)
+            conn.execute(f"ALTER TABLE {qualified(schema, table)} ADD COLUMN {quote(name)} {dtype}")
+            added.append(name)
+    return added
+
+
+def row_count(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> int:
+    return int(conn.execute(f"SELECT count(*) FROM {qualified(schema, table)}").fetchone()[0])
+
+
+def set_position(
+    conn: duckdb.DuckDBPyConnection, source: str, key: str, position: str, batch_id: int | None
+) -> None:
+    """Commit a source position; callers do this in the transaction that wrote its rows."""
+    conn.execute(
+        "INSERT OR REPLACE INTO _meta.positions VALUES (?, ?, ?, ?, now())",
+        [source, key, position, batch_id],
+    )
+
+
+def get_watermark(conn: duckdb.DuckDBPyConnection, consumer: str) -> int:
+    row = conn.execute(
+        "SELECT last_batch_id FROM _meta.watermarks WHERE consumer = ?", [consumer]
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def set_watermark(conn: duckdb.DuckDBPyConnection, consumer: str, batch_id: int) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO _meta.watermarks VALUES (?, ?, now())", [consumer, batch_id]
+    )
+
+
+_TYPE = re.compile(r"^[A-Z][A-Z0-9_]*(\(\d+(,\s*\d+)?\))?(\[\])?$")
+
+
+def _check_type(dtype: str) -> str:
+    if not _TYPE.match(dtype.upper()):
+        raise ValueError(f"{dtype!r} is not a plain DuckDB column type")
+    return dtype
+
+
+__all__ = [
+    "LAYER_SCHEMAS",
+    "Warehouse",
+    "WarehouseBusyError",
+    "add_missing_columns",
+    "ensure_layout",
+    "get_watermark",
+    "next_batch_id",
+    "row_count",
+    "set_position",
+    "set_watermark",
+    "table_columns",
+    "table_exists",
+    "validate_identifier",
+]
