@@ -19,7 +19,7 @@ def run_main_job(settings: PlatformSettings, log_level: str = "WARNING") -> bool
     from medallion_platform.definitions import MAIN_JOB, build_definitions
 
     use_instance(settings)
-    job = build_definitions(settings).get_job_def(MAIN_JOB)
+    job = build_definitions(settings).resolve_job_def(MAIN_JOB)
     with DagsterInstance.get() as instance:
         result = job.execute_in_process(
             instance=instance,

@@ -1,0 +1,63 @@
+"""Shared fixtures: every test gets its own platform home with a real DuckDB file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from medallion_platform.config import PlatformConfig, platform_config
+from medallion_platform.connectors.files import FileFeed
+from medallion_platform.contracts import Contract
+from medallion_platform.settings import PlatformSettings
+from medallion_platform.warehouse import Warehouse
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PlatformSettings]:
+    """A fresh platform home; ``MEDALLION_HOME`` points at it for code that reads the env."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("MEDALLION_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    settings = PlatformSettings(home=home)
+    settings.ensure_dirs()
+    yield settings
+
+
+@pytest.fixture
+def warehouse(settings: PlatformSettings) -> Warehouse:
+    return Warehouse(settings.warehouse_path, lock_timeout_s=10)
+
+
+@pytest.fixture
+def config() -> PlatformConfig:
+    return platform_config()
+
+
+@pytest.fixture
+def products_feed(config: PlatformConfig) -> FileFeed:
+    return next(f for f in config.feeds if f.name == "products")
+
+
+@pytest.fixture
+def ad_spend_feed(config: PlatformConfig) -> FileFeed:
+    return next(f for f in config.feeds if f.name == "ad_spend")
+
+
+@pytest.fixture
+def products_contract(config: PlatformConfig) -> Contract:
+    return config.contract("products")
+
+
+@pytest.fixture
+def ad_spend_contract(config: PlatformConfig) -> Contract:
+    return config.contract("ad_spend")
+
+
+def write_csv(landing: Path, relpath: str, text: str) -> Path:
+    """Drop a file into the landing zone (creating the feed folder)."""
+    path = landing / relpath
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,182 @@
+"""The whole graph through Dagster on real files and a real DuckDB file."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import duckdb
+import pytest
+from dagster import AssetKey, DagsterInstance, build_sensor_context
+
+from medallion_platform.definitions import MAIN_JOB, build_definitions
+from medallion_platform.defs.resources import LandingZoneResource
+from medallion_platform.demo.generator import generate_landing_files
+from medallion_platform.settings import PlatformSettings
+from medallion_platform_tests.conftest import write_csv
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+def _run(settings: PlatformSettings, **kwargs):
+    job = build_definitions(settings).resolve_job_def(MAIN_JOB)
+    run_config = {**QUIET, **kwargs.pop("run_config", {})}
+    with DagsterInstance.ephemeral() as instance:
+        return job.execute_in_process(
+            instance=instance, raise_on_error=False, run_config=run_config, **kwargs
+        )
+
+
+def _materializations(result) -> dict[str, dict]:
+    out = {}
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        out[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+    return out
+
+
+def _count(settings: PlatformSettings, sql: str):
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+@pytest.fixture
+def demo_run(settings: PlatformSettings):
+    manifest = generate_landing_files(settings.landing_dir, scale=0.05)
+    result = _run(settings)
+    assert result.success
+    return manifest, result
+
+
+def test_demo_flows_from_files_to_gold_and_counts_reconcile(settings, demo_run) -> None:
+    manifest, result = demo_run
+    mats = _materializations(result)
+    assert set(mats) == {
+        "bronze/files_products",
+        "bronze/files_ad_spend",
+        "silver/products",
+        "silver/ad_spend",
+        "quarantine/products",
+        "quarantine/ad_spend",
+        "gold/dim_product",
+        "gold/marketing_spend_daily",
+    }
+    for key, meta in mats.items():
+        assert meta["dagster/row_count"] > 0, key
+        assert "preview" in meta and "dagster/column_schema" in meta, key
+
+    unreadable = sum(1 for f in manifest.files if f.kind == "unreadable")
+    bronze_meta = [mats["bronze/files_products"], mats["bronze/files_ad_spend"]]
+    assert sum(m["files_rejected"] for m in bronze_meta) == unreadable
+    assert sum(m["files_duplicate"] for m in bronze_meta) == 2
+
+    for contract in ("products", "ad_spend"):
+        bronze = _count(settings, f"SELECT count(*) FROM bronze.files_{contract}")
+        silver = _count(settings, f"SELECT count(*) FROM silver.{contract}")
+        quarantined = _count(settings, f"SELECT count(*) FROM quarantine.{contract}")
+        superseded = _count(
+            settings,
+            f"SELECT sum(superseded) FROM _meta.silver_runs WHERE table_name = '{contract}'",
+        )
+        assert bronze == silver + quarantined + superseded, contract
+        assert mats[f"silver/{contract}"]["quarantined_rows"] == quarantined
+    assert (
+        _count(settings, "SELECT count(*) FROM quarantine.products")
+        + _count(settings, "SELECT count(*) FROM quarantine.ad_spend")
+        == manifest.malformed_rows
+    )
+    assert _count(settings, "SELECT count(*) FROM gold.dim_product") == manifest.products
+
+
+def test_dropping_the_same_demo_again_adds_nothing(settings, demo_run) -> None:
+    before = {
+        t: _count(settings, f"SELECT count(*) FROM {t}")
+        for t in ("bronze.files_products", "bronze.files_ad_spend", "silver.products")
+    }
+    generate_landing_files(settings.landing_dir, scale=0.05)  # same seed: same bytes
+    result = _run(settings)
+    assert result.success
+    mats = _materializations(result)
+    assert mats["bronze/files_products"]["rows_added"] == 0
+    assert mats["bronze/files_ad_spend"]["rows_added"] == 0
+    assert mats["silver/products"]["rows_added"] == 0
+    for table, count in before.items():
+        assert _count(settings, f"SELECT count(*) FROM {table}") == count, table
+
+
+def test_a_failed_blocking_silver_check_stops_gold_in_the_same_run(settings, demo_run) -> None:
+    with duckdb.connect(str(settings.warehouse_path)) as conn:
+        conn.execute("INSERT INTO silver.products SELECT * FROM silver.products LIMIT 1")
+    result = _run(settings)
+    assert not result.success
+    mats = _materializations(result)
+    assert "gold/dim_product" not in mats  # blocked by silver/products' unique_key check
+    assert "gold/marketing_spend_daily" in mats  # other branches still run
+    failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failed == ["silver_products"]
+    checks = {
+        e.event_specific_data.check_name: e.event_specific_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.event_specific_data.asset_key == AssetKey(["silver", "products"])
+    }
+    assert checks["unique_key"] is False and checks["not_null"] is True
+
+
+def test_the_sensor_run_request_loads_only_its_feed(settings) -> None:
+    write_csv(
+        settings.landing_dir,
+        "ad_spend/email_2026-10-01.csv",
+        "date,channel,campaign,spend,impressions,clicks\n2026-10-01,email,c1,1.50,100,3\n",
+    )
+    defs = build_definitions(settings)
+    sensor = defs.resolve_sensor_def("landing_zone_sensor")
+    context = build_sensor_context(
+        resources={"landing_zone": LandingZoneResource(path=str(settings.landing_dir))}
+    )
+    (request,) = sensor(context).run_requests
+    result = _run(settings, run_config=request.run_config, asset_selection=request.asset_selection)
+    assert result.success
+    assert set(_materializations(result)) == {
+        "bronze/files_ad_spend",
+        "silver/ad_spend",
+        "quarantine/ad_spend",
+        "gold/marketing_spend_daily",
+    }
+    assert _count(settings, "SELECT count(*) FROM silver.ad_spend") == 1
+
+
+def test_marketing_spend_daily_figures_are_right(settings) -> None:
+    """Hand-computed: spend, impressions, clicks, CTR and CPC per date and channel."""
+    header = "date,channel,campaign,spend,impressions,clicks\n"
+    write_csv(
+        settings.landing_dir,
+        "ad_spend/google_ads_2026-10-01.csv",
+        header
+        + "2026-10-01,google_ads,a,100.00,10000,200\n2026-10-01,google_ads,b,50.50,5000,50\n",
+    )
+    write_csv(
+        settings.landing_dir,
+        "ad_spend/email_2026-10-01.csv",
+        header + "2026-10-01,email,news,0.00,0,0\n",
+    )
+    write_csv(  # a corrected re-delivery of campaign b: it replaces the first version
+        settings.landing_dir,
+        "ad_spend/google_ads_2026-10-01_corrected.csv",
+        header + "2026-10-01,google_ads,b,49.50,5000,50\n",
+    )
+    selection = [
+        AssetKey(["bronze", "files_ad_spend"]),
+        AssetKey(["silver", "ad_spend"]),
+        AssetKey(["quarantine", "ad_spend"]),
+        AssetKey(["gold", "marketing_spend_daily"]),
+    ]
+    assert _run(settings, asset_selection=selection).success
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT channel, campaigns, spend, impressions, clicks, ctr, cpc "
+            "FROM gold.marketing_spend_daily ORDER BY channel"
+        ).fetchall()
+    assert rows == [
+        ("email", 1, Decimal("0.00"), 0, 0, None, None),
+        ("google_ads", 2, Decimal("149.50"), 15000, 250, 0.016667, 0.598),
+    ]

@@ -1,0 +1,88 @@
+"""The ``medallion`` command and Dagster's own CLI, as a user runs them (real subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from medallion_platform.settings import PlatformSettings
+
+BIN = Path(sys.executable).parent
+
+
+def _run(args: list[str], settings: PlatformSettings, timeout: float = 240):
+    env = {**os.environ, "MEDALLION_HOME": str(settings.home)}
+    env["DAGSTER_HOME"] = str(settings.dagster_home)
+    return subprocess.run(
+        args, env=env, capture_output=True, text=True, timeout=timeout, cwd=settings.home.parent
+    )
+
+
+def test_demo_then_status_json_shows_every_layer_with_rows(settings) -> None:
+    demo = _run([str(BIN / "medallion"), "demo", "--scale", "0.05"], settings)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert "bronze" in demo.stdout and "gold" in demo.stdout
+    assert "Quarantined rows" in demo.stdout
+    assert "dagster dev" in demo.stdout
+
+    status = _run([str(BIN / "medallion"), "status", "--json"], settings)
+    assert status.returncode == 0, status.stderr
+    document = json.loads(status.stdout)
+    by_layer: dict[str, list[int]] = {}
+    for table in document["tables"]:
+        by_layer.setdefault(table["layer"], []).append(table["rows"])
+    for layer in ("bronze", "silver", "gold", "quarantine"):
+        assert by_layer.get(layer) and all(rows > 0 for rows in by_layer[layer]), layer
+    assert {i["status"] for i in document["file_issues"]} == {"rejected", "duplicate"}
+    assert all(i["reason"] for i in document["file_issues"])
+    assert document["positions"], "committed source positions are listed"
+    # The instance the demo created turns telemetry off and serializes warehouse steps.
+    instance_yaml = (settings.dagster_home / "dagster.yaml").read_text()
+    assert "enabled: false" in instance_yaml and "default_limit: 1" in instance_yaml
+
+
+def test_status_without_a_warehouse_says_what_to_do(settings) -> None:
+    status = _run([str(BIN / "medallion"), "status"], settings)
+    assert status.returncode == 1
+    assert "medallion demo" in status.stderr and str(settings.warehouse_path) in status.stderr
+
+
+def test_two_dagster_job_executes_at_once_both_succeed(settings) -> None:
+    """A sensor run and a hand-launched run at the same time: no run fails on DuckDB's lock."""
+    seed = _run([str(BIN / "medallion"), "demo", "--no-run", "--scale", "0.05"], settings)
+    assert seed.returncode == 0, seed.stderr
+    env = {
+        **os.environ,
+        "MEDALLION_HOME": str(settings.home),
+        "DAGSTER_HOME": str(settings.dagster_home),
+    }
+    command = [str(BIN / "dagster"), "job", "execute", "-m", "medallion_platform", "-j"]
+    runs = [
+        subprocess.Popen(
+            [*command, "medallion_job"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=settings.home.parent,
+        )
+        for _ in range(2)
+    ]
+    outputs = []
+    try:
+        for proc in runs:
+            out, _ = proc.communicate(timeout=300)
+            outputs.append(out)
+    finally:
+        for proc in runs:
+            proc.kill()
+    for proc, out in zip(runs, outputs, strict=True):
+        assert proc.returncode == 0, out[-4000:]
+        assert "RUN_SUCCESS" in out
+    assert "lock" not in "".join(outputs).lower().replace("blocked by limit", "")
+    status = _run([str(BIN / "medallion"), "status", "--json"], settings)
+    tables = {(t["layer"], t["table"]): t["rows"] for t in json.loads(status.stdout)["tables"]}
+    assert tables[("gold", "dim_product")] > 0
