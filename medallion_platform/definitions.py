@@ -85,16 +85,30 @@ def build_definitions(
     sensors = [build_landing_zone_sensor(config.feeds, MAIN_JOB, _downstream_of_feeds(config))]
 
     warehouse_path = str(settings.warehouse_path)
+    duckdb_config = {
+        k: v
+        for k, v in {
+            "memory_limit": settings.duckdb_memory_limit,
+            "threads": settings.duckdb_threads,
+        }.items()
+        if v
+    }
+    io_manager = WarehouseIOManager(database=warehouse_path, connection_config=duckdb_config)
     return Definitions(
         assets=assets,
         asset_checks=checks,
         jobs=jobs,
         sensors=sensors,
         resources={
-            "warehouse": WarehouseResource(path=warehouse_path),
+            "warehouse": WarehouseResource(
+                path=warehouse_path,
+                memory_limit=settings.duckdb_memory_limit,
+                threads=settings.duckdb_threads,
+            ),
             "landing_zone": LandingZoneResource(path=str(settings.landing_dir)),
-            "warehouse_io_manager": WarehouseIOManager(database=warehouse_path),
-            "io_manager": WarehouseIOManager(database=warehouse_path),
+            # Gold assets name it explicitly; it is also the default for any new asset.
+            "warehouse_io_manager": io_manager,
+            "io_manager": io_manager,
         },
         # DuckDB has one writer and the machine two cores: steps run one after another in the
         # run process (a multiprocess executor costs ~2 s a step and contends for the lock).

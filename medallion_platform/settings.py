@@ -20,10 +20,18 @@ class PlatformSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     home: Path
+    duckdb_memory_limit: str | None = None
+    duckdb_threads: int | None = None
 
     @classmethod
     def from_env(cls) -> PlatformSettings:
-        return cls(home=Path(os.environ.get("MEDALLION_HOME", DEFAULT_HOME)).absolute())
+        """``MEDALLION_HOME``, ``MEDALLION_DUCKDB_MEMORY_LIMIT``, ``MEDALLION_DUCKDB_THREADS``."""
+        threads = os.environ.get("MEDALLION_DUCKDB_THREADS")
+        return cls(
+            home=Path(os.environ.get("MEDALLION_HOME", DEFAULT_HOME)).absolute(),
+            duckdb_memory_limit=os.environ.get("MEDALLION_DUCKDB_MEMORY_LIMIT") or None,
+            duckdb_threads=int(threads) if threads else None,
+        )
 
     @property
     def warehouse_path(self) -> Path:
