@@ -18,6 +18,7 @@ from medallion_platform.config import PlatformConfig, platform_config
 from medallion_platform.defs.files import (
     bronze_key,
     build_bronze_file_asset,
+    build_landing_spec,
     build_landing_zone_sensor,
 )
 from medallion_platform.defs.gold import build_gold_asset, build_gold_key_check, gold_key
@@ -55,7 +56,8 @@ def build_definitions(
     config = config or platform_config()
     feeds_by_contract = {feed.contract: feed for feed in config.feeds}
 
-    assets = [build_bronze_file_asset(feed) for feed in config.feeds]
+    assets: list = [build_landing_spec(feed) for feed in config.feeds]
+    assets += [build_bronze_file_asset(feed) for feed in config.feeds]
     assets += [
         build_silver_assets(c, bronze_key(feeds_by_contract[c.name]))
         for c in config.contracts
@@ -67,7 +69,7 @@ def build_definitions(
     jobs = [
         define_asset_job(
             MAIN_JOB,
-            selection=AssetSelection.all(),
+            selection=AssetSelection.all() - AssetSelection.groups("landing"),
             description="Everything: bronze ingestion, silver contracts, gold models and checks.",
         ),
         define_asset_job(

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dagster import (
     AssetKey,
     AssetsDefinition,
+    AssetSpec,
     Config,
     DefaultSensorStatus,
     MaterializeResult,
@@ -41,11 +42,30 @@ def bronze_key(feed: FileFeed) -> AssetKey:
     return AssetKey([BRONZE_SCHEMA, feed.bronze_table])
 
 
+def landing_key(feed: FileFeed) -> AssetKey:
+    return AssetKey(["landing", feed.name])
+
+
+def build_landing_spec(feed: FileFeed) -> AssetSpec:
+    """The landing folder as an external asset, so lineage in the UI starts at the files."""
+    return AssetSpec(
+        landing_key(feed),
+        group_name="landing",
+        description=f"Files dropped into `landing/{feed.folder}/{feed.glob}` "
+        f"({feed.format}), outside Dagster's control. {feed.description.strip()}",
+        owners=[feed.owner],
+        kinds={feed.format, "file"},
+        tags={"layer": "landing"},
+        metadata={"landing_folder": feed.folder, "glob": feed.glob},
+    )
+
+
 def build_bronze_file_asset(feed: FileFeed) -> AssetsDefinition:
     """``bronze/files_<feed>``: raw rows of every landed file, as text, with lineage."""
 
     @asset(
         key=bronze_key(feed),
+        deps=[landing_key(feed)],
         group_name="bronze",
         description=(
             f"{feed.description.strip()}\n\nRaw rows exactly as received from "
