@@ -94,9 +94,12 @@ def rejected_path(landing_root: Path, feed: FileFeed, batch_id: int, relpath: st
     return landing_root / REJECTED_DIR / feed.name / f"batch_{batch_id:08d}" / Path(relpath).name
 
 
-def move_aside(source: Path, target: Path) -> None:
+def move_aside(source: Path, target: Path) -> Path:
     """Move a landed file (or the symlink itself, never its target) out of the feed folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    if os.path.lexists(target):
-        target = target.with_name(f"{target.stem}.{os.getpid()}{target.suffix}")
-    shutil.move(str(source), str(target))
+    candidate, n = target, 1
+    while os.path.lexists(candidate):  # never overwrite an earlier copy
+        n += 1
+        candidate = target.with_name(f"{target.stem}.{n}{target.suffix}")
+    shutil.move(str(source), str(candidate))
+    return candidate

@@ -156,11 +156,11 @@ def _ingest_one(
     file_hash = sha256_file(path)
     with transaction(conn):
         earlier = conn.execute(
-            "SELECT path, batch_id FROM _meta.files WHERE feed = ? AND file_hash = ? "
+            "SELECT path, batch_id, stored_at FROM _meta.files WHERE feed = ? AND file_hash = ? "
             "AND status = 'loaded' ORDER BY batch_id LIMIT 1",
             [feed.name, file_hash],
         ).fetchone()
-        if earlier and earlier[0] == rel:
+        if earlier and earlier[0] == rel and not _archived(earlier[2]):
             # Committed by an earlier run that stopped before moving the file: finish the move.
             batch_id = int(earlier[1])
             status: Status = "already_loaded"
@@ -172,8 +172,7 @@ def _ingest_one(
             target = archive_path(landing_root, feed, batch_id, rel)
             _register(conn, feed, file_hash, rel, size, 0, batch_id, status, reason, target)
     if earlier:
-        target = archive_path(landing_root, feed, batch_id, rel)
-        move_aside(path, target)
+        target = move_aside(path, archive_path(landing_root, feed, batch_id, rel))
         return FileOutcome(
             path=rel,
             status=status,
@@ -192,7 +191,7 @@ def _ingest_one(
             set_position(conn, source, "last_file", rel, batch_id)
     except FileReadError as exc:
         return _reject(conn, feed, landing_root, rel, run_id, file_hash, size, exc.reason)
-    move_aside(path, target)
+    target = move_aside(path, target)
     return FileOutcome(
         path=rel,
         status="loaded",
@@ -201,6 +200,11 @@ def _ingest_one(
         batch_id=batch_id,
         moved_to=_rel(target, landing_root),
     )
+
+
+def _archived(stored_at: str | None) -> bool:
+    """Whether the loaded copy reached its archive (if not, the run stopped before the move)."""
+    return bool(stored_at) and Path(stored_at).exists()
 
 
 def _inside(path: Path, folder: Path, landing_root: Path) -> bool:

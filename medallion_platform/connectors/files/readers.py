@@ -35,16 +35,20 @@ class FileReadError(Exception):
 
 
 def unique_column_names(raw_headers: list[str]) -> list[str]:
-    """Normalize headers; a name that repeats gets ``_2``, ``_3`` … so nothing collides."""
+    """Normalize headers; a name that repeats gets ``_2``, ``_3`` … so nothing collides.
+
+    Every result is a valid identifier of at most 63 characters, suffix included.
+    """
     names: list[str] = []
     for raw in raw_headers:
         base = normalize_column_name(raw)
         if base.startswith("_"):  # leading '_' is reserved for lineage columns
-            base = "c" + base
+            base = ("c" + base)[:63]
         name, n = base, 1
         while name in names:
             n += 1
-            name = f"{base}_{n}"
+            suffix = f"_{n}"
+            name = base[: 63 - len(suffix)] + suffix
         names.append(name)
     return names
 
@@ -53,7 +57,7 @@ def read_batches(
     path: Path, feed: FileFeed, batch_rows: int = DEFAULT_BATCH_ROWS
 ) -> Iterator[pa.Table]:
     """Yield the file as Arrow tables of text columns plus ``_row_number`` and error columns."""
-    _check_readable(path)
+    _check_readable(path, feed)
     if feed.format == "csv":
         yield from _read_csv(path, feed, batch_rows)
     elif feed.format == "jsonl":
@@ -62,13 +66,13 @@ def read_batches(
         yield from _read_parquet(path, feed, batch_rows)
 
 
-def _check_readable(path: Path) -> None:
+def _check_readable(path: Path, feed: FileFeed) -> None:
     size = path.stat().st_size
     if size == 0:
         raise FileReadError("file is empty (0 bytes)")
     with path.open("rb") as fh:
         head = fh.read(8192)
-    if path.suffix != ".parquet" and b"\x00" in head:
+    if feed.format != "parquet" and b"\x00" in head:
         raise FileReadError("file is binary, not text (it contains NUL bytes)")
 
 
@@ -91,7 +95,7 @@ def _read_csv(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Table]
     opts = feed.csv
     # Strict decoding: a wrong encoding rejects the file instead of silently mangling values.
     with path.open("r", encoding=opts.encoding, errors="strict", newline="") as fh:
-        reader = csv.reader(fh, delimiter=opts.delimiter, quotechar=opts.quotechar, strict=False)
+        reader = csv.reader(fh, delimiter=opts.delimiter, quotechar=opts.quotechar, strict=True)
         try:
             try:
                 header = next(reader)
@@ -201,8 +205,8 @@ def _json_record(text: str, line_no: int) -> dict[str, str | None]:
             EXTRA_FIELDS: json.dumps([text]),
         }
     record: dict[str, str | None] = {ROW_NUMBER: line_no}  # type: ignore[dict-item]
-    for key, val in value.items():
-        name = unique_column_names([str(key)])[0]
+    names = unique_column_names([str(key) for key in value])  # "id" and "ID" both survive
+    for name, val in zip(names, value.values(), strict=True):
         if val is None or isinstance(val, str):
             record[name] = val
         else:
