@@ -30,6 +30,13 @@ def ensure_instance(settings: PlatformSettings) -> Path:
     config = settings.dagster_home / "dagster.yaml"
     if not config.exists():
         config.write_text(INSTANCE_YAML)
+    if not (settings.dagster_home / "storage").exists():
+        # Create the SQLite storages now, once: two runs starting together on a fresh home
+        # would otherwise race to create (and stamp) the same schema.
+        from dagster import DagsterInstance
+
+        with DagsterInstance.from_config(str(settings.dagster_home)):
+            pass
     return settings.dagster_home
 
 

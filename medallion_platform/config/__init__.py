@@ -30,6 +30,8 @@ def _load(path: Path, key: str, model: type[M]) -> list[M]:
         document = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get(key, []), list):
+        raise ConfigError(f"{path}: expected a mapping with a list under {key!r}")
     items = []
     for i, raw in enumerate(document.get(key, [])):
         try:

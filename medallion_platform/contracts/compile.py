@@ -26,11 +26,20 @@ def _raw(column: Column, bronze_columns: set[str]) -> str:
 
 
 def _typed(column: Column, raw: str) -> str:
+    """Parse the text strictly: '1.5' is not an integer and '12.999' is not a decimal(12,2)
+    (a bare TRY_CAST would round both), so such values are quarantined, not altered."""
     if column.type == "varchar":
         return raw
     if column.type == "boolean":
         return f"TRY_CAST(lower({raw}) AS BOOLEAN)"
-    return f"TRY_CAST({raw} AS {column.sql_type})"
+    cast = f"TRY_CAST({raw} AS {column.sql_type})"
+    if column.type in ("integer", "bigint"):
+        return f"CASE WHEN regexp_full_match({raw}, '[+-]?[0-9]+') THEN {cast} END"
+    if column.type.startswith("decimal("):
+        scale = int(column.type[8:-1].split(",")[1])
+        digits = f"[0-9]+(\\.[0-9]{{0,{scale}}})?" if scale else "[0-9]+"
+        return f"CASE WHEN regexp_full_match({raw}, '[+-]?{digits}') THEN {cast} END"
+    return cast
 
 
 def _reasons(contract: Contract, column: Column) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+import duckdb
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medallion_platform.warehouse.identifiers import validate_identifier
@@ -51,13 +52,23 @@ class Column(BaseModel):
                 f"unsupported type {value!r}: use varchar, integer, bigint, double, boolean, "
                 "date, timestamp, timestamptz or decimal(p,s)"
             )
+        if value.startswith("decimal("):
+            precision, scale = (int(n) for n in value[8:-1].split(","))
+            if not (1 <= precision <= 38 and scale <= precision):
+                raise ValueError(f"{value}: precision must be 1..38 and scale <= precision")
         return value
 
     @field_validator("pattern")
     @classmethod
     def _pattern(cls, value: str | None) -> str | None:
+        """Checked by DuckDB's engine (RE2), the one that will run it, not by Python's ``re``."""
         if value is not None:
-            re.compile(value)
+            try:
+                duckdb.execute("SELECT regexp_full_match('', $1)", [value]).fetchall()
+            except duckdb.Error as exc:
+                raise ValueError(
+                    f"pattern {value!r} is not a valid RE2 expression: {exc}"
+                ) from None
         return value
 
     @property

@@ -56,6 +56,8 @@ def _write_relation(
 
 class PandasHandler(DbTypeHandler[pd.DataFrame]):
     def handle_output(self, context, table_slice, obj, connection):
+        if obj.empty:  # zero rows give DuckDB nothing to infer object columns from: text
+            obj = obj.astype({c: "string" for c in obj.columns if obj[c].dtype == object})
         connection.register("_out_df", obj)
         try:
             return _write_relation(context, table_slice, connection, "SELECT * FROM _out_df")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 class InvalidIdentifierError(ValueError):
@@ -13,7 +13,7 @@ class InvalidIdentifierError(ValueError):
 
 def validate_identifier(name: str) -> str:
     """Return ``name`` if it is a safe lower-case identifier, else raise."""
-    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise InvalidIdentifierError(
             f"{name!r} is not a valid identifier: use lower-case letters, digits and '_', "
             "starting with a letter or '_', at most 63 characters"

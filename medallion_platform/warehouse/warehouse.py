@@ -122,7 +122,7 @@ class Warehouse:
                     who = f" (held by process {holder.group(1)})" if holder else ""
                     raise WarehouseBusyError(
                         f"The warehouse {self.path} is locked by another writer{who} and stayed "
-                        f"locked for {self.lock_timeout_s:.0f}s. DuckDB allows one writer at a "
+                        f"locked for {self.lock_timeout_s:g}s. DuckDB allows one writer at a "
                         "time: wait for the running job to finish, then retry."
                     ) from exc
                 time.sleep(delay)
@@ -233,11 +233,12 @@ def set_watermark(conn: duckdb.DuckDBPyConnection, consumer: str, batch_id: int)
     )
 
 
-_TYPE = re.compile(r"^[A-Z][A-Z0-9_]*(\(\d+(,\s*\d+)?\))?(\[\])?$")
+# Types as DuckDB spells them in DESCRIBE: "TIMESTAMP WITH TIME ZONE", "DECIMAL(12,2)", "INT[]".
+_TYPE = re.compile(r"[A-Z][A-Z0-9_]*( [A-Z][A-Z0-9_]*)*(\(\d+(,\s*\d+)?\))?(\[\])*")
 
 
 def _check_type(dtype: str) -> str:
-    if not _TYPE.match(dtype.upper()):
+    if not _TYPE.fullmatch(dtype.upper()):
         raise ValueError(f"{dtype!r} is not a plain DuckDB column type")
     return dtype
 

@@ -1,0 +1,145 @@
+"""The declarative configuration: the packaged files load, and broken copies fail clearly."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from medallion_platform.config import CONFIG_DIR, ConfigError, PlatformConfig, load_config
+from medallion_platform.gold.spec import MODELS_DIR, GoldModel
+
+Edit = Callable[[dict[str, Any]], None]
+
+
+def test_packaged_config_loads(config: PlatformConfig) -> None:
+    assert [f.name for f in config.feeds] == ["products", "ad_spend"]
+    assert [c.name for c in config.contracts] == ["products", "ad_spend"]
+    assert [m.name for m in config.gold_models] == ["dim_product", "marketing_spend_daily"]
+    for feed in config.feeds:
+        assert config.contract(feed.contract).source == feed.bronze_table
+    for model in config.gold_models:
+        assert model.sql_path == MODELS_DIR / f"{model.name}.sql"
+        assert model.sql.lstrip().startswith(("SELECT", "--"))
+    assert load_config() == config
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    target = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    assert load_config(target).contracts  # the copy itself is valid
+    return target
+
+
+def edit(config_dir: Path, filename: str, change: Edit) -> Path:
+    path = config_dir / filename
+    document = yaml.safe_load(path.read_text())
+    change(document)
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def _set(section: str, index: int, **values: Any) -> Edit:
+    def change(document: dict[str, Any]) -> None:
+        document[section][index].update(values)
+
+    return change
+
+
+def test_feed_naming_an_unknown_contract(config_dir: Path) -> None:
+    edit(config_dir, "file_feeds.yaml", _set("feeds", 1, contract="ad_costs"))
+    with pytest.raises(ConfigError, match=r"feed ad_spend: contract 'ad_costs' is not declared"):
+        load_config(config_dir)
+
+
+def test_feed_and_contract_disagreeing_on_the_bronze_table(config_dir: Path) -> None:
+    edit(config_dir, "contracts.yaml", _set("contracts", 0, source="files_catalog"))
+    with pytest.raises(ConfigError) as info:
+        load_config(config_dir)
+    message = str(info.value)
+    assert "feed products" in message
+    assert "bronze.files_catalog" in message and "bronze.files_products" in message
+
+
+def test_gold_model_whose_depends_on_disagrees_with_its_sql(config_dir: Path) -> None:
+    path = edit(config_dir, "gold_models.yaml", _set("models", 0, depends_on=["silver.ad_spend"]))
+    with pytest.raises(ConfigError) as info:
+        load_config(config_dir)
+    message = str(info.value)
+    assert str(path) in message
+    assert "'dim_product'" in message
+    assert "silver.products" in message and "silver.ad_spend" in message
+
+
+def test_gold_model_built_directly_checks_its_sql() -> None:
+    base = {"description": "d", "grain": "one row per SKU", "key": ["sku"]}
+    assert GoldModel(name="dim_product", depends_on=["silver.products"], **base).sql.startswith(
+        "-- Grain"
+    )
+    with pytest.raises(ValidationError, match=r"gold model dim_product: SQL reads") as info:
+        GoldModel(name="dim_product", depends_on=["silver.ad_spend"], **base)
+    assert "['silver.products']" in str(info.value)
+    assert "['silver.ad_spend']" in str(info.value)
+    with pytest.raises(ValidationError, match=r"gold model dim_nothing: .*does not exist"):
+        GoldModel(name="dim_nothing", depends_on=["silver.products"], **base)
+
+
+def test_contract_entry_errors_name_the_file_and_the_entry(config_dir: Path) -> None:
+    def bad_type(document: dict[str, Any]) -> None:
+        document["contracts"][1]["columns"][3]["type"] = "money"
+
+    path = edit(config_dir, "contracts.yaml", bad_type)
+    with pytest.raises(ConfigError, match="unsupported type 'money'") as info:
+        load_config(config_dir)
+    assert str(path) in str(info.value)
+    assert "contracts entry 'ad_spend' is invalid" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("filename", "section", "name"),
+    [
+        ("file_feeds.yaml", "feeds", "products"),
+        ("contracts.yaml", "contracts", "ad_spend"),
+        ("gold_models.yaml", "models", "marketing_spend_daily"),
+    ],
+)
+def test_duplicate_names(config_dir: Path, filename: str, section: str, name: str) -> None:
+    def duplicate(document: dict[str, Any]) -> None:
+        entry = next(e for e in document[section] if e["name"] == name)
+        document[section].append(dict(entry))
+
+    path = edit(config_dir, filename, duplicate)
+    with pytest.raises(ConfigError, match=re.escape(f"duplicate {section} names ['{name}']")) as e:
+        load_config(config_dir)
+    assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("filename", ["file_feeds.yaml", "contracts.yaml", "gold_models.yaml"])
+def test_invalid_yaml(config_dir: Path, filename: str) -> None:
+    path = config_dir / filename
+    path.write_text(path.read_text() + "\n  - {name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        load_config(config_dir)
+    assert str(path) in str(info.value)
+
+
+def test_yaml_that_is_not_a_mapping(config_dir: Path) -> None:
+    path = config_dir / "gold_models.yaml"
+    path.write_text("- name: dim_product\n")
+    with pytest.raises(ConfigError, match=r"gold_models\.yaml"):
+        load_config(config_dir)
+
+
+def test_invalid_pattern_is_a_config_error(config_dir: Path) -> None:
+    edit(
+        config_dir, "contracts.yaml", lambda d: d["contracts"][0]["columns"][0].update(pattern="[")
+    )
+    with pytest.raises(ConfigError, match="'products'"):
+        load_config(config_dir)
