@@ -39,7 +39,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  medallion status            # this summary again (MEDALLION_HOME={settings.home})")
     print(f"  DAGSTER_HOME={settings.dagster_home} dagster dev -w workspace.yaml")
     print("                              # or `medallion dev`: the UI on http://127.0.0.1:3000")
-    print(f"  duckdb -readonly {settings.warehouse_path}")
+    print(f"  duckdb.connect({str(settings.warehouse_path)!r}, read_only=True)  # notebooks, BI")
     return 0 if ok else 1
 
 
