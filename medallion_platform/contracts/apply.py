@@ -15,6 +15,7 @@ from medallion_platform.contracts.compile import (
     QUARANTINE_COLUMNS,
     checked_rows_sql,
     order_by_latest,
+    raw_json_sql,
     silver_columns,
 )
 from medallion_platform.contracts.spec import Contract
@@ -113,7 +114,7 @@ def apply_contract(
         f"""
         INSERT INTO {quarantine} BY NAME
         SELECT _batch_id, _source, _row_number, array_to_string(_reasons, '; ') AS _reason,
-               _raw, now() AS _quarantined_at
+               {raw_json_sql(contract)} AS _raw, now() AS _quarantined_at
         FROM _checked WHERE len(_reasons) > 0
         """
     )

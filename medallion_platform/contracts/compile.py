@@ -96,7 +96,6 @@ def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
             f"CASE WHEN NOT coalesce(({rule.sql}), TRUE) THEN 'rule {rule.name} failed: "
             f"{rule.sql.replace(chr(39), chr(39) * 2)}' END"
         )
-    raw_json = ", ".join(f"{_literal(c.name)}: r_{c.name}" for c in contract.columns)
     parse_error = "_parse_error" if "_parse_error" in bronze_columns else "CAST(NULL AS VARCHAR)"
     return f"""
 WITH raw AS (
@@ -110,10 +109,15 @@ WITH raw AS (
   FROM raw
 )
 SELECT *,
-  list_filter([{", ".join(reasons)}], x -> x IS NOT NULL) AS _reasons,
-  to_json({{{raw_json}}}) AS _raw
+  list_filter([{", ".join(reasons)}], x -> x IS NOT NULL) AS _reasons
 FROM typed
 """
+
+
+def raw_json_sql(contract: Contract) -> str:
+    """The row's raw text as JSON, for quarantine (computed only for quarantined rows)."""
+    fields = ", ".join(f"{_literal(c.name)}: r_{c.name}" for c in contract.columns)
+    return f"to_json({{{fields}}})"
 
 
 def order_by_latest(contract: Contract) -> str:

@@ -91,6 +91,10 @@ class Warehouse:
         threads: int | None = None,
     ) -> None:
         self.path = Path(path)
+        if self.path.stem.lower() in LAYER_SCHEMAS:
+            # DuckDB names the database after the file; "bronze.duckdb" would make every
+            # reference to the bronze schema ambiguous.
+            raise ValueError(f"{self.path.name}: a warehouse file cannot be named after a layer")
         self.read_only = read_only
         self.lock_timeout_s = lock_timeout_s
         self.memory_limit = memory_limit

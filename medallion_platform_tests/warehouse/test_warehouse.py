@@ -288,3 +288,10 @@ def test_open_errors_other_than_the_lock_are_not_retried(tmp_path: Path) -> None
         pass
     assert not isinstance(info.value, WarehouseBusyError)
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("name", ["bronze.duckdb", "silver.duckdb", "gold.duckdb"])
+def test_a_warehouse_file_named_after_a_layer_is_refused(tmp_path, name) -> None:
+    """DuckDB names the catalog after the file: bronze.duckdb makes bronze.x ambiguous."""
+    with pytest.raises(ValueError, match="cannot be named after a layer"):
+        Warehouse(tmp_path / name)
