@@ -12,6 +12,7 @@ import codecs
 import csv
 import json
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 import pyarrow as pa
@@ -114,57 +115,69 @@ def _read_csv(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Table]
 def _csv_batches(
     reader: Iterator[list[str]], columns: list[str], width: int, batch_rows: int
 ) -> Iterator[pa.Table]:
-    rows: list[list[str]] = []
+    """Batches of rows; a batch whose rows all fit the header takes a fast path (no per-row
+    bookkeeping), and only a batch with a blank or wrong-width line is walked row by row."""
+    next_number = 1
+    yielded = False
+    while chunk := list(islice(reader, batch_rows)):
+        if all(len(record) == width for record in chunk):
+            numbers = list(range(next_number, next_number + len(chunk)))
+            next_number += len(chunk)
+            yield _table(columns, chunk, numbers, None, None)
+        else:
+            table, next_number = _checked_chunk(chunk, columns, width, next_number)
+            yield table
+        yielded = True
+    if not yielded:
+        yield _table(columns, [], [], None, None)
+
+
+def _checked_chunk(
+    chunk: list[list[str]], columns: list[str], width: int, next_number: int
+) -> tuple[pa.Table, int]:
+    rows: list[list[str | None]] = []
     numbers: list[int] = []
     errors: list[str | None] = []
     extras: list[str | None] = []
-    row_number = 0
-    any_bad = False
-    for record in reader:
-        row_number += 1
-        if not record:  # a blank line is not a row
-            row_number -= 1
-            continue
+    for record in chunk:
         n = len(record)
+        if n == 0:  # a blank line is not a row
+            continue
         if n == width:
-            rows.append(record)
+            rows.append(record)  # type: ignore[arg-type]
             errors.append(None)
             extras.append(None)
         else:
-            any_bad = True
             if n < width:
-                rows.append(record + [None] * (width - n))  # type: ignore[list-item]
+                rows.append(record + [None] * (width - n))
                 extras.append(None)
             else:
-                rows.append(record[:width])
+                rows.append(record[:width])  # type: ignore[arg-type]
                 extras.append(json.dumps(record[width:]))
-            errors.append(f"row {row_number}: expected {width} fields, found {n}")
-        numbers.append(row_number)
-        if len(rows) >= batch_rows:
-            yield _table(columns, rows, numbers, errors, extras, any_bad)
-            rows, numbers, errors, extras, any_bad = [], [], [], [], False
-    if rows or row_number == 0:
-        yield _table(columns, rows, numbers, errors, extras, any_bad)
+            errors.append(f"row {next_number}: expected {width} fields, found {n}")
+        numbers.append(next_number)
+        next_number += 1
+    return _table(columns, rows, numbers, errors, extras), next_number
 
 
 def _table(
     columns: list[str],
-    rows: list[list[str]],
+    rows: list[list[str]] | list[list[str | None]],
     numbers: list[int],
-    errors: list[str | None],
-    extras: list[str | None],
-    any_bad: bool,
+    errors: list[str | None] | None,
+    extras: list[str | None] | None,
 ) -> pa.Table:
+    n = len(rows)
     if rows:
         data = {
             name: pa.array(values, pa.string())
-            for name, values in zip(columns, zip(*rows, strict=False), strict=False)
+            for name, values in zip(columns, zip(*rows, strict=True), strict=True)
         }
     else:
         data = {name: pa.array([], pa.string()) for name in columns}
     data[ROW_NUMBER] = pa.array(numbers, pa.int64())
-    data[PARSE_ERROR] = pa.array(errors if any_bad else [None] * len(rows), pa.string())
-    data[EXTRA_FIELDS] = pa.array(extras if any_bad else [None] * len(rows), pa.string())
+    data[PARSE_ERROR] = pa.array(errors, pa.string()) if errors else pa.nulls(n, pa.string())
+    data[EXTRA_FIELDS] = pa.array(extras, pa.string()) if extras else pa.nulls(n, pa.string())
     return pa.table(data)
 
 
