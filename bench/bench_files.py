@@ -1,0 +1,392 @@
+"""File-ingestion benchmark: the platform's bronze → silver → gold path against raw DuckDB.
+
+Generates the demo landing files at a scale giving at least ``--rows`` data rows, then, on
+those same files, measures (each phase in its own child process, for an honest peak RSS):
+
+- ``raw``: DuckDB's ``read_csv`` (all_varchar, union_by_name, ignore_errors) into a fresh file;
+- ``bronze``: ``ingest_files`` for every configured feed into a fresh warehouse;
+- ``silver``: ``apply_contract`` for every contract, one ``Warehouse.transaction()`` each;
+- ``gold``: ``CREATE OR REPLACE TABLE gold.<name> AS <model SQL>`` (what the IO manager runs).
+
+Run: ``python bench/bench_files.py --rows 5000000`` (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK_ROOT = ROOT / "bench" / ".work"
+# Loaded data rows per unit of generator scale: products 2000 * (1 + 0.10 + 0.02 + 0.05),
+# ad spend 4 channels * 30 days * 10 campaigns. Only a first guess: the manifest decides.
+ROWS_PER_SCALE = 2000 * 1.17 + 4 * 30 * 10
+LOADED_KINDS = ("good", "drifted_header")  # what the platform loads; the rest it sets aside
+PHASES = ("generate", "raw", "bronze", "silver", "gold")
+LAYERS = ("bronze", "silver", "gold")
+Result = dict[str, Any]
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident set size so far, in MiB (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sql_str(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _duckdb_config(memory_limit: str | None) -> dict[str, str]:
+    """DuckDB connect config for the raw baseline (same memory limit as the warehouse)."""
+    return {"memory_limit": memory_limit} if memory_limit else {}
+
+
+# --- phases (each runs in a child process: ``--phase NAME``) ---------------------------------
+
+
+def phase_generate(workdir: Path, rows: int, memory_limit: str | None) -> Result:
+    """Write the landing files at the smallest tried scale whose loadable rows reach ``rows``."""
+    from medallion_platform.demo.generator import generate_landing_files
+
+    landing = workdir / "landing"
+    scale = max(rows / ROWS_PER_SCALE * 1.001, 0.001)
+    start = time.perf_counter()
+    for _ in range(5):
+        manifest = generate_landing_files(landing, scale=scale)
+        loadable = sum(f.rows for f in manifest.files if f.kind in LOADED_KINDS)
+        if loadable >= rows:
+            break
+        scale *= rows / loadable * 1.001  # integer rounding in the generator: go a bit higher
+    else:
+        raise RuntimeError(f"could not reach {rows} rows (last scale {scale})")
+    seconds = time.perf_counter() - start
+    files = {
+        feed: sorted(
+            str(f.path) for f in manifest.files if f.feed == feed and f.kind in LOADED_KINDS
+        )
+        for feed in ("products", "ad_spend")
+    }
+    kinds: dict[str, int] = {}
+    for f in manifest.files:
+        kinds[f.kind] = kinds.get(f.kind, 0) + 1
+    size = sum(p.stat().st_size for p in landing.rglob("*") if p.is_file())
+    return {
+        "rows": loadable,
+        "seconds": seconds,
+        "scale": scale,
+        "files": files,
+        "file_kinds": kinds,
+        "landing_mib": size / 2**20,
+        "malformed_rows": manifest.malformed_rows,
+    }
+
+
+def phase_raw(workdir: Path, rows: int, memory_limit: str | None) -> Result:
+    """Raw DuckDB: read_csv the same files the platform loads, into a fresh database file."""
+    import duckdb
+
+    files: dict[str, list[str]] = json.loads((workdir / "generate.json").read_text())["files"]
+    start = time.perf_counter()
+    conn = duckdb.connect(str(workdir / "raw.duckdb"), config=_duckdb_config(memory_limit))
+    counts = {}
+    split = {}
+    for feed, paths in files.items():
+        t0 = time.perf_counter()
+        listing = "[" + ", ".join(_sql_str(p) for p in paths) + "]"
+        conn.execute(
+            f"CREATE TABLE raw_{feed} AS SELECT * FROM read_csv({listing}, all_varchar=true, "
+            "union_by_name=true, ignore_errors=true, filename=true)"
+        )
+        counts[feed] = conn.execute(f"SELECT count(*) FROM raw_{feed}").fetchone()[0]
+        split[feed] = time.perf_counter() - t0
+    conn.close()
+    seconds = time.perf_counter() - start
+    return {
+        "rows": sum(counts.values()),
+        "seconds": seconds,
+        "rows_by_table": counts,
+        "seconds_by_table": split,
+    }
+
+
+def phase_bronze(workdir: Path, rows: int, memory_limit: str | None) -> Result:
+    """The platform's bronze: ingest_files for every feed, into a fresh warehouse."""
+    from medallion_platform.config import platform_config
+    from medallion_platform.connectors.files.loader import ingest_files
+    from medallion_platform.warehouse import Warehouse
+
+    feeds = platform_config().feeds
+    start = time.perf_counter()
+    warehouse = Warehouse(workdir / "warehouse.duckdb", memory_limit=memory_limit)
+    loaded: dict[str, int] = {}
+    split: dict[str, float] = {}
+    statuses: dict[str, int] = {}
+    for feed in feeds:
+        t0 = time.perf_counter()
+        report = ingest_files(warehouse, feed, workdir / "landing")
+        loaded[feed.name] = report.rows_loaded
+        split[feed.name] = time.perf_counter() - t0
+        for f in report.files:
+            statuses[f.status] = statuses.get(f.status, 0) + 1
+    seconds = time.perf_counter() - start
+    return {
+        "rows": sum(loaded.values()),
+        "seconds": seconds,
+        "rows_by_table": loaded,
+        "seconds_by_table": split,
+        "file_status": statuses,
+    }
+
+
+def phase_silver(workdir: Path, rows: int, memory_limit: str | None) -> Result:
+    """The platform's silver: apply_contract per contract, each in its own transaction."""
+    from medallion_platform.config import platform_config
+    from medallion_platform.contracts.apply import apply_contract
+    from medallion_platform.warehouse import Warehouse
+
+    contracts = platform_config().contracts
+    start = time.perf_counter()
+    warehouse = Warehouse(workdir / "warehouse.duckdb", memory_limit=memory_limit)
+    stats = {}
+    split = {}
+    for contract in contracts:
+        t0 = time.perf_counter()
+        with warehouse.transaction() as conn:
+            stats[contract.name] = apply_contract(conn, contract)
+        split[contract.name] = time.perf_counter() - t0
+    seconds = time.perf_counter() - start
+    return {
+        "rows": sum(s.rows_in for s in stats.values()),
+        "seconds": seconds,
+        "rows_by_table": {n: s.rows_in for n, s in stats.items()},
+        "seconds_by_table": split,
+        "valid": {n: s.valid for n, s in stats.items()},
+        "quarantined": {n: s.quarantined for n, s in stats.items()},
+        "silver_rows": {n: s.inserted for n, s in stats.items()},
+    }
+
+
+def phase_gold(workdir: Path, rows: int, memory_limit: str | None) -> Result:
+    """The platform's gold: each model's SQL as CREATE OR REPLACE TABLE, one transaction each."""
+    from medallion_platform.config import platform_config
+    from medallion_platform.warehouse import Warehouse
+    from medallion_platform.warehouse.identifiers import qualified
+
+    models = platform_config().gold_models
+    warehouse = Warehouse(workdir / "warehouse.duckdb", memory_limit=memory_limit)
+    with warehouse.connect() as conn:  # untimed: how many silver rows each model reads
+        read = {
+            m.name: sum(
+                conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                for table in m.depends_on
+            )
+            for m in models
+        }
+    start = time.perf_counter()
+    split = {}
+    for model in models:
+        t0 = time.perf_counter()
+        with warehouse.transaction() as conn:
+            target = qualified("gold", model.name)
+            conn.execute(f"CREATE OR REPLACE TABLE {target} AS {model.sql}")
+        split[model.name] = time.perf_counter() - t0
+    seconds = time.perf_counter() - start
+    with warehouse.connect() as conn:
+        out = {
+            m.name: conn.execute(f"SELECT count(*) FROM {qualified('gold', m.name)}").fetchone()[0]
+            for m in models
+        }
+    return {
+        "rows": sum(read.values()),
+        "seconds": seconds,
+        "rows_by_table": read,
+        "seconds_by_table": split,
+        "out": out,
+    }
+
+
+# Imported before the phase's clock and RSS baseline start, so neither counts import costs.
+PHASE_IMPORTS = {
+    "generate": ["medallion_platform.demo.generator"],
+    "raw": ["duckdb"],
+    "bronze": ["medallion_platform.connectors.files.loader", "medallion_platform.config"],
+    "silver": ["medallion_platform.contracts.apply", "medallion_platform.config"],
+    "gold": ["medallion_platform.warehouse", "medallion_platform.config"],
+}
+PHASE_FUNCS = {
+    "generate": phase_generate,
+    "raw": phase_raw,
+    "bronze": phase_bronze,
+    "silver": phase_silver,
+    "gold": phase_gold,
+}
+
+
+def run_child_phase(name: str, workdir: Path, rows: int, memory_limit: str | None) -> None:
+    """Child side: run one phase, add RSS figures, write ``<workdir>/<name>.json``."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    for module in PHASE_IMPORTS[name]:
+        importlib.import_module(module)
+    rss_start = _peak_rss_mib()
+    result = PHASE_FUNCS[name](workdir, rows, memory_limit)
+    result["rss_after_imports_mib"] = rss_start
+    result["peak_rss_mib"] = _peak_rss_mib()
+    (workdir / f"{name}.json").write_text(json.dumps(result, indent=2))
+
+
+def spawn_phase(name: str, workdir: Path, rows: int, memory_limit: str | None) -> Result:
+    """Parent side: run one phase in a fresh interpreter and return what it reported."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", name]
+    cmd += ["--workdir", str(workdir), "--rows", str(rows)]
+    if memory_limit:
+        cmd += ["--memory-limit", memory_limit]
+    print(f"... {name}", flush=True)
+    subprocess.run(cmd, check=True)
+    result: Result = json.loads((workdir / f"{name}.json").read_text())
+    print(f"    {result['rows']:,} rows in {result['seconds']:.1f}s", flush=True)
+    return result
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, str]:
+    """What the figures were measured on."""
+    import duckdb
+    import pyarrow
+
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory_gib": f"{mem:.1f}",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+        "pyarrow": pyarrow.__version__,
+    }
+
+
+def _fmt(seconds: dict[str, float]) -> str:
+    """``name 1.23s, …``."""
+    return ", ".join(f"{name} {s:.2f}s" for name, s in seconds.items())
+
+
+def _row(label: str, rows: int, seconds: float, rss: float) -> str:
+    """One line of the Markdown results table."""
+    rate = rows / seconds if seconds > 0 else float("inf")
+    return f"| {label:<23} | {rows:>11,} | {seconds:>8.2f} | {rate:>11,.0f} | {rss:>13,.0f} |"
+
+
+def render(results: dict[str, Result], info: dict[str, str], args: argparse.Namespace) -> str:
+    """The results as a Markdown table plus ratios and machine info."""
+    raw, bronze, silver, gold = (results[p] for p in ("raw", "bronze", "silver", "gold"))
+    gen = results["generate"]
+    platform_s = bronze["seconds"] + silver["seconds"] + gold["seconds"]
+    platform_rss = max(bronze["peak_rss_mib"], silver["peak_rss_mib"], gold["peak_rss_mib"])
+    lines = [
+        f"requested rows: {args.rows:,}   generator scale: {gen['scale']:.3f}   "
+        f"landing files: {sum(gen['file_kinds'].values())} {gen['file_kinds']}   "
+        f"({gen['landing_mib']:.0f} MiB)",
+        f"generation (not in the figures): {gen['seconds']:.1f}s, "
+        f"peak RSS {gen['peak_rss_mib']:.0f} MiB",
+        f"memory limit: {args.memory_limit or 'DuckDB default'}",
+        "",
+        "| phase                   |        rows |  seconds |      rows/s |  peak RSS MiB |",
+        "|-------------------------|------------:|---------:|------------:|--------------:|",
+        _row("raw DuckDB read_csv", raw["rows"], raw["seconds"], raw["peak_rss_mib"]),
+        _row("bronze (ingest_files)", bronze["rows"], bronze["seconds"], bronze["peak_rss_mib"]),
+        _row("silver (apply_contract)", silver["rows"], silver["seconds"], silver["peak_rss_mib"]),
+        _row("gold (CREATE TABLE AS)", gold["rows"], gold["seconds"], gold["peak_rss_mib"]),
+        _row("platform total", bronze["rows"], platform_s, platform_rss),
+        "",
+        f"bronze / raw time:         {bronze['seconds'] / raw['seconds']:.1f}x",
+        f"platform total / raw time: {platform_s / raw['seconds']:.1f}x",
+        "",
+        f"rows kept: raw {raw['rows_by_table']}, bronze {bronze['rows_by_table']} "
+        f"(raw drops rows read_csv rejects; bronze keeps them)",
+        f"bronze files: {bronze['file_status']}",
+        f"silver: valid {silver['valid']}, quarantined {silver['quarantined']}, "
+        f"keys {silver['silver_rows']}; gold rows out {gold['out']}",
+        "seconds by table: "
+        + "; ".join(f"{p} {_fmt(results[p]['seconds_by_table'])}" for p in ("raw", *LAYERS)),
+        "peak RSS after imports, before work: "
+        + ", ".join(f"{p} {results[p]['rss_after_imports_mib']:.0f}" for p in PHASES)
+        + " MiB",
+        "",
+        "machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments; as parent run every phase in a child, as child run one phase."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=5_000_000, help="minimum data rows loaded")
+    parser.add_argument("--workdir", type=Path, help="default: a temp dir under bench/.work")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir at the end")
+    parser.add_argument("--memory-limit", help="DuckDB memory_limit, e.g. '2GB'")
+    parser.add_argument("--json", action="store_true", help="also print the result as JSON")
+    parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.phase:
+        run_child_phase(args.phase, args.workdir, args.rows, args.memory_limit)
+        return 0
+
+    if args.workdir:
+        workdir = args.workdir.absolute()
+        if workdir.exists() and any(workdir.iterdir()):
+            parser.error(f"--workdir {workdir} must be empty or absent (the run needs fresh files)")
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        WORK_ROOT.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix="bench-", dir=WORK_ROOT))
+    try:
+        results: dict[str, Result] = {}
+        # raw runs before bronze: the platform moves the files it loads into _archive/.
+        for name in PHASES:
+            results[name] = spawn_phase(name, workdir, args.rows, args.memory_limit)
+        if results["bronze"]["rows"] < args.rows:
+            print(f"error: bronze loaded {results['bronze']['rows']:,} < {args.rows:,} rows")
+            return 1
+        info = machine_info()
+        print()
+        print(render(results, info, args))
+        if args.json:
+            for result in results.values():
+                result.pop("files", None)
+            print(json.dumps({"rows_requested": args.rows, "machine": info, **results}, indent=2))
+    finally:
+        if args.keep:
+            print(f"work dir kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
