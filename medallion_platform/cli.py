@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from medallion_platform.settings import PlatformSettings
 
@@ -66,12 +67,19 @@ def _init(_args: argparse.Namespace) -> int:
     return 0
 
 
+def dev_command(port: int) -> list[str]:
+    """``dagster dev`` from beside this interpreter: a venv's bin/ need not be on PATH."""
+    beside = Path(sys.executable).parent / "dagster"
+    dagster = str(beside) if beside.exists() else "dagster"
+    return [dagster, "dev", "-m", "medallion_platform", "-p", str(port)]
+
+
 def _dev(args: argparse.Namespace) -> int:
     from medallion_platform.instance import use_instance
 
     settings = PlatformSettings.from_env()
     use_instance(settings)
-    command = ["dagster", "dev", "-m", "medallion_platform", "-p", str(args.port)]
+    command = dev_command(args.port)
     print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']} {' '.join(command)}")
     os.execvp(command[0], command)
     return 0  # pragma: no cover

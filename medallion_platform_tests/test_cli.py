@@ -86,3 +86,13 @@ def test_two_dagster_job_executes_at_once_both_succeed(settings) -> None:
     status = _run([str(BIN / "medallion"), "status", "--json"], settings)
     tables = {(t["layer"], t["table"]): t["rows"] for t in json.loads(status.stdout)["tables"]}
     assert tables[("gold", "dim_product")] > 0
+
+
+def test_dev_runs_the_dagster_of_this_environment_even_off_path() -> None:
+    """`.venv/bin/medallion dev` must work without the venv on PATH (it once did not)."""
+    from medallion_platform.cli import dev_command
+
+    command = dev_command(3000)
+    assert Path(command[0]).is_file() and os.access(command[0], os.X_OK)
+    assert Path(command[0]).parent == BIN
+    assert command[1:] == ["dev", "-m", "medallion_platform", "-p", "3000"]
