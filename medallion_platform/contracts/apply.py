@@ -23,6 +23,7 @@ from medallion_platform.warehouse.identifiers import qualified, quote
 from medallion_platform.warehouse.warehouse import (
     ensure_layout,
     get_watermark,
+    set_position,
     set_watermark,
     table_columns,
     table_exists,
@@ -96,6 +97,12 @@ def apply_contract(
 
     if _ensure_tables(conn, contract):
         rebuild = True  # the contract's columns changed: silver is rebuilt from bronze
+    fingerprint = contract.fingerprint()
+    stored = conn.execute(
+        "SELECT position FROM _meta.positions WHERE source = ? AND key = 'contract'", [consumer]
+    ).fetchone()
+    if stored is not None and stored[0] != fingerprint:
+        rebuild = True  # a rule, constraint, alias or key changed: earlier verdicts are stale
     if rebuild:
         conn.execute(f"DELETE FROM {silver}")
         conn.execute(f"DELETE FROM {quarantine}")
@@ -177,6 +184,7 @@ def apply_contract(
         reasons=reasons,
     )
     set_watermark(conn, consumer, high)
+    set_position(conn, consumer, "contract", fingerprint, high)
     conn.execute(
         "INSERT INTO _meta.silver_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
         [

@@ -32,6 +32,10 @@ def _typed(column: Column, raw: str) -> str:
         return raw
     if column.type == "boolean":
         return f"TRY_CAST(lower({raw}) AS BOOLEAN)"
+    if column.type == "timestamp":
+        # Text with a UTC offset is converted to UTC (a plain cast would drop the offset);
+        # text without one is read as UTC. Independent of the session's time zone.
+        return f"make_timestamp(epoch_us(TRY_CAST({raw} AS TIMESTAMPTZ)))"
     cast = f"TRY_CAST({raw} AS {column.sql_type})"
     if column.type in ("integer", "bigint"):
         return f"CASE WHEN regexp_full_match({raw}, '[+-]?[0-9]+') THEN {cast} END"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Literal
 
@@ -93,8 +95,27 @@ class Rule(BaseModel):
     @field_validator("sql")
     @classmethod
     def _sql(cls, value: str) -> str:
+        """One expression over the row's columns, as DuckDB's own parser reads it: no second
+        statement, no subquery (so no table function can read anything else)."""
+        problem = None
         if _FORBIDDEN_SQL.search(value):
-            raise ValueError(f"rule SQL must be a single boolean expression: {value!r}")
+            problem = "comments, ';' and statements are not allowed"
+        else:
+            parsed = json.loads(
+                duckdb.execute("SELECT json_serialize_sql(?)", [f"SELECT ({value})"]).fetchone()[0]
+            )
+            if parsed.get("error"):
+                problem = parsed.get("error_message", "does not parse")
+            elif (
+                len(parsed["statements"]) != 1
+                or parsed["statements"][0]["node"]["from_table"]["type"] != "EMPTY"
+                or len(parsed["statements"][0]["node"]["select_list"]) != 1
+            ):
+                problem = "must be a single expression"
+            elif '"SUBQUERY"' in json.dumps(parsed):
+                problem = "subqueries are not allowed"
+        if problem:
+            raise ValueError(f"rule SQL {value!r} is not a single boolean expression: {problem}")
         return value
 
 
@@ -135,6 +156,19 @@ class Contract(BaseModel):
             if field not in names:
                 raise ValueError(f"contract {self.name}: {field!r} is not a declared column")
         return self
+
+    def fingerprint(self) -> str:
+        """A hash of everything that decides silver's content (not descriptions or owners):
+        when it changes, silver is rebuilt from bronze so that it still equals a rebuild."""
+        decisive = self.model_dump(
+            exclude={"description", "owner", "min_rows"},
+            mode="json",
+        )
+        for column in decisive["columns"]:
+            column.pop("description", None)
+        for rule in decisive["rules"]:
+            rule.pop("description", None)
+        return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)

@@ -10,16 +10,19 @@ from dagster import (
     AssetsDefinition,
     AssetSpec,
     Config,
+    DagsterInstance,
     DefaultSensorStatus,
     MaterializeResult,
     MetadataValue,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
     asset,
     sensor,
 )
+from dagster._core.storage.tags import RUN_KEY_TAG
 from pydantic import Field
 
 from medallion_platform.connectors.files import FileFeed, ingest_files, list_landing_files
@@ -120,6 +123,12 @@ def _run_key(fingerprints: Sequence[str], attempt: int) -> str:
     return f"landing:{digest}" + (f":retry{attempt}" if attempt else "")
 
 
+def _still_running(instance: DagsterInstance, run_key: str) -> bool:
+    """Whether a run launched for ``run_key`` is queued or in progress (then don't retry)."""
+    runs = instance.get_runs(filters=RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=5)
+    return any(not run.is_finished for run in runs)
+
+
 def build_landing_zone_sensor(
     feeds: Sequence[FileFeed],
     job_name: str,
@@ -131,9 +140,12 @@ def build_landing_zone_sensor(
 ):
     """Lists the landing zone (names, sizes, mtimes; never contents, never the warehouse).
 
-    The cursor remembers files it has requested that are still in the landing zone (loaded
-    files are moved out, so it stays small). A file still waiting ``retry_after_s`` after its
-    request (its run failed) is requested again; loading is idempotent, so that is safe.
+    A file is requested once it has settled (unchanged for the feed's ``settle_seconds``), so
+    one still being written is left for a later tick. The cursor remembers the files it has
+    requested that are still in the landing zone (loaded files are moved out, so it stays
+    small). A file still waiting ``retry_after_s`` after its request, whose run is no longer
+    queued or running (it failed, or was never launched), is requested again; loading is
+    idempotent, so that is safe.
     """
 
     @sensor(
@@ -147,38 +159,49 @@ def build_landing_zone_sensor(
     def landing_zone_sensor(
         context: SensorEvaluationContext, landing_zone: LandingZoneResource
     ) -> SensorResult | SkipReason:
-        seen: dict[str, dict[str, float | int]] = json.loads(context.cursor or "{}")
+        seen: dict[str, dict[str, float | int | str]] = json.loads(context.cursor or "{}")
         now = time.time()
         present: dict[str, tuple[FileFeed, str]] = {}
+        settling = 0
         for feed in feeds:
             for landed in list_landing_files(landing_zone.root, feed):
+                if now - landed.mtime_ns / 1e9 < feed.settle_seconds:
+                    settling += 1  # still being written, perhaps: look again next tick
+                    continue
                 present[landed.fingerprint] = (feed, landed.relpath)
 
         cursor = {fp: state for fp, state in seen.items() if fp in present}
-        due = [
+        due = [fp for fp in present if fp not in cursor]
+        stale = [
             fp
             for fp in present
-            if fp not in cursor or now - float(cursor[fp]["requested_at"]) >= retry_after_s
+            if fp in cursor and now - float(cursor[fp]["requested_at"]) >= retry_after_s
         ]
+        stale_keys = {str(cursor[fp].get("run_key", "")) for fp in stale}
+        running = {key for key in stale_keys if key and _still_running(context.instance, key)}
+        due += [fp for fp in stale if cursor[fp].get("run_key") not in running]
         if not due:
+            reason = "No new files in the landing zone."
+            if settling:
+                reason = f"{settling} file(s) still changing; waiting for them to settle."
             return SensorResult(
-                skip_reason=SkipReason("No new files in the landing zone."),
-                cursor=json.dumps(cursor, sort_keys=True),
+                skip_reason=SkipReason(reason), cursor=json.dumps(cursor, sort_keys=True)
             )
 
         requests = []
         for start in range(0, len(due), max_files_per_run):
             chunk = due[start : start + max_files_per_run]
             attempt = max(int(cursor.get(fp, {}).get("attempt", -1)) + 1 for fp in chunk)
+            run_key = _run_key(chunk, attempt)
             files_by_feed: dict[str, list[str]] = {}
             for fp in chunk:
                 feed, rel = present[fp]
                 files_by_feed.setdefault(feed.name, []).append(rel)
-                cursor[fp] = {"requested_at": now, "attempt": attempt}
+                cursor[fp] = {"requested_at": now, "attempt": attempt, "run_key": run_key}
             selection = [key for name in files_by_feed for key in downstream_of_feed[name]]
             requests.append(
                 RunRequest(
-                    run_key=_run_key(chunk, attempt),
+                    run_key=run_key,
                     asset_selection=selection,
                     run_config={
                         "ops": {

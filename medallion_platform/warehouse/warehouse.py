@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS _meta.files (
     stored_at VARCHAR,
     registered_at TIMESTAMPTZ NOT NULL
 );
+CREATE INDEX IF NOT EXISTS files_by_hash ON _meta.files (feed, file_hash);
 CREATE TABLE IF NOT EXISTS _meta.positions (
     source VARCHAR NOT NULL,
     key VARCHAR NOT NULL,

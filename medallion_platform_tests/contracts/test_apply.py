@@ -12,7 +12,7 @@ from medallion_platform.config import PlatformConfig
 from medallion_platform.connectors.files import FileFeed
 from medallion_platform.connectors.files.landing import list_landing_files
 from medallion_platform.connectors.files.loader import ingest_files
-from medallion_platform.contracts import Column, Contract, SilverRunStats, apply_contract
+from medallion_platform.contracts import Column, Contract, Rule, SilverRunStats, apply_contract
 from medallion_platform.demo.generator import generate_landing_files
 from medallion_platform.settings import PlatformSettings
 from medallion_platform.warehouse import Warehouse
@@ -892,3 +892,55 @@ def test_numbers_are_never_rounded_into_validity(
     }
     assert stats.valid == 1
     assert fetch(warehouse, "SELECT spend, clicks FROM silver.ad_spend") == [(Decimal("12.50"), 20)]
+
+
+def test_changing_a_rule_rebuilds_so_old_rows_meet_the_new_rule(
+    warehouse: Warehouse,
+    settings: PlatformSettings,
+    products_feed: FileFeed,
+    products_contract: Contract,
+) -> None:
+    """Incremental must still equal a rebuild after a rule, constraint or alias changes."""
+    load(
+        warehouse,
+        settings,
+        products_feed,
+        "free.csv",
+        PRODUCTS + "SKU-000001,Free Sticker,accessories,Acme,0.00,USD,0.01,true,2026-10-01\n",
+    )
+    assert apply(warehouse, products_contract).valid == 1
+    stricter = products_contract.model_copy(
+        update={"rules": [Rule(name="priced", sql="unit_price > 0")]}
+    )
+    assert stricter.fingerprint() != products_contract.fingerprint()
+    stats = apply(warehouse, stricter)
+    assert stats.rebuilt
+    assert scalar(warehouse, "SELECT count(*) FROM silver.products") == 0
+    assert quarantined(warehouse, "products")[1][0] == "rule priced failed: unit_price > 0"
+    # A description is not a data decision: it changes nothing and rebuilds nothing.
+    described = stricter.model_copy(update={"description": "Now with a rule."})
+    assert described.fingerprint() == stricter.fingerprint()
+    assert not apply(warehouse, described).rebuilt
+
+
+def test_timestamps_with_offsets_are_compared_in_utc(
+    warehouse: Warehouse,
+    settings: PlatformSettings,
+    products_feed: FileFeed,
+    products_contract: Contract,
+) -> None:
+    """12:00+02:00 is 10:00 UTC, earlier than 11:00Z: the 11:00Z version must win."""
+    row = "SKU-000001,{name},tents,Acme,10.00,USD,1.00,true,{ts}\n"
+    load(
+        warehouse,
+        settings,
+        products_feed,
+        "versions.csv",
+        PRODUCTS
+        + row.format(name="Later", ts="2026-10-01T11:00:00Z")
+        + row.format(name="Earlier", ts="2026-10-01T12:00:00+02:00"),
+    )
+    apply(warehouse, products_contract)
+    assert fetch(warehouse, "SELECT name, updated_at FROM silver.products") == [
+        ("Later", dt.datetime(2026, 10, 1, 11, 0))
+    ]

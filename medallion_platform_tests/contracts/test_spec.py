@@ -125,6 +125,10 @@ def test_structural_errors(field: dict[str, Any], match: str) -> None:
         "LOAD httpfs",
         "pragma version",
         "export database '/tmp/x'",
+        "clicks <= (SELECT length(content) FROM read_text('/etc/passwd'))",
+        "clicks IN (SELECT 1)",
+        "TRUE), TRUE) THEN NULL END, (SELECT NULL",
+        "clicks <=",
     ],
 )
 def test_rule_sql_must_be_a_single_expression(sql: str) -> None:

@@ -7,7 +7,10 @@ import os
 import time
 
 import pytest
-from dagster import AssetKey, RunRequest, SensorResult, build_sensor_context
+from dagster import AssetKey, DagsterInstance, RunRequest, SensorResult, build_sensor_context
+from dagster._core.storage.dagster_run import DagsterRunStatus
+from dagster._core.storage.tags import RUN_KEY_TAG
+from dagster._core.test_utils import create_run_for_test
 
 from medallion_platform.definitions import build_definitions
 from medallion_platform.defs.resources import LandingZoneResource
@@ -24,9 +27,20 @@ def sensor_def(settings: PlatformSettings):
     return defs.resolve_sensor_def("landing_zone_sensor")
 
 
-def _tick(sensor_def, settings: PlatformSettings, cursor: str | None) -> SensorResult:
+def drop(settings: PlatformSettings, relpath: str, text: str, age_s: float = 60):
+    """A file as a writer left it ``age_s`` seconds ago (settled unless age_s is small)."""
+    path = write_csv(settings.landing_dir, relpath, text)
+    stamp = time.time() - age_s
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def _tick(
+    sensor_def, settings: PlatformSettings, cursor: str | None, instance=None
+) -> SensorResult:
     context = build_sensor_context(
         cursor=cursor,
+        instance=instance or DagsterInstance.ephemeral(),
         resources={"landing_zone": LandingZoneResource(path=str(settings.landing_dir))},
     )
     result = sensor_def(context)
@@ -44,14 +58,12 @@ def test_no_files_skips_and_never_opens_the_warehouse(sensor_def, settings) -> N
 def test_new_files_give_one_run_request_with_the_files_and_their_assets(
     sensor_def, settings
 ) -> None:
-    write_csv(
-        settings.landing_dir,
-        "products/a.csv",
-        PRODUCTS + "SKU-000001,T,tents,B,1,USD,1,true,2026-10-01\n",
+    drop(
+        settings, "products/a.csv", PRODUCTS + "SKU-000001,T,tents,B,1,USD,1,true,2026-10-01\n", 90
     )
-    write_csv(settings.landing_dir, "products/b.csv", PRODUCTS)
-    write_csv(settings.landing_dir, "products/_notes.csv", PRODUCTS)  # reserved name: ignored
-    write_csv(settings.landing_dir, "products/readme.txt", "not a feed file")  # wrong glob
+    drop(settings, "products/b.csv", PRODUCTS)
+    drop(settings, "products/_notes.csv", PRODUCTS)  # reserved name: ignored
+    drop(settings, "products/readme.txt", "not a feed file")  # wrong glob
 
     result = _tick(sensor_def, settings, None)
 
@@ -74,7 +86,7 @@ def test_new_files_give_one_run_request_with_the_files_and_their_assets(
 def test_seen_files_are_not_requested_again_and_cursor_forgets_moved_files(
     sensor_def, settings
 ) -> None:
-    path = write_csv(settings.landing_dir, "ad_spend/email_2026-10-01.csv", AD_SPEND)
+    path = drop(settings, "ad_spend/email_2026-10-01.csv", AD_SPEND)
     first = _tick(sensor_def, settings, None)
     assert len(first.run_requests) == 1
 
@@ -90,35 +102,64 @@ def test_seen_files_are_not_requested_again_and_cursor_forgets_moved_files(
 def test_run_key_is_stable_for_the_same_files_and_changes_with_content(
     sensor_def, settings
 ) -> None:
-    path = write_csv(settings.landing_dir, "ad_spend/email_2026-10-01.csv", AD_SPEND)
+    path = drop(settings, "ad_spend/email_2026-10-01.csv", AD_SPEND)
     key1 = _tick(sensor_def, settings, None).run_requests[0].run_key
     assert _tick(sensor_def, settings, None).run_requests[0].run_key == key1
 
     path.write_text(AD_SPEND + "2026-10-01,email,c1,1.00,10,1\n")
-    os.utime(path, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    os.utime(path, (time.time() - 30, time.time() - 30))
     key2 = _tick(sensor_def, settings, None).run_requests[0].run_key
     assert key2 != key1
+
+
+def _twenty_minutes_ago(cursor: str) -> str:
+    return json.dumps(
+        {
+            fp: {**state, "requested_at": state["requested_at"] - 1200}
+            for fp, state in json.loads(cursor).items()
+        }
+    )
 
 
 def test_a_file_whose_run_failed_is_requested_again_after_the_retry_delay(
     sensor_def, settings
 ) -> None:
-    write_csv(settings.landing_dir, "ad_spend/email_2026-10-01.csv", AD_SPEND)
-    first = _tick(sensor_def, settings, None)
-    # Pretend the request was made 20 minutes ago and its run never loaded the file.
-    cursor = {
-        fp: {**state, "requested_at": state["requested_at"] - 1200}
-        for fp, state in json.loads(first.cursor).items()
-    }
-    retry = _tick(sensor_def, settings, json.dumps(cursor))
+    drop(settings, "ad_spend/email_2026-10-01.csv", AD_SPEND)
+    with DagsterInstance.ephemeral() as instance:
+        first = _tick(sensor_def, settings, None, instance)
+        key = first.run_requests[0].run_key
+        create_run_for_test(instance, tags={RUN_KEY_TAG: key}, status=DagsterRunStatus.FAILURE)
+        # The request was made 20 minutes ago and its run failed: the file is still there.
+        retry = _tick(sensor_def, settings, _twenty_minutes_ago(first.cursor), instance)
     assert len(retry.run_requests) == 1
-    assert retry.run_requests[0].run_key != first.run_requests[0].run_key
+    assert retry.run_requests[0].run_key != key
     assert retry.run_requests[0].run_key.endswith(":retry1")
 
 
+def test_a_file_whose_run_is_still_running_is_not_requested_twice(sensor_def, settings) -> None:
+    """A run still going (or queued behind the warehouse pool) after 20 minutes has not failed."""
+    drop(settings, "ad_spend/email_2026-10-01.csv", AD_SPEND)
+    with DagsterInstance.ephemeral() as instance:
+        first = _tick(sensor_def, settings, None, instance)
+        key = first.run_requests[0].run_key
+        create_run_for_test(instance, tags={RUN_KEY_TAG: key}, status=DagsterRunStatus.STARTED)
+        later = _tick(sensor_def, settings, _twenty_minutes_ago(first.cursor), instance)
+    assert not later.run_requests
+
+
+def test_a_file_still_being_written_waits_until_it_settles(sensor_def, settings) -> None:
+    """A file changed within the feed's settle_seconds is left for a later tick."""
+    path = drop(settings, "ad_spend/email_2026-10-01.csv", AD_SPEND, age_s=1)
+    first = _tick(sensor_def, settings, None)
+    assert not first.run_requests
+    assert "settle" in first.skip_reason.skip_message
+    os.utime(path, (time.time() - 60, time.time() - 60))  # the writer finished a minute ago
+    assert len(_tick(sensor_def, settings, first.cursor).run_requests) == 1
+
+
 def test_files_of_two_feeds_share_one_run(sensor_def, settings) -> None:
-    write_csv(settings.landing_dir, "products/a.csv", PRODUCTS)
-    write_csv(settings.landing_dir, "ad_spend/email_2026-10-01.csv", AD_SPEND)
+    drop(settings, "products/a.csv", PRODUCTS)
+    drop(settings, "ad_spend/email_2026-10-01.csv", AD_SPEND)
     result = _tick(sensor_def, settings, None)
     assert len(result.run_requests) == 1
     assert set(result.run_requests[0].run_config["ops"]) == {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from decimal import Decimal
 
 import duckdb
@@ -123,15 +125,17 @@ def test_a_failed_blocking_silver_check_stops_gold_in_the_same_run(settings, dem
 
 
 def test_the_sensor_run_request_loads_only_its_feed(settings) -> None:
-    write_csv(
+    path = write_csv(
         settings.landing_dir,
         "ad_spend/email_2026-10-01.csv",
         "date,channel,campaign,spend,impressions,clicks\n2026-10-01,email,c1,1.50,100,3\n",
     )
+    os.utime(path, (time.time() - 60, time.time() - 60))  # settled
     defs = build_definitions(settings)
     sensor = defs.resolve_sensor_def("landing_zone_sensor")
     context = build_sensor_context(
-        resources={"landing_zone": LandingZoneResource(path=str(settings.landing_dir))}
+        instance=DagsterInstance.ephemeral(),
+        resources={"landing_zone": LandingZoneResource(path=str(settings.landing_dir))},
     )
     (request,) = sensor(context).run_requests
     result = _run(settings, run_config=request.run_config, asset_selection=request.asset_selection)

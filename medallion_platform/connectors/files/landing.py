@@ -37,7 +37,11 @@ def feed_dir(landing_root: Path, feed: FileFeed) -> Path:
 
 
 def list_landing_files(landing_root: Path, feed: FileFeed) -> list[LandingFile]:
-    """Files of ``feed`` waiting in the landing zone, sorted by path (stat only, no reads)."""
+    """Files of ``feed`` waiting in the landing zone, oldest first (stat only, no reads).
+
+    Arrival order matters: without ``latest_by``, the later-arriving version of a key wins,
+    so a correction must sort after the file it corrects whatever its name.
+    """
     folder = feed_dir(landing_root, feed)
     if not folder.is_dir():
         return []
@@ -60,7 +64,7 @@ def list_landing_files(landing_root: Path, feed: FileFeed) -> list[LandingFile]:
                 mtime_ns=st.st_mtime_ns,
             )
         )
-    return found
+    return sorted(found, key=lambda f: (f.mtime_ns, f.relpath))
 
 
 def outside_landing_reason(landing_root: Path, feed: FileFeed, path: Path) -> str | None:

@@ -62,7 +62,11 @@ LINEAGE_COLUMNS: dict[str, str] = {
     EXTRA_FIELDS: "VARCHAR",
 }
 
-Status = Literal["loaded", "duplicate", "rejected", "already_loaded"]
+Status = Literal["loaded", "duplicate", "rejected", "already_loaded", "changing"]
+
+
+class FileChangedError(Exception):
+    """The file changed while it was being read; its transaction is rolled back."""
 
 
 class FileOutcome(BaseModel):
@@ -153,6 +157,7 @@ def _ingest_one(
     if unsafe:
         return _reject(conn, feed, landing_root, rel, run_id, None, size, unsafe)
 
+    before = _identity(path)
     file_hash = sha256_file(path)
     with transaction(conn):
         earlier = conn.execute(
@@ -187,10 +192,16 @@ def _ingest_one(
             batch_id = next_batch_id(conn, source, run_id)
             target = archive_path(landing_root, feed, batch_id, rel)
             rows = _append_file(conn, feed, path, rel, file_hash, batch_id, batch_rows, on_progress)
+            if _identity(path) != before:  # still being written: what we read is not the file
+                raise FileChangedError
             _register(conn, feed, file_hash, rel, size, rows, batch_id, "loaded", None, target)
             set_position(conn, source, "last_file", rel, batch_id)
     except FileReadError as exc:
         return _reject(conn, feed, landing_root, rel, run_id, file_hash, size, exc.reason)
+    except FileChangedError:
+        reason = "the file changed while it was being loaded; it stays for the next run"
+        log.warning("%s: %s: %s", feed.name, rel, reason)
+        return FileOutcome(path=rel, status="changing", file_hash=None, reason=reason)
     target = move_aside(path, target)
     return FileOutcome(
         path=rel,
@@ -200,6 +211,11 @@ def _ingest_one(
         batch_id=batch_id,
         moved_to=_rel(target, landing_root),
     )
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _archived(stored_at: str | None) -> bool:

@@ -57,14 +57,19 @@ def unique_column_names(raw_headers: list[str]) -> list[str]:
 def read_batches(
     path: Path, feed: FileFeed, batch_rows: int = DEFAULT_BATCH_ROWS
 ) -> Iterator[pa.Table]:
-    """Yield the file as Arrow tables of text columns plus ``_row_number`` and error columns."""
+    """Yield the file as Arrow tables of text columns plus ``_row_number`` and error columns.
+
+    Any failure to read the file, at any point in it, is a :class:`FileReadError`: the caller
+    rolls back what it appended and rejects the file, and the other files still load.
+    """
     _check_readable(path, feed)
-    if feed.format == "csv":
-        yield from _read_csv(path, feed, batch_rows)
-    elif feed.format == "jsonl":
-        yield from _read_jsonl(path, feed, batch_rows)
-    else:
-        yield from _read_parquet(path, feed, batch_rows)
+    readers = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}
+    try:
+        yield from readers[feed.format](path, feed, batch_rows)
+    except FileReadError:
+        raise
+    except (OSError, UnicodeError, ValueError, pa.ArrowException) as exc:
+        raise FileReadError(f"cannot read the file: {type(exc).__name__}: {exc}") from exc
 
 
 def _check_readable(path: Path, feed: FileFeed) -> None:
@@ -192,7 +197,7 @@ def _read_jsonl(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Tabl
                 text = decoder.decode(raw).strip()
                 if not text:
                     continue
-                records.append(_json_record(text, line_no))
+                records.append(_json_record(text, line_no, feed.required_columns))
                 if len(records) >= batch_rows:
                     yield _records_table(records, feed)
                     records = []
@@ -202,7 +207,9 @@ def _read_jsonl(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Tabl
         yield _records_table(records, feed)
 
 
-def _json_record(text: str, line_no: int) -> dict[str, str | None]:
+def _json_record(text: str, line_no: int, required: list[str]) -> dict[str, str | None]:
+    """One JSON line; a line that is not an object, or lacks a required key, keeps its text
+    and says why in ``_parse_error`` (per record: a JSON file has no header to reject)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -224,6 +231,9 @@ def _json_record(text: str, line_no: int) -> dict[str, str | None]:
             record[name] = val
         else:
             record[name] = json.dumps(val)
+    missing = [c for c in required if c not in record]
+    if missing:
+        record[PARSE_ERROR] = f"line {line_no}: missing required field(s) {', '.join(missing)}"
     return record
 
 
@@ -233,8 +243,6 @@ def _records_table(records: list[dict[str, str | None]], feed: FileFeed) -> pa.T
         for key in record:
             if key not in columns and not key.startswith("_"):
                 columns.append(key)
-    if records:
-        _check_required(columns, feed)
     data = {c: pa.array([r.get(c) for r in records], pa.string()) for c in columns}
     data[ROW_NUMBER] = pa.array([r[ROW_NUMBER] for r in records], pa.int64())
     data[PARSE_ERROR] = pa.array([r.get(PARSE_ERROR) for r in records], pa.string())

@@ -34,6 +34,12 @@ class FileFeed(BaseModel):
         description="Columns (normalized names) without which a file is rejected whole.",
     )
     csv: CsvOptions = Field(default_factory=CsvOptions)
+    settle_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="The sensor requests a file only once it has not changed for this long, "
+        "so a file still being written is not loaded half-finished.",
+    )
     owner: str = "team:data-platform"
 
     @field_validator("name", "contract")

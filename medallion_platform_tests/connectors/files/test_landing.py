@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -49,15 +50,28 @@ def test_lists_matching_files_of_the_feed_folder_sorted(landing, products_feed):
     """Only ``*.csv`` directly in the feed folder; no other feeds, no dirs, no '_'/'.' names."""
     _populate(landing)
     files = list_landing_files(landing, products_feed)
-    assert [f.relpath for f in files] == ["products/a.csv", "products/b.csv"]
+    assert sorted(f.relpath for f in files) == ["products/a.csv", "products/b.csv"]
     assert {f.feed for f in files} == {"products"}
+
+
+def test_files_are_listed_oldest_first_then_by_path(landing, products_feed):
+    """Arrival order is mtime order: a correction dropped later comes later, whatever its name."""
+    for name, age in (("z_original.csv", 300), ("a_correction.csv", 100), ("m.csv", 100)):
+        path = write_csv(landing, f"products/{name}", "sku\n")
+        stamp = time.time() - age
+        os.utime(path, (stamp, stamp))
+    assert _relpaths(landing, products_feed) == [
+        "products/z_original.csv",
+        "products/a_correction.csv",
+        "products/m.csv",
+    ]
 
 
 def test_recursive_glob_skips_folders_starting_with_underscore_or_dot(landing, products_feed):
     """With ``**/*.csv`` sub-folders are searched, but ``_staging/`` and ``.git/`` are not."""
     _populate(landing)
     feed = products_feed.model_copy(update={"glob": "**/*.csv"})
-    assert _relpaths(landing, feed) == [
+    assert sorted(_relpaths(landing, feed)) == [
         "products/2024/c.csv",
         "products/a.csv",
         "products/b.csv",

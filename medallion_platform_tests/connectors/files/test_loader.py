@@ -180,18 +180,21 @@ def test_same_content_under_the_same_name_is_registered_duplicate(
 
 
 def test_each_file_gets_its_own_increasing_batch_id(warehouse, landing, products_feed):
-    """One batch id per file, increasing in processing (path) order, also across runs."""
-    for name, skus in (("c.csv", "C"), ("a.csv", "A"), ("b.csv", "B"), ("bb.csv", "")):
-        write_csv(landing, f"products/{name}", _products(*skus) if skus else "")
+    """One batch id per file, increasing in processing (arrival) order, also across runs."""
+    for age, (name, skus) in enumerate(
+        (("bb.csv", ""), ("c.csv", "C"), ("b.csv", "B"), ("a.csv", "A"))
+    ):
+        path = write_csv(landing, f"products/{name}", _products(*skus) if skus else "")
+        os.utime(path, (1_700_000_000 - age, 1_700_000_000 - age))  # a oldest, bb newest
     report = ingest_files(warehouse, products_feed, landing)
 
     assert [f.path for f in report.files] == [
         "products/a.csv",
         "products/b.csv",
-        "products/bb.csv",
         "products/c.csv",
+        "products/bb.csv",
     ]
-    assert [f.status for f in report.files] == ["loaded", "loaded", "rejected", "loaded"]
+    assert [f.status for f in report.files] == ["loaded", "loaded", "loaded", "rejected"]
     ids = report.batch_ids
     assert len(ids) == 4
     assert ids == sorted(ids) and len(set(ids)) == 4
@@ -440,3 +443,60 @@ def test_file_with_overlong_headers_does_not_stop_the_batch(warehouse, landing, 
     statuses = {f.path: f.status for f in report.files}
     assert statuses["products/b_good.csv"] == "loaded"
     assert statuses["products/a_long.csv"] in ("loaded", "rejected")
+
+
+def test_a_file_that_changes_while_loading_is_rolled_back_and_left_for_later(
+    warehouse, landing, products_feed
+):
+    """A writer still appending: nothing of the half-read file is kept, nothing is moved."""
+    skus = [f"SKU-{i:06d}" for i in range(5_000)]
+    path = write_csv(landing, "products/growing.csv", _products(*skus))
+
+    def writer_appends(rel: str, rows: int) -> None:  # the writer goes on during our read
+        if rows == 1_000:
+            with path.open("a") as fh:
+                fh.write("SKU-999999,Late row,2.00\n")
+
+    report = ingest_files(
+        warehouse, products_feed, landing, batch_rows=1_000, on_progress=writer_appends
+    )
+    (outcome,) = report.files
+    assert outcome.status == "changing" and "changed while it was being loaded" in outcome.reason
+    assert _query(warehouse, f"SELECT count(*) FROM {BRONZE}") == [(0,)]
+    assert _registry(warehouse) == []
+    assert path.exists()
+
+    report = ingest_files(warehouse, products_feed, landing)  # the writer has finished
+    assert [f.status for f in report.files] == ["loaded"]
+    assert _query(warehouse, f"SELECT count(*) FROM {BRONZE}") == [(5_001,)]
+
+
+def test_a_parquet_file_corrupt_past_its_footer_is_rejected_and_the_batch_goes_on(
+    warehouse, landing
+):
+    """The error surfaces mid-read (not when the footer opens): still one rejected file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from medallion_platform.connectors.files import FileFeed
+
+    feed = FileFeed(
+        name="events_pq", description="x", folder="events", glob="*.parquet",
+        format="parquet", contract="events_pq",
+    )  # fmt: skip
+    (landing / "events").mkdir(parents=True)
+    table = pa.table({"id": list(range(50_000)), "v": [f"value {i}" for i in range(50_000)]})
+    pq.write_table(table, landing / "events/a_bad.parquet", row_group_size=10_000)
+    pq.write_table(table, landing / "events/b_good.parquet", row_group_size=10_000)
+    bad = landing / "events/a_bad.parquet"
+    data = bytearray(bad.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4096] = bytes(4096)  # zero a stretch of data pages
+    bad.write_bytes(bytes(data))
+
+    report = ingest_files(warehouse, feed, landing)
+    status = {f.path: f.status for f in report.files}
+    assert status == {"events/a_bad.parquet": "rejected", "events/b_good.parquet": "loaded"}
+    reason = next(f.reason for f in report.files if f.status == "rejected")
+    assert reason.startswith("cannot read the file")
+    assert _query(warehouse, "SELECT count(*) FROM bronze.files_events_pq") == [(50_000,)]

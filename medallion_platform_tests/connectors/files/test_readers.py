@@ -310,3 +310,18 @@ def test_unterminated_quote_rejects_the_file_naming_the_line(tmp_path, products_
 def test_a_quote_inside_an_unquoted_field_is_kept(tmp_path, products_feed) -> None:
     path = write_csv(tmp_path, "products/inch.csv", 'sku,name\nSKU-000001,5" stake\n')
     assert _rows(path, products_feed)[0]["name"] == '5" stake'
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2, 100])
+def test_jsonl_required_keys_are_checked_per_record_whatever_the_batch(
+    landing, jsonl_feed, batch_rows
+):
+    """A JSON file has no header: a record without a required key is kept and flagged, and
+    the verdict does not depend on how the file happens to be batched."""
+    path = write_csv(landing, "events/e.jsonl", '{"id": "1"}\n{"x": "2"}\n{"id": "3"}\n')
+    rows = _rows(path, jsonl_feed, batch_rows=batch_rows)
+    assert [r["_parse_error"] for r in rows] == [
+        None,
+        "line 2: missing required field(s) id",
+        None,
+    ]
