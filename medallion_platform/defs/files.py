@@ -25,8 +25,9 @@ from dagster import (
 from dagster._core.storage.tags import RUN_KEY_TAG
 from pydantic import Field
 
+from medallion_platform.connectors.bronze import BRONZE_SCHEMA
 from medallion_platform.connectors.files import FileFeed, ingest_files, list_landing_files
-from medallion_platform.connectors.files.loader import BRONZE_SCHEMA, ensure_bronze_table
+from medallion_platform.connectors.files.loader import ensure_feed_table
 from medallion_platform.defs.constants import WAREHOUSE_POOL
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import LandingZoneResource, WarehouseResource
@@ -90,7 +91,7 @@ def build_bronze_file_asset(feed: FileFeed) -> AssetsDefinition:
     ) -> MaterializeResult:
         wh = warehouse.warehouse()
         with wh.transaction() as conn:
-            ensure_bronze_table(conn, feed)
+            ensure_feed_table(conn, feed)
         report = ingest_files(wh, feed, landing_zone.root, config.files, run_id=context.run_id)
         for outcome in report.files:
             if outcome.status == "rejected":

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Literal
 
 import duckdb
-import pyarrow as pa
 from pydantic import BaseModel
 
+from medallion_platform.connectors.bronze import append_batch, ensure_bronze_table
 from medallion_platform.connectors.files.landing import (
     archive_path,
     feed_dir,
@@ -30,37 +30,12 @@ from medallion_platform.connectors.files.landing import (
     rejected_path,
     sha256_file,
 )
-from medallion_platform.connectors.files.readers import (
-    EXTRA_FIELDS,
-    PARSE_ERROR,
-    ROW_NUMBER,
-    FileReadError,
-    read_batches,
-)
+from medallion_platform.connectors.files.readers import FileReadError, read_batches
 from medallion_platform.connectors.files.spec import FileFeed
 from medallion_platform.warehouse import Warehouse
-from medallion_platform.warehouse.identifiers import qualified, quote
-from medallion_platform.warehouse.warehouse import (
-    add_missing_columns,
-    ensure_layout,
-    next_batch_id,
-    set_position,
-    table_exists,
-    transaction,
-)
+from medallion_platform.warehouse.warehouse import next_batch_id, set_position, transaction
 
 log = logging.getLogger(__name__)
-
-BRONZE_SCHEMA = "bronze"
-LINEAGE_COLUMNS: dict[str, str] = {
-    "_batch_id": "BIGINT",
-    "_ingested_at": "TIMESTAMPTZ",
-    "_source": "VARCHAR",
-    ROW_NUMBER: "BIGINT",
-    "_file_hash": "VARCHAR",
-    PARSE_ERROR: "VARCHAR",
-    EXTRA_FIELDS: "VARCHAR",
-}
 
 Status = Literal["loaded", "duplicate", "rejected", "already_loaded", "changing"]
 
@@ -125,7 +100,7 @@ def ingest_files(
     outcomes = []
     with warehouse.connect() as conn:
         with transaction(conn):
-            ensure_bronze_table(conn, feed)
+            ensure_feed_table(conn, feed)
         for rel in pending:
             outcome = _ingest_one(conn, feed, landing_root, rel, run_id, batch_rows, on_progress)
             log.info("%s: %s %s", feed.name, outcome.status, outcome.path)
@@ -232,12 +207,12 @@ def _inside(path: Path, folder: Path, landing_root: Path) -> bool:
     return ".." not in Path(path).relative_to(landing_root).parts
 
 
-def ensure_bronze_table(conn: duckdb.DuckDBPyConnection, feed: FileFeed) -> None:
-    """Create the feed's bronze table with its lineage columns, so it exists before any file."""
-    ensure_layout(conn)
-    if not table_exists(conn, BRONZE_SCHEMA, feed.bronze_table):
-        cols = ", ".join(f"{quote(n)} {t}" for n, t in LINEAGE_COLUMNS.items())
-        conn.execute(f"CREATE TABLE {qualified(BRONZE_SCHEMA, feed.bronze_table)} ({cols})")
+FILE_LINEAGE = {"_file_hash": "VARCHAR"}
+
+
+def ensure_feed_table(conn: duckdb.DuckDBPyConnection, feed: FileFeed) -> None:
+    """The feed's bronze table, created with its lineage columns before any file arrives."""
+    ensure_bronze_table(conn, feed.bronze_table, FILE_LINEAGE)
 
 
 def _append_file(
@@ -250,49 +225,20 @@ def _append_file(
     batch_rows: int,
     on_progress: ProgressHook | None,
 ) -> int:
-    table = feed.bronze_table
-    target = qualified(BRONZE_SCHEMA, table)
     rows = 0
     for batch in read_batches(path, feed, batch_rows):
-        data_columns = {
-            name: "VARCHAR"
-            for name in batch.column_names
-            if name not in (ROW_NUMBER, PARSE_ERROR, EXTRA_FIELDS)
-        }
-        add_missing_columns(conn, BRONZE_SCHEMA, table, data_columns)
-        if batch.num_rows == 0:
-            continue
-        _insert_batch(conn, target, batch, rel, file_hash, batch_id)
-        rows += batch.num_rows
-        if on_progress:
+        rows += append_batch(
+            conn,
+            feed.bronze_table,
+            batch,
+            batch_id=batch_id,
+            source=rel,
+            constants={"_file_hash": file_hash},
+            lineage=FILE_LINEAGE,
+        )
+        if on_progress and batch.num_rows:
             on_progress(rel, rows)
     return rows
-
-
-def _insert_batch(
-    conn: duckdb.DuckDBPyConnection,
-    target: str,
-    batch: pa.Table,
-    rel: str,
-    file_hash: str,
-    batch_id: int,
-) -> None:
-    conn.register("_landing_batch", batch)
-    try:
-        conn.execute(
-            f"""
-            INSERT INTO {target} BY NAME
-            SELECT ?::BIGINT AS _batch_id,
-                   now() AS _ingested_at,
-                   ? || '#row=' || _row_number AS _source,
-                   ? AS _file_hash,
-                   *
-            FROM _landing_batch
-            """,
-            [batch_id, rel, file_hash],
-        )
-    finally:
-        conn.unregister("_landing_batch")
 
 
 def _register(

@@ -18,12 +18,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medallion_platform.connectors.bronze import EXTRA_FIELDS, PARSE_ERROR, ROW_NUMBER
 from medallion_platform.connectors.files.spec import FileFeed
 from medallion_platform.warehouse.identifiers import normalize_column_name
 
-ROW_NUMBER = "_row_number"
-PARSE_ERROR = "_parse_error"
-EXTRA_FIELDS = "_extra_fields"
 DEFAULT_BATCH_ROWS = 100_000
 
 

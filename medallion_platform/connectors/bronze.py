@@ -1,0 +1,86 @@
+"""Appending to a bronze table: lineage columns, schema evolution by addition, one shape.
+
+Every connector writes bronze through here, so every bronze table carries the same lineage
+(``_batch_id``, ``_ingested_at``, ``_source``, ``_row_number``, ``_parse_error``,
+``_extra_fields``) plus the connector's own (a file hash, a raw JSON payload, …).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import duckdb
+import pyarrow as pa
+
+from medallion_platform.warehouse.identifiers import qualified, quote
+from medallion_platform.warehouse.warehouse import (
+    add_missing_columns,
+    ensure_layout,
+    table_exists,
+)
+
+BRONZE_SCHEMA = "bronze"
+ROW_NUMBER = "_row_number"
+PARSE_ERROR = "_parse_error"
+EXTRA_FIELDS = "_extra_fields"
+LINEAGE_COLUMNS: dict[str, str] = {
+    "_batch_id": "BIGINT",
+    "_ingested_at": "TIMESTAMPTZ",
+    "_source": "VARCHAR",
+    ROW_NUMBER: "BIGINT",
+    PARSE_ERROR: "VARCHAR",
+    EXTRA_FIELDS: "VARCHAR",
+}
+
+
+def ensure_bronze_table(
+    conn: duckdb.DuckDBPyConnection, table: str, extra_lineage: Mapping[str, str]
+) -> None:
+    """Create ``bronze.<table>`` with its lineage columns, so it exists before any data."""
+    ensure_layout(conn)
+    if not table_exists(conn, BRONZE_SCHEMA, table):
+        columns = {**LINEAGE_COLUMNS, **extra_lineage}
+        ddl = ", ".join(f"{quote(n)} {t}" for n, t in columns.items())
+        conn.execute(f"CREATE TABLE {qualified(BRONZE_SCHEMA, table)} ({ddl})")
+
+
+def append_batch(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    batch: pa.Table,
+    *,
+    batch_id: int,
+    source: str,
+    constants: Mapping[str, str] | None = None,
+    lineage: Mapping[str, str] | None = None,
+) -> int:
+    """Append ``batch`` (text columns + ``_row_number``) to ``bronze.<table>``.
+
+    New data columns are added as VARCHAR first (older rows read NULL); ``_source`` becomes
+    ``<source>#row=<n>``; ``constants`` are per-batch lineage values (e.g. ``_file_hash``).
+    Returns the number of rows appended.
+    """
+    reserved = set(LINEAGE_COLUMNS) | set(lineage or {})
+    data_columns = {name: "VARCHAR" for name in batch.column_names if name not in reserved}
+    add_missing_columns(conn, BRONZE_SCHEMA, table, data_columns)
+    if batch.num_rows == 0:
+        return 0
+    constants = dict(constants or {})
+    select_constants = "".join(f", ? AS {quote(name)}" for name in constants)
+    conn.register("_bronze_batch", batch)
+    try:
+        conn.execute(
+            f"""
+            INSERT INTO {qualified(BRONZE_SCHEMA, table)} BY NAME
+            SELECT ?::BIGINT AS _batch_id,
+                   now() AS _ingested_at,
+                   ? || '#row=' || _row_number AS _source
+                   {select_constants},
+                   *
+            FROM _bronze_batch
+            """,
+            [batch_id, source, *constants.values()],
+        )
+    finally:
+        conn.unregister("_bronze_batch")
+    return batch.num_rows
