@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from medallion_platform.settings import PlatformSettings
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from medallion_platform import services
     from medallion_platform.demo.run import run_main_job, seed
     from medallion_platform.status import format_status, read_status
 
@@ -28,9 +30,15 @@ def _demo(args: argparse.Namespace) -> int:
     if args.no_run:
         print("Not running the pipeline (--no-run).")
         return 0
-    print("Running medallion_job (bronze → silver → gold) through Dagster …")
+    api = services.up(settings, charges=max(200, int(5_000 * args.scale)))
+    print(f"Started the payments API emulator at {api.base_url} (stopped when the demo ends).")
+    print("Running medallion_job (files + payments API → bronze → silver → gold) through Dagster …")
     logging.getLogger("dagster").setLevel(logging.WARNING)
-    ok = run_main_job(settings)
+    os.environ.update(api.env)
+    try:
+        ok = run_main_job(settings)
+    finally:
+        services.down(settings)
     status = read_status(settings)
     print()
     print(format_status(status))
@@ -38,8 +46,9 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"{'Finished' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s.")
     print("Where to look:")
     print(f"  medallion status            # this summary again (MEDALLION_HOME={settings.home})")
-    print(f"  DAGSTER_HOME={settings.dagster_home} dagster dev -w workspace.yaml")
-    print("                              # or `medallion dev`: the UI on http://127.0.0.1:3000")
+    print("  medallion dev               # the Dagster UI on http://127.0.0.1:3000, API up")
+    print(f'  or by hand: eval "$(medallion services up)"; DAGSTER_HOME={settings.dagster_home} \\')
+    print("              dagster dev -w workspace.yaml")
     print(f"  duckdb.connect({str(settings.warehouse_path)!r}, read_only=True)  # notebooks, BI")
     return 0 if ok else 1
 
@@ -75,14 +84,41 @@ def dev_command(port: int) -> list[str]:
 
 
 def _dev(args: argparse.Namespace) -> int:
+    from medallion_platform import services
     from medallion_platform.instance import use_instance
 
     settings = PlatformSettings.from_env()
     use_instance(settings)
+    api = services.up(settings)
+    os.environ.update(api.env)
     command = dev_command(args.port)
+    print(f"Payments API emulator at {api.base_url}")
     print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']} {' '.join(command)}")
-    os.execvp(command[0], command)
-    return 0  # pragma: no cover
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        services.down(settings)
+
+
+def _services(args: argparse.Namespace) -> int:
+    from medallion_platform import services
+
+    settings = PlatformSettings.from_env()
+    if args.action == "up":
+        info = services.up(settings, charges=args.charges)
+        print(services.export_lines([info]))
+    elif args.action == "down":
+        stopped = services.down(settings)
+        print("stopped: " + (", ".join(stopped) or "nothing was running"), file=sys.stderr)
+    elif args.action == "env":
+        print(services.export_lines([i for i in services.status(settings) if i.running()]))
+    else:
+        for info in services.status(settings):
+            state = "running" if info.running() else "stopped"
+            print(f"{info.name:<14} {state:<8} pid {info.pid:<8} {info.base_url}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = sub.add_parser("init", help="Create the platform home, warehouse and Dagster instance.")
     init.set_defaults(func=_init)
+
+    services_cmd = sub.add_parser(
+        "services",
+        help="Local services for the demo (payments API emulator): up prints the env to export.",
+    )
+    services_cmd.add_argument("action", choices=["up", "down", "status", "env"])
+    services_cmd.add_argument("--charges", type=int, default=5_000, help="Charges to serve.")
+    services_cmd.set_defaults(func=_services)
 
     dev = sub.add_parser("dev", help="Start the Dagster UI and daemon on this platform home.")
     dev.add_argument("--port", type=int, default=3000)

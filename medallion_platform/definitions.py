@@ -9,14 +9,15 @@ from __future__ import annotations
 from dagster import (
     AssetKey,
     AssetSelection,
+    DefaultScheduleStatus,
     Definitions,
+    ScheduleDefinition,
     define_asset_job,
     in_process_executor,
 )
 
 from medallion_platform.config import PlatformConfig, platform_config
 from medallion_platform.defs.files import (
-    bronze_key,
     build_bronze_file_asset,
     build_landing_spec,
     build_landing_zone_sensor,
@@ -24,29 +25,37 @@ from medallion_platform.defs.files import (
 from medallion_platform.defs.gold import build_gold_asset, build_gold_key_check, gold_key
 from medallion_platform.defs.io_manager import WarehouseIOManager
 from medallion_platform.defs.resources import LandingZoneResource, WarehouseResource
+from medallion_platform.defs.rest import (
+    build_api_spec,
+    build_rest_bronze_asset,
+    build_rest_resource,
+    rest_resource_key,
+)
 from medallion_platform.defs.silver import build_silver_assets, quarantine_key, silver_key
 from medallion_platform.settings import PlatformSettings
 
 MAIN_JOB = "medallion_job"
+EXTERNAL_GROUPS = ("landing", "api")
 
 
-def _downstream_of_feeds(config: PlatformConfig) -> dict[str, list[AssetKey]]:
-    """Per feed: its bronze asset and everything built from it (for the sensor's runs)."""
-    result = {}
-    for feed in config.feeds:
-        contract = config.contract(feed.contract)
-        keys = [bronze_key(feed), silver_key(contract), quarantine_key(contract)]
-        reached = {f"silver.{contract.name}"}
-        changed = True
-        while changed:  # gold models may read other gold models
-            changed = False
-            for model in config.gold_models:
-                if f"gold.{model.name}" not in reached and reached & set(model.depends_on):
-                    reached.add(f"gold.{model.name}")
-                    keys.append(gold_key(model))
-                    changed = True
-        result[feed.name] = keys
-    return result
+def downstream_of_bronze(config: PlatformConfig, table: str) -> list[AssetKey]:
+    """A bronze table's asset and everything built from it: contracts, then SQL models."""
+    keys = [AssetKey(["bronze", table])]
+    reached: set[str] = set()
+    for contract in config.contracts:
+        if contract.source == table:
+            keys += [silver_key(contract), quarantine_key(contract)]
+            reached.add(f"silver.{contract.name}")
+    changed = True
+    while changed:  # models may read other models
+        changed = False
+        for model in config.sql_models:
+            name = f"{model.layer}.{model.name}"
+            if name not in reached and reached & set(model.depends_on):
+                reached.add(name)
+                keys.append(gold_key(model))
+                changed = True
+    return keys
 
 
 def build_definitions(
@@ -54,22 +63,25 @@ def build_definitions(
 ) -> Definitions:
     settings = settings or PlatformSettings.from_env()
     config = config or platform_config()
-    feeds_by_contract = {feed.contract: feed for feed in config.feeds}
+    producers = config.bronze_producers()
 
     assets: list = [build_landing_spec(feed) for feed in config.feeds]
     assets += [build_bronze_file_asset(feed) for feed in config.feeds]
+    for source in config.rest_sources:
+        assets += [build_api_spec(source, endpoint) for endpoint in source.endpoints]
+        assets += [build_rest_bronze_asset(source, endpoint) for endpoint in source.endpoints]
     assets += [
-        build_silver_assets(c, bronze_key(feeds_by_contract[c.name]))
+        build_silver_assets(c, AssetKey(["bronze", c.source]))
         for c in config.contracts
-        if c.name in feeds_by_contract
+        if c.source in producers
     ]
-    assets += [build_gold_asset(model) for model in config.gold_models]
-    checks = [build_gold_key_check(model) for model in config.gold_models]
+    assets += [build_gold_asset(model) for model in config.sql_models]
+    checks = [build_gold_key_check(model) for model in config.sql_models]
 
     jobs = [
         define_asset_job(
             MAIN_JOB,
-            selection=AssetSelection.all() - AssetSelection.groups("landing"),
+            selection=AssetSelection.all() - AssetSelection.groups(*EXTERNAL_GROUPS),
             description="Everything: bronze ingestion, silver contracts, gold models and checks.",
         ),
         define_asset_job(
@@ -84,7 +96,34 @@ def build_definitions(
             "gold_job", selection=AssetSelection.groups("gold"), description="Gold models only."
         ),
     ]
-    sensors = [build_landing_zone_sensor(config.feeds, MAIN_JOB, _downstream_of_feeds(config))]
+    for source in config.rest_sources:
+        selection = [
+            key
+            for endpoint in source.endpoints
+            for key in downstream_of_bronze(config, source.bronze_table(endpoint))
+        ]
+        jobs.append(
+            define_asset_job(
+                f"{source.name}_job",
+                selection=AssetSelection.assets(*dict.fromkeys(selection)),
+                description=f"Sync the {source.name} API and refresh what is built from it.",
+            )
+        )
+    schedules = [
+        ScheduleDefinition(
+            name=f"{source.name}_schedule",
+            cron_schedule=source.schedule,
+            job_name=f"{source.name}_job",
+            default_status=DefaultScheduleStatus.STOPPED,
+            description=f"Sync the {source.name} API ({source.schedule}); turn it on in the UI "
+            "once the API's environment variables are set.",
+        )
+        for source in config.rest_sources
+    ]
+    feed_selections = {
+        feed.name: downstream_of_bronze(config, feed.bronze_table) for feed in config.feeds
+    }
+    sensors = [build_landing_zone_sensor(config.feeds, MAIN_JOB, feed_selections)]
 
     warehouse_path = str(settings.warehouse_path)
     duckdb_config = {
@@ -101,6 +140,7 @@ def build_definitions(
         asset_checks=checks,
         jobs=jobs,
         sensors=sensors,
+        schedules=schedules,
         resources={
             "warehouse": WarehouseResource(
                 path=warehouse_path,
@@ -108,6 +148,7 @@ def build_definitions(
                 threads=settings.duckdb_threads,
             ),
             "landing_zone": LandingZoneResource(path=str(settings.landing_dir)),
+            **{rest_resource_key(src): build_rest_resource(src) for src in config.rest_sources},
             # Gold assets name it explicitly; it is also the default for any new asset.
             "warehouse_io_manager": io_manager,
             "io_manager": io_manager,

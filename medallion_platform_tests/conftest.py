@@ -10,6 +10,7 @@ import pytest
 from medallion_platform.config import PlatformConfig, platform_config
 from medallion_platform.connectors.files import FileFeed
 from medallion_platform.contracts import Contract
+from medallion_platform.demo.payments_api import PaymentsApi, generate_payments
 from medallion_platform.settings import PlatformSettings
 from medallion_platform.warehouse import Warehouse
 
@@ -23,6 +24,19 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Platfo
     settings = PlatformSettings(home=home)
     settings.ensure_dirs()
     yield settings
+
+
+PAYMENTS_TOKEN = "sk_test_fixture_token_0123456789"
+PAYMENTS_CHARGES = 300
+
+
+@pytest.fixture
+def payments_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[PaymentsApi]:
+    """A real payments API emulator on 127.0.0.1, and the env vars the code location reads."""
+    with PaymentsApi(generate_payments(PAYMENTS_CHARGES), token=PAYMENTS_TOKEN) as api:
+        monkeypatch.setenv("PAYMENTS_API_BASE_URL", api.base_url)
+        monkeypatch.setenv("PAYMENTS_API_TOKEN", PAYMENTS_TOKEN)
+        yield api
 
 
 @pytest.fixture

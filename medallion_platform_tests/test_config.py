@@ -20,7 +20,9 @@ Edit = Callable[[dict[str, Any]], None]
 
 def test_packaged_config_loads(config: PlatformConfig) -> None:
     assert [f.name for f in config.feeds] == ["products", "ad_spend"]
-    assert [c.name for c in config.contracts] == ["products", "ad_spend"]
+    assert [c.name for c in config.contracts][:2] == ["products", "ad_spend"]
+    assert [s.name for s in config.rest_sources] == ["payments"]
+    assert [m.name for m in config.silver_models] == ["payments"]
     assert [m.name for m in config.gold_models] == ["dim_product", "marketing_spend_daily"]
     for feed in config.feeds:
         assert config.contract(feed.contract).source == feed.bronze_table

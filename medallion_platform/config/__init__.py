@@ -14,8 +14,9 @@ import yaml
 from pydantic import BaseModel
 
 from medallion_platform.connectors.files.spec import FileFeed
+from medallion_platform.connectors.rest.spec import RestSource
 from medallion_platform.contracts.spec import Contract
-from medallion_platform.gold.spec import GoldModel
+from medallion_platform.gold.spec import SqlModel
 
 CONFIG_DIR = Path(__file__).resolve().parent
 M = TypeVar("M", bound=BaseModel)
@@ -48,8 +49,22 @@ def _load(path: Path, key: str, model: type[M]) -> list[M]:
 
 class PlatformConfig(BaseModel):
     feeds: list[FileFeed]
+    rest_sources: list[RestSource] = []
     contracts: list[Contract]
-    gold_models: list[GoldModel]
+    silver_models: list[SqlModel] = []
+    gold_models: list[SqlModel]
+
+    @property
+    def sql_models(self) -> list[SqlModel]:
+        return [*self.silver_models, *self.gold_models]
+
+    def bronze_producers(self) -> dict[str, str]:
+        """Bronze table → what fills it (a file feed or a REST endpoint), for cross-checks."""
+        tables = {feed.bronze_table: f"feed {feed.name}" for feed in self.feeds}
+        for source in self.rest_sources:
+            for endpoint in source.endpoints:
+                tables[source.bronze_table(endpoint)] = f"endpoint {source.name}.{endpoint.name}"
+        return tables
 
     def contract(self, name: str) -> Contract:
         return next(c for c in self.contracts if c.name == name)
@@ -57,9 +72,31 @@ class PlatformConfig(BaseModel):
 
 def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
     feeds = _load(config_dir / "file_feeds.yaml", "feeds", FileFeed)
+    rest_sources = _optional(config_dir / "rest_sources.yaml", "sources", RestSource)
     contracts = _load(config_dir / "contracts.yaml", "contracts", Contract)
-    models = _load(config_dir / "gold_models.yaml", "models", GoldModel)
+    silver_models = _optional(config_dir / "silver_models.yaml", "models", SqlModel)
+    models = _load(config_dir / "gold_models.yaml", "models", SqlModel)
+    for model in silver_models:
+        if model.layer != "silver":
+            raise ConfigError(f"silver_models.yaml: model {model.name} must have layer: silver")
+    for model in models:
+        if model.layer != "gold":
+            raise ConfigError(f"gold_models.yaml: model {model.name} must have layer: gold")
     by_name = {c.name: c for c in contracts}
+    for source in rest_sources:
+        for endpoint in source.endpoints:
+            contract = by_name.get(endpoint.contract or "")
+            if endpoint.contract and contract is None:
+                raise ConfigError(
+                    f"endpoint {source.name}.{endpoint.name}: contract {endpoint.contract!r} "
+                    "is not declared"
+                )
+            if contract is not None and contract.source != source.bronze_table(endpoint):
+                raise ConfigError(
+                    f"endpoint {source.name}.{endpoint.name}: contract {contract.name} reads "
+                    f"bronze.{contract.source}, but the endpoint writes "
+                    f"bronze.{source.bronze_table(endpoint)}"
+                )
     for feed in feeds:
         contract = by_name.get(feed.contract)
         if contract is None:
@@ -69,13 +106,23 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
                 f"feed {feed.name}: contract {contract.name} reads bronze.{contract.source}, "
                 f"but the feed writes bronze.{feed.bronze_table}"
             )
-    silver = {f"silver.{c.name}" for c in contracts}
+    silver = {f"silver.{c.name}" for c in contracts} | {f"silver.{m.name}" for m in silver_models}
     gold = {f"gold.{m.name}" for m in models}
-    for model in models:
+    for model in [*silver_models, *models]:
         unknown = set(model.depends_on) - silver - gold
         if unknown:
-            raise ConfigError(f"gold model {model.name}: unknown inputs {sorted(unknown)}")
-    return PlatformConfig(feeds=feeds, contracts=contracts, gold_models=models)
+            raise ConfigError(f"{model.layer} model {model.name}: unknown inputs {sorted(unknown)}")
+    return PlatformConfig(
+        feeds=feeds,
+        rest_sources=rest_sources,
+        contracts=contracts,
+        silver_models=silver_models,
+        gold_models=models,
+    )
+
+
+def _optional(path: Path, key: str, model: type[M]) -> list[M]:
+    return _load(path, key, model) if path.exists() else []
 
 
 @cache

@@ -18,10 +18,16 @@ def _literal(value: object) -> str:
 
 def _raw(column: Column, bronze_columns: set[str]) -> str:
     """The bronze text for a column: the first present of its name and aliases, blank → NULL."""
-    present = [n for n in (column.name, *column.aliases) if n in bronze_columns]
+    present = [n for n in (column.source or column.name, *column.aliases) if n in bronze_columns]
     if not present:
         return "CAST(NULL AS VARCHAR)"
-    text = [f"NULLIF(trim({quote(n)}), '')" for n in present]
+    if column.json_path:
+        text = [
+            f"NULLIF(trim(json_extract_string({quote(n)}, {_literal(column.json_path)})), '')"
+            for n in present
+        ]
+    else:
+        text = [f"NULLIF(trim({quote(n)}), '')" for n in present]
     return text[0] if len(text) == 1 else f"coalesce({', '.join(text)})"
 
 
@@ -32,6 +38,12 @@ def _typed(column: Column, raw: str) -> str:
         return raw
     if column.type == "boolean":
         return f"TRY_CAST(lower({raw}) AS BOOLEAN)"
+    if column.transform == "epoch_seconds":
+        seconds = f"CASE WHEN regexp_full_match({raw}, '[0-9]+') THEN CAST({raw} AS BIGINT) END"
+        return f"CAST(make_timestamp({seconds} * 1000000) AS {column.sql_type})"
+    if column.transform == "cents":
+        cents = f"CASE WHEN regexp_full_match({raw}, '[+-]?[0-9]+') THEN CAST({raw} AS HUGEINT) END"
+        return f"TRY_CAST(CAST({cents} AS DECIMAL(36,0)) * 0.01 AS {column.sql_type})"
     if column.type == "timestamp":
         # Text with a UTC offset is converted to UTC (a plain cast would drop the offset);
         # text without one is read as UTC. Independent of the session's time zone.

@@ -34,6 +34,18 @@ class Column(BaseModel):
     max: float | None = None
     accepted_values: list[str] | None = None
     pattern: str | None = Field(default=None, description="Regular expression the text matches.")
+    source: str | None = Field(
+        default=None, description="Bronze column to read, when it is not named like this one."
+    )
+    json_path: str | None = Field(
+        default=None,
+        description="Read this JSON path (e.g. '$.order_id') inside the bronze column's JSON text.",
+    )
+    transform: Literal["epoch_seconds", "cents"] | None = Field(
+        default=None,
+        description="epoch_seconds: integer seconds → timestamp (UTC); cents: integer minor "
+        "units → decimal (amount / 100).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -44,6 +56,26 @@ class Column(BaseModel):
     @classmethod
     def _aliases(cls, value: list[str]) -> list[str]:
         return [validate_identifier(v) for v in value]
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str | None) -> str | None:
+        return None if value is None else validate_identifier(value)
+
+    @field_validator("json_path")
+    @classmethod
+    def _json_path(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\$(\.[A-Za-z_][A-Za-z0-9_]*)+", value):
+            raise ValueError(f"json_path {value!r}: use a simple path like '$.a.b'")
+        return value
+
+    @model_validator(mode="after")
+    def _transform_fits_type(self) -> Column:
+        if self.transform == "epoch_seconds" and self.type not in ("timestamp", "timestamptz"):
+            raise ValueError(f"column {self.name}: epoch_seconds needs a timestamp type")
+        if self.transform == "cents" and not self.type.startswith("decimal("):
+            raise ValueError(f"column {self.name}: cents needs a decimal(p,s) type")
+        return self
 
     @field_validator("type")
     @classmethod

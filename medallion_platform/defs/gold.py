@@ -1,4 +1,5 @@
-"""Gold in Dagster: one asset per declared model, built by SQL inside the warehouse."""
+"""SQL models in Dagster (gold, and silver built from silver): one asset per declared model,
+built by SQL inside the warehouse through the lazy IO-manager type."""
 
 from datetime import timedelta
 
@@ -21,20 +22,20 @@ from medallion_platform.warehouse.tables import SqlQuery
 
 
 def gold_key(model: GoldModel) -> AssetKey:
-    return AssetKey(["gold", model.name])
+    return AssetKey([model.layer, model.name])
 
 
 def build_gold_asset(model: GoldModel) -> AssetsDefinition:
-    """``gold/<name>``: the model's SELECT, materialized atomically by the warehouse IO manager."""
+    """``<layer>/<name>``: the model's SELECT, materialized atomically by the IO manager."""
 
     @asset(
         key=gold_key(model),
         deps=[AssetKey(dep.split(".")) for dep in model.depends_on],
-        group_name="gold",
+        group_name=model.layer,
         description=f"{model.description.strip()}\n\nGrain: {model.grain}.",
         owners=[model.owner],
         kinds={"duckdb", "sql"},
-        tags={"layer": "gold"},
+        tags={"layer": model.layer},
         metadata={
             "grain": model.grain,
             "key": ", ".join(model.key),
@@ -61,12 +62,13 @@ def build_gold_key_check(model: GoldModel):
     @asset_check(
         asset=gold_key(model),
         name="grain_key_unique",
+        blocking=model.layer == "silver",  # silver feeds gold: a broken grain stops it
         description=f"({', '.join(model.key)}) is unique and not NULL: one row per "
         f"{model.grain.removeprefix('one row per ')}.",
         pool=WAREHOUSE_POOL,
     )
     def _check(warehouse: WarehouseResource) -> AssetCheckResult:
-        table = qualified("gold", model.name)
+        table = qualified(model.layer, model.name)
         with warehouse.warehouse().connect() as conn:
             duplicates = conn.execute(
                 f"SELECT count(*) FROM (SELECT {keys} FROM {table} GROUP BY ALL "

@@ -41,6 +41,12 @@ def _count(settings: PlatformSettings, sql: str):
         return conn.execute(sql).fetchone()[0]
 
 
+@pytest.fixture(autouse=True)
+def _payments_api_up(payments_api):
+    """medallion_job reads the payments API too: every test here has a real one on loopback."""
+    return payments_api
+
+
 @pytest.fixture
 def demo_run(settings: PlatformSettings):
     manifest = generate_landing_files(settings.landing_dir, scale=0.05)
@@ -52,7 +58,7 @@ def demo_run(settings: PlatformSettings):
 def test_demo_flows_from_files_to_gold_and_counts_reconcile(settings, demo_run) -> None:
     manifest, result = demo_run
     mats = _materializations(result)
-    assert set(mats) == {
+    assert {k for k in mats if "payments" not in k} == {
         "bronze/files_products",
         "bronze/files_ad_spend",
         "silver/products",
@@ -62,8 +68,13 @@ def test_demo_flows_from_files_to_gold_and_counts_reconcile(settings, demo_run) 
         "gold/dim_product",
         "gold/marketing_spend_daily",
     }
+    assert {k for k in mats if "payments" in k} >= {
+        "bronze/payments_charges",
+        "silver/payments_charges",
+        "silver/payments",
+    }
     for key, meta in mats.items():
-        assert meta["dagster/row_count"] > 0, key
+        assert meta["dagster/row_count"] > 0 or key.startswith("quarantine/payments"), key
         assert "preview" in meta and "dagster/column_schema" in meta, key
 
     unreadable = sum(1 for f in manifest.files if f.kind == "unreadable")

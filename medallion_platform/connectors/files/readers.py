@@ -197,12 +197,12 @@ def _read_jsonl(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Tabl
                     continue
                 records.append(_json_record(text, line_no, feed.required_columns))
                 if len(records) >= batch_rows:
-                    yield _records_table(records, feed)
+                    yield records_table(records)
                     records = []
         except UnicodeDecodeError as exc:
             raise _decode_error(exc, feed.csv.encoding) from exc
     if records or line_no == 0:
-        yield _records_table(records, feed)
+        yield records_table(records)
 
 
 def _json_record(text: str, line_no: int, required: list[str]) -> dict[str, str | None]:
@@ -222,24 +222,35 @@ def _json_record(text: str, line_no: int, required: list[str]) -> dict[str, str 
             PARSE_ERROR: f"line {line_no}: not a JSON object",
             EXTRA_FIELDS: json.dumps([text]),
         }
-    record: dict[str, str | None] = {ROW_NUMBER: line_no}  # type: ignore[dict-item]
+    return flatten_object(value, line_no, required, where=f"line {line_no}")
+
+
+def flatten_object(
+    value: dict, number: int, required: list[str], *, where: str
+) -> dict[str, str | None]:
+    """A JSON object as bronze text columns: scalars as text, nested values as JSON text,
+    keys normalized like CSV headers; a missing required key is flagged in ``_parse_error``."""
+    record: dict[str, str | None] = {ROW_NUMBER: number}  # type: ignore[dict-item]
     names = unique_column_names([str(key) for key in value])  # "id" and "ID" both survive
     for name, val in zip(names, value.values(), strict=True):
         if val is None or isinstance(val, str):
             record[name] = val
+        elif isinstance(val, bool):
+            record[name] = "true" if val else "false"
         else:
             record[name] = json.dumps(val)
     missing = [c for c in required if c not in record]
     if missing:
-        record[PARSE_ERROR] = f"line {line_no}: missing required field(s) {', '.join(missing)}"
+        record[PARSE_ERROR] = f"{where}: missing required field(s) {', '.join(missing)}"
     return record
 
 
-def _records_table(records: list[dict[str, str | None]], feed: FileFeed) -> pa.Table:
+def records_table(records: list[dict[str, str | None]]) -> pa.Table:
+    """Flattened records (see :func:`flatten_object`) as one Arrow table of text columns."""
     columns: list[str] = []
     for record in records:
         for key in record:
-            if key not in columns and not key.startswith("_"):
+            if key not in columns and key not in (ROW_NUMBER, PARSE_ERROR, EXTRA_FIELDS):
                 columns.append(key)
     data = {c: pa.array([r.get(c) for r in records], pa.string()) for c in columns}
     data[ROW_NUMBER] = pa.array([r[ROW_NUMBER] for r in records], pa.int64())

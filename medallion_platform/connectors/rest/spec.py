@@ -1,0 +1,157 @@
+"""A REST source and its endpoints, as declared in ``config/rest_sources.yaml``.
+
+Modelled on dlt's REST API source: the endpoint says how to page, where the records are,
+what identifies them and which field is the incremental cursor; no code per API.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from medallion_platform.warehouse.identifiers import validate_identifier
+
+_ENV = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def _env_name(value: str | None) -> str | None:
+    if value is not None and not _ENV.match(value):
+        raise ValueError(f"{value!r} is not an environment variable name")
+    return value
+
+
+class AuthSpec(BaseModel):
+    """Where the credentials come from: names of environment variables, never values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["bearer", "basic", "api_key", "none"] = "bearer"
+    token_env: str | None = Field(default=None, description="Bearer token or API key.")
+    username_env: str | None = None
+    password_env: str | None = None
+    header: str = Field(default="X-API-Key", description="Header that carries an API key.")
+
+    @field_validator("token_env", "username_env", "password_env")
+    @classmethod
+    def _env(cls, value: str | None) -> str | None:
+        return _env_name(value)
+
+    @model_validator(mode="after")
+    def _complete(self) -> AuthSpec:
+        if self.type in ("bearer", "api_key") and not self.token_env:
+            raise ValueError(f"auth type {self.type} needs token_env")
+        if self.type == "basic" and not (self.username_env and self.password_env):
+            raise ValueError("auth type basic needs username_env and password_env")
+        return self
+
+
+class PaginationSpec(BaseModel):
+    """How to get the next page.
+
+    - ``cursor``: send ``cursor_param`` = the last record's ``cursor_record_field`` (Stripe's
+      ``starting_after``) or the body's ``cursor_path`` value; stop when ``has_more_path`` is
+      false (or no cursor).
+    - ``next_url``: follow the URL at ``next_url_path`` in the body.
+    - ``link_header``: follow ``Link: <…>; rel="next"`` (GitHub style).
+    - ``page_number``: ``page_param`` = 1, 2, … until a page has fewer than page_size records.
+    - ``offset``: ``offset_param`` = 0, page_size, … until a short page.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["cursor", "next_url", "link_header", "page_number", "offset"]
+    cursor_param: str = "starting_after"
+    cursor_record_field: str | None = "id"
+    cursor_path: str | None = None
+    has_more_path: str | None = "has_more"
+    next_url_path: str = "next"
+    page_param: str = "page"
+    offset_param: str = "offset"
+    start_page: int = 1
+
+
+class IncrementalSpec(BaseModel):
+    """Only records whose ``cursor_field`` is at or after the committed high-water mark
+    (minus ``lookback_seconds``, for late arrivals) are requested, via ``param``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cursor_field: str = "created"
+    param: str = "created[gte]"
+    lookback_seconds: int = Field(default=0, ge=0)
+    initial_value: int = Field(default=0, description="First run starts here (epoch seconds).")
+
+
+class RetryPolicy(BaseModel):
+    """Exponential backoff with full jitter on 429 / 5xx / timeouts, bounded in total."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    max_total_s: float = Field(default=300.0, gt=0, description="Give up after this long.")
+    timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout.")
+
+
+class RestEndpoint(BaseModel):
+    """One list endpoint; its records land in ``bronze.<source>_<name>``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str
+    path: str
+    record_path: str = Field(
+        default="data", description="Dotted path to the record list; empty for a bare array."
+    )
+    primary_key: str = "id"
+    pagination: PaginationSpec
+    page_size: int = Field(default=100, ge=1)
+    page_size_param: str = "limit"
+    params: dict[str, str] = Field(default_factory=dict)
+    incremental: IncrementalSpec | None = None
+    contract: str | None = Field(default=None, description="Silver contract for its records.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return validate_identifier(value)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or "://" in value:
+            raise ValueError(f"path {value!r} must be a path on the source's base URL")
+        return value
+
+
+class RestSource(BaseModel):
+    """A REST API (one base URL, one credential) and the endpoints read from it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str
+    base_url_env: str = Field(description="Environment variable holding the base URL.")
+    auth: AuthSpec = Field(default_factory=AuthSpec)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    endpoints: list[RestEndpoint] = Field(min_length=1)
+    schedule: str = Field(default="*/15 * * * *", description="Cron of the source's job.")
+    freshness_minutes: float = Field(default=60, gt=0)
+    owner: str = "team:data-platform"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return validate_identifier(value)
+
+    @field_validator("base_url_env")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        return _env_name(value) or value
+
+    def bronze_table(self, endpoint: RestEndpoint) -> str:
+        return validate_identifier(f"{self.name}_{endpoint.name}")

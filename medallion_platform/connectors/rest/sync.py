@@ -1,0 +1,161 @@
+"""Sync one endpoint into bronze, exactly once, page by page.
+
+Each page is one warehouse transaction: its records are appended to bronze and the sync
+state is saved in ``_meta.positions`` before COMMIT. The state holds the committed
+high-water mark of the incremental cursor and, while a sync is under way, where it is
+(the ``since`` it started from, the next page's resume token, the greatest cursor seen). A
+crash leaves the state of the last committed page: the rerun resumes at the next page. The
+high-water mark moves only when the last page commits, because list APIs such as Stripe's
+return newest first: an early page's maximum says nothing about the pages after it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import duckdb
+from pydantic import BaseModel
+
+from medallion_platform.connectors.bronze import append_batch, ensure_bronze_table
+from medallion_platform.connectors.files.readers import flatten_object, records_table
+from medallion_platform.connectors.rest.client import RestClient
+from medallion_platform.connectors.rest.pager import Resume, iter_pages
+from medallion_platform.connectors.rest.spec import RestEndpoint, RestSource
+from medallion_platform.warehouse import Warehouse
+from medallion_platform.warehouse.warehouse import next_batch_id, set_position, transaction
+
+log = logging.getLogger(__name__)
+
+REST_LINEAGE = {"_raw": "JSON"}
+
+
+class InProgress(BaseModel):
+    since: int | None
+    resume: Resume
+    max_seen: int | None
+    pages: int
+
+
+class SyncState(BaseModel):
+    high_water_mark: int | None = None
+    in_progress: InProgress | None = None
+
+
+class SyncReport(BaseModel):
+    endpoint: str
+    table: str
+    resumed: bool
+    since: int | None
+    pages: int
+    records: int
+    batch_ids: list[int]
+    high_water_mark: int | None
+    api_calls: int
+    retries: int
+
+
+def state_key(source: RestSource, endpoint: RestEndpoint) -> str:
+    return f"rest:{source.name}.{endpoint.name}"
+
+
+def load_state(conn: duckdb.DuckDBPyConnection, key: str) -> SyncState:
+    row = conn.execute(
+        "SELECT position FROM _meta.positions WHERE source = ? AND key = 'state'", [key]
+    ).fetchone()
+    return SyncState.model_validate_json(row[0]) if row else SyncState()
+
+
+def _cursor_value(record: dict[str, Any], field: str) -> int | None:
+    value = record.get(field)
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None  # a malformed cursor does not move the mark; silver quarantines the row
+
+
+PageHook = Callable[[int, int], None]
+
+
+def sync_endpoint(
+    warehouse: Warehouse,
+    source: RestSource,
+    endpoint: RestEndpoint,
+    client: RestClient,
+    *,
+    run_id: str | None = None,
+    on_page: PageHook | None = None,
+) -> SyncReport:
+    """Fetch every page since the committed mark into ``bronze.<source>_<endpoint>``."""
+    table = source.bronze_table(endpoint)
+    key = state_key(source, endpoint)
+    incremental = endpoint.incremental
+    calls_before, retries_before = client.calls, client.retries
+    with warehouse.connect() as conn:
+        with transaction(conn):
+            ensure_bronze_table(conn, table, REST_LINEAGE)
+            state = load_state(conn, key)
+        hwm = state.high_water_mark
+        if state.in_progress is not None:
+            since, resume = state.in_progress.since, state.in_progress.resume
+            max_seen, pages = state.in_progress.max_seen, state.in_progress.pages
+        else:
+            since = None
+            if incremental is not None:
+                since = incremental.initial_value if hwm is None else hwm
+                since = max(0, since - incremental.lookback_seconds) if hwm is not None else since
+            resume, max_seen, pages = None, hwm, 0
+        resumed = state.in_progress is not None
+        records = 0
+        batch_ids: list[int] = []
+        for page in iter_pages(client, endpoint, since=since, resume=resume):
+            with transaction(conn):
+                batch_id = next_batch_id(conn, key, run_id)
+                flat = []
+                for n, record in enumerate(page.records, start=1):
+                    row = flatten_object(record, n, [endpoint.primary_key], where=f"record {n}")
+                    row["_raw"] = json.dumps(record, separators=(",", ":"))
+                    flat.append(row)
+                    if incremental is not None:
+                        seen = _cursor_value(record, incremental.cursor_field)
+                        if seen is not None and (max_seen is None or seen > max_seen):
+                            max_seen = seen
+                append_batch(
+                    conn,
+                    table,
+                    records_table(flat),
+                    batch_id=batch_id,
+                    source=page.url,
+                    lineage=REST_LINEAGE,
+                )
+                pages += 1
+                if page.next is None:
+                    hwm = max_seen if incremental is not None else None
+                    state = SyncState(high_water_mark=hwm)
+                else:
+                    state = SyncState(
+                        high_water_mark=hwm,
+                        in_progress=InProgress(
+                            since=since, resume=page.next, max_seen=max_seen, pages=pages
+                        ),
+                    )
+                set_position(conn, key, "state", state.model_dump_json(), batch_id)
+            records += len(page.records)
+            batch_ids.append(batch_id)
+            log.info("%s: page %d, %d records", key, pages, len(page.records))
+            if on_page:
+                on_page(pages, records)
+    return SyncReport(
+        endpoint=endpoint.name,
+        table=table,
+        resumed=resumed,
+        since=since,
+        pages=pages,
+        records=records,
+        batch_ids=batch_ids,
+        high_water_mark=state.high_water_mark,
+        api_calls=client.calls - calls_before,
+        retries=client.retries - retries_before,
+    )

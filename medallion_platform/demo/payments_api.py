@@ -1,0 +1,884 @@
+"""A local emulator of a Stripe-like payments REST API for "Acme Outfitters".
+
+The REST connector's retries, pagination and incremental sync are tested against this server, so
+it speaks the real shapes rather than a convenient approximation: Stripe's cursor-paginated lists
+(``/v1/charges``, ``/v1/refunds``) with ``created[...]`` filters, a GitHub-style page-numbered
+endpoint with a ``Link`` header (``/v1/payouts``), Stripe's error bodies and masked API keys, and
+faults injected on demand (rate limits, 5xx, slow and truncated responses, schema drift, a revoked
+token). Stdlib HTTP only, bound to loopback; the data is seeded and never depends on the clock.
+
+As a process (the token comes from the environment so it never shows in ``ps``)::
+
+    PAYMENTS_API_TOKEN=sk_test_... python -m medallion_platform.demo.payments_api --port 8765
+
+prints its base URL on stdout once it accepts connections and serves until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import contextlib
+import copy
+import hmac
+import ipaddress
+import itertools
+import json
+import math
+import os
+import random
+import re
+import signal
+import socket
+import string
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal, get_args
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from pydantic import BaseModel, Field
+
+TOKEN_ENV = "PAYMENTS_API_TOKEN"
+DEFAULT_START = 1_759_276_800  # 2025-10-01T00:00:00Z
+DAY = 86_400
+
+ID_ALPHABET = string.digits + string.ascii_letters
+EUR_SHARE = 0.03
+INVALID_CURRENCY = "xxx"
+CARD_BRANDS = ("visa", "mastercard", "amex")
+CARD_BRAND_WEIGHTS = (60, 30, 10)
+REFUND_REASONS = ("requested_by_customer", "duplicate", "fraudulent")
+REFUND_REASON_WEIGHTS = (80, 12, 8)
+PRODUCTS = (
+    "Alpine 2P tent",
+    "Down sleeping bag -7C",
+    "Trail running shoes",
+    "Trekking poles (pair)",
+    "Headlamp 400 lm",
+    "Rain shell jacket",
+    "Gravity water filter",
+    "35 L daypack",
+    "Two-burner camp stove",
+    "Merino base layer",
+)
+
+PAYOUTS_DEFAULT_PER_PAGE = 30
+PAYOUTS_MAX_PER_PAGE = 100
+STRIPE_DEFAULT_LIMIT = 10
+
+
+class PaymentsData(BaseModel):
+    """Everything the emulator serves; plain Stripe-shaped dicts, each list oldest first."""
+
+    charges: list[dict[str, Any]] = Field(default_factory=list)
+    refunds: list[dict[str, Any]] = Field(default_factory=list)
+    payouts: list[dict[str, Any]] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------------------
+# Seeded data
+# --------------------------------------------------------------------------------------------
+
+
+def _new_id(rng: random.Random, prefix: str, taken: set[str]) -> str:
+    """A Stripe-looking id; redrawn on the (astronomically rare) collision so ids stay unique."""
+    while True:
+        candidate = prefix + "".join(rng.choices(ID_ALPHABET, k=24))
+        if candidate not in taken:
+            taken.add(candidate)
+            return candidate
+
+
+def generate_payments(
+    n_charges: int,
+    *,
+    seed: int = 7,
+    start: int = DEFAULT_START,
+    span_seconds: int = 30 * DAY,
+    refund_rate: float = 0.08,
+) -> PaymentsData:
+    """Charges, their refunds and payouts; same arguments give identical data, no clock involved.
+
+    Charges are ``created`` in ``[start, start + span_seconds)``, non-decreasing in list order
+    (ties allowed). About 3% are in EUR, and ``n_charges // 1000`` of them (at least one once there
+    are 100 charges) carry the invalid currency ``"xxx"`` for the platform to quarantine. Refunds
+    follow their charge by ten minutes to a week, so they may fall after the window.
+    """
+    if n_charges < 0:
+        raise ValueError(f"n_charges must be >= 0, got {n_charges}")
+    if span_seconds < 1:
+        raise ValueError(f"span_seconds must be >= 1, got {span_seconds}")
+    if not 0.0 <= refund_rate <= 1.0:
+        raise ValueError(f"refund_rate must be within [0, 1], got {refund_rate}")
+    rng = random.Random(seed)
+    taken: set[str] = set()
+    n_customers = max(50, n_charges // 4)
+    offsets = sorted(rng.randrange(span_seconds) for _ in range(n_charges))
+    charges: list[dict[str, Any]] = []
+    for number, offset in enumerate(offsets, start=1):
+        roll = rng.random()
+        status = "succeeded" if roll < 0.95 else "failed" if roll < 0.98 else "pending"
+        charges.append(
+            {
+                "id": _new_id(rng, "ch_", taken),
+                "object": "charge",
+                "amount": rng.randint(1_500, 45_000),
+                "amount_refunded": 0,
+                "currency": "eur" if rng.random() < EUR_SHARE else "usd",
+                "customer": f"cus_{rng.randint(1, n_customers):06d}",
+                "created": start + offset,
+                "status": status,
+                "paid": status == "succeeded",
+                "refunded": False,
+                "captured": True,
+                "description": f"Acme Outfitters: {rng.randint(1, 3)} x {rng.choice(PRODUCTS)}",
+                "metadata": {"order_id": f"ord_{number:07d}"},
+                "payment_method_details": {
+                    "type": "card",
+                    "card": {
+                        "brand": rng.choices(CARD_BRANDS, CARD_BRAND_WEIGHTS)[0],
+                        "last4": "4242",
+                    },
+                },
+                "livemode": False,
+            }
+        )
+    n_invalid = max(1, n_charges // 1000) if n_charges >= 100 else 0
+    for index in rng.sample(range(n_charges), n_invalid):
+        charges[index]["currency"] = INVALID_CURRENCY
+    refunds = _generate_refunds(rng, charges, refund_rate, taken)
+    payouts = generate_payouts(
+        max(5, n_charges // 50), seed=seed, start=start, span_seconds=span_seconds
+    )
+    return PaymentsData(charges=charges, refunds=refunds, payouts=payouts)
+
+
+def _generate_refunds(
+    rng: random.Random, charges: list[dict[str, Any]], refund_rate: float, taken: set[str]
+) -> list[dict[str, Any]]:
+    """Refund some succeeded charges (full, partial, or partial then the rest) and update them."""
+    refunds: list[dict[str, Any]] = []
+    for charge in charges:
+        if charge["status"] != "succeeded" or rng.random() >= refund_rate:
+            continue
+        amount = charge["amount"]
+        roll = rng.random()
+        if roll < 0.55:
+            parts = [amount]
+        elif roll < 0.90:
+            parts = [rng.randint(amount // 10, amount * 9 // 10)]
+        else:
+            first = rng.randint(amount // 10, amount * 9 // 10)
+            parts = [first, amount - first]
+        created = charge["created"]
+        for part in parts:
+            created += rng.randint(600, 7 * DAY)
+            refunds.append(
+                {
+                    "id": _new_id(rng, "re_", taken),
+                    "object": "refund",
+                    "amount": part,
+                    "charge": charge["id"],
+                    "created": created,
+                    "currency": charge["currency"],
+                    "status": "succeeded",
+                    "reason": rng.choices(REFUND_REASONS, REFUND_REASON_WEIGHTS)[0],
+                }
+            )
+        charge["amount_refunded"] = sum(parts)
+        charge["refunded"] = charge["amount_refunded"] == amount
+    refunds.sort(key=lambda refund: (refund["created"], refund["id"]))
+    return refunds
+
+
+def generate_payouts(
+    n_payouts: int, *, seed: int = 7, start: int = DEFAULT_START, span_seconds: int = 30 * DAY
+) -> list[dict[str, Any]]:
+    """Payouts spread evenly over the window, oldest first; independent of the charges' draws."""
+    if n_payouts < 0:
+        raise ValueError(f"n_payouts must be >= 0, got {n_payouts}")
+    # A string seed is hashed with SHA-512, so this stream is stable across processes and does not
+    # replay the charges' stream (which uses the bare integer seed).
+    rng = random.Random(f"payouts:{seed}")
+    taken: set[str] = set()
+    gap = span_seconds // n_payouts if n_payouts else 0
+    payouts: list[dict[str, Any]] = []
+    for number in range(n_payouts):
+        created = start + number * span_seconds // n_payouts + (rng.randrange(gap) if gap else 0)
+        payouts.append(
+            {
+                "id": _new_id(rng, "po_", taken),
+                "object": "payout",
+                "amount": rng.randint(50_000, 2_500_000),
+                "currency": "usd",
+                "arrival_date": (created // DAY + 2) * DAY,
+                "created": created,
+                "status": "paid",
+            }
+        )
+    return payouts
+
+
+# --------------------------------------------------------------------------------------------
+# Faults
+# --------------------------------------------------------------------------------------------
+
+FaultKind = Literal["429", "500", "502", "503", "slow", "truncated", "new_field", "revoke"]
+FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
+# These change the server's state for good when they fire rather than shaping one response.
+_STICKY_KINDS = frozenset({"new_field", "revoke"})
+
+
+@dataclass
+class _Fault:
+    kind: str
+    path: str
+    count: int
+    after: int
+    retry_after: float | None
+    delay: float
+
+
+class FaultPlan:
+    """Faults queued by a test, consumed by the requests whose path starts with their ``path``.
+
+    Every fault counts the matching requests independently: it lets ``after`` of them pass, then
+    fires. At most one response-shaping fault applies per request (the earliest added; the others
+    wait for the next request); ``new_field`` and ``revoke`` fire alongside and are permanent.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._faults: list[_Fault] = []
+
+    def add(
+        self,
+        kind: FaultKind,
+        *,
+        path: str = "/v1/",
+        count: int = 1,
+        after: int = 0,
+        retry_after: float | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        """Queue a fault; see the module's kinds. ``count`` is ignored by the permanent kinds."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
+        if not path.startswith("/"):
+            raise ValueError(f"path must start with '/', got {path!r}")
+        if count < 1 or after < 0 or delay < 0 or (retry_after is not None and retry_after < 0):
+            raise ValueError("count must be >= 1; after, delay and retry_after must be >= 0")
+        fault = _Fault(kind, path, count, after, retry_after, delay)
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear(self) -> None:
+        """Drop the queued faults (a token already revoked or drift already begun stays)."""
+        with self._lock:
+            self._faults.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._faults)
+
+    def take(self, path: str) -> tuple[_Fault | None, list[_Fault]]:
+        """Consume what one request to ``path`` triggers: (response fault, permanent faults)."""
+        response: _Fault | None = None
+        sticky: list[_Fault] = []
+        with self._lock:
+            keep: list[_Fault] = []
+            for fault in self._faults:
+                if not path.startswith(fault.path):
+                    keep.append(fault)
+                elif fault.after > 0:
+                    fault.after -= 1
+                    keep.append(fault)
+                elif fault.kind in _STICKY_KINDS:
+                    sticky.append(fault)
+                elif response is None:
+                    response = replace(fault)
+                    fault.count -= 1
+                    if fault.count > 0:
+                        keep.append(fault)
+                else:
+                    keep.append(fault)
+            self._faults = keep
+        return response, sticky
+
+
+# --------------------------------------------------------------------------------------------
+# Server
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One served request, appended before its response is written (so a client sees it)."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+    time: float
+    faults: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _json(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> _Response:
+    return _Response(status, json.dumps(payload, separators=(",", ":")).encode(), headers=headers)
+
+
+def _stripe_error(
+    status: int,
+    message: str,
+    *,
+    type_: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> _Response:
+    error: dict[str, str] = {"type": type_, "message": message}
+    if param is not None:
+        error["param"] = param
+    if code is not None:
+        error["code"] = code
+    return _json(status, {"error": error}, headers)
+
+
+def mask_key(key: str) -> str:
+    """Stripe's masking: keep a ``sk_test_``-style prefix and, for long keys, the last four."""
+    prefix = match.group(0) if (match := re.match(r"(?:sk|rk|pk)_(?:test|live)_", key)) else ""
+    rest = key[len(prefix) :]
+    return f"{prefix}****{rest[-4:]}" if len(rest) >= 12 else f"{prefix}****"
+
+
+def _risk_score(object_id: str) -> int:
+    """A stable pseudo-random score per object, so drifted pages are reproducible."""
+    return random.Random(f"risk:{object_id}").randint(0, 100)
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+_LIST_PARAMS = frozenset(
+    {
+        "limit",
+        "starting_after",
+        "ending_before",
+        "created",
+        "created[gte]",
+        "created[gt]",
+        "created[lte]",
+        "created[lt]",
+    }
+)
+_LISTS = {"/v1/charges": "charge", "/v1/refunds": "refund"}
+_RETRIEVE = re.compile(r"/v1/(charges|refunds)/([^/]+)")
+
+
+class _BadRequest(Exception):
+    def __init__(self, response: _Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+def _stripe_int(query: dict[str, str], name: str) -> int | None:
+    value = query.get(name)
+    if value is None:
+        return None
+    if not _INTEGER.fullmatch(value):
+        raise _BadRequest(_stripe_error(400, f"Invalid integer: {value}", param=name))
+    return int(value)
+
+
+def _created_window(neg_created: list[int], query: dict[str, str]) -> tuple[int, int]:
+    """Positions ``[low, high)`` of a newest-first list that pass the ``created`` filters.
+
+    The list is ascending in ``-created``, so each bound is one bisect, not a scan.
+    """
+    low, high = 0, len(neg_created)
+    for name in ("created", "created[gte]", "created[gt]", "created[lte]", "created[lt]"):
+        bound = _stripe_int(query, name)
+        if bound is None:
+            continue
+        if name in {"created", "created[gte]"}:
+            high = min(high, bisect.bisect_right(neg_created, -bound))
+        if name == "created[gt]":
+            high = min(high, bisect.bisect_left(neg_created, -bound))
+        if name in {"created", "created[lte]"}:
+            low = max(low, bisect.bisect_left(neg_created, -bound))
+        if name == "created[lt]":
+            low = max(low, bisect.bisect_right(neg_created, -bound))
+    return low, high
+
+
+class _Listing:
+    """An immutable newest-first view of one object type, replaced whole when records arrive.
+
+    Readers take the current instance without a lock; the sort, the ``-created`` keys used to
+    bisect the ``created[...]`` window and the id -> position map are built once per change.
+    """
+
+    __slots__ = ("neg_created", "objects", "position")
+
+    def __init__(self, objects: Iterable[dict[str, Any]]) -> None:
+        self.objects = sorted(objects, key=lambda obj: (obj["created"], obj["id"]), reverse=True)
+        self.neg_created = [-obj["created"] for obj in self.objects]
+        self.position = {obj["id"]: index for index, obj in enumerate(self.objects)}
+        if len(self.position) != len(self.objects):
+            raise ValueError("object ids must be unique")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.version == 4 and address.is_loopback
+
+
+class PaymentsApi:
+    """The emulator: serves ``data`` on loopback to clients presenting ``token``.
+
+    Usable as a context manager (``with PaymentsApi(data, token=...) as api:``). ``faults`` injects
+    failures; ``requests`` records every served request; ``add_charges`` and ``revoke_token``
+    change the world while a client is syncing.
+    """
+
+    def __init__(
+        self,
+        data: PaymentsData,
+        *,
+        token: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_page_size: int = 100,
+    ) -> None:
+        if not token:
+            raise ValueError("token must be a non-empty string")
+        if not _is_loopback(host):
+            raise ValueError(f"the emulator binds to IPv4 loopback only, got host {host!r}")
+        if max_page_size < 1:
+            raise ValueError(f"max_page_size must be >= 1, got {max_page_size}")
+        self.faults = FaultPlan()
+        self.requests: list[RequestRecord] = []
+        self.max_page_size = max_page_size
+        self._host = host
+        self._port = port
+        self._token = token
+        self._revoked = False
+        self._drift_prefixes: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+        self._charges = _Listing(data.charges)
+        self._refunds = _Listing(data.refunds)
+        self._payouts = sorted(data.payouts, key=lambda payout: (payout["created"], payout["id"]))
+        self._request_ids = itertools.count(1)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``; the port is known once started (``port=0`` picks one)."""
+        if self._server is None:
+            raise RuntimeError("the payments API is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> PaymentsApi:
+        """Bind and serve on a daemon thread; the socket listens before this returns."""
+        if self._server is not None:
+            raise RuntimeError("the payments API was already started")
+        self._server = _Server((self._host, self._port), self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="payments-api",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and cut kept-alive connections, so no client is answered afterwards."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None or not thread.is_alive():
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        thread.join(timeout=5)
+
+    def __enter__(self) -> PaymentsApi:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- the world changing under a sync -------------------------------------------------------
+
+    def add_charges(self, charges: list[dict[str, Any]]) -> None:
+        """New charges arrive (copied); they take their place in the order by ``created``."""
+        batch = copy.deepcopy(charges)
+        with self._lock:
+            current = self._charges
+            seen = set(current.position)
+            for charge in batch:
+                if not isinstance(charge.get("id"), str) or not isinstance(
+                    charge.get("created"), int
+                ):
+                    raise ValueError("every charge needs a str 'id' and an int 'created'")
+                if charge["id"] in seen:
+                    raise ValueError(f"duplicate charge id {charge['id']!r}")
+                seen.add(charge["id"])
+            self._charges = _Listing([*current.objects, *batch])
+
+    def revoke_token(self) -> None:
+        """From now on the token is refused with 401, as after a key roll."""
+        with self._lock:
+            self._revoked = True
+
+    # -- request handling ----------------------------------------------------------------------
+
+    def _respond(self, method: str, target: str, authorization: str | None) -> _Response:
+        """Answer one request and record it; the handler only moves bytes."""
+        received = time.time()
+        split = urlsplit(target)
+        path = unquote(split.path)
+        query = dict(parse_qsl(split.query, keep_blank_values=True))
+        fault, sticky = self.faults.take(path)
+        for permanent in sticky:
+            if permanent.kind == "revoke":
+                self.revoke_token()
+            else:
+                with self._lock:
+                    self._drift_prefixes = (*self._drift_prefixes, permanent.path)
+        if fault is not None and fault.kind == "slow":
+            time.sleep(fault.delay)
+        if fault is not None and fault.kind in {"429", "500", "502", "503"}:
+            response = _fault_response(fault)
+        else:
+            try:
+                response = self._authorize(authorization) or self._route(method, path, query)
+            except _BadRequest as bad:
+                response = bad.response
+            except Exception:
+                traceback.print_exc()
+                response = _stripe_error(
+                    500, "An unexpected error occurred in the emulator.", type_="api_error"
+                )
+            if fault is not None and fault.kind == "truncated":
+                response = replace(response, body=response.body[: len(response.body) // 2])
+        kinds = tuple(f.kind for f in sticky) + ((fault.kind,) if fault is not None else ())
+        response = replace(
+            response,
+            headers=(*response.headers, ("Request-Id", f"req_{next(self._request_ids):014d}")),
+        )
+        record = RequestRecord(method, path, query, response.status, received, kinds)
+        with self._lock:
+            self.requests.append(record)
+        return response
+
+    def _authorize(self, authorization: str | None) -> _Response | None:
+        """``None`` when the bearer token is the live one, else Stripe's 401 (key masked)."""
+        challenge = (("WWW-Authenticate", 'Bearer realm="Stripe"'),)
+        scheme, _, key = (authorization or "").strip().partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            return _stripe_error(
+                401,
+                "You did not provide an API key. You need to provide your API key in the "
+                "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
+                "YOUR_SECRET_KEY').",
+                headers=challenge,
+            )
+        if self._revoked or not hmac.compare_digest(key.encode(), self._token.encode()):
+            return _stripe_error(
+                401, f"Invalid API Key provided: {mask_key(key)}", headers=challenge
+            )
+        return None
+
+    def _route(self, method: str, path: str, query: dict[str, str]) -> _Response:
+        retrieve = _RETRIEVE.fullmatch(path)
+        if path not in _LISTS and path != "/v1/payouts" and retrieve is None:
+            return _stripe_error(404, f"Unrecognized request URL ({method}: {path}).")
+        if method != "GET":
+            return _stripe_error(405, f"This emulator is read-only; {method} is not allowed.")
+        if path == "/v1/payouts":
+            return self._payouts_page(query)
+        if retrieve is not None:
+            return self._retrieve(retrieve.group(1), retrieve.group(2), path)
+        return self._list(path, query)
+
+    def _with_drift(self, path: str, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not any(path.startswith(prefix) for prefix in self._drift_prefixes):
+            return objects
+        return [{**obj, "risk_score": _risk_score(obj["id"])} for obj in objects]
+
+    def _retrieve(self, collection: str, object_id: str, path: str) -> _Response:
+        listing = self._charges if collection == "charges" else self._refunds
+        position = listing.position.get(object_id)
+        if position is None:
+            noun = _LISTS[f"/v1/{collection}"]
+            return _stripe_error(
+                404, f"No such {noun}: '{object_id}'", param="id", code="resource_missing"
+            )
+        return _json(200, self._with_drift(path, [listing.objects[position]])[0])
+
+    def _list(self, path: str, query: dict[str, str]) -> _Response:
+        """Stripe list semantics: newest first, ``limit`` + cursor, ``created[...]`` window."""
+        noun = _LISTS[path]
+        listing = self._charges if noun == "charge" else self._refunds
+        unknown = sorted(set(query) - _LIST_PARAMS)
+        if unknown:
+            return _stripe_error(400, f"Received unknown parameter: {unknown[0]}", param=unknown[0])
+        raw_limit = query.get("limit")
+        if raw_limit is None:
+            limit = min(STRIPE_DEFAULT_LIMIT, self.max_page_size)
+        elif _INTEGER.fullmatch(raw_limit) and 1 <= int(raw_limit) <= self.max_page_size:
+            limit = int(raw_limit)
+        else:
+            return _stripe_error(
+                400,
+                f"Invalid limit: must be an integer between 1 and {self.max_page_size} "
+                f"(got {raw_limit!r}).",
+                param="limit",
+            )
+        low, high = _created_window(listing.neg_created, query)
+        after, before = query.get("starting_after"), query.get("ending_before")
+        if after is not None and before is not None:
+            return _stripe_error(
+                400,
+                "You may only specify one of these parameters: starting_after, ending_before.",
+            )
+        cursor_param = "starting_after" if after is not None else "ending_before"
+        cursor = after if after is not None else before
+        if cursor is not None:
+            position = listing.position.get(cursor)
+            if position is None:
+                return _stripe_error(
+                    400, f"No such {noun}: '{cursor}'", param=cursor_param, code="resource_missing"
+                )
+            if after is not None:
+                low = max(low, position + 1)
+            else:
+                high = min(high, position)
+        if before is not None:
+            first = max(low, high - limit)
+            page, has_more = listing.objects[first:high], first > low
+        else:
+            end = min(high, low + limit)
+            page, has_more = listing.objects[low:end], end < high
+        return _json(
+            200,
+            {
+                "object": "list",
+                "data": self._with_drift(path, page),
+                "has_more": has_more,
+                "url": path,
+            },
+        )
+
+    def _payouts_page(self, query: dict[str, str]) -> _Response:
+        """GitHub-style pages: a bare array, ``Link`` with prev/next/last/first as they apply.
+
+        Like GitHub, bad ``page``/``per_page`` values fall back to the defaults and ``per_page`` is
+        capped at 100 rather than refused; a page past the end is an empty array.
+        """
+        page = _lenient_positive_int(query.get("page"), 1)
+        per_page = min(
+            _lenient_positive_int(query.get("per_page"), PAYOUTS_DEFAULT_PER_PAGE),
+            PAYOUTS_MAX_PER_PAGE,
+        )
+        last = max(1, math.ceil(len(self._payouts) / per_page))
+        items = self._payouts[(page - 1) * per_page : page * per_page]
+        extra = [(key, value) for key, value in query.items() if key not in {"page", "per_page"}]
+
+        def link(number: int, rel: str) -> str:
+            params = urlencode([("page", number), ("per_page", per_page), *extra])
+            return f'<{self.base_url}/v1/payouts?{params}>; rel="{rel}"'
+
+        links = []
+        if page > 1:
+            links.append(link(page - 1, "prev"))
+        if page < last:
+            links += [link(page + 1, "next"), link(last, "last")]
+        if page > 1:
+            links.append(link(1, "first"))
+        headers = (("Link", ", ".join(links)),) if links else ()
+        return _json(200, self._with_drift("/v1/payouts", items), headers)
+
+
+def _lenient_positive_int(value: str | None, default: int) -> int:
+    if value is None or not value.isdigit() or int(value) < 1:
+        return default
+    return int(value)
+
+
+def _fault_response(fault: _Fault) -> _Response:
+    status = int(fault.kind)
+    retry_after = () if fault.retry_after is None else (("Retry-After", str(fault.retry_after)),)
+    if status == 429:
+        return _stripe_error(
+            429,
+            "Too many requests hit the API too quickly. We recommend an exponential backoff of "
+            "your requests.",
+            type_="rate_limit_error",
+            code="rate_limit",
+            headers=retry_after or (("Retry-After", "1"),),
+        )
+    if status == 500:
+        return _stripe_error(
+            500,
+            "An unknown error occurred while processing this request; please retry.",
+            type_="api_error",
+            headers=retry_after,
+        )
+    phrase = HTTPStatus(status).phrase
+    page = (
+        f"<html>\r\n<head><title>{status} {phrase}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{status} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    )
+    return _Response(status, page.encode(), "text/html", retry_after)
+
+
+class _Server(ThreadingHTTPServer):
+    """Knows its API and its open connections, so ``stop`` can cut kept-alive clients."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], api: PaymentsApi) -> None:
+        self.api = api
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def track(self, connection: socket.socket, *, open_: bool) -> None:
+        with self._connections_lock:
+            if open_:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client hanging up is routine here (timeouts, stop); anything else is a bug."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: a 100-page walk reuses one connection
+    server_version = "payments-api-emulator/1"
+    sys_version = ""
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes; without this, Nagle's algorithm and the
+        # client's delayed ACK add ~40 ms to every kept-alive response.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection, open_=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, open_=False)
+
+    def _serve(self) -> None:
+        length = self.headers.get("Content-Length")
+        if length and length.isdigit():
+            self.rfile.read(int(length))
+        if self.command != "GET":
+            self.close_connection = True
+        response = self.server.api._respond(
+            self.command, self.path, self.headers.get("Authorization")
+        )
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    do_GET = _serve
+    do_POST = _serve
+    do_PUT = _serve
+    do_PATCH = _serve
+    do_DELETE = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: a sync issues hundreds of requests; ``PaymentsApi.requests`` records them."""
+
+
+# --------------------------------------------------------------------------------------------
+# As a process
+# --------------------------------------------------------------------------------------------
+
+
+def serve_forever(n_charges: int, token: str, port: int, seed: int = 7) -> None:
+    """Serve ``n_charges`` generated charges until SIGTERM/SIGINT, printing the URL when ready.
+
+    The signals are blocked and then awaited with ``sigwait`` (POSIX; main thread), so no handler
+    runs at an arbitrary point and a signal arriving during start-up is not lost.
+    """
+    signals = {signal.SIGINT, signal.SIGTERM}
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        # The server thread inherits the blocked mask, so the signal is left for sigwait.
+        with PaymentsApi(generate_payments(n_charges, seed=seed), token=token, port=port) as api:
+            print(api.base_url, flush=True)
+            signal.sigwait(signals)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m medallion_platform.demo.payments_api",
+        description="Serve the Acme Outfitters payments API emulator on 127.0.0.1. "
+        f"The bearer token clients must present is read from ${TOKEN_ENV}.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
+    parser.add_argument("--charges", type=int, default=2_000, help="charges to generate")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the generated data")
+    args = parser.parse_args(argv)
+    token = os.environ.get(TOKEN_ENV, "")
+    if not token:
+        parser.error(f"${TOKEN_ENV} must be set to the token clients will present")
+    serve_forever(args.charges, token, args.port, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""The local services a platform home needs for the demo: today the payments API emulator.
+
+``medallion services up`` starts each as a child process on 127.0.0.1 and records its pid,
+URL and (demo) credential under ``$MEDALLION_HOME/services/``; ``down`` stops it by that pid;
+``env`` prints the environment variables the code location reads. Production points the same
+variables at the real systems instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from medallion_platform.settings import PlatformSettings
+
+PAYMENTS = "payments_api"
+
+
+class ServiceInfo(BaseModel):
+    name: str
+    pid: int
+    base_url: str
+    env: dict[str, str]
+
+    def running(self) -> bool:
+        try:
+            if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
+                return False  # our own child, and it has exited
+        except ChildProcessError:
+            pass  # not our child (started by another `medallion` process)
+        try:
+            os.kill(self.pid, 0)
+        except OSError:
+            return False
+        return True
+
+
+def _dir(settings: PlatformSettings) -> Path:
+    return settings.home / "services"
+
+
+def _info_path(settings: PlatformSettings, name: str) -> Path:
+    return _dir(settings) / f"{name}.json"
+
+
+def status(settings: PlatformSettings) -> list[ServiceInfo]:
+    folder = _dir(settings)
+    if not folder.is_dir():
+        return []
+    return [ServiceInfo.model_validate_json(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def up(settings: PlatformSettings, *, charges: int = 5_000, timeout_s: float = 30) -> ServiceInfo:
+    """Start the payments API emulator unless it is already running; return how to reach it."""
+    path = _info_path(settings, PAYMENTS)
+    if path.exists():
+        info = ServiceInfo.model_validate_json(path.read_text())
+        if info.running():
+            return info
+    _dir(settings).mkdir(parents=True, exist_ok=True)
+    token = "sk_test_" + secrets.token_urlsafe(24)  # a demo credential, never a real one
+    log = (_dir(settings) / f"{PAYMENTS}.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "medallion_platform.demo.payments_api",
+            "--port",
+            "0",
+            "--charges",
+            str(charges),
+        ],
+        env={**os.environ, "PAYMENTS_API_TOKEN": token},
+        stdout=subprocess.PIPE,
+        stderr=log,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout_s
+    line = b""
+    while time.monotonic() < deadline and proc.poll() is None:
+        line = proc.stdout.readline() if proc.stdout else b""
+        if line.startswith(b"http"):
+            break
+    if not line.startswith(b"http"):
+        proc.kill()
+        raise RuntimeError(f"the payments API emulator did not start; see {log.name}")
+    base_url = line.decode().strip()
+    info = ServiceInfo(
+        name=PAYMENTS,
+        pid=proc.pid,
+        base_url=base_url,
+        env={"PAYMENTS_API_BASE_URL": base_url, "PAYMENTS_API_TOKEN": token},
+    )
+    path.write_text(info.model_dump_json(indent=2))
+    path.chmod(0o600)
+    return info
+
+
+def down(settings: PlatformSettings) -> list[str]:
+    """Stop every recorded service by its pid; return the names stopped."""
+    stopped = []
+    for info in status(settings):
+        if info.running():
+            os.kill(info.pid, signal.SIGTERM)
+            for _ in range(50):
+                if not info.running():
+                    break
+                time.sleep(0.1)
+            else:
+                os.kill(info.pid, signal.SIGKILL)
+            stopped.append(info.name)
+        _info_path(settings, info.name).unlink(missing_ok=True)
+    return stopped
+
+
+def export_lines(infos: list[ServiceInfo]) -> str:
+    lines = [f"export {k}={json.dumps(v)}" for info in infos for k, v in info.env.items()]
+    return "\n".join(lines)

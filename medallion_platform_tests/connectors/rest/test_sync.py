@@ -1,0 +1,222 @@
+"""The REST connector against a real HTTP server that speaks the payments API's shapes."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from medallion_platform.config import PlatformConfig
+from medallion_platform.connectors.rest import (
+    Credentials,
+    RestClient,
+    RestHttpError,
+    RestSource,
+    RetriesExhausted,
+    sync_endpoint,
+)
+from medallion_platform.connectors.rest.spec import RetryPolicy
+from medallion_platform.connectors.rest.sync import load_state, state_key
+from medallion_platform.demo.payments_api import PaymentsApi, generate_payments
+from medallion_platform.warehouse import Warehouse
+
+TOKEN = "sk_test_sync_token_do_not_leak_42"
+FAST_RETRY = RetryPolicy(max_attempts=6, backoff_base_s=0.01, backoff_max_s=0.05, max_total_s=10)
+
+
+@pytest.fixture(scope="module")
+def big_data():
+    return generate_payments(10_000)
+
+
+@pytest.fixture
+def source(config: PlatformConfig) -> RestSource:
+    return config.rest_sources[0].model_copy(update={"retry": FAST_RETRY})
+
+
+def _endpoint(source: RestSource, name: str):
+    return next(e for e in source.endpoints if e.name == name)
+
+
+def _client(api: PaymentsApi, source: RestSource, token: str = TOKEN, **kw) -> RestClient:
+    return RestClient(api.base_url, source.auth, Credentials(token=token), source.retry, **kw)
+
+
+def _counts(warehouse: Warehouse, table: str) -> tuple[int, int]:
+    with warehouse.connect() as conn:
+        return conn.execute(f"SELECT count(*), count(DISTINCT id) FROM bronze.{table}").fetchone()
+
+
+def test_ten_thousand_charges_over_100_record_pages_arrive_exactly_once(
+    warehouse, source, big_data
+) -> None:
+    with PaymentsApi(big_data, token=TOKEN) as api:
+        report = sync_endpoint(
+            warehouse, source, _endpoint(source, "charges"), _client(api, source)
+        )
+        listed = [r for r in api.requests if r.path == "/v1/charges"]
+    assert report.pages == 100 and report.records == 10_000
+    assert _counts(warehouse, "payments_charges") == (10_000, 10_000)
+    assert all(r.query.get("limit") == "100" for r in listed)
+    assert report.high_water_mark == max(c["created"] for c in big_data.charges)
+    with warehouse.connect() as conn:
+        state = load_state(conn, state_key(source, _endpoint(source, "charges")))
+        raw = conn.execute(
+            "SELECT (_raw->>'$.id') = id, _source LIKE '%/v1/charges?%#row=%' "
+            "FROM bronze.payments_charges LIMIT 1"
+        ).fetchone()
+    assert state.in_progress is None and state.high_water_mark == report.high_water_mark
+    assert raw == (True, True)
+
+
+def test_429_burst_500_and_truncated_body_mid_pagination_leave_no_gap_or_duplicate(
+    warehouse, source, big_data
+) -> None:
+    delays: list[float] = []
+    with PaymentsApi(big_data, token=TOKEN) as api:
+        api.faults.add("429", path="/v1/charges", after=10, count=3, retry_after=0.05)
+        api.faults.add("500", path="/v1/charges", after=40)
+        api.faults.add("502", path="/v1/charges", after=60)
+        api.faults.add("truncated", path="/v1/charges", after=80)
+        client = _client(api, source, sleep=delays.append)
+        report = sync_endpoint(warehouse, source, _endpoint(source, "charges"), client)
+        statuses = [r.status for r in api.requests if r.path == "/v1/charges"]
+    assert _counts(warehouse, "payments_charges") == (10_000, 10_000)
+    assert report.retries == 6 and report.api_calls == 106
+    assert statuses.count(429) == 3 and 500 in statuses and 502 in statuses
+    assert delays[:3] == [0.05, 0.05, 0.05]  # Retry-After honored exactly
+    assert all(0 <= d <= FAST_RETRY.backoff_max_s for d in delays[3:])  # jittered backoff
+
+
+def test_persistent_503_gives_up_within_the_retry_budget(warehouse, source) -> None:
+    with PaymentsApi(generate_payments(50), token=TOKEN) as api:
+        api.faults.add("503", path="/v1/charges", count=100)
+        with pytest.raises(RetriesExhausted, match=r"gave up after 6 attempt\(s\).*HTTP 503"):
+            sync_endpoint(warehouse, source, _endpoint(source, "charges"), _client(api, source))
+    with warehouse.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM bronze.payments_charges").fetchone() == (0,)
+
+
+def test_a_revoked_token_fails_at_once_with_a_clear_error_and_no_secret(warehouse, source) -> None:
+    with PaymentsApi(generate_payments(500), token=TOKEN) as api:
+        api.faults.add("revoke", path="/v1/charges", after=2)
+        with pytest.raises(RestHttpError) as caught:
+            sync_endpoint(warehouse, source, _endpoint(source, "charges"), _client(api, source))
+        calls = len([r for r in api.requests if r.path == "/v1/charges"])
+    message = str(caught.value)
+    assert caught.value.status == 401 and "GET /v1/charges failed with HTTP 401" in message
+    assert "Invalid API Key" in message and TOKEN not in message
+    assert calls == 3  # no retry of a 401
+    # The two pages before the revocation are committed with the position to resume from.
+    assert _counts(warehouse, "payments_charges") == (200, 200)
+
+
+def test_a_new_field_mid_stream_lands_in_bronze(warehouse, source) -> None:
+    with PaymentsApi(generate_payments(1_000), token=TOKEN) as api:
+        api.faults.add("new_field", path="/v1/charges", after=4)
+        sync_endpoint(warehouse, source, _endpoint(source, "charges"), _client(api, source))
+    with warehouse.connect() as conn:
+        with_field, total = conn.execute(
+            "SELECT count(risk_score), count(*) FROM bronze.payments_charges"
+        ).fetchone()
+    assert total == 1_000 and with_field == 600  # pages 5..10 carry it; earlier rows NULL
+
+
+def test_the_next_run_starts_from_the_mark_minus_the_lookback(warehouse, source) -> None:
+    data = generate_payments(1_000)
+    with PaymentsApi(data, token=TOKEN) as api:
+        first = sync_endpoint(warehouse, source, _endpoint(source, "charges"), _client(api, source))
+        newest = max(c["created"] for c in data.charges)
+        late = {**data.charges[0], "id": "ch_NEWARRIVAL0000000000000", "created": newest + 60}
+        api.add_charges([late])
+        second = sync_endpoint(
+            warehouse, source, _endpoint(source, "charges"), _client(api, source)
+        )
+        sent = [r.query for r in api.requests if r.path == "/v1/charges"][-1]
+    lookback = _endpoint(source, "charges").incremental.lookback_seconds
+    assert second.since == first.high_water_mark - lookback
+    assert sent["created[gte]"] == str(second.since)
+    in_window = sum(1 for c in data.charges if c["created"] >= second.since)
+    assert second.records == in_window + 1  # the lookback re-reads; silver dedups by id
+    assert second.high_water_mark == newest + 60
+
+
+def test_link_header_pagination_reads_every_payout_once(warehouse, source) -> None:
+    data = generate_payments(10_000)
+    with PaymentsApi(data, token=TOKEN) as api:
+        report = sync_endpoint(
+            warehouse, source, _endpoint(source, "payouts"), _client(api, source)
+        )
+    assert report.records == len(data.payouts) and report.pages >= 2
+    assert _counts(warehouse, "payments_payouts") == (len(data.payouts), len(data.payouts))
+
+
+def test_a_next_link_to_another_origin_is_refused(source) -> None:
+    """The bearer token would travel with it."""
+    client = RestClient("http://127.0.0.1:1", source.auth, Credentials(token=TOKEN), FAST_RETRY)
+    with pytest.raises(Exception, match="another origin"):
+        client.get_json("http://example.invalid/v1/payouts?page=2")
+
+
+KILL_SCRIPT = """
+import sys
+from medallion_platform.config import platform_config
+from medallion_platform.connectors.rest import Credentials, RestClient, sync_endpoint
+from medallion_platform.warehouse import Warehouse
+
+source = platform_config().rest_sources[0]
+endpoint = next(e for e in source.endpoints if e.name == "charges")
+client = RestClient(sys.argv[2], source.auth, Credentials(token=sys.argv[3]), source.retry)
+
+def on_page(pages, records):
+    print(f"page {pages} {records}", flush=True)
+
+sync_endpoint(Warehouse(sys.argv[1]), source, endpoint, client, on_page=on_page)
+print("done", flush=True)
+"""
+
+
+def test_a_killed_sync_resumes_from_the_committed_page(
+    warehouse, source, big_data, tmp_path: Path
+) -> None:
+    script = tmp_path / "sync_child.py"
+    script.write_text(KILL_SCRIPT)
+    with PaymentsApi(big_data, token=TOKEN) as api:
+        api.faults.add("slow", path="/v1/charges", after=30, count=100, delay=0.05)
+        child = subprocess.Popen(
+            [sys.executable, str(script), str(warehouse.path), api.base_url, TOKEN],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in child.stdout], daemon=True).start()
+        try:
+            while True:
+                line = lines.get(timeout=60)
+                assert line != "done\n", "the child finished before it could be killed"
+                if line.startswith("page 30 "):
+                    os.kill(child.pid, signal.SIGKILL)
+                    break
+        finally:
+            child.kill()
+            child.wait(timeout=30)
+        assert child.returncode == -signal.SIGKILL
+        committed, _ = _counts(warehouse, "payments_charges")
+        assert 3_000 <= committed < 10_000  # pages committed before the kill, not all
+        with warehouse.connect() as conn:
+            state = load_state(conn, state_key(source, _endpoint(source, "charges")))
+        assert state.in_progress is not None and state.in_progress.pages * 100 == committed
+
+        api.faults.clear()
+        report = sync_endpoint(
+            warehouse, source, _endpoint(source, "charges"), _client(api, source)
+        )
+    assert report.resumed
+    assert report.records == 10_000 - committed
+    assert _counts(warehouse, "payments_charges") == (10_000, 10_000)
