@@ -1,0 +1,134 @@
+"""REST ingestion benchmark: records/s from the local payments API into silver.
+
+The emulator runs as its own process (as a real API would), serving ``--charges`` charges
+plus their refunds. In this process, timed separately: bronze (the REST connector paging
+through ``/v1/charges`` and ``/v1/refunds``, 100 records a page, one transaction a page),
+silver (the two contracts and the ``silver.payments`` model). Peak RSS is this process's.
+
+    .venv/bin/python bench/bench_rest.py --charges 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from medallion_platform.config import platform_config
+from medallion_platform.connectors.rest import Credentials, RestClient, sync_endpoint
+from medallion_platform.contracts import apply_contract
+from medallion_platform.warehouse import Warehouse
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _start_api(charges: int, token: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "medallion_platform.demo.payments_api",
+            "--port",
+            "0",
+            "--charges",
+            str(charges),
+        ],
+        env={**os.environ, "PAYMENTS_API_TOKEN": token},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    url = proc.stdout.readline().strip() if proc.stdout else ""
+    if not url.startswith("http"):
+        proc.kill()
+        raise RuntimeError("the payments API emulator did not start")
+    return proc, url
+
+
+def run(charges: int, workdir: Path) -> dict:
+    config = platform_config()
+    source = config.rest_sources[0]
+    token = "sk_test_" + secrets.token_urlsafe(16)
+    started = time.perf_counter()
+    proc, url = _start_api(charges, token)
+    api_start_s = time.perf_counter() - started
+    warehouse = Warehouse(workdir / "warehouse.duckdb")
+    result: dict = {"charges": charges, "api_start_s": round(api_start_s, 2)}
+    try:
+        t0 = time.perf_counter()
+        bronze = {}
+        for endpoint in source.endpoints:
+            if endpoint.name == "payouts":
+                continue
+            client = RestClient(url, source.auth, Credentials(token=token), source.retry)
+            with client:
+                report = sync_endpoint(warehouse, source, endpoint, client)
+            bronze[endpoint.name] = {"records": report.records, "pages": report.pages}
+        bronze_s = time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    records = sum(b["records"] for b in bronze.values())
+    t1 = time.perf_counter()
+    with warehouse.transaction() as conn:
+        for name in ("payments_charges", "payments_refunds"):
+            apply_contract(conn, config.contract(name))
+        model = next(m for m in config.silver_models if m.name == "payments")
+        conn.execute(f"CREATE OR REPLACE TABLE silver.payments AS {model.sql}")
+        silver_rows = conn.execute("SELECT count(*) FROM silver.payments").fetchone()[0]
+    silver_s = time.perf_counter() - t1
+    result.update(
+        records=records,
+        bronze=bronze,
+        bronze_s=round(bronze_s, 2),
+        bronze_records_per_s=round(records / bronze_s),
+        silver_s=round(silver_s, 2),
+        silver_rows=silver_rows,
+        total_records_per_s=round(records / (bronze_s + silver_s)),
+        peak_rss_mib=round(_peak_rss_mib()),
+        machine={
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "nproc": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+    )
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--charges", type=int, default=100_000)
+    parser.add_argument("--json", action="store_true", help="Print the result as JSON only.")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench_rest_"))
+    try:
+        result = run(args.charges, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"records fetched: {result['records']:,} ({result['bronze']})")
+    print(
+        f"bronze (API → bronze): {result['bronze_s']:.1f}s, "
+        f"{result['bronze_records_per_s']:,} records/s"
+    )
+    print(f"silver (contracts + payments model): {result['silver_s']:.1f}s")
+    print(f"API → silver: {result['total_records_per_s']:,} records/s")
+    print(f"peak RSS (this process): {result['peak_rss_mib']} MiB")
+    print(f"machine: {result['machine']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
