@@ -50,14 +50,15 @@ def append_batch(
     batch: pa.Table,
     *,
     batch_id: int,
-    source: str,
+    source: str | None = None,
     constants: Mapping[str, str] | None = None,
     lineage: Mapping[str, str] | None = None,
 ) -> int:
     """Append ``batch`` (text columns + ``_row_number``) to ``bronze.<table>``.
 
     New data columns are added as VARCHAR first (older rows read NULL); ``_source`` becomes
-    ``<source>#row=<n>``; ``constants`` are per-batch lineage values (e.g. ``_file_hash``).
+    ``<source>#row=<n>`` (or comes with the batch when ``source`` is None, for batches that
+    span several origins); ``constants`` are per-batch lineage values (e.g. ``_file_hash``).
     Returns the number of rows appended.
     """
     reserved = set(LINEAGE_COLUMNS) | set(lineage or {})
@@ -67,19 +68,24 @@ def append_batch(
         return 0
     constants = dict(constants or {})
     select_constants = "".join(f", ? AS {quote(name)}" for name in constants)
+    params: list = [batch_id, *constants.values()]
+    source_sql = ""
+    if source is not None:
+        source_sql = ", ? || '#row=' || _row_number AS _source"
+        params = [batch_id, source, *constants.values()]
     conn.register("_bronze_batch", batch)
     try:
         conn.execute(
             f"""
             INSERT INTO {qualified(BRONZE_SCHEMA, table)} BY NAME
             SELECT ?::BIGINT AS _batch_id,
-                   now() AS _ingested_at,
-                   ? || '#row=' || _row_number AS _source
+                   now() AS _ingested_at
+                   {source_sql}
                    {select_constants},
                    *
             FROM _bronze_batch
             """,
-            [batch_id, source, *constants.values()],
+            params,
         )
     finally:
         conn.unregister("_bronze_batch")

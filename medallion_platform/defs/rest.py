@@ -94,8 +94,8 @@ def build_rest_bronze_asset(source: RestSource, endpoint: RestEndpoint) -> Asset
         description=(
             f"{endpoint.description.strip()}\n\nEvery record fetched from `GET {endpoint.path}`"
             " as received: `_raw` (the JSON) plus its top-level fields as text, with lineage "
-            "(`_batch_id`, `_ingested_at`, `_source` = request URL + row). One transaction "
-            f"per page, committed with the sync position: exactly once. {how}"
+            "(`_batch_id`, `_ingested_at`, `_source` = request URL + row). Pages are committed "
+            f"{endpoint.pages_per_commit} at a time with the sync position: exactly once. {how}"
         ),
         owners=[source.owner],
         kinds={"duckdb", "api"},

@@ -12,6 +12,7 @@ import codecs
 import csv
 import json
 from collections.abc import Iterator
+from functools import lru_cache
 from itertools import islice
 from pathlib import Path
 
@@ -50,6 +51,12 @@ def unique_column_names(raw_headers: list[str]) -> list[str]:
             name = base[: 63 - len(suffix)] + suffix
         names.append(name)
     return names
+
+
+@lru_cache(maxsize=4096)
+def _unique_names(keys: tuple[str, ...]) -> list[str]:
+    """Records of one source share their keys: normalize each key set once."""
+    return unique_column_names(list(keys))
 
 
 def read_batches(
@@ -231,7 +238,7 @@ def flatten_object(
     """A JSON object as bronze text columns: scalars as text, nested values as JSON text,
     keys normalized like CSV headers; a missing required key is flagged in ``_parse_error``."""
     record: dict[str, str | None] = {ROW_NUMBER: number}  # type: ignore[dict-item]
-    names = unique_column_names([str(key) for key in value])  # "id" and "ID" both survive
+    names = _unique_names(tuple(str(key) for key in value))  # "id" and "ID" both survive
     for name, val in zip(names, value.values(), strict=True):
         if val is None or isinstance(val, str):
             record[name] = val

@@ -111,6 +111,11 @@ class RestEndpoint(BaseModel):
     pagination: PaginationSpec
     page_size: int = Field(default=100, ge=1)
     page_size_param: str = "limit"
+    pages_per_commit: int = Field(
+        default=10,
+        ge=1,
+        description="Pages per warehouse transaction: fewer commits, coarser resume points.",
+    )
     params: dict[str, str] = Field(default_factory=dict)
     incremental: IncrementalSpec | None = None
     contract: str | None = Field(default=None, description="Silver contract for its records.")

@@ -1,7 +1,9 @@
-"""Sync one endpoint into bronze, exactly once, page by page.
+"""Sync one endpoint into bronze, exactly once, a few pages at a time.
 
-Each page is one warehouse transaction: its records are appended to bronze and the sync
-state is saved in ``_meta.positions`` before COMMIT. The state holds the committed
+Pages are committed in groups of ``pages_per_commit`` (one warehouse transaction each): their
+records are appended to bronze and the sync state is saved in ``_meta.positions`` before
+COMMIT. When the API fails mid-way, the pages already fetched are committed before the error
+is raised. The state holds the committed
 high-water mark of the incremental cursor and, while a sync is under way, where it is
 (the ``since`` it started from, the next page's resume token, the greatest cursor seen). A
 crash leaves the state of the last committed page: the rerun resumes at the next page. The
@@ -22,7 +24,7 @@ from pydantic import BaseModel
 from medallion_platform.connectors.bronze import append_batch, ensure_bronze_table
 from medallion_platform.connectors.files.readers import flatten_object, records_table
 from medallion_platform.connectors.rest.client import RestClient
-from medallion_platform.connectors.rest.pager import Resume, iter_pages
+from medallion_platform.connectors.rest.pager import Page, Resume, iter_pages
 from medallion_platform.connectors.rest.spec import RestEndpoint, RestSource
 from medallion_platform.warehouse import Warehouse
 from medallion_platform.warehouse.warehouse import next_batch_id, set_position, transaction
@@ -110,43 +112,58 @@ def sync_endpoint(
         resumed = state.in_progress is not None
         records = 0
         batch_ids: list[int] = []
-        for page in iter_pages(client, endpoint, since=since, resume=resume):
+        buffered: list[Page] = []
+
+        def commit(buffer: list[Page]) -> None:
+            """The buffered pages' rows and the state after the last of them, one COMMIT."""
+            nonlocal hwm, max_seen, pages, records, state
             with transaction(conn):
                 batch_id = next_batch_id(conn, key, run_id)
                 flat = []
-                for n, record in enumerate(page.records, start=1):
-                    row = flatten_object(record, n, [endpoint.primary_key], where=f"record {n}")
-                    row["_raw"] = json.dumps(record, separators=(",", ":"))
-                    flat.append(row)
-                    if incremental is not None:
-                        seen = _cursor_value(record, incremental.cursor_field)
-                        if seen is not None and (max_seen is None or seen > max_seen):
-                            max_seen = seen
+                for page in buffer:
+                    for n, record in enumerate(page.records, start=1):
+                        row = flatten_object(record, n, [endpoint.primary_key], where=f"record {n}")
+                        row["_raw"] = json.dumps(record, separators=(",", ":"))
+                        row["_source"] = f"{page.url}#row={n}"
+                        flat.append(row)
+                        if incremental is not None:
+                            seen = _cursor_value(record, incremental.cursor_field)
+                            if seen is not None and (max_seen is None or seen > max_seen):
+                                max_seen = seen
                 append_batch(
-                    conn,
-                    table,
-                    records_table(flat),
-                    batch_id=batch_id,
-                    source=page.url,
-                    lineage=REST_LINEAGE,
+                    conn, table, records_table(flat), batch_id=batch_id, lineage=REST_LINEAGE
                 )
-                pages += 1
-                if page.next is None:
+                last = buffer[-1]
+                if last.next is None:
                     hwm = max_seen if incremental is not None else None
                     state = SyncState(high_water_mark=hwm)
                 else:
                     state = SyncState(
                         high_water_mark=hwm,
                         in_progress=InProgress(
-                            since=since, resume=page.next, max_seen=max_seen, pages=pages
+                            since=since,
+                            resume=last.next,
+                            max_seen=max_seen,
+                            pages=pages + len(buffer),
                         ),
                     )
                 set_position(conn, key, "state", state.model_dump_json(), batch_id)
-            records += len(page.records)
+            pages += len(buffer)
+            records += sum(len(page.records) for page in buffer)
             batch_ids.append(batch_id)
-            log.info("%s: page %d, %d records", key, pages, len(page.records))
+            log.info("%s: %d pages committed, %d records", key, pages, records)
             if on_page:
                 on_page(pages, records)
+
+        try:
+            for page in iter_pages(client, endpoint, since=since, resume=resume):
+                buffered.append(page)
+                if len(buffered) >= endpoint.pages_per_commit or page.next is None:
+                    chunk, buffered = buffered, []
+                    commit(chunk)
+        finally:
+            if buffered:  # the API failed mid-way: keep what was fetched, resume after it
+                commit(buffered)
     return SyncReport(
         endpoint=endpoint.name,
         table=table,
