@@ -17,8 +17,6 @@ import platform
 import resource
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ from medallion_platform.config import platform_config
 from medallion_platform.connectors.rest import Credentials, RestClient, sync_endpoint
 from medallion_platform.connectors.rest.pager import iter_pages
 from medallion_platform.contracts import apply_contract
+from medallion_platform.services import start_payments_api
 from medallion_platform.warehouse import Warehouse
 
 
@@ -34,34 +33,12 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _start_api(charges: int, token: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "medallion_platform.demo.payments_api",
-            "--port",
-            "0",
-            "--charges",
-            str(charges),
-        ],
-        env={**os.environ, "PAYMENTS_API_TOKEN": token},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    url = proc.stdout.readline().strip() if proc.stdout else ""
-    if not url.startswith("http"):
-        proc.kill()
-        raise RuntimeError("the payments API emulator did not start")
-    return proc, url
-
-
 def run(charges: int, workdir: Path) -> dict:
     config = platform_config()
     source = config.rest_sources[0]
     token = "sk_test_" + secrets.token_urlsafe(16)
     started = time.perf_counter()
-    proc, url = _start_api(charges, token)
+    proc, url = start_payments_api(token, charges=charges)
     api_start_s = time.perf_counter() - started
     warehouse = Warehouse(workdir / "warehouse.duckdb")
     result: dict = {"charges": charges, "api_start_s": round(api_start_s, 2)}

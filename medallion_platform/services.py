@@ -58,16 +58,10 @@ def status(settings: PlatformSettings) -> list[ServiceInfo]:
     return [ServiceInfo.model_validate_json(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
-def up(settings: PlatformSettings, *, charges: int = 5_000, timeout_s: float = 30) -> ServiceInfo:
-    """Start the payments API emulator unless it is already running; return how to reach it."""
-    path = _info_path(settings, PAYMENTS)
-    if path.exists():
-        info = ServiceInfo.model_validate_json(path.read_text())
-        if info.running():
-            return info
-    _dir(settings).mkdir(parents=True, exist_ok=True)
-    token = "sk_test_" + secrets.token_urlsafe(24)  # a demo credential, never a real one
-    log = (_dir(settings) / f"{PAYMENTS}.log").open("ab")
+def start_payments_api(
+    token: str, *, charges: int, stderr=subprocess.DEVNULL, timeout_s: float = 30
+) -> tuple[subprocess.Popen, str]:
+    """Start the emulator as its own process on a free loopback port; return it and its URL."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -80,7 +74,7 @@ def up(settings: PlatformSettings, *, charges: int = 5_000, timeout_s: float = 3
         ],
         env={**os.environ, "PAYMENTS_API_TOKEN": token},
         stdout=subprocess.PIPE,
-        stderr=log,
+        stderr=stderr,
         start_new_session=True,
     )
     deadline = time.monotonic() + timeout_s
@@ -91,8 +85,27 @@ def up(settings: PlatformSettings, *, charges: int = 5_000, timeout_s: float = 3
             break
     if not line.startswith(b"http"):
         proc.kill()
-        raise RuntimeError(f"the payments API emulator did not start; see {log.name}")
-    base_url = line.decode().strip()
+        raise RuntimeError("the payments API emulator did not start")
+    return proc, line.decode().strip()
+
+
+def up(settings: PlatformSettings, *, charges: int = 5_000, timeout_s: float = 30) -> ServiceInfo:
+    """Start the payments API emulator unless it is already running; return how to reach it."""
+    path = _info_path(settings, PAYMENTS)
+    if path.exists():
+        info = ServiceInfo.model_validate_json(path.read_text())
+        if info.running():
+            return info
+    _dir(settings).mkdir(parents=True, exist_ok=True)
+    token = "sk_test_" + secrets.token_urlsafe(24)  # a demo credential, never a real one
+    log_path = _dir(settings) / f"{PAYMENTS}.log"
+    with log_path.open("ab") as log:
+        try:
+            proc, base_url = start_payments_api(
+                token, charges=charges, stderr=log, timeout_s=timeout_s
+            )
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; see {log_path}") from None
     info = ServiceInfo(
         name=PAYMENTS,
         pid=proc.pid,
