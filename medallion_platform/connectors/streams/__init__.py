@@ -1,0 +1,18 @@
+"""Event streams (Kafka, Redis Streams): read after committed positions, exactly once."""
+
+from medallion_platform.connectors.streams.base import (
+    BrokerUnavailable,
+    Positions,
+    StreamMessage,
+    StreamSource,
+)
+from medallion_platform.connectors.streams.ingest import StreamIngestReport, ingest_stream
+
+__all__ = [
+    "BrokerUnavailable",
+    "Positions",
+    "StreamIngestReport",
+    "StreamMessage",
+    "StreamSource",
+    "ingest_stream",
+]

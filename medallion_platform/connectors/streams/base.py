@@ -1,0 +1,52 @@
+"""What the platform needs from an event stream, whatever the broker (no Dagster imports).
+
+A position is per partition: Kafka's offsets (integers as text), Redis Streams' entry IDs.
+``read_batch`` reads strictly after the given positions; ``latest`` reports the broker's last
+position per partition without reading payloads (the sensor's cheap check); ``acknowledge``
+tells the broker what the warehouse has committed, and is called only after that commit.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pydantic import BaseModel
+
+Positions = dict[str, str]
+"""Partition → last position consumed (inclusive). A missing partition reads from the start."""
+
+
+class StreamMessage(BaseModel):
+    partition: str
+    offset: str
+    key: bytes | None = None
+    value: bytes
+    timestamp_ms: int | None = None
+
+
+class StreamSource(Protocol):
+    name: str
+
+    def read_batch(
+        self, after: Positions, max_messages: int, timeout_s: float = 1.0
+    ) -> list[StreamMessage]:
+        """Up to ``max_messages`` messages after ``after``, in order within each partition."""
+        ...
+
+    def latest(self) -> Positions:
+        """The last position per partition that holds a message (no payloads read)."""
+        ...
+
+    def lag(self, committed: Positions) -> dict[str, int]:
+        """Messages waiting after ``committed``, per partition."""
+        ...
+
+    def acknowledge(self, committed: Positions) -> None:
+        """Record on the broker side what the warehouse committed (after the commit)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker cannot be reached; nothing was read or committed."""

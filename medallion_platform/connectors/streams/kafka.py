@@ -1,0 +1,393 @@
+"""A Kafka topic as a ``StreamSource`` (confluent-kafka / librdkafka; no Dagster imports).
+
+Why manual assignment rather than a group subscription: the warehouse, not the consumer group,
+owns the positions. Every ``read_batch`` assigns all partitions at exactly ``after[p] + 1``, so a
+rerun after a crash rereads precisely what was not committed. The group's offsets are written
+only by ``acknowledge`` (after the warehouse commit), for lag dashboards and other tooling.
+
+Positions are partition ids and offsets as decimal strings (``{"0": "41"}``). Every broker call
+has a timeout; an unreachable broker raises ``BrokerUnavailable`` naming the bootstrap servers.
+The ``security`` config (SASL etc.) is passed to librdkafka as is and never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from medallion_platform.connectors.streams.base import (
+    BrokerUnavailable,
+    Positions,
+    StreamMessage,
+    StreamSource,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REQUEST_TIMEOUT_S = 5.0
+_CONSUME_CHUNK = 500
+_POLL_SLICE_S = 0.05
+_BROKER_DOWN_CODES = frozenset(
+    {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._TIMED_OUT}
+)
+
+
+def _client_config(bootstrap_servers: str, security: dict[str, str] | None) -> dict[str, Any]:
+    """librdkafka config shared by all clients; its own logs go to Python logging, not stderr."""
+    return {
+        **(security or {}),
+        "bootstrap.servers": bootstrap_servers,
+        "logger": log,
+        "socket.connection.setup.timeout.ms": 5000,
+        "reconnect.backoff.max.ms": 1000,
+    }
+
+
+def _unavailable(bootstrap_servers: str, what: str, exc: BaseException) -> BrokerUnavailable:
+    return BrokerUnavailable(f"Kafka broker at {bootstrap_servers} unavailable ({what}): {exc}")
+
+
+class KafkaSource(StreamSource):
+    """One topic, all its partitions; not thread-safe (one librdkafka consumer, reused)."""
+
+    def __init__(
+        self,
+        name: str,
+        topic: str,
+        *,
+        bootstrap_servers: str,
+        group_id: str,
+        security: dict[str, str] | None = None,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        exact_high_watermark: bool = False,
+    ) -> None:
+        self.name = name
+        self.topic = topic
+        self.bootstrap_servers = bootstrap_servers
+        self.group_id = group_id
+        self.request_timeout_s = request_timeout_s
+        self.exact_high_watermark = exact_high_watermark
+        self._security = dict(security or {})
+        self._consumer: Consumer | None = None
+
+    def __repr__(self) -> str:  # no security config in reprs or logs
+        return f"KafkaSource({self.name!r}, topic={self.topic!r}, at {self.bootstrap_servers})"
+
+    # -- librdkafka plumbing ---------------------------------------------------------------
+
+    @property
+    def consumer(self) -> Consumer:
+        """The underlying consumer, created on first use (tests check committed offsets on it)."""
+        if self._consumer is None:
+            self._consumer = Consumer(
+                {
+                    **_client_config(self.bootstrap_servers, self._security),
+                    "group.id": self.group_id,
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    # Positions below the log start are clamped by us; past the end is an error.
+                    "auto.offset.reset": "error",
+                    "enable.partition.eof": True,
+                    # Batch reads want end-of-partition quickly, not long polls on idle ones.
+                    "fetch.wait.max.ms": 100,
+                }
+            )
+        return self._consumer
+
+    def _partitions(self) -> list[int]:
+        """Partition ids of the topic; empty when the topic does not exist (yet)."""
+        try:
+            metadata = self.consumer.list_topics(self.topic, timeout=self.request_timeout_s)
+        except KafkaException as exc:
+            raise _unavailable(self.bootstrap_servers, f"metadata for {self.topic!r}", exc) from exc
+        topic = metadata.topics.get(self.topic)
+        if topic is None or topic.error is not None:
+            code = topic.error.code() if topic is not None and topic.error else None
+            if code in _BROKER_DOWN_CODES:
+                raise _unavailable(self.bootstrap_servers, "metadata", KafkaException(topic.error))
+            log.warning("Kafka topic %r not found at %s", self.topic, self.bootstrap_servers)
+            return []
+        return sorted(topic.partitions)
+
+    def _watermarks(self, partition: int) -> tuple[int, int]:
+        """(low, high): the first offset still held and the offset the next message will get."""
+        try:
+            low, high = self.consumer.get_watermark_offsets(
+                TopicPartition(self.topic, partition), timeout=self.request_timeout_s, cached=False
+            )
+        except KafkaException as exc:
+            raise _unavailable(self.bootstrap_servers, f"offsets of {self.topic!r}", exc) from exc
+        return int(low), int(high)
+
+    # -- StreamSource ----------------------------------------------------------------------
+
+    def read_batch(
+        self, after: Positions, max_messages: int, timeout_s: float = 1.0
+    ) -> list[StreamMessage]:
+        """Up to ``max_messages`` messages after ``after``, ordered by (partition, offset).
+
+        Stops early when every partition reported end-of-partition (the fetch's high watermark,
+        which stays right on brokers whose ListOffsets is off) or a poll returns nothing within
+        ``timeout_s``. A position below the log start (retention) resumes at the log start.
+        """
+        if max_messages <= 0:
+            return []
+        starts: dict[int, int] = {}
+        for partition in self._partitions():
+            low, _high = self._watermarks(partition)
+            key = str(partition)
+            starts[partition] = max(int(after[key]) + 1, low) if key in after else low
+        if not starts:
+            return []
+        consumer = self.consumer
+        read: dict[tuple[int, int], StreamMessage] = {}
+        next_offset = dict(starts)
+        pending = set(starts)
+        try:
+            consumer.assign([TopicPartition(self.topic, p, o) for p, o in starts.items()])
+            idle_until = time.monotonic() + timeout_s
+            while len(read) < max_messages and pending:
+                # consume() waits its full timeout unless it gets num_messages, so poll in short
+                # slices: end-of-partition events then end the batch at once.
+                wanted = min(_CONSUME_CHUNK, max_messages - len(read))
+                messages = consumer.consume(num_messages=wanted, timeout=_POLL_SLICE_S)
+                if not messages:
+                    if time.monotonic() >= idle_until:
+                        break
+                    continue
+                idle_until = time.monotonic() + timeout_s
+                for message in messages:
+                    self._take(message, next_offset, pending, read)
+        except KafkaException as exc:
+            raise _unavailable(self.bootstrap_servers, f"reading {self.topic!r}", exc) from exc
+        finally:
+            self._unassign()
+        return [read[k] for k in sorted(read)][:max_messages]
+
+    def _unassign(self) -> None:
+        try:
+            self.consumer.unassign()
+        except KafkaException:  # pragma: no cover - only when the consumer is broken
+            log.debug("unassign failed", exc_info=True)
+
+    def _take(
+        self,
+        message: Message,
+        next_offset: dict[int, int],
+        pending: set[int],
+        read: dict[tuple[int, int], StreamMessage],
+    ) -> None:
+        """Keep one consumed message unless it is an error event or before the wanted offset."""
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                pending.discard(message.partition())
+                return
+            if error.code() == KafkaError._AUTO_OFFSET_RESET:
+                # Position past the end: the topic was recreated or the log truncated. Never
+                # silently reread from the start; report it and read nothing there.
+                log.warning("%s: %s; reading nothing there", self.name, error.str())
+                pending.discard(message.partition())
+                return
+            if error.fatal() or error.code() == KafkaError._ALL_BROKERS_DOWN:
+                raise KafkaException(error)
+            log.warning("%s: consumer error on %r: %s", self.name, self.topic, error)
+            return
+        partition, offset = message.partition(), message.offset()
+        if partition not in next_offset or offset < next_offset[partition]:
+            return  # stale prefetch from an earlier assignment
+        next_offset[partition] = offset + 1
+        ts_type, ts = message.timestamp()
+        read[(partition, offset)] = StreamMessage(
+            partition=str(partition),
+            offset=str(offset),
+            key=message.key(),
+            value=message.value() or b"",  # a tombstone (null value) reads as b""
+            timestamp_ms=None if ts_type == 0 else ts,  # 0 = TIMESTAMP_NOT_AVAILABLE
+        )
+
+    def _ends(self) -> dict[int, tuple[int, int]]:
+        """(low, high) per partition; ``exact_high_watermark`` confirms high with a fetch."""
+        ends = {p: self._watermarks(p) for p in self._partitions()}
+        if self.exact_high_watermark:
+            ends = self._confirm_ends(ends)
+        return ends
+
+    def _confirm_ends(self, ends: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
+        """Fetch from ``high - 1`` to end-of-partition and take the fetch's high watermark.
+
+        Why: Tansu 0.6.0 answers ListOffsets(latest) with the last *batch's* base offset + 1,
+        so a batch of 500 looks like one message. Reads at most one batch per partition.
+        """
+        peeks = {p: high - 1 for p, (low, high) in ends.items() if high > low}
+        if not peeks:
+            return ends
+        consumer = self.consumer
+        pending = set(peeks)
+        deadline = time.monotonic() + self.request_timeout_s
+        try:
+            consumer.assign([TopicPartition(self.topic, p, o) for p, o in peeks.items()])
+            while pending and time.monotonic() < deadline:
+                for message in consumer.consume(num_messages=_CONSUME_CHUNK, timeout=_POLL_SLICE_S):
+                    error = message.error()
+                    if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(message.partition())
+            if pending:
+                raise _unavailable(
+                    self.bootstrap_servers,
+                    f"end of {self.topic!r} partitions {sorted(pending)}",
+                    TimeoutError(f"no end-of-partition within {self.request_timeout_s} s"),
+                )
+            confirmed = dict(ends)
+            for p in peeks:
+                _low, fetched_high = consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), cached=True
+                )
+                low, high = ends[p]
+                confirmed[p] = (low, max(high, int(fetched_high)))
+            return confirmed
+        except KafkaException as exc:
+            raise _unavailable(self.bootstrap_servers, f"end of {self.topic!r}", exc) from exc
+        finally:
+            self._unassign()
+
+    def latest(self) -> Positions:
+        """Offset of the last message per partition (high watermark - 1); empty ones omitted."""
+        return {str(p): str(high - 1) for p, (low, high) in self._ends().items() if high > low}
+
+    def lag(self, committed: Positions) -> dict[str, int]:
+        """Messages after ``committed`` per partition (never negative), every partition listed."""
+        lags: dict[str, int] = {}
+        for partition, (low, high) in self._ends().items():
+            key = str(partition)
+            next_offset = int(committed[key]) + 1 if key in committed else low
+            lags[key] = max(0, high - max(next_offset, low))
+        return lags
+
+    def acknowledge(self, committed: Positions) -> None:
+        """Commit the group's offsets (position + 1, Kafka's convention) synchronously."""
+        if not committed:
+            return
+        offsets = [
+            TopicPartition(self.topic, int(partition), int(offset) + 1)
+            for partition, offset in sorted(committed.items(), key=lambda kv: int(kv[0]))
+        ]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            raise _unavailable(
+                self.bootstrap_servers, f"committing {self.group_id!r}", exc
+            ) from exc
+
+    def committed(self) -> Positions:
+        """The group's committed positions (inclusive), for checks and status pages."""
+        partitions = [TopicPartition(self.topic, p) for p in self._partitions()]
+        if not partitions:
+            return {}
+        try:
+            result = self.consumer.committed(partitions, timeout=self.request_timeout_s)
+        except KafkaException as exc:
+            raise _unavailable(self.bootstrap_servers, "committed offsets", exc) from exc
+        return {str(tp.partition): str(tp.offset - 1) for tp in result if tp.offset >= 0}
+
+    def close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            consumer.close()
+
+    def __enter__(self) -> KafkaSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# -- helpers for tests and the demo ----------------------------------------------------------
+
+
+def create_topic(
+    bootstrap_servers: str,
+    topic: str,
+    partitions: int,
+    *,
+    security: dict[str, str] | None = None,
+    timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+) -> None:
+    """Create ``topic`` (replication factor 1); a topic that already exists is left as it is."""
+    admin = AdminClient(_client_config(bootstrap_servers, security))
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=1)],
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+    )
+    try:
+        futures[topic].result(timeout=timeout_s)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            return
+        raise _unavailable(bootstrap_servers, f"creating {topic!r}", exc) from exc
+    except TimeoutError as exc:
+        raise _unavailable(bootstrap_servers, f"creating {topic!r}", exc) from exc
+
+
+def produce(
+    bootstrap_servers: str,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes, int | None]],
+    *,
+    security: dict[str, str] | None = None,
+    timeout_s: float = 30.0,
+) -> int:
+    """Send (key, value, partition) triples and flush; ``None`` partition lets Kafka choose.
+
+    Returns the number delivered; raises ``BrokerUnavailable`` if any delivery failed.
+    """
+    producer = Producer(_client_config(bootstrap_servers, security))
+    failures: list[KafkaError] = []
+
+    def on_delivery(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            failures.append(error)
+
+    sent = 0
+    deadline = time.monotonic() + timeout_s
+    for key, value, partition in messages:
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                producer.produce(topic, **kwargs)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                if time.monotonic() > deadline:
+                    raise _unavailable(
+                        bootstrap_servers, "produce queue full", TimeoutError()
+                    ) from None
+                producer.poll(0.1)
+        sent += 1
+        producer.poll(0)
+    remaining = producer.flush(max(0.0, deadline - time.monotonic()))
+    if remaining or failures:
+        detail = failures[0] if failures else f"{remaining} undelivered after {timeout_s} s"
+        raise _unavailable(bootstrap_servers, f"producing to {topic!r}", RuntimeError(detail))
+    return sent
