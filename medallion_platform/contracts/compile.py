@@ -21,13 +21,24 @@ def _raw(column: Column, bronze_columns: set[str]) -> str:
     present = [n for n in (column.source or column.name, *column.aliases) if n in bronze_columns]
     if not present:
         return "CAST(NULL AS VARCHAR)"
-    if column.json_path:
+    if column.json_path:  # text that is not JSON yields NULL here and a reason (see below)
+        path = _literal(column.json_path)
         text = [
-            f"NULLIF(trim(json_extract_string({quote(n)}, {_literal(column.json_path)})), '')"
+            f"NULLIF(trim(CASE WHEN json_valid({quote(n)}) "
+            f"THEN json_extract_string({quote(n)}, {path}) END), '')"
             for n in present
         ]
     else:
         text = [f"NULLIF(trim({quote(n)}), '')" for n in present]
+    return text[0] if len(text) == 1 else f"coalesce({', '.join(text)})"
+
+
+def _json_source(column: Column, bronze_columns: set[str]) -> str:
+    """The bronze text a ``json_path`` column reads inside (to say when it is not JSON)."""
+    present = [n for n in (column.source or column.name, *column.aliases) if n in bronze_columns]
+    if not present:
+        return "CAST(NULL AS VARCHAR)"
+    text = [f"NULLIF(trim({quote(n)}), '')" for n in present]
     return text[0] if len(text) == 1 else f"coalesce({', '.join(text)})"
 
 
@@ -62,6 +73,12 @@ def _reasons(contract: Contract, column: Column) -> list[str]:
     """CASE expressions over ``r.<raw>`` and ``t.<typed>`` that yield a reason or NULL."""
     raw, typed, name = f"r_{column.name}", quote(column.name), column.name
     checks = []
+    if column.json_path:
+        source = column.source or column.name
+        checks.append(
+            f"CASE WHEN j_{name} IS NOT NULL AND NOT json_valid(j_{name}) THEN "
+            f"'{name}: {source} is not valid JSON, so {column.json_path} cannot be read' END"
+        )
     if contract.is_required(column):
         checks.append(f"CASE WHEN {raw} IS NULL THEN '{name}: required value is missing' END")
     if column.type != "varchar":
@@ -101,6 +118,11 @@ def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
     Parameters: the exclusive lower and inclusive upper ``_batch_id``.
     """
     raw_cols = ",\n  ".join(f"{_raw(c, bronze_columns)} AS r_{c.name}" for c in contract.columns)
+    json_cols = "".join(
+        f",\n  {_json_source(c, bronze_columns)} AS j_{c.name}"
+        for c in contract.columns
+        if c.json_path
+    )
     typed_cols = ",\n  ".join(
         f"{_typed(c, 'r_' + c.name)} AS {quote(c.name)}" for c in contract.columns
     )
@@ -116,7 +138,7 @@ def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
     return f"""
 WITH raw AS (
   SELECT _batch_id, _source, _row_number, {parse_error} AS _parse_error,
-  {raw_cols}
+  {raw_cols}{json_cols}
   FROM {qualified("bronze", contract.source)}
   WHERE _batch_id > ? AND _batch_id <= ?
 ), typed AS (

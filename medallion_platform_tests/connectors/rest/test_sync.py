@@ -220,3 +220,25 @@ def test_a_killed_sync_resumes_from_the_committed_page(
     assert report.resumed
     assert report.records == 10_000 - committed
     assert _counts(warehouse, "payments_charges") == (10_000, 10_000)
+
+
+def test_a_field_that_is_not_json_is_quarantined_not_a_failed_run(
+    warehouse, source, config
+) -> None:
+    """metadata is read with json_path; a record whose metadata is plain text must not fail
+    the whole silver run (DuckDB's json_extract raises on it): it is quarantined."""
+    from medallion_platform.contracts import apply_contract
+
+    data = generate_payments(50)
+    odd = {**data.charges[0], "id": "ch_ODDMETADATA000000000000", "metadata": "oops"}
+    with PaymentsApi(data, token=TOKEN) as api:
+        api.add_charges([odd])
+        sync_endpoint(warehouse, source, _endpoint(source, "charges"), _client(api, source))
+    with warehouse.transaction() as conn:
+        stats = apply_contract(conn, config.contract("payments_charges"))
+        reason = conn.execute(
+            "SELECT _reason FROM quarantine.payments_charges "
+            "WHERE (_raw->>'$.charge_id') = 'ch_ODDMETADATA000000000000'"
+        ).fetchone()
+    assert stats.valid == 50 and stats.quarantined == 1
+    assert reason == ("order_id: metadata is not valid JSON, so $.order_id cannot be read",)
