@@ -32,6 +32,12 @@ from medallion_platform.defs.rest import (
     rest_resource_key,
 )
 from medallion_platform.defs.silver import build_silver_assets, quarantine_key, silver_key
+from medallion_platform.defs.streams import (
+    build_event_stream_sensor,
+    build_stream_bronze_asset,
+    build_stream_resource,
+    stream_resource_key,
+)
 from medallion_platform.settings import PlatformSettings
 
 MAIN_JOB = "medallion_job"
@@ -70,6 +76,7 @@ def build_definitions(
     for source in config.rest_sources:
         assets += [build_api_spec(source, endpoint) for endpoint in source.endpoints]
         assets += [build_rest_bronze_asset(source, endpoint) for endpoint in source.endpoints]
+    assets += [build_stream_bronze_asset(stream) for stream in config.streams]
     assets += [
         build_silver_assets(c, AssetKey(["bronze", c.source]))
         for c in config.contracts
@@ -124,6 +131,11 @@ def build_definitions(
         feed.name: downstream_of_bronze(config, feed.bronze_table) for feed in config.feeds
     }
     sensors = [build_landing_zone_sensor(config.feeds, MAIN_JOB, feed_selections)]
+    if config.streams:
+        stream_selections = {
+            s.name: downstream_of_bronze(config, s.bronze_table) for s in config.streams
+        }
+        sensors.append(build_event_stream_sensor(config.streams, MAIN_JOB, stream_selections))
 
     warehouse_path = str(settings.warehouse_path)
     duckdb_config = {
@@ -149,6 +161,7 @@ def build_definitions(
             ),
             "landing_zone": LandingZoneResource(path=str(settings.landing_dir)),
             **{rest_resource_key(src): build_rest_resource(src) for src in config.rest_sources},
+            **{stream_resource_key(s): build_stream_resource(s) for s in config.streams},
             # Gold assets name it explicitly; it is also the default for any new asset.
             "warehouse_io_manager": io_manager,
             "io_manager": io_manager,

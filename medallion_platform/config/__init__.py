@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from medallion_platform.connectors.files.spec import FileFeed
 from medallion_platform.connectors.rest.spec import RestSource
+from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.contracts.spec import Contract
 from medallion_platform.gold.spec import SqlModel
 
@@ -50,6 +51,7 @@ def _load(path: Path, key: str, model: type[M]) -> list[M]:
 class PlatformConfig(BaseModel):
     feeds: list[FileFeed]
     rest_sources: list[RestSource] = []
+    streams: list[StreamSpec] = []
     contracts: list[Contract]
     silver_models: list[SqlModel] = []
     gold_models: list[SqlModel]
@@ -64,6 +66,8 @@ class PlatformConfig(BaseModel):
         for source in self.rest_sources:
             for endpoint in source.endpoints:
                 tables[source.bronze_table(endpoint)] = f"endpoint {source.name}.{endpoint.name}"
+        for stream in self.streams:
+            tables[stream.bronze_table] = f"stream {stream.name}"
         return tables
 
     def contract(self, name: str) -> Contract:
@@ -73,6 +77,7 @@ class PlatformConfig(BaseModel):
 def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
     feeds = _load(config_dir / "file_feeds.yaml", "feeds", FileFeed)
     rest_sources = _optional(config_dir / "rest_sources.yaml", "sources", RestSource)
+    streams = _optional(config_dir / "streams.yaml", "streams", StreamSpec)
     contracts = _load(config_dir / "contracts.yaml", "contracts", Contract)
     silver_models = _optional(config_dir / "silver_models.yaml", "models", SqlModel)
     models = _load(config_dir / "gold_models.yaml", "models", SqlModel)
@@ -112,9 +117,17 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
         unknown = set(model.depends_on) - silver - gold
         if unknown:
             raise ConfigError(f"{model.layer} model {model.name}: unknown inputs {sorted(unknown)}")
+    for stream in streams:
+        contract = by_name.get(stream.contract or "")
+        if stream.contract and (contract is None or contract.source != stream.bronze_table):
+            raise ConfigError(
+                f"stream {stream.name}: contract {stream.contract!r} must be declared and read "
+                f"bronze.{stream.bronze_table}"
+            )
     return PlatformConfig(
         feeds=feeds,
         rest_sources=rest_sources,
+        streams=streams,
         contracts=contracts,
         silver_models=silver_models,
         gold_models=models,

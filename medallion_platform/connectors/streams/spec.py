@@ -1,0 +1,77 @@
+"""An event stream, as declared in ``config/streams.yaml``; it lands in ``bronze.<name>``."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from medallion_platform.connectors.streams.base import StreamSource
+from medallion_platform.warehouse.identifiers import validate_identifier
+
+_ENV = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+class SensorSpec(BaseModel):
+    """When the stream's sensor requests a run: enough waiting, or waiting long enough."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_lag: int = Field(default=1_000, ge=1, description="Messages waiting that start a run.")
+    max_delay_seconds: float = Field(
+        default=300, gt=0, description="A smaller backlog still runs once it has waited this long."
+    )
+
+
+class StreamSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Stream name; bronze table bronze.<name>.")
+    description: str
+    broker: Literal["kafka", "redis"]
+    topic: str = Field(description="Kafka topic or Redis stream key.")
+    address_env: str = Field(
+        description="Env var with the Kafka bootstrap servers or the Redis URL."
+    )
+    password_env: str | None = Field(
+        default=None, description="Env var with the Redis password, if any."
+    )
+    group_id: str = "medallion"
+    batch_size: int = Field(default=5_000, ge=1)
+    max_message_bytes: int = Field(default=1_000_000, ge=1)
+    contract: str | None = None
+    sensor: SensorSpec = Field(default_factory=SensorSpec)
+    owner: str = "team:data-platform"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return validate_identifier(value)
+
+    @model_validator(mode="after")
+    def _envs(self) -> StreamSpec:
+        for env in (self.address_env, self.password_env):
+            if env is not None and not _ENV.match(env):
+                raise ValueError(f"{env!r} is not an environment variable name")
+        return self
+
+    @property
+    def bronze_table(self) -> str:
+        return self.name
+
+    def source(self, address: str, password: str | None = None) -> StreamSource:
+        """The broker client for this stream (imports the driver only when used)."""
+        if self.broker == "kafka":
+            from medallion_platform.connectors.streams.kafka import KafkaSource
+
+            return KafkaSource(
+                self.name,
+                self.topic,
+                bootstrap_servers=address,
+                group_id=self.group_id,
+                exact_high_watermark=True,
+            )
+        from medallion_platform.connectors.streams.redis_streams import RedisStreamSource
+
+        return RedisStreamSource(self.name, self.topic, url=address, password=password)

@@ -1,0 +1,100 @@
+"""Stream assets and the event-stream sensor through Dagster, against a real redis-server.
+
+The packaged configuration declares no stream yet (the demo does not publish events yet);
+these tests declare one, as a user would in config/streams.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance, build_sensor_context
+
+from medallion_platform.brokers.redis_server import RedisServer
+from medallion_platform.config import PlatformConfig
+from medallion_platform.connectors.streams.redis_streams import produce
+from medallion_platform.connectors.streams.spec import StreamSpec
+from medallion_platform.definitions import MAIN_JOB, build_definitions
+from medallion_platform.defs.streams import StreamBrokerResource
+
+SPEC = StreamSpec(
+    name="events",
+    description="Clickstream events from the storefront.",
+    broker="redis",
+    topic="clicks",
+    address_env="EVENTS_REDIS_URL",
+    sensor={"min_lag": 100, "max_delay_seconds": 60},
+)
+
+
+@pytest.fixture
+def redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path / "redis") as server:
+        monkeypatch.setenv("EVENTS_REDIS_URL", server.url)
+        yield server
+
+
+@pytest.fixture
+def defs(settings, config: PlatformConfig):
+    return build_definitions(settings, config.model_copy(update={"streams": [SPEC]}))
+
+
+def _tick(defs, redis: RedisServer, cursor: str | None):
+    sensor = defs.resolve_sensor_def("event_stream_sensor")
+    context = build_sensor_context(
+        cursor=cursor,
+        instance=DagsterInstance.ephemeral(),
+        resources={"stream_events": StreamBrokerResource(address=redis.url)},
+    )
+    return sensor(context)
+
+
+def _events(n: int) -> list[tuple[bytes | None, bytes]]:
+    return [(None, json.dumps({"event_id": f"ev_{i}"}).encode()) for i in range(n)]
+
+
+def test_the_sensor_waits_for_enough_lag_or_enough_time(defs, redis, settings) -> None:
+    first = _tick(defs, redis, None)
+    assert not first.run_requests and "No stream" in first.skip_reason.skip_message
+
+    produce(redis.url, "clicks", _events(50))
+    small = _tick(defs, redis, first.cursor)
+    assert not small.run_requests and "50 waiting" in small.skip_reason.skip_message
+
+    aged = json.loads(small.cursor)
+    aged["events"]["pending_since"] = time.time() - 120  # the backlog has waited 2 minutes
+    by_age = _tick(defs, redis, json.dumps(aged))
+    assert len(by_age.run_requests) == 1
+    assert AssetKey(["bronze", "events"]) in by_age.run_requests[0].asset_selection
+
+    produce(redis.url, "clicks", _events(150))
+    by_lag = _tick(defs, redis, by_age.cursor)
+    assert len(by_lag.run_requests) == 1 and by_lag.run_requests[0].tags["medallion/lag"] == "150"
+    assert not settings.warehouse_path.exists()  # the sensor never opened the warehouse
+
+
+def test_a_broker_that_is_down_is_reported_not_raised(defs, redis) -> None:
+    redis.stop()
+    result = _tick(defs, redis, None)
+    assert not result.run_requests and "broker unavailable" in result.skip_reason.skip_message
+
+
+def test_the_bronze_asset_ingests_exactly_once(defs, redis, settings) -> None:
+    produce(redis.url, "clicks", _events(1_234))
+    job = defs.resolve_job_def(MAIN_JOB)
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    for expected in (1_234, 0):
+        with DagsterInstance.ephemeral() as instance:
+            result = job.execute_in_process(
+                instance=instance,
+                asset_selection=[AssetKey(["bronze", "events"])],
+                run_config=quiet,
+            )
+        (event,) = result.get_asset_materialization_events()
+        meta = event.event_specific_data.materialization.metadata
+        assert meta["rows_added"].value == expected
+        assert meta["dagster/row_count"].value == 1_234
