@@ -44,6 +44,8 @@ class SilverRunStats(BaseModel):
     updated: int
     superseded: int
     reasons: dict[str, int]
+    rows_by_day: dict[str, int] = {}
+    """New or changed rows per day written, for a partitioned contract (the days touched)."""
 
 
 def _columns_ddl(columns: dict[str, str]) -> str:
@@ -136,26 +138,53 @@ def apply_contract(
         QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1
         """
     )
-    conn.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _winners AS
-        SELECT * FROM (
-            SELECT {cols}, TRUE AS _is_new FROM _latest
-            UNION ALL
-            SELECT {", ".join("s." + quote(c) for c in silver_columns(contract))}, FALSE
-            FROM {silver} s SEMI JOIN _latest n ON {join}
+    if contract.keep == "first":
+        # Immutable events: a key already in silver keeps its row, so only new keys are
+        # appended and no stored row (or day) is rewritten.
+        conn.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _winners AS
+            SELECT n.*, TRUE AS _is_new FROM _latest n ANTI JOIN {silver} s ON {join}
+            """
         )
-        QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1
-        """
-    )
-    existing = conn.execute(
-        f"SELECT count(*) FROM {silver} s SEMI JOIN _latest n ON {join}"
-    ).fetchone()[0]
-    updated = conn.execute(
-        f"""SELECT count(*) FROM _winners n SEMI JOIN {silver} s ON {join} WHERE n._is_new"""
-    ).fetchone()[0]
-    conn.execute(f"DELETE FROM {silver} s USING _latest n WHERE {join}")
-    conn.execute(f"INSERT INTO {silver} ({cols}) SELECT {cols} FROM _winners")
+        existing = (
+            conn.execute("SELECT count(*) FROM _latest").fetchone()[0]
+            - (conn.execute("SELECT count(*) FROM _winners").fetchone()[0])
+        )
+        updated = 0
+    else:
+        conn.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _winners AS
+            SELECT * FROM (
+                SELECT {cols}, TRUE AS _is_new FROM _latest
+                UNION ALL
+                SELECT {", ".join("s." + quote(c) for c in silver_columns(contract))}, FALSE
+                FROM {silver} s SEMI JOIN _latest n ON {join}
+            )
+            QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1
+            """
+        )
+        existing = conn.execute(
+            f"SELECT count(*) FROM {silver} s SEMI JOIN _latest n ON {join}"
+        ).fetchone()[0]
+        updated = conn.execute(
+            f"SELECT count(*) FROM _winners n SEMI JOIN {silver} s ON {join} WHERE n._is_new"
+        ).fetchone()[0]
+        conn.execute(f"DELETE FROM {silver} s USING _latest n WHERE {join}")
+    rows_by_day: dict[str, int] = {}
+    if contract.partition:
+        day = quote(contract.partition.name)
+        rows_by_day = {
+            str(d): n
+            for d, n in conn.execute(
+                f"SELECT {day}, count(*) FROM _winners WHERE _is_new GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        }
+        # Rows of a day stored together: DuckDB's min/max zone maps then skip other days.
+        conn.execute(f"INSERT INTO {silver} ({cols}) SELECT {cols} FROM _winners ORDER BY {day}")
+    else:
+        conn.execute(f"INSERT INTO {silver} ({cols}) SELECT {cols} FROM _winners")
 
     rows_in, quarantined, valid, latest = conn.execute(
         """SELECT count(*), count(*) FILTER (len(_reasons) > 0),
@@ -182,6 +211,7 @@ def apply_contract(
         updated=updated,
         superseded=valid - inserted,
         reasons=reasons,
+        rows_by_day=rows_by_day,
     )
     set_watermark(conn, consumer, high)
     set_position(conn, consumer, "contract", fingerprint, high)

@@ -126,6 +126,12 @@ def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
     typed_cols = ",\n  ".join(
         f"{_typed(c, 'r_' + c.name)} AS {quote(c.name)}" for c in contract.columns
     )
+    partition = ""
+    if contract.partition:
+        by = quote(contract.partition.by)
+        if contract.column(contract.partition.by).type == "timestamptz":
+            by = f"timezone('UTC', {by})"  # the UTC day, whatever the session's time zone
+        partition = f",\n  CAST({by} AS DATE) AS {quote(contract.partition.name)}"
     reasons = ["_parse_error"]
     for column in contract.columns:
         reasons.extend(_reasons(contract, column))
@@ -146,20 +152,33 @@ WITH raw AS (
   {typed_cols}
   FROM raw
 )
-SELECT *,
+SELECT *{partition},
   list_filter([{", ".join(reasons)}], x -> x IS NOT NULL) AS _reasons
 FROM typed
 """
 
 
 def raw_json_sql(contract: Contract) -> str:
-    """The row's raw text as JSON, for quarantine (computed only for quarantined rows)."""
-    fields = ", ".join(f"{_literal(c.name)}: r_{c.name}" for c in contract.columns)
-    return f"to_json({{{fields}}})"
+    """The row's raw text as JSON, for quarantine (computed only for quarantined rows).
+
+    Columns read inside JSON also keep the whole bronze text they were read from (for a
+    message that is not JSON, that text is all there is to look at)."""
+    fields = [f"{_literal(c.name)}: r_{c.name}" for c in contract.columns]
+    seen: set[str] = {c.name for c in contract.columns}
+    for column in contract.columns:
+        source = column.source or column.name
+        if column.json_path and source not in seen:
+            seen.add(source)
+            fields.append(f"{_literal(source)}: j_{column.name}")
+    return f"to_json({{{', '.join(fields)}}})"
 
 
 def order_by_latest(contract: Contract) -> str:
-    """The one ordering of versions of a key: used by incremental runs and rebuilds alike."""
+    """The one ordering of versions of a key (the winner first), for incremental runs and
+    rebuilds alike: the greatest ``latest_by``, else the last arrival; or, with
+    ``keep: first``, the first arrival."""
+    if contract.keep == "first":
+        return "_batch_id ASC, _row_number ASC"
     parts = [f"{quote(c)} DESC NULLS LAST" for c in contract.latest_by]
     parts += ["_batch_id DESC", "_row_number DESC"]
     return ", ".join(parts)
@@ -167,6 +186,8 @@ def order_by_latest(contract: Contract) -> str:
 
 def silver_columns(contract: Contract) -> dict[str, str]:
     columns = {c.name: c.sql_type for c in contract.columns}
+    if contract.partition:
+        columns[contract.partition.name] = "DATE"
     columns.update({"_batch_id": "BIGINT", "_source": "VARCHAR", "_row_number": "BIGINT"})
     return columns
 

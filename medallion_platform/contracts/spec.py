@@ -151,6 +151,20 @@ class Rule(BaseModel):
         return value
 
 
+class DailyPartition(BaseModel):
+    """Silver stored by day of a timestamp column, so a run's effect is reported per day."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    by: str = Field(description="The timestamp (or date) column whose UTC day is the partition.")
+    name: str = Field(default="partition_date", description="The DATE column added to silver.")
+
+    @field_validator("by", "name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        return validate_identifier(value)
+
+
 class Contract(BaseModel):
     """A silver table: its columns, business key, how duplicates resolve, and its checks."""
 
@@ -164,6 +178,15 @@ class Contract(BaseModel):
         default_factory=list,
         description="Columns that order versions of a key; the greatest wins. Ties (and an "
         "empty list) fall back to arrival order: batch, then row number.",
+    )
+    keep: Literal["latest", "first"] = Field(
+        default="latest",
+        description="latest: a newer version of a key replaces the stored row (entities). "
+        "first: the first arrival wins and later copies are duplicates (immutable events); "
+        "silver is then only appended to.",
+    )
+    partition: DailyPartition | None = Field(
+        default=None, description="Store silver by day of a timestamp column."
     )
     columns: list[Column] = Field(min_length=1)
     rules: list[Rule] = Field(default_factory=list)
@@ -187,6 +210,25 @@ class Contract(BaseModel):
         for field in (*self.business_key, *self.latest_by):
             if field not in names:
                 raise ValueError(f"contract {self.name}: {field!r} is not a declared column")
+        if self.keep == "first" and self.latest_by:
+            raise ValueError(f"contract {self.name}: keep: first orders by arrival, not latest_by")
+        if self.partition is not None:
+            by = next((c for c in self.columns if c.name == self.partition.by), None)
+            if by is None or by.type not in ("timestamp", "timestamptz", "date"):
+                raise ValueError(
+                    f"contract {self.name}: partition.by {self.partition.by!r} must be a "
+                    "declared timestamp or date column"
+                )
+            if self.partition.name in names:
+                raise ValueError(
+                    f"contract {self.name}: partition column {self.partition.name!r} "
+                    "clashes with a declared column"
+                )
+            if not by.required and by.name not in self.business_key:
+                raise ValueError(
+                    f"contract {self.name}: partition.by {by.name!r} must be required "
+                    "(a row without it has no day)"
+                )
         return self
 
     def fingerprint(self) -> str:
@@ -196,6 +238,12 @@ class Contract(BaseModel):
             exclude={"description", "owner", "min_rows"},
             mode="json",
         )
+        # Options at their defaults are left out, so adding an option does not change the
+        # fingerprint of contracts that do not use it (no needless rebuild on upgrade).
+        if decisive["keep"] == "latest":
+            del decisive["keep"]
+        if decisive["partition"] is None:
+            del decisive["partition"]
         for column in decisive["columns"]:
             column.pop("description", None)
         for rule in decisive["rules"]:

@@ -19,6 +19,7 @@ from medallion_platform.contracts.checks import check_names
 from medallion_platform.defs.constants import WAREHOUSE_POOL
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
+from medallion_platform.warehouse.identifiers import qualified, quote
 from medallion_platform.warehouse.tables import describe_table, markdown_table
 
 CHECK_DESCRIPTIONS = {
@@ -63,11 +64,43 @@ def _columns_doc(contract: Contract) -> str:
     return markdown_table(["column", "type", "constraints", "description"], rows)
 
 
+def _partition_metadata(conn, contract: Contract, rows_by_day: dict[str, int]) -> dict:
+    """For a table stored by day: the days this run wrote to (late data shows up as old
+    days) and rows per day, newest first, so the UI shows what each run touched."""
+    if contract.partition is None:
+        return {}
+    day = contract.partition.name
+    rows = conn.execute(
+        f"SELECT {quote(day)}, count(*) FROM {qualified('silver', contract.name)} "
+        "GROUP BY 1 ORDER BY 1 DESC LIMIT 90"
+    ).fetchall()
+    table = markdown_table(
+        [day, "rows", "rows written this run"],
+        [(str(d), n, rows_by_day.get(str(d), 0)) for d, n in rows],
+    )
+    return {
+        "partition_column": day,
+        "days_touched": MetadataValue.json(sorted(rows_by_day)),
+        "partitions": MetadataValue.md(table),
+    }
+
+
 def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinition:
     """``silver/<name>`` (typed, deduplicated) and ``quarantine/<name>`` from one bronze table."""
     key = silver_key(contract)
     business_key = ", ".join(contract.business_key)
     latest = ", ".join(contract.latest_by) or "arrival order"
+    keeping = (
+        "keeping the first arrival (later copies are redeliveries)"
+        if contract.keep == "first"
+        else f"keeping the latest by {latest}"
+    )
+    stored_by = (
+        f" Stored by day of `{contract.partition.by}` (`{contract.partition.name}`): a run "
+        "appends only to the days its new rows belong to, late ones included."
+        if contract.partition
+        else ""
+    )
 
     @multi_asset(
         name=f"silver_{contract.name}",
@@ -78,8 +111,8 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
                 group_name="silver",
                 description=(
                     f"{contract.description}\n\nTyped and validated against the `{contract.name}`"
-                    f" contract, deduplicated by ({business_key}) keeping the latest by "
-                    f"{latest}. Incremental by bronze batch; a rebuild gives the same table."
+                    f" contract, deduplicated by ({business_key}) {keeping}. Incremental by "
+                    f"bronze batch; a rebuild gives the same table.{stored_by}"
                 ),
                 owners=[contract.owner],
                 kinds={"duckdb", "sql"},
@@ -114,6 +147,7 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
             stats = apply_contract(conn, contract, rebuild=config.rebuild, run_id=context.run_id)
             outcomes = run_contract_checks(conn, contract)
             silver_desc = describe_table(conn, "silver", contract.name)
+            days = _partition_metadata(conn, contract, stats.rows_by_day)
             quarantine_desc = describe_table(conn, "quarantine", contract.name)
         context.log.info(
             f"{contract.name}: {stats.rows_in} bronze rows → {stats.valid} valid "
@@ -131,6 +165,7 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
                 "rows_updated": stats.updated,
                 "duplicates_removed": stats.superseded,
                 "quarantined_rows": stats.quarantined,
+                **days,
             },
         )
         yield MaterializeResult(

@@ -20,6 +20,7 @@ from medallion_platform_tests.conftest import write_csv
 
 PRODUCTS = "sku,name,category,brand,unit_price,currency,weight_kg,active,updated_at\n"
 AD_SPEND = "date,channel,campaign,spend,impressions,clicks\n"
+PRODUCTS_FINGERPRINT = "7d5dccafe5db1701"  # products' fingerprint before keep/partition existed
 CATEGORIES = (
     "tents, sleeping_bags, backpacks, footwear, apparel, climbing, camp_kitchen, accessories"
 )
@@ -944,3 +945,86 @@ def test_timestamps_with_offsets_are_compared_in_utc(
     assert fetch(warehouse, "SELECT name, updated_at FROM silver.products") == [
         ("Later", dt.datetime(2026, 10, 1, 11, 0))
     ]
+
+
+EVENTS_FEED = FileFeed(
+    name="clicks", description="Click events.", folder="clicks", contract="clicks"
+)
+EVENTS_CONTRACT = Contract(
+    name="clicks",
+    description="Click events, first arrival wins, stored by day.",
+    source="files_clicks",
+    business_key=["event_id"],
+    keep="first",
+    partition={"by": "occurred_at", "name": "event_date"},
+    columns=[
+        Column(name="event_id"),
+        Column(name="occurred_at", type="timestamp", required=True),
+        Column(name="page"),
+    ],
+)
+
+
+def test_keep_first_appends_only_new_events_and_reports_the_days_it_wrote(
+    warehouse, settings
+) -> None:
+    header = "event_id,occurred_at,page\n"
+    load(
+        warehouse,
+        settings,
+        EVENTS_FEED,
+        "b1.csv",
+        header + "e1,2026-11-03T10:00:00Z,/a\ne2,2026-11-03T23:59:59+00:00,/b\n"
+        "e2,2026-11-03T23:59:59Z,/b-again\n",
+    )
+    first = apply(warehouse, EVENTS_CONTRACT)
+    assert (first.inserted, first.superseded, first.updated) == (2, 1, 0)
+    assert first.rows_by_day == {"2026-11-03": 2}
+    # Batch 2: a redelivery of e1 with other content (the first arrival still wins), a new
+    # event, and one that happened two days earlier (late) but at 01:30+02:00 = 23:30 UTC.
+    load(
+        warehouse,
+        settings,
+        EVENTS_FEED,
+        "b2.csv",
+        header + "e1,2026-11-03T10:00:00Z,/changed\ne3,2026-11-05T08:00:00Z,/c\n"
+        "e4,2026-11-02T01:30:00+02:00,/late\n",
+    )
+    second = apply(warehouse, EVENTS_CONTRACT)
+    assert (second.inserted, second.superseded, second.updated) == (2, 1, 0)
+    assert second.rows_by_day == {"2026-11-01": 1, "2026-11-05": 1}  # only the days written
+    rows = fetch(
+        warehouse,
+        "SELECT event_id, page, CAST(event_date AS VARCHAR), _batch_id FROM silver.clicks "
+        "ORDER BY event_id",
+    )
+    assert [r[:3] for r in rows] == [
+        ("e1", "/a", "2026-11-03"),
+        ("e2", "/b", "2026-11-03"),
+        ("e3", "/c", "2026-11-05"),
+        ("e4", "/late", "2026-11-01"),
+    ]
+    assert rows[0][3] == rows[1][3] != rows[2][3]  # e1 kept from its first batch
+    before = fetch(warehouse, "SELECT * FROM silver.clicks ORDER BY event_id")
+    assert apply(warehouse, EVENTS_CONTRACT, rebuild=True).rows_by_day == {
+        "2026-11-01": 1,
+        "2026-11-03": 2,
+        "2026-11-05": 1,
+    }
+    assert fetch(warehouse, "SELECT * FROM silver.clicks ORDER BY event_id") == before
+
+
+def test_keep_first_and_partition_are_validated() -> None:
+    base = EVENTS_CONTRACT.model_dump()
+    with pytest.raises(ValueError, match="keep: first orders by arrival"):
+        Contract(**{**base, "latest_by": ["occurred_at"]})
+    with pytest.raises(ValueError, match="must be a declared timestamp or date column"):
+        Contract(**{**base, "partition": {"by": "page", "name": "d"}})
+    with pytest.raises(ValueError, match="clashes with a declared column"):
+        Contract(**{**base, "partition": {"by": "occurred_at", "name": "page"}})
+
+
+def test_new_options_at_their_defaults_keep_existing_fingerprints(config) -> None:
+    """Upgrading must not rebuild every silver table: the products contract's fingerprint is
+    the one it had before keep/partition existed."""
+    assert config.contract("products").fingerprint() == PRODUCTS_FINGERPRINT
