@@ -90,6 +90,7 @@ def build_stream_bronze_asset(spec: StreamSpec) -> AssetsDefinition:
                 run_id=context.run_id,
                 batch_size=spec.batch_size,
                 max_message_bytes=spec.max_message_bytes,
+                offset_reset=spec.offset_reset,
             )
         finally:
             source.close()

@@ -2,6 +2,7 @@
 
 from medallion_platform.connectors.streams.base import (
     BrokerUnavailable,
+    PositionPastEnd,
     Positions,
     StreamMessage,
     StreamSource,
@@ -10,6 +11,7 @@ from medallion_platform.connectors.streams.ingest import StreamIngestReport, ing
 
 __all__ = [
     "BrokerUnavailable",
+    "PositionPastEnd",
     "Positions",
     "StreamIngestReport",
     "StreamMessage",

@@ -50,3 +50,20 @@ class StreamSource(Protocol):
 
 class BrokerUnavailable(RuntimeError):
     """The broker cannot be reached; nothing was read or committed."""
+
+
+class PositionPastEnd(RuntimeError):
+    """A committed position lies past the end of its partition: the topic was deleted and
+    recreated (an in-memory broker restarted) or its log truncated. Reading on from there
+    would silently skip whatever the partition holds now, so nothing is read."""
+
+    def __init__(self, stream: str, partitions: dict[str, str]) -> None:
+        self.stream = stream
+        self.partitions = partitions
+        detail = "; ".join(f"partition {p}: {why}" for p, why in sorted(partitions.items()))
+        super().__init__(
+            f"stream {stream}: the committed position is past the end of the log ({detail}). "
+            "The topic was recreated or truncated. Nothing was read or committed. To read "
+            "those partitions again from their start (silver drops what it already has), set "
+            "offset_reset: earliest on the stream and rerun."
+        )

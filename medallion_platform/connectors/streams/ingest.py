@@ -15,13 +15,19 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable
+from typing import Literal
 
 import duckdb
 import pyarrow as pa
 from pydantic import BaseModel
 
 from medallion_platform.connectors.bronze import append_batch, ensure_bronze_table
-from medallion_platform.connectors.streams.base import Positions, StreamMessage, StreamSource
+from medallion_platform.connectors.streams.base import (
+    PositionPastEnd,
+    Positions,
+    StreamMessage,
+    StreamSource,
+)
 from medallion_platform.warehouse import Warehouse
 from medallion_platform.warehouse.warehouse import next_batch_id, set_position, transaction
 
@@ -119,8 +125,14 @@ def ingest_stream(
     max_messages: int | None = None,
     max_message_bytes: int = 1_000_000,
     on_batch: BatchHook | None = None,
+    offset_reset: Literal["fail", "earliest"] = "fail",
 ) -> StreamIngestReport:
-    """Read everything after the committed positions (or ``max_messages``) into bronze."""
+    """Read everything after the committed positions (or ``max_messages``) into bronze.
+
+    A committed position past the end of its partition (topic recreated) raises
+    ``PositionPastEnd`` unless ``offset_reset="earliest"``: then that partition is read again
+    from its start, and the new positions commit with the first batch that reads it.
+    """
     total = flagged = 0
     batch_ids: list[int] = []
     with warehouse.connect() as conn:
@@ -129,7 +141,14 @@ def ingest_stream(
             positions = load_positions(conn, source)
         while max_messages is None or total < max_messages:
             want = batch_size if max_messages is None else min(batch_size, max_messages - total)
-            messages = source.read_batch(positions, want)
+            try:
+                messages = source.read_batch(positions, want)
+            except PositionPastEnd as exc:
+                if offset_reset != "earliest":
+                    raise
+                log.warning("%s; reading %s from the start", exc, sorted(exc.partitions))
+                positions = {p: o for p, o in positions.items() if p not in exc.partitions}
+                messages = source.read_batch(positions, want)
             if not messages:
                 break
             batch, batch_flagged = _batch_table(source, messages, max_message_bytes)

@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from medallion_platform.connectors.streams.base import (
     BrokerUnavailable,
+    PositionPastEnd,
     Positions,
     StreamMessage,
     StreamSource,
@@ -146,16 +147,19 @@ class KafkaSource(StreamSource):
         if max_messages <= 0:
             return []
         starts: dict[int, int] = {}
+        ends: dict[int, tuple[int, int]] = {}
         for partition in self._partitions():
-            low, _high = self._watermarks(partition)
+            low, _high = ends[partition] = self._watermarks(partition)
             key = str(partition)
             starts[partition] = max(int(after[key]) + 1, low) if key in after else low
         if not starts:
             return []
+        self._check_not_past_end(starts, ends)
         consumer = self.consumer
         read: dict[tuple[int, int], StreamMessage] = {}
         next_offset = dict(starts)
         pending = set(starts)
+        past_end: dict[str, str] = {}
         try:
             consumer.assign([TopicPartition(self.topic, p, o) for p, o in starts.items()])
             idle_until = time.monotonic() + timeout_s
@@ -170,12 +174,33 @@ class KafkaSource(StreamSource):
                     continue
                 idle_until = time.monotonic() + timeout_s
                 for message in messages:
-                    self._take(message, next_offset, pending, read)
+                    self._take(message, next_offset, pending, read, past_end)
         except KafkaException as exc:
             raise _unavailable(self.bootstrap_servers, f"reading {self.topic!r}", exc) from exc
         finally:
             self._unassign()
+        if past_end:
+            raise PositionPastEnd(self.name, past_end)
         return [read[k] for k in sorted(read)][:max_messages]
+
+    def _check_not_past_end(self, starts: dict[int, int], ends: dict[int, tuple[int, int]]) -> None:
+        """Raise ``PositionPastEnd`` if a start lies beyond its partition's end.
+
+        A start past the listed end is confirmed with a fetch first (some brokers list too
+        low an end, see ``_confirm_ends``), so this costs nothing while a consumer is behind.
+        """
+        suspicious = {p: ends[p] for p, start in starts.items() if start > ends[p][1]}
+        if not suspicious:
+            return
+        confirmed = self._confirm_ends(suspicious)
+        past = {
+            str(p): f"committed offset {starts[p] - 1}, but the log ends before offset "
+            f"{confirmed[p][1]}"
+            for p in suspicious
+            if starts[p] > confirmed[p][1]
+        }
+        if past:
+            raise PositionPastEnd(self.name, past)
 
     def _unassign(self) -> None:
         try:
@@ -189,6 +214,7 @@ class KafkaSource(StreamSource):
         next_offset: dict[int, int],
         pending: set[int],
         read: dict[tuple[int, int], StreamMessage],
+        past_end: dict[str, str],
     ) -> None:
         """Keep one consumed message unless it is an error event or before the wanted offset."""
         error = message.error()
@@ -198,9 +224,12 @@ class KafkaSource(StreamSource):
                 return
             if error.code() == KafkaError._AUTO_OFFSET_RESET:
                 # Position past the end: the topic was recreated or the log truncated. Never
-                # silently reread from the start; report it and read nothing there.
-                log.warning("%s: %s; reading nothing there", self.name, error.str())
-                pending.discard(message.partition())
+                # silently skip or reread; the caller decides (PositionPastEnd).
+                partition = message.partition()
+                past_end[str(partition)] = (
+                    f"wanted offset {next_offset.get(partition)}, broker says {error.str()}"
+                )
+                pending.discard(partition)
                 return
             if error.fatal() or error.code() == KafkaError._ALL_BROKERS_DOWN:
                 raise KafkaException(error)

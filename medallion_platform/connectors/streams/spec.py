@@ -40,6 +40,11 @@ class StreamSpec(BaseModel):
     group_id: str = "medallion"
     batch_size: int = Field(default=5_000, ge=1)
     max_message_bytes: int = Field(default=1_000_000, ge=1)
+    offset_reset: Literal["fail", "earliest"] = Field(
+        default="fail",
+        description="When a committed position is past the end of its partition (the topic "
+        "was recreated): fail with a clear error, or read the partition again from its start.",
+    )
     contract: str | None = None
     sensor: SensorSpec = Field(default_factory=SensorSpec)
     owner: str = "team:data-platform"
