@@ -30,11 +30,20 @@ def _demo(args: argparse.Namespace) -> int:
     if args.no_run:
         print("Not running the pipeline (--no-run).")
         return 0
-    api = services.up(settings, charges=max(200, int(5_000 * args.scale)))
-    print(f"Started the payments API emulator at {api.base_url} (stopped when the demo ends).")
-    print("Running medallion_job (files + payments API → bronze → silver → gold) through Dagster …")
+    events = max(2_000, int(100_000 * args.scale))
+    infos = services.up(
+        settings, charges=max(200, int(5_000 * args.scale)), events=events, seed=args.seed
+    )
+    for info in infos:
+        print(f"Started {info.name} at {info.base_url} (stopped when the demo ends).")
+    print(f"The demo storefront published {events:,} clickstream events (plus redeliveries).")
+    print(
+        "Running medallion_job (files + payments API + clickstream → bronze → silver → gold) "
+        "through Dagster …"
+    )
     logging.getLogger("dagster").setLevel(logging.WARNING)
-    os.environ.update(api.env)
+    for info in infos:
+        os.environ.update(info.env)
     try:
         ok = run_main_job(settings)
     finally:
@@ -89,10 +98,11 @@ def _dev(args: argparse.Namespace) -> int:
 
     settings = PlatformSettings.from_env()
     use_instance(settings)
-    api = services.up(settings)
-    os.environ.update(api.env)
+    infos = services.up(settings)
+    for info in infos:
+        os.environ.update(info.env)
+        print(f"{info.name} at {info.base_url}")
     command = dev_command(args.port)
-    print(f"Payments API emulator at {api.base_url}")
     print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']} {' '.join(command)}")
     try:
         return subprocess.call(command)
@@ -107,8 +117,8 @@ def _services(args: argparse.Namespace) -> int:
 
     settings = PlatformSettings.from_env()
     if args.action == "up":
-        info = services.up(settings, charges=args.charges)
-        print(services.export_lines([info]))
+        infos = services.up(settings, charges=args.charges, events=args.events)
+        print(services.export_lines(infos))
     elif args.action == "down":
         stopped = services.down(settings)
         print("stopped: " + (", ".join(stopped) or "nothing was running"), file=sys.stderr)
@@ -146,10 +156,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     services_cmd = sub.add_parser(
         "services",
-        help="Local services for the demo (payments API emulator): up prints the env to export.",
+        help="Local demo services (payments API, Kafka broker): up prints the env to export.",
     )
     services_cmd.add_argument("action", choices=["up", "down", "status", "env"])
     services_cmd.add_argument("--charges", type=int, default=5_000, help="Charges to serve.")
+    services_cmd.add_argument(
+        "--events", type=int, default=100_000, help="Clickstream events to publish (0: no broker)."
+    )
     services_cmd.set_defaults(func=_services)
 
     dev = sub.add_parser("dev", help="Start the Dagster UI and daemon on this platform home.")

@@ -1,9 +1,10 @@
-"""The local services a platform home needs for the demo: today the payments API emulator.
+"""The local services a platform home needs for the demo: the payments API emulator and a
+Kafka-compatible broker (Tansu) carrying the storefront's clickstream.
 
 ``medallion services up`` starts each as a child process on 127.0.0.1 and records its pid,
-URL and (demo) credential under ``$MEDALLION_HOME/services/``; ``down`` stops it by that pid;
-``env`` prints the environment variables the code location reads. Production points the same
-variables at the real systems instead.
+address and (demo) credential under ``$MEDALLION_HOME/services/``; ``down`` stops them by
+that pid; ``env`` prints the environment variables the code location reads. Production points
+the same variables at the real systems instead.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from pydantic import BaseModel
 from medallion_platform.settings import PlatformSettings
 
 PAYMENTS = "payments_api"
+KAFKA = "kafka"
+CLICKSTREAM_TOPIC = "clickstream"
+CLICKSTREAM_PARTITIONS = 3
 
 
 class ServiceInfo(BaseModel):
@@ -89,13 +93,47 @@ def start_payments_api(
     return proc, line.decode().strip()
 
 
-def up(settings: PlatformSettings, *, charges: int = 5_000, timeout_s: float = 30) -> ServiceInfo:
-    """Start the payments API emulator unless it is already running; return how to reach it."""
-    path = _info_path(settings, PAYMENTS)
+def _running(settings: PlatformSettings, name: str) -> ServiceInfo | None:
+    path = _info_path(settings, name)
     if path.exists():
         info = ServiceInfo.model_validate_json(path.read_text())
         if info.running():
             return info
+    return None
+
+
+def _record(settings: PlatformSettings, info: ServiceInfo) -> ServiceInfo:
+    path = _info_path(settings, info.name)
+    path.write_text(info.model_dump_json(indent=2))
+    path.chmod(0o600)
+    return info
+
+
+def up(
+    settings: PlatformSettings,
+    *,
+    charges: int = 5_000,
+    events: int = 100_000,
+    seed: int = 7,
+    timeout_s: float = 30,
+) -> list[ServiceInfo]:
+    """Start what is not already running; return how to reach every service.
+
+    A new broker starts empty (Tansu keeps topics in memory) and the demo storefront then
+    publishes ``events`` clickstream events to it; a running one is reused as it is.
+    """
+    _dir(settings).mkdir(parents=True, exist_ok=True)
+    return [up_payments_api(settings, charges=charges, timeout_s=timeout_s)] + (
+        [up_kafka(settings, events=events, seed=seed, timeout_s=timeout_s)] if events else []
+    )
+
+
+def up_payments_api(
+    settings: PlatformSettings, *, charges: int = 5_000, timeout_s: float = 30
+) -> ServiceInfo:
+    """Start the payments API emulator unless it is already running."""
+    if (info := _running(settings, PAYMENTS)) is not None:
+        return info
     _dir(settings).mkdir(parents=True, exist_ok=True)
     token = "sk_test_" + secrets.token_urlsafe(24)  # a demo credential, never a real one
     log_path = _dir(settings) / f"{PAYMENTS}.log"
@@ -106,15 +144,50 @@ def up(settings: PlatformSettings, *, charges: int = 5_000, timeout_s: float = 3
             )
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}; see {log_path}") from None
-    info = ServiceInfo(
-        name=PAYMENTS,
-        pid=proc.pid,
-        base_url=base_url,
-        env={"PAYMENTS_API_BASE_URL": base_url, "PAYMENTS_API_TOKEN": token},
+    return _record(
+        settings,
+        ServiceInfo(
+            name=PAYMENTS,
+            pid=proc.pid,
+            base_url=base_url,
+            env={"PAYMENTS_API_BASE_URL": base_url, "PAYMENTS_API_TOKEN": token},
+        ),
     )
-    path.write_text(info.model_dump_json(indent=2))
-    path.chmod(0o600)
-    return info
+
+
+def up_kafka(
+    settings: PlatformSettings, *, events: int = 100_000, seed: int = 7, timeout_s: float = 30
+) -> ServiceInfo:
+    """Start the Kafka-compatible broker and publish the demo clickstream to it."""
+    if (info := _running(settings, KAFKA)) is not None:
+        return info
+    from medallion_platform.brokers.tansu import TansuBroker
+    from medallion_platform.connectors.streams.kafka import create_topic, produce
+    from medallion_platform.demo.clickstream import iter_clickstream
+
+    broker = TansuBroker(_dir(settings), start_timeout_s=timeout_s)
+    broker.start()
+    try:
+        create_topic(broker.bootstrap_servers, CLICKSTREAM_TOPIC, CLICKSTREAM_PARTITIONS)
+        produce(
+            broker.bootstrap_servers,
+            CLICKSTREAM_TOPIC,
+            ((key, value, None) for key, value in iter_clickstream(events, seed=seed)),
+            timeout_s=max(60.0, events / 5_000),
+        )
+    except BaseException:
+        broker.stop()
+        raise
+    pid = broker.detach()  # its own session: it outlives this process until `services down`
+    return _record(
+        settings,
+        ServiceInfo(
+            name=KAFKA,
+            pid=pid,
+            base_url=broker.bootstrap_servers,
+            env={"EVENTS_KAFKA_BOOTSTRAP": broker.bootstrap_servers},
+        ),
+    )
 
 
 def down(settings: PlatformSettings) -> list[str]:

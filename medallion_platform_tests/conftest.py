@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from medallion_platform.brokers.tansu import TansuBroker
 from medallion_platform.config import PlatformConfig, platform_config
 from medallion_platform.connectors.files import FileFeed
+from medallion_platform.connectors.streams.kafka import create_topic, produce
 from medallion_platform.contracts import Contract
+from medallion_platform.demo.clickstream import ClickstreamManifest, generate_clickstream
 from medallion_platform.demo.payments_api import PaymentsApi, generate_payments
 from medallion_platform.settings import PlatformSettings
 from medallion_platform.warehouse import Warehouse
@@ -37,6 +40,37 @@ def payments_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[PaymentsApi]:
         monkeypatch.setenv("PAYMENTS_API_BASE_URL", api.base_url)
         monkeypatch.setenv("PAYMENTS_API_TOKEN", PAYMENTS_TOKEN)
         yield api
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    """One real Kafka-compatible broker (Tansu) on 127.0.0.1 for the whole session."""
+    with TansuBroker(tmp_path_factory.mktemp("tansu")) as broker:
+        yield broker
+
+
+CLICKSTREAM_EVENTS = 3_000
+
+
+@pytest.fixture(scope="session")
+def demo_clickstream(kafka_broker: TansuBroker) -> ClickstreamManifest:
+    """The demo storefront's clickstream on the packaged config's topic, published once.
+
+    Tests only read it (each has its own warehouse, so each reads it from offset 0); a test
+    that publishes its own events uses a topic of its own."""
+    messages, manifest = generate_clickstream(CLICKSTREAM_EVENTS, seed=11)
+    create_topic(kafka_broker.bootstrap_servers, "clickstream", 3)
+    produce(kafka_broker.bootstrap_servers, "clickstream", [(k, v, None) for k, v in messages])
+    return manifest
+
+
+@pytest.fixture
+def clickstream(
+    kafka_broker: TansuBroker, demo_clickstream: ClickstreamManifest, monkeypatch
+) -> ClickstreamManifest:
+    """medallion_job reads the clickstream: the env var the packaged stream config names."""
+    monkeypatch.setenv("EVENTS_KAFKA_BOOTSTRAP", kafka_broker.bootstrap_servers)
+    return demo_clickstream
 
 
 @pytest.fixture

@@ -23,12 +23,19 @@ def test_packaged_config_loads(config: PlatformConfig) -> None:
     assert [c.name for c in config.contracts][:2] == ["products", "ad_spend"]
     assert [s.name for s in config.rest_sources] == ["payments"]
     assert [m.name for m in config.silver_models] == ["payments"]
-    assert [m.name for m in config.gold_models] == ["dim_product", "marketing_spend_daily"]
+    assert [m.name for m in config.gold_models] == [
+        "dim_product",
+        "marketing_spend_daily",
+        "sessions",
+        "funnel_daily",
+    ]
+    assert [s.name for s in config.streams] == ["events"]
+    assert config.contract("events").source == config.streams[0].bronze_table
     for feed in config.feeds:
         assert config.contract(feed.contract).source == feed.bronze_table
     for model in config.gold_models:
         assert model.sql_path == MODELS_DIR / f"{model.name}.sql"
-        assert model.sql.lstrip().startswith(("SELECT", "--"))
+        assert model.sql.lstrip().startswith(("SELECT", "WITH", "--"))
     assert load_config() == config
 
 

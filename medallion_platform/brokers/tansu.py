@@ -159,6 +159,14 @@ class TansuBroker:
         except ProcessLookupError:
             proc.wait(timeout=timeout_s)
 
+    def detach(self) -> int:
+        """Leave the broker running after this object is gone (``medallion services up``);
+        return its pid, by which it is stopped later."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"tansu on {self.bootstrap_servers} is not running")
+        return proc.pid
+
     def restart(self) -> None:
         """Stop, then start on the same port (data is lost unless ``persistent``)."""
         self.stop()

@@ -12,10 +12,13 @@ from dagster import AssetKey, DagsterInstance, build_sensor_context
 
 from medallion_platform.definitions import MAIN_JOB, build_definitions
 from medallion_platform.defs.resources import LandingZoneResource
+from medallion_platform.demo.clickstream import generate_clickstream
 from medallion_platform.demo.generator import generate_landing_files
 from medallion_platform.settings import PlatformSettings
-from medallion_platform_tests.conftest import write_csv
+from medallion_platform_tests.clickstream_truth import sessionize, truth
+from medallion_platform_tests.conftest import CLICKSTREAM_EVENTS, write_csv
 
+FUNNEL_STAGES = ("product_view", "add_to_cart", "checkout_started", "purchase")
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
@@ -42,9 +45,10 @@ def _count(settings: PlatformSettings, sql: str):
 
 
 @pytest.fixture(autouse=True)
-def _payments_api_up(payments_api):
-    """medallion_job reads the payments API too: every test here has a real one on loopback."""
-    return payments_api
+def _sources_up(payments_api, clickstream):
+    """medallion_job reads the payments API and the clickstream too: every test here has a
+    real API server and a real broker on loopback."""
+    return payments_api, clickstream
 
 
 @pytest.fixture
@@ -67,6 +71,11 @@ def test_demo_flows_from_files_to_gold_and_counts_reconcile(settings, demo_run) 
         "quarantine/ad_spend",
         "gold/dim_product",
         "gold/marketing_spend_daily",
+        "bronze/events",
+        "silver/events",
+        "quarantine/events",
+        "gold/sessions",
+        "gold/funnel_daily",
     }
     assert {k for k in mats if "payments" in k} >= {
         "bronze/payments_charges",
@@ -195,3 +204,56 @@ def test_marketing_spend_daily_figures_are_right(settings) -> None:
         ("email", 1, Decimal("0.00"), 0, 0, None, None),
         ("google_ads", 2, Decimal("149.50"), 15000, 250, 0.016667, 0.598),
     ]
+
+
+def test_funnel_daily_matches_counts_computed_from_the_published_events(
+    settings, demo_run, clickstream
+) -> None:
+    messages, manifest = generate_clickstream(CLICKSTREAM_EVENTS, seed=11)
+    assert manifest == clickstream  # the very events the fixture published
+    first, _malformed = truth(messages)
+    assert _count(settings, "SELECT count(*) FROM silver.events") == len(first)
+
+    expected: dict[tuple, list] = {}
+    for session in sessionize(list(first.values())):
+        row = expected.setdefault((session["date"], session["channel"]), [0] * 6 + [Decimal(0)])
+        row[0] += 1
+        for i, stage in enumerate(FUNNEL_STAGES, start=1):
+            row[i] += stage in session["types"]
+        row[5] += session["purchases"]
+        row[6] += session["revenue"]
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        actual = {
+            (r[0], r[1]): list(r[2:9])
+            for r in conn.execute(
+                "SELECT date, channel, sessions, product_view_sessions, add_to_cart_sessions, "
+                "checkout_sessions, purchase_sessions, purchases, revenue FROM gold.funnel_daily"
+            ).fetchall()
+        }
+        rates = conn.execute(
+            "SELECT count(*) FROM gold.funnel_daily WHERE conversion_rate <> "
+            "round(purchase_sessions / sessions, 4) OR view_to_cart_rate IS DISTINCT FROM "
+            "round(add_to_cart_sessions / nullif(product_view_sessions, 0), 4)"
+        ).fetchone()[0]
+        sessions = conn.execute("SELECT count(*) FROM gold.sessions").fetchone()[0]
+    assert actual == expected
+    assert rates == 0
+    assert sessions == sum(row[0] for row in expected.values())
+    assert sum(row[4] for row in expected.values()) > 0  # the demo does sell something
+
+
+def test_silver_events_are_stored_by_day_and_the_run_says_which_days_it_touched(
+    settings, demo_run, clickstream
+) -> None:
+    _manifest, result = demo_run
+    meta = _materializations(result)["silver/events"]
+    days = meta["days_touched"]
+    assert days == sorted(days) and len(days) == clickstream.days
+    assert meta["partition_column"] == "event_date" and "| event_date |" in meta["partitions"]
+    assert meta["rows_added"] == clickstream.events
+    per_day = dict(
+        duckdb.connect(str(settings.warehouse_path), read_only=True)
+        .execute("SELECT CAST(event_date AS VARCHAR), count(*) FROM silver.events GROUP BY 1")
+        .fetchall()
+    )
+    assert sorted(per_day) == days and sum(per_day.values()) == clickstream.events
