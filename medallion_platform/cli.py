@@ -46,16 +46,16 @@ def _demo(args: argparse.Namespace) -> int:
         os.environ.update(info.env)
     try:
         ok = run_main_job(settings)
+        status = read_status(settings)  # while the broker is up: its lag is shown too
     finally:
         services.down(settings)
-    status = read_status(settings)
     print()
     print(format_status(status))
     print()
     print(f"{'Finished' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s.")
     print("Where to look:")
     print(f"  medallion status            # this summary again (MEDALLION_HOME={settings.home})")
-    print("  medallion dev               # the Dagster UI on http://127.0.0.1:3000, API up")
+    print("  medallion dev               # the Dagster UI on http://127.0.0.1:3000, services up")
     print(f'  or by hand: eval "$(medallion services up)"; DAGSTER_HOME={settings.dagster_home} \\')
     print("              dagster dev -w workspace.yaml")
     print(f"  duckdb.connect({str(settings.warehouse_path)!r}, read_only=True)  # notebooks, BI")

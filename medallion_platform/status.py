@@ -1,12 +1,17 @@
-"""What is in the warehouse, read-only: tables per layer, positions, files, quarantine."""
+"""What is in the warehouse, read-only: tables per layer, positions, files, quarantine, and
+each stream's committed offsets beside the broker's latest (its lag)."""
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 import duckdb
-from pydantic import BaseModel
+from pydantic import BaseModel, computed_field
 
+from medallion_platform.config import platform_config
+from medallion_platform.connectors.streams import BrokerUnavailable
+from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.settings import PlatformSettings
 from medallion_platform.warehouse import LAYER_SCHEMAS, Warehouse
 from medallion_platform.warehouse.identifiers import qualified
@@ -35,18 +40,46 @@ class FileIssue(BaseModel):
     stored_at: str | None
 
 
+class StreamPartitionStatus(BaseModel):
+    partition: str
+    committed: str | None
+    latest: str | None
+    lag: int | None
+
+
+class StreamStatus(BaseModel):
+    stream: str
+    topic: str
+    broker: str
+    reachable: bool
+    note: str | None = None
+    partitions: list[StreamPartitionStatus]
+
+    @computed_field
+    @property
+    def lag(self) -> int | None:
+        """Messages waiting on the broker after the committed offsets (None: not asked)."""
+        return sum(p.lag or 0 for p in self.partitions) if self.reachable else None
+
+
 class PlatformStatus(BaseModel):
     warehouse: str
     tables: list[TableStatus]
     positions: list[PositionStatus]
+    streams: list[StreamStatus] = []
     files: dict[str, dict[str, int]]
     file_issues: list[FileIssue]
     quarantine: dict[str, int]
     watermarks: dict[str, int]
 
 
-def read_status(settings: PlatformSettings, lock_timeout_s: float = 60.0) -> PlatformStatus:
-    """Open the warehouse read-only (waiting for a running writer) and summarize it."""
+def read_status(
+    settings: PlatformSettings,
+    lock_timeout_s: float = 60.0,
+    streams: list[StreamSpec] | None = None,
+) -> PlatformStatus:
+    """Open the warehouse read-only (waiting for a running writer) and summarize it; then ask
+    each declared stream's broker (address from the environment) for its latest offsets."""
     path = settings.warehouse_path
     if not path.exists():
         raise FileNotFoundError(
@@ -55,7 +88,51 @@ def read_status(settings: PlatformSettings, lock_timeout_s: float = 60.0) -> Pla
         )
     warehouse = Warehouse(path, read_only=True, lock_timeout_s=lock_timeout_s)
     with warehouse.connect() as conn:
-        return _status(conn, str(path))
+        status = _status(conn, str(path))
+    # The brokers are asked after the warehouse is closed: a slow broker holds no lock.
+    committed: dict[str, dict[str, str]] = {}
+    for p in status.positions:
+        if p.source.startswith("stream:"):
+            committed.setdefault(p.source.removeprefix("stream:"), {})[p.key] = p.position
+    streams = platform_config().streams if streams is None else streams
+    status.streams = [_stream_status(s, committed.get(s.name, {})) for s in streams]
+    return status
+
+
+def _stream_status(spec: StreamSpec, committed: dict[str, str]) -> StreamStatus:
+    """Committed offsets (warehouse) beside the broker's latest, when the broker answers."""
+    address = os.environ.get(spec.address_env)
+    partitions = {p: StreamPartitionStatus(partition=p, committed=o, latest=None, lag=None)
+                  for p, o in committed.items()}  # fmt: skip
+    status = StreamStatus(
+        stream=spec.name, topic=spec.topic, broker=spec.broker, reachable=False, partitions=[]
+    )
+    if not address:
+        status.note = f"{spec.address_env} is not set: broker not asked"
+    else:
+        password = os.environ.get(spec.password_env) if spec.password_env else None
+        source = spec.source(address, password)
+        try:
+            latest = source.latest()
+            lags = source.lag(committed)
+            status.reachable = True
+        except BrokerUnavailable as exc:
+            status.note = f"broker unreachable: {exc}"
+            latest, lags = {}, {}
+        finally:
+            source.close()
+        for p in sorted(set(partitions) | set(latest) | set(lags), key=_partition_order):
+            entry = partitions.setdefault(
+                p, StreamPartitionStatus(partition=p, committed=None, latest=None, lag=None)
+            )
+            entry.latest = latest.get(p)
+            entry.lag = lags.get(p)
+    status.partitions = sorted(partitions.values(), key=lambda e: _partition_order(e.partition))
+    return status
+
+
+def _partition_order(partition: str) -> tuple[int, str]:
+    return (int(partition), "") if partition.isdigit() else (0, partition)
 
 
 def _status(conn: duckdb.DuckDBPyConnection, path: str) -> PlatformStatus:
@@ -131,6 +208,19 @@ def format_status(status: PlatformStatus) -> str:
                 f"  {p.source:<22} {p.key:<12} {p.position}  (batch {p.batch_id}, "
                 f"{p.committed_at:%Y-%m-%d %H:%M:%S})"
             )
+    if status.streams:
+        lines += ["", "Streams (committed in the warehouse / latest on the broker / lag):"]
+        for st in status.streams:
+            total = "?" if st.lag is None else f"{st.lag:,}"
+            lines.append(f"  {st.stream} ({st.broker} {st.topic}): lag {total}")
+            for part in st.partitions:
+                lag = "?" if part.lag is None else f"{part.lag:,}"
+                lines.append(
+                    f"    partition {part.partition:<6} committed {part.committed or '-':<22} "
+                    f"latest {part.latest or '?':<22} lag {lag}"
+                )
+            if st.note:
+                lines.append(f"    ({st.note})")
     if status.files:
         lines += ["", "Files:"]
         for feed, counts in status.files.items():

@@ -27,6 +27,8 @@ def test_demo_then_status_json_shows_every_layer_with_rows(settings) -> None:
     assert "bronze" in demo.stdout and "gold" in demo.stdout
     assert "Quarantined rows" in demo.stdout
     assert "dagster dev" in demo.stdout
+    # The demo's clickstream was read to the end: nothing waits on the broker.
+    assert "events (kafka clickstream): lag 0" in demo.stdout
 
     status = _run([str(BIN / "medallion"), "status", "--json"], settings)
     assert status.returncode == 0, status.stderr
@@ -40,6 +42,9 @@ def test_demo_then_status_json_shows_every_layer_with_rows(settings) -> None:
     assert {i["status"] for i in document["file_issues"]} == {"rejected", "duplicate"}
     assert all(i["reason"] for i in document["file_issues"])
     assert document["positions"], "committed source positions are listed"
+    (events,) = document["streams"]
+    assert [p["partition"] for p in events["partitions"]] == ["0", "1", "2"]
+    assert all(p["committed"] for p in events["partitions"])
     # The instance the demo created turns telemetry off and serializes warehouse steps.
     instance_yaml = (settings.dagster_home / "dagster.yaml").read_text()
     assert "enabled: false" in instance_yaml and "default_limit: 1" in instance_yaml

@@ -98,3 +98,43 @@ def test_the_bronze_asset_ingests_exactly_once(defs, redis, settings) -> None:
         meta = event.event_specific_data.materialization.metadata
         assert meta["rows_added"].value == expected
         assert meta["dagster/row_count"].value == 1_234
+
+
+def test_a_run_while_the_broker_is_down_fails_clearly_and_the_next_one_resumes(
+    defs, settings, tmp_path, monkeypatch
+) -> None:
+    redis = RedisServer(tmp_path / "redis-aof", persist_dir=tmp_path / "redis-data").start()
+    monkeypatch.setenv("EVENTS_REDIS_URL", redis.url)
+    try:
+        _down_then_back(defs, redis)
+    finally:
+        redis.stop()
+
+
+def _down_then_back(defs, redis: RedisServer) -> None:
+    produce(redis.url, "clicks", _events(300))
+    job = defs.resolve_job_def(MAIN_JOB)
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+    def run():
+        with DagsterInstance.ephemeral() as instance:
+            return job.execute_in_process(
+                instance=instance,
+                asset_selection=[AssetKey(["bronze", "events"])],
+                run_config=quiet,
+                raise_on_error=False,
+            )
+
+    assert run().success
+    produce(redis.url, "clicks", _events(200))
+    redis.stop()
+    down = run()
+    assert not down.success
+    (failure,) = [e for e in down.all_events if e.event_type_value == "STEP_FAILURE"]
+    cause = failure.event_specific_data.error.cause  # Dagster wraps the step's exception
+    assert cause.cls_name == "BrokerUnavailable", cause
+    assert f"127.0.0.1:{redis.port}" in cause.message and "unavailable" in cause.message
+    redis.start()  # same port; nothing of the failed run was committed
+    (event,) = run().get_asset_materialization_events()
+    meta = event.event_specific_data.materialization.metadata
+    assert meta["rows_added"].value == 200 and meta["dagster/row_count"].value == 500

@@ -9,6 +9,7 @@ contract's SQL.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -267,3 +268,31 @@ def test_a_recreated_topic_shorter_than_the_committed_offsets_stops_the_ingest(
         assert stats.rows_in == len(messages) - 100 and stats.inserted == 0
     assert_silver_is_exactly(warehouse, first)
     assert quarantined_payloads(warehouse) == Counter(malformed * 2)  # each delivery kept
+
+
+def test_oversized_and_binary_messages_are_kept_raw_and_quarantined_with_the_reason(
+    warehouse: Warehouse, config: PlatformConfig, tmp_path: Path
+) -> None:
+    messages, _ = generate_clickstream(20, seed=3)
+    good = [(k, v) for k, v in messages if parse_valid(v) is not None]
+    big = json.loads(good[0][1]) | {"page": "/p/" + "x" * 600, "event_id": "evt_" + "a" * 16}
+    binary = bytes([0x00, 0xFF, 0xFE, 0x80]) * 10
+    stream = [*good[1:4], (b"k", json.dumps(big).encode()), (b"k", binary), *good[4:6]]
+    with running("redis", tmp_path) as broker:
+        broker.publish(stream)
+        source = broker.source()
+        report = ingest_stream(warehouse, "events", source, max_message_bytes=500)
+        source.close()
+    assert report.messages == len(stream) and report.flagged == 2
+    with warehouse.transaction() as conn:
+        stats = apply_contract(conn, config.contract("events"))
+    assert (stats.valid, stats.quarantined) == (5, 2)  # the batch went through
+    reasons = dict(rows(warehouse, "SELECT _source, _reason FROM quarantine.events"))
+    assert len(reasons) == 2
+    assert any("exceeds max_message_bytes (500)" in r for r in reasons.values())
+    assert any("binary payload (40 bytes), kept as base64" in r for r in reasons.values())
+    # Bronze still holds both exactly: the big one as text, the binary one as base64.
+    kept = {
+        p for (p,) in rows(warehouse, "SELECT payload FROM bronze.events WHERE _parse_error <> ''")
+    }
+    assert kept == {json.dumps(big), base64.b64encode(binary).decode()}

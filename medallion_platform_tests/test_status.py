@@ -1,0 +1,57 @@
+"""``medallion status`` for streams: committed offsets beside the broker's latest, and the lag,
+against a real Kafka-compatible broker."""
+
+from __future__ import annotations
+
+import pytest
+
+from medallion_platform.brokers.tansu import TansuBroker
+from medallion_platform.connectors.streams import ingest_stream
+from medallion_platform.connectors.streams.kafka import create_topic, produce
+from medallion_platform.connectors.streams.spec import StreamSpec
+from medallion_platform.status import format_status, read_status
+
+SPEC = StreamSpec(
+    name="status_clicks",
+    description="Clicks for the status test.",
+    broker="kafka",
+    topic="status_clicks",
+    address_env="STATUS_TEST_BOOTSTRAP",
+)
+
+
+def test_status_shows_committed_latest_and_lag_per_partition(
+    settings, warehouse, kafka_broker: TansuBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    servers = kafka_broker.bootstrap_servers
+    create_topic(servers, SPEC.topic, 2)
+    produce(servers, SPEC.topic, [(None, b"{}", i % 2) for i in range(100)])
+    with SPEC.source(servers) as source:
+        ingest_stream(warehouse, SPEC.bronze_table, source, max_messages=60, batch_size=60)
+    produce(servers, SPEC.topic, [(None, b"{}", 1)] * 7)  # more arrive after the ingest
+    monkeypatch.setenv(SPEC.address_env, servers)
+
+    (stream,) = read_status(settings, streams=[SPEC]).streams
+    assert stream.reachable and stream.note is None
+    parts = {p.partition: (p.committed, p.latest, p.lag) for p in stream.partitions}
+    # read_batch reads partitions in order: 50 of partition 0, then 10 of partition 1.
+    assert parts == {"0": ("49", "49", 0), "1": ("9", "56", 47)}
+    assert stream.lag == 47
+    text = format_status(read_status(settings, streams=[SPEC]))
+    assert "status_clicks (kafka status_clicks): lag 47" in text
+    assert read_status(settings, streams=[SPEC]).model_dump(mode="json")["streams"][0]["lag"] == 47
+
+
+def test_status_says_when_the_broker_is_not_asked_or_not_there(
+    settings, warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse.ensure_layout()
+    monkeypatch.delenv(SPEC.address_env, raising=False)
+    (stream,) = read_status(settings, streams=[SPEC]).streams
+    assert not stream.reachable and stream.lag is None
+    assert stream.note == "STATUS_TEST_BOOTSTRAP is not set: broker not asked"
+
+    monkeypatch.setenv(SPEC.address_env, "127.0.0.1:1")  # nothing listens there
+    (stream,) = read_status(settings, streams=[SPEC]).streams
+    assert not stream.reachable and "broker unreachable" in (stream.note or "")
+    assert "lag ?" in format_status(read_status(settings, streams=[SPEC]))
