@@ -111,16 +111,23 @@ def _stream_status(spec: StreamSpec, committed: dict[str, str]) -> StreamStatus:
         status.note = f"{spec.address_env} is not set: broker not asked"
     else:
         password = os.environ.get(spec.password_env) if spec.password_env else None
-        source = spec.source(address, password)
+        security = spec.kafka_security
+        username_env = security.username_env if security else None
+        latest: dict[str, str] = {}
+        lags: dict[str, int] = {}
         try:
-            latest = source.latest()
-            lags = source.lag(committed)
-            status.reachable = True
-        except BrokerUnavailable as exc:
-            status.note = f"broker unreachable: {exc}"
-            latest, lags = {}, {}
-        finally:
-            source.close()
+            source = spec.source(address, password, os.environ.get(username_env or "") or None)
+        except ValueError as exc:  # e.g. SASL configured, credentials not set
+            status.note = str(exc)
+        else:
+            try:
+                latest = source.latest()
+                lags = source.lag(committed)
+                status.reachable = True
+            except BrokerUnavailable as exc:
+                status.note = f"broker unreachable: {exc}"
+            finally:
+                source.close()
         for p in sorted(set(partitions) | set(latest) | set(lags), key=_partition_order):
             entry = partitions.setdefault(
                 p, StreamPartitionStatus(partition=p, committed=None, latest=None, lag=None)

@@ -37,9 +37,10 @@ class StreamBrokerResource(ConfigurableResource):
 
     address: str = Field(description="Kafka bootstrap servers or Redis URL.")
     password: str | None = Field(default=None, description="Broker secret, if any.")
+    username: str | None = Field(default=None, description="Kafka SASL user, if any.")
 
     def source(self, spec: StreamSpec) -> StreamSource:
-        return spec.source(self.address, self.password)
+        return spec.source(self.address, self.password, self.username)
 
 
 def stream_resource_key(spec: StreamSpec) -> str:
@@ -50,6 +51,8 @@ def build_stream_resource(spec: StreamSpec) -> StreamBrokerResource:
     values: dict = {"address": EnvVar(spec.address_env)}
     if spec.password_env:
         values["password"] = EnvVar(spec.password_env)
+    if spec.kafka_security and spec.kafka_security.username_env:
+        values["username"] = EnvVar(spec.kafka_security.username_env)
     return StreamBrokerResource(**values)
 
 

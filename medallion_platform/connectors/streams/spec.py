@@ -24,6 +24,32 @@ class SensorSpec(BaseModel):
     )
 
 
+class KafkaSecurity(BaseModel):
+    """How to authenticate to a production Kafka cluster; the secrets come from env vars."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol: Literal["SSL", "SASL_SSL", "SASL_PLAINTEXT"] = "SASL_SSL"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    username_env: str | None = Field(default=None, description="Env var with the SASL user.")
+
+    def librdkafka(self, username: str | None, password: str | None) -> dict[str, str]:
+        """The librdkafka settings (secrets included: never log the result)."""
+        config = {"security.protocol": self.protocol}
+        if self.protocol.startswith("SASL"):
+            if not username or not password:
+                raise ValueError(
+                    f"Kafka {self.protocol} needs a username and a password: set the "
+                    "stream's username_env and password_env variables"
+                )
+            config |= {
+                "sasl.mechanism": self.sasl_mechanism,
+                "sasl.username": username,
+                "sasl.password": password,
+            }
+        return config
+
+
 class StreamSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -35,7 +61,10 @@ class StreamSpec(BaseModel):
         description="Env var with the Kafka bootstrap servers or the Redis URL."
     )
     password_env: str | None = Field(
-        default=None, description="Env var with the Redis password, if any."
+        default=None, description="Env var with the Redis password or the Kafka SASL password."
+    )
+    kafka_security: KafkaSecurity | None = Field(
+        default=None, description="TLS / SASL for a production Kafka cluster."
     )
     group_id: str = "medallion"
     batch_size: int = Field(default=5_000, ge=1)
@@ -56,25 +85,32 @@ class StreamSpec(BaseModel):
 
     @model_validator(mode="after")
     def _envs(self) -> StreamSpec:
-        for env in (self.address_env, self.password_env):
+        username_env = self.kafka_security.username_env if self.kafka_security else None
+        for env in (self.address_env, self.password_env, username_env):
             if env is not None and not _ENV.match(env):
                 raise ValueError(f"{env!r} is not an environment variable name")
+        if self.kafka_security and self.broker != "kafka":
+            raise ValueError(f"stream {self.name}: kafka_security is for broker: kafka")
         return self
 
     @property
     def bronze_table(self) -> str:
         return self.name
 
-    def source(self, address: str, password: str | None = None) -> StreamSource:
+    def source(
+        self, address: str, password: str | None = None, username: str | None = None
+    ) -> StreamSource:
         """The broker client for this stream (imports the driver only when used)."""
         if self.broker == "kafka":
             from medallion_platform.connectors.streams.kafka import KafkaSource
 
+            security = self.kafka_security
             return KafkaSource(
                 self.name,
                 self.topic,
                 bootstrap_servers=address,
                 group_id=self.group_id,
+                security=security.librdkafka(username, password) if security else None,
                 exact_high_watermark=True,
             )
         from medallion_platform.connectors.streams.redis_streams import RedisStreamSource
