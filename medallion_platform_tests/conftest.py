@@ -12,6 +12,7 @@ from medallion_platform.config import PlatformConfig, platform_config
 from medallion_platform.connectors.files import FileFeed
 from medallion_platform.connectors.streams.kafka import create_topic, produce
 from medallion_platform.contracts import Contract
+from medallion_platform.databases.postgres import PostgresServer
 from medallion_platform.demo.clickstream import ClickstreamManifest, generate_clickstream
 from medallion_platform.demo.payments_api import PaymentsApi, generate_payments
 from medallion_platform.settings import PlatformSettings
@@ -109,3 +110,24 @@ def write_csv(landing: Path, relpath: str, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+PG_TEST_PASSWORD = "pg-test-Secret-0123"
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One real PostgreSQL (logical decoding on) for the whole session; tests use their own
+    databases or schemas."""
+    data_dir = tmp_path_factory.mktemp("postgres") / "data"
+    with PostgresServer(data_dir, password=PG_TEST_PASSWORD) as server:
+        yield server
+
+
+def fresh_database(postgres: PostgresServer, name: str) -> str:
+    """Create database ``name`` (it must not exist yet: one name per test) and return it."""
+    from psycopg import sql
+
+    with postgres.connect() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name

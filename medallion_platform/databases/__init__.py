@@ -1,0 +1,1 @@
+"""Local databases started as subprocesses for tests and the demo (no Dagster imports)."""
