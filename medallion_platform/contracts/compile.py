@@ -57,6 +57,18 @@ def _raw(column: Column, bronze_columns: set[str], paths: dict[str, list[str]]) 
     return text[0] if len(text) == 1 else f"coalesce({', '.join(text)})"
 
 
+def _json_sources(contract: Contract, bronze_columns: set[str]) -> dict[str, str]:
+    """The bronze text each ``json_path`` column reads inside, as ``{sql: alias}``: one copy
+    per distinct source (not per column), carried along only to say when it is not JSON and
+    to show it in quarantine."""
+    sources: dict[str, str] = {}
+    for column in contract.columns:
+        if column.json_path:
+            sql = _json_source(column, bronze_columns)
+            sources.setdefault(sql, f"_js_{len(sources)}")
+    return sources
+
+
 def _json_source(column: Column, bronze_columns: set[str]) -> str:
     """The bronze text a ``json_path`` column reads inside (to say when it is not JSON)."""
     present = _present(column, bronze_columns)
@@ -66,12 +78,12 @@ def _json_source(column: Column, bronze_columns: set[str]) -> str:
     return text[0] if len(text) == 1 else f"coalesce({', '.join(text)})"
 
 
-def _json_invalid(column: Column, bronze_columns: set[str]) -> str:
+def _json_invalid(column: Column, bronze_columns: set[str], text: str) -> str:
     """True when the text the column reads inside is not JSON (reusing the one parse)."""
     present = _present(column, bronze_columns)
     if len(present) == 1:
         return f"NOT {_valid_flag(present[0])}"
-    return f"NOT json_valid(j_{column.name})"
+    return f"NOT json_valid({text})"
 
 
 def _typed(column: Column, raw: str) -> str:
@@ -101,14 +113,18 @@ def _typed(column: Column, raw: str) -> str:
     return cast
 
 
-def _reasons(contract: Contract, column: Column, bronze_columns: set[str]) -> list[str]:
+def _reasons(
+    contract: Contract, column: Column, bronze_columns: set[str], json_sources: dict[str, str]
+) -> list[str]:
     """CASE expressions over ``r.<raw>`` and ``t.<typed>`` that yield a reason or NULL."""
     raw, typed, name = f"r_{column.name}", quote(column.name), column.name
     checks = []
     if column.json_path:
         source = column.source or column.name
+        text = json_sources[_json_source(column, bronze_columns)]
+        invalid = _json_invalid(column, bronze_columns, text)
         checks.append(
-            f"CASE WHEN j_{name} IS NOT NULL AND {_json_invalid(column, bronze_columns)} THEN "
+            f"CASE WHEN {text} IS NOT NULL AND {invalid} THEN "
             f"'{name}: {source} is not valid JSON, so {column.json_path} cannot be read' END"
         )
     if contract.is_required(column):
@@ -159,11 +175,8 @@ def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
         f"[{', '.join(_literal(p) for p in wanted)}]) END AS {_extracted(n)}"
         for n, wanted in paths.items()
     )
-    json_cols = "".join(
-        f",\n  {_json_source(c, bronze_columns)} AS j_{c.name}"
-        for c in contract.columns
-        if c.json_path
-    )
+    json_sources = _json_sources(contract, bronze_columns)
+    json_cols = "".join(f",\n  {sql} AS {alias}" for sql, alias in json_sources.items())
     typed_cols = ",\n  ".join(
         f"{_typed(c, 'r_' + c.name)} AS {quote(c.name)}" for c in contract.columns
     )
@@ -175,7 +188,7 @@ def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
         partition = f",\n  CAST({by} AS DATE) AS {quote(contract.partition.name)}"
     reasons = ["_parse_error"]
     for column in contract.columns:
-        reasons.extend(_reasons(contract, column, bronze_columns))
+        reasons.extend(_reasons(contract, column, bronze_columns, json_sources))
     for rule in contract.rules:
         reasons.append(
             f"CASE WHEN NOT coalesce(({rule.sql}), TRUE) THEN 'rule {rule.name} failed: "
@@ -205,18 +218,20 @@ FROM typed
 """
 
 
-def raw_json_sql(contract: Contract) -> str:
+def raw_json_sql(contract: Contract, bronze_columns: set[str]) -> str:
     """The row's raw text as JSON, for quarantine (computed only for quarantined rows).
 
     Columns read inside JSON also keep the whole bronze text they were read from (for a
     message that is not JSON, that text is all there is to look at)."""
     fields = [f"{_literal(c.name)}: r_{c.name}" for c in contract.columns]
     seen: set[str] = {c.name for c in contract.columns}
+    json_sources = _json_sources(contract, bronze_columns)
     for column in contract.columns:
         source = column.source or column.name
         if column.json_path and source not in seen:
             seen.add(source)
-            fields.append(f"{_literal(source)}: j_{column.name}")
+            alias = json_sources[_json_source(column, bronze_columns)]
+            fields.append(f"{_literal(source)}: {alias}")
     return f"to_json({{{', '.join(fields)}}})"
 
 
