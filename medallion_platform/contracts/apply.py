@@ -123,7 +123,7 @@ def apply_contract(
         f"""
         INSERT INTO {quarantine} BY NAME
         SELECT _batch_id, _source, _row_number, array_to_string(_reasons, '; ') AS _reason,
-               {raw_json_sql(contract)} AS _raw, now() AS _quarantined_at
+               {raw_json_sql(contract, bronze_cols)} AS _raw, now() AS _quarantined_at
         FROM _checked WHERE len(_reasons) > 0
         """
     )

@@ -16,16 +16,40 @@ def _literal(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _raw(column: Column, bronze_columns: set[str]) -> str:
+def _present(column: Column, bronze_columns: set[str]) -> list[str]:
+    """The bronze columns that carry this one, in order: its source (or name), its aliases."""
+    return [n for n in (column.source or column.name, *column.aliases) if n in bronze_columns]
+
+
+def _json_paths(contract: Contract, bronze_columns: set[str]) -> dict[str, list[str]]:
+    """Per bronze column read as JSON, the paths read inside it: all are extracted in one
+    parse (``json_extract_string(col, [paths])``) instead of one parse per column."""
+    paths: dict[str, list[str]] = {}
+    for column in contract.columns:
+        if column.json_path:
+            for name in _present(column, bronze_columns):
+                wanted = paths.setdefault(name, [])
+                if column.json_path not in wanted:
+                    wanted.append(column.json_path)
+    return paths
+
+
+def _valid_flag(name: str) -> str:
+    return quote(f"_jv_{name}")
+
+
+def _extracted(name: str) -> str:
+    return quote(f"_jl_{name}")
+
+
+def _raw(column: Column, bronze_columns: set[str], paths: dict[str, list[str]]) -> str:
     """The bronze text for a column: the first present of its name and aliases, blank → NULL."""
-    present = [n for n in (column.source or column.name, *column.aliases) if n in bronze_columns]
+    present = _present(column, bronze_columns)
     if not present:
         return "CAST(NULL AS VARCHAR)"
     if column.json_path:  # text that is not JSON yields NULL here and a reason (see below)
-        path = _literal(column.json_path)
         text = [
-            f"NULLIF(trim(CASE WHEN json_valid({quote(n)}) "
-            f"THEN json_extract_string({quote(n)}, {path}) END), '')"
+            f"NULLIF(trim({_extracted(n)}[{paths[n].index(column.json_path) + 1}]), '')"
             for n in present
         ]
     else:
@@ -33,13 +57,33 @@ def _raw(column: Column, bronze_columns: set[str]) -> str:
     return text[0] if len(text) == 1 else f"coalesce({', '.join(text)})"
 
 
+def _json_sources(contract: Contract, bronze_columns: set[str]) -> dict[str, str]:
+    """The bronze text each ``json_path`` column reads inside, as ``{sql: alias}``: one copy
+    per distinct source (not per column), carried along only to say when it is not JSON and
+    to show it in quarantine."""
+    sources: dict[str, str] = {}
+    for column in contract.columns:
+        if column.json_path:
+            sql = _json_source(column, bronze_columns)
+            sources.setdefault(sql, f"_js_{len(sources)}")
+    return sources
+
+
 def _json_source(column: Column, bronze_columns: set[str]) -> str:
     """The bronze text a ``json_path`` column reads inside (to say when it is not JSON)."""
-    present = [n for n in (column.source or column.name, *column.aliases) if n in bronze_columns]
+    present = _present(column, bronze_columns)
     if not present:
         return "CAST(NULL AS VARCHAR)"
     text = [f"NULLIF(trim({quote(n)}), '')" for n in present]
     return text[0] if len(text) == 1 else f"coalesce({', '.join(text)})"
+
+
+def _json_invalid(column: Column, bronze_columns: set[str], text: str) -> str:
+    """True when the text the column reads inside is not JSON (reusing the one parse)."""
+    present = _present(column, bronze_columns)
+    if len(present) == 1:
+        return f"NOT {_valid_flag(present[0])}"
+    return f"NOT json_valid({text})"
 
 
 def _typed(column: Column, raw: str) -> str:
@@ -69,14 +113,18 @@ def _typed(column: Column, raw: str) -> str:
     return cast
 
 
-def _reasons(contract: Contract, column: Column) -> list[str]:
+def _reasons(
+    contract: Contract, column: Column, bronze_columns: set[str], json_sources: dict[str, str]
+) -> list[str]:
     """CASE expressions over ``r.<raw>`` and ``t.<typed>`` that yield a reason or NULL."""
     raw, typed, name = f"r_{column.name}", quote(column.name), column.name
     checks = []
     if column.json_path:
         source = column.source or column.name
+        text = json_sources[_json_source(column, bronze_columns)]
+        invalid = _json_invalid(column, bronze_columns, text)
         checks.append(
-            f"CASE WHEN j_{name} IS NOT NULL AND NOT json_valid(j_{name}) THEN "
+            f"CASE WHEN {text} IS NOT NULL AND {invalid} THEN "
             f"'{name}: {source} is not valid JSON, so {column.json_path} cannot be read' END"
         )
     if contract.is_required(column):
@@ -117,12 +165,18 @@ def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
 
     Parameters: the exclusive lower and inclusive upper ``_batch_id``.
     """
-    raw_cols = ",\n  ".join(f"{_raw(c, bronze_columns)} AS r_{c.name}" for c in contract.columns)
-    json_cols = "".join(
-        f",\n  {_json_source(c, bronze_columns)} AS j_{c.name}"
-        for c in contract.columns
-        if c.json_path
+    paths = _json_paths(contract, bronze_columns)
+    raw_cols = ",\n  ".join(
+        f"{_raw(c, bronze_columns, paths)} AS r_{c.name}" for c in contract.columns
     )
+    valid_cols = "".join(f",\n  json_valid({quote(n)}) AS {_valid_flag(n)}" for n in paths)
+    extracted_cols = "".join(
+        f",\n  CASE WHEN {_valid_flag(n)} THEN json_extract_string({quote(n)}, "
+        f"[{', '.join(_literal(p) for p in wanted)}]) END AS {_extracted(n)}"
+        for n, wanted in paths.items()
+    )
+    json_sources = _json_sources(contract, bronze_columns)
+    json_cols = "".join(f",\n  {sql} AS {alias}" for sql, alias in json_sources.items())
     typed_cols = ",\n  ".join(
         f"{_typed(c, 'r_' + c.name)} AS {quote(c.name)}" for c in contract.columns
     )
@@ -134,7 +188,7 @@ def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
         partition = f",\n  CAST({by} AS DATE) AS {quote(contract.partition.name)}"
     reasons = ["_parse_error"]
     for column in contract.columns:
-        reasons.extend(_reasons(contract, column))
+        reasons.extend(_reasons(contract, column, bronze_columns, json_sources))
     for rule in contract.rules:
         reasons.append(
             f"CASE WHEN NOT coalesce(({rule.sql}), TRUE) THEN 'rule {rule.name} failed: "
@@ -142,11 +196,17 @@ def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
         )
     parse_error = "_parse_error" if "_parse_error" in bronze_columns else "CAST(NULL AS VARCHAR)"
     return f"""
-WITH raw AS (
-  SELECT _batch_id, _source, _row_number, {parse_error} AS _parse_error,
-  {raw_cols}{json_cols}
+WITH batches AS (
+  SELECT *{valid_cols}
   FROM {qualified("bronze", contract.source)}
   WHERE _batch_id > ? AND _batch_id <= ?
+), parsed AS (
+  SELECT *{extracted_cols}
+  FROM batches
+), raw AS (
+  SELECT _batch_id, _source, _row_number, {parse_error} AS _parse_error,
+  {raw_cols}{json_cols}{"".join(f", {_valid_flag(n)}" for n in paths)}
+  FROM parsed
 ), typed AS (
   SELECT *,
   {typed_cols}
@@ -158,18 +218,20 @@ FROM typed
 """
 
 
-def raw_json_sql(contract: Contract) -> str:
+def raw_json_sql(contract: Contract, bronze_columns: set[str]) -> str:
     """The row's raw text as JSON, for quarantine (computed only for quarantined rows).
 
     Columns read inside JSON also keep the whole bronze text they were read from (for a
     message that is not JSON, that text is all there is to look at)."""
     fields = [f"{_literal(c.name)}: r_{c.name}" for c in contract.columns]
     seen: set[str] = {c.name for c in contract.columns}
+    json_sources = _json_sources(contract, bronze_columns)
     for column in contract.columns:
         source = column.source or column.name
         if column.json_path and source not in seen:
             seen.add(source)
-            fields.append(f"{_literal(source)}: j_{column.name}")
+            alias = json_sources[_json_source(column, bronze_columns)]
+            fields.append(f"{_literal(source)}: {alias}")
     return f"to_json({{{', '.join(fields)}}})"
 
 
