@@ -1,0 +1,430 @@
+"""CDC into bronze against a real PostgreSQL: snapshot, changes, crashes, large transactions.
+
+The truth is the source database itself: replaying the bronze change log in Python, in
+position order, must give exactly the rows PostgreSQL holds, after any sequence of runs,
+crashes (a real SIGKILL of a real subprocess) and reruns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from medallion_platform.connectors.cdc.ingest import Position, ingest_cdc
+from medallion_platform.connectors.cdc.postgres import CdcConfigError, PostgresChangeSource
+from medallion_platform.connectors.cdc.spec import CdcSource, CdcTable
+from medallion_platform.databases.postgres import PostgresServer
+from medallion_platform.warehouse import Warehouse
+from medallion_platform_tests.conftest import PG_TEST_PASSWORD, fresh_database
+
+SCHEMA = """
+CREATE TABLE customers (customer_id text PRIMARY KEY, email text NOT NULL, segment text,
+                        updated_at timestamptz NOT NULL DEFAULT now());
+ALTER TABLE customers REPLICA IDENTITY FULL;
+CREATE TABLE orders (order_id text PRIMARY KEY, customer_id text NOT NULL, status text NOT NULL,
+                     total numeric(12,2) NOT NULL);
+"""
+
+
+def make_spec(name: str) -> CdcSource:
+    return CdcSource(
+        name=name,
+        description="test source",
+        dsn_env="UNUSED_DSN",
+        tables=[CdcTable(name="customers"), CdcTable(name="orders")],
+        batch_size=1_000,
+    )
+
+
+class Db:
+    """A fresh database with the test schema, its CDC source, and a way to query it."""
+
+    def __init__(self, postgres: PostgresServer, name: str) -> None:
+        fresh_database(postgres, name)
+        self.postgres = postgres
+        self.name = name
+        self.conninfo = make_conninfo(postgres.dsn, dbname=name)
+        self.spec = make_spec(name)
+        self.run(SCHEMA)
+
+    def source(self) -> PostgresChangeSource:
+        return PostgresChangeSource(self.spec, self.conninfo, self.postgres.password)
+
+    def connect(self) -> psycopg.Connection[Any]:
+        return self.postgres.connect(dbname=self.name)
+
+    def run(self, statements: str, params: list[Any] | None = None) -> None:
+        with self.connect() as conn, conn.transaction():
+            conn.execute(statements, params)
+
+    def state(self, table: str) -> dict[str, dict[str, str | None]]:
+        """The table as PostgreSQL's text output, keyed by the first column."""
+        with self.connect() as conn:
+            names = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
+                    "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                    [table],
+                ).fetchall()
+            ]
+            rows = conn.execute(
+                f"SELECT {', '.join(f'{n}::text' for n in names)} FROM {table}"
+            ).fetchall()
+        return {row[0]: dict(zip(names, row, strict=True)) for row in rows}
+
+
+@pytest.fixture
+def db(postgres: PostgresServer, request: pytest.FixtureRequest) -> Iterator[Db]:
+    name = "cdc_" + request.node.name.removeprefix("test_")[:40].lower()
+    database = Db(postgres, name)
+    yield database
+    with postgres.connect() as conn:  # slots are per cluster: never leave one behind
+        conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE database = %s",
+            [name],
+        )
+
+
+def bronze(warehouse: Warehouse, table: str) -> list[dict[str, Any]]:
+    with warehouse.connect() as conn:
+        cursor = conn.execute(f"SELECT * FROM bronze.{table} ORDER BY commit_lsn, seq")
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def replay(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Apply a change log in position order, as a consumer would: the current state."""
+    state: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["op"] == "t":
+            state.clear()
+        elif row["op"] == "d":
+            key = next(iter(json.loads(row["key"]).values()))
+            del state[key]
+        else:
+            after = json.loads(row["after"])
+            state[next(iter(json.loads(row["key"]).values()))] = after
+    return state
+
+
+def assert_exactly_once(warehouse: Warehouse, db: Db) -> None:
+    for table in ("customers", "orders"):
+        rows = bronze(warehouse, f"{db.name}_{table}")
+        positions = [(r["commit_lsn"], r["seq"]) for r in rows]
+        assert len(positions) == len(set(positions)), f"{table}: a change landed twice"
+        source = db.state(table)
+        replayed = replay(rows)  # rows keep columns dropped later: compare today's columns
+        projected = {k: {c: row.get(c) for c in source.get(k, row)} for k, row in replayed.items()}
+        assert projected == source, f"{table}: bronze replay differs from source"
+
+
+def slot_lag(db: Db) -> int:
+    state = db.source().slot_state()
+    assert state is not None
+    return state.lag_bytes
+
+
+def insert_customers(db: Db, start: int, n: int) -> None:
+    db.run(
+        "INSERT INTO customers (customer_id, email, segment) "
+        "SELECT 'cus_' || lpad(g::text, 6, '0'), 'c' || g || '@example.com', 'casual' "
+        "FROM generate_series(%s::int, %s::int) g",
+        [start, start + n - 1],
+    )
+
+
+def test_snapshot_then_changes_exactly_as_the_source(db: Db, warehouse: Warehouse) -> None:
+    insert_customers(db, 1, 50)
+    db.run("INSERT INTO orders VALUES ('ord_1', 'cus_000001', 'placed', 12.50)")
+
+    first = ingest_cdc(warehouse, db.source())
+    assert first.snapshot_rows == 51 and first.changes == 0
+    snapshot = bronze(warehouse, f"{db.name}_customers")
+    assert {r["op"] for r in snapshot} == {"r"} and len(snapshot) == 50
+    assert all(r["xid"] is None and r["before"] is None for r in snapshot)
+    assert_exactly_once(warehouse, db)
+
+    db.run(
+        "UPDATE customers SET email = 'new@example.com', updated_at = now() "
+        "WHERE customer_id = 'cus_000002'"
+    )
+    db.run("DELETE FROM customers WHERE customer_id = 'cus_000003'")
+    db.run("UPDATE orders SET status = 'paid' WHERE order_id = 'ord_1'")
+    db.run("INSERT INTO orders VALUES ('ord_2', 'cus_000004', 'placed', 99.00)")
+    second = ingest_cdc(warehouse, db.source())
+    assert second.snapshot_rows == 0
+    assert second.changes == 4 and second.transactions == 4
+    assert second.rows_by_table == {f"{db.name}_customers": 2, f"{db.name}_orders": 2}
+    assert_exactly_once(warehouse, db)
+
+    changes = [r for r in bronze(warehouse, f"{db.name}_customers") if r["op"] != "r"]
+    update, delete = changes
+    assert update["op"] == "u" and json.loads(update["before"])["email"] == "c2@example.com"
+    assert json.loads(update["after"])["email"] == "new@example.com"
+    assert delete["op"] == "d" and delete["after"] is None
+    assert json.loads(delete["key"]) == {"customer_id": "cus_000003"}
+    assert json.loads(delete["before"])["email"] == "c3@example.com"  # REPLICA IDENTITY FULL
+    assert update["xid"] and update["commit_ts"] and update["lsn"]
+    assert update["_source"].startswith(f"{db.name}:public.customers@")
+    order_update = bronze(warehouse, f"{db.name}_orders")[1]
+    assert order_update["op"] == "u" and order_update["before"] is None  # default identity
+
+    assert slot_lag(db) == 0 or ingest_cdc(warehouse, db.source()).changes == 0
+    third = ingest_cdc(warehouse, db.source())
+    assert third.changes == 0 and third.batch_ids == []
+
+
+def test_a_transaction_keeps_its_order_and_pk_updates_move_the_row(
+    db: Db, warehouse: Warehouse
+) -> None:
+    insert_customers(db, 1, 3)
+    ingest_cdc(warehouse, db.source())
+    db.run(
+        "UPDATE customers SET segment = 'pro' WHERE customer_id = 'cus_000001';"
+        "UPDATE customers SET segment = 'vip' WHERE customer_id = 'cus_000001';"
+        "UPDATE customers SET customer_id = 'cus_999999' WHERE customer_id = 'cus_000002';"
+        "INSERT INTO orders VALUES ('ord_9', 'cus_999999', 'placed', 1.00);"
+    )
+    report = ingest_cdc(warehouse, db.source())
+    assert report.transactions == 1
+    changes = [r for r in bronze(warehouse, f"{db.name}_customers") if r["op"] != "r"]
+    assert [r["op"] for r in changes] == ["u", "u", "d", "c"]
+    assert len({r["commit_lsn"] for r in changes}) == 1 and [r["seq"] for r in changes] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert json.loads(changes[2]["key"]) == {"customer_id": "cus_000002"}
+    assert json.loads(changes[3]["key"]) == {"customer_id": "cus_999999"}
+    assert bronze(warehouse, f"{db.name}_orders")[0]["seq"] == 5  # one order across tables
+    assert_exactly_once(warehouse, db)
+
+
+def test_truncate_is_captured_and_clears_the_state(db: Db, warehouse: Warehouse) -> None:
+    insert_customers(db, 1, 5)
+    db.run("INSERT INTO orders VALUES ('ord_1', 'cus_000001', 'placed', 5.00)")
+    ingest_cdc(warehouse, db.source())
+    db.run("TRUNCATE orders")
+    db.run("INSERT INTO orders VALUES ('ord_2', 'cus_000002', 'placed', 6.00)")
+    ingest_cdc(warehouse, db.source())
+    ops = [r["op"] for r in bronze(warehouse, f"{db.name}_orders")]
+    assert ops == ["r", "t", "c"]
+    assert_exactly_once(warehouse, db)
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from medallion_platform.connectors.cdc.ingest import ingest_cdc
+from medallion_platform.connectors.cdc.postgres import PostgresChangeSource
+from medallion_platform.connectors.cdc.spec import CdcSource
+from medallion_platform.warehouse import Warehouse
+
+path, spec_json, conninfo, kill_at = sys.argv[1:5]
+password = os.environ["CDC_TEST_PASSWORD"]
+spec = CdcSource.model_validate_json(spec_json)
+batches = 0
+def on_batch(batch_id):
+    global batches
+    batches += 1
+    print(f"batch {batches}", flush=True)
+    if batches == int(kill_at):  # committed in the warehouse, slot not yet advanced
+        os.kill(os.getpid(), signal.SIGKILL)
+ingest_cdc(Warehouse(path), PostgresChangeSource(spec, conninfo, password), on_batch=on_batch)
+print("done", flush=True)
+"""
+
+
+def run_and_kill(warehouse: Warehouse, db: Db, work: Path, kill_at: int, batch_size: int) -> str:
+    """A child ingest SIGKILLs itself right after its ``kill_at``-th warehouse commit."""
+    script = work / "cdc_child.py"
+    script.write_text(KILL_SCRIPT)
+    spec = db.spec.model_copy(update={"batch_size": batch_size})
+    child = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(warehouse.path),
+            spec.model_dump_json(by_alias=True),
+            db.conninfo,
+            str(kill_at),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CDC_TEST_PASSWORD": PG_TEST_PASSWORD},
+    )
+    assert child.returncode == -9, child.stderr
+    return child.stdout
+
+
+def test_killed_between_commit_and_slot_advance_rereads_without_duplicates(
+    db: Db, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    insert_customers(db, 1, 20)
+    ingest_cdc(warehouse, db.source())
+    for i in range(30):  # 30 transactions: inserts, updates, deletes
+        with db.connect() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO orders VALUES (%s, 'cus_000001', 'placed', %s)", [f"ord_{i}", i]
+            )
+            conn.execute(
+                "UPDATE customers SET segment = %s, updated_at = now() WHERE customer_id = %s",
+                [f"s{i}", f"cus_{1 + i % 20:06d}"],
+            )
+        if i % 7 == 0:
+            db.run("DELETE FROM orders WHERE order_id = %s", [f"ord_{i}"])
+    lag_before = slot_lag(db)
+    out = run_and_kill(warehouse, db, tmp_path, kill_at=2, batch_size=10)
+    assert out.splitlines() == ["batch 1", "batch 2"]
+    assert slot_lag(db) > 0 and slot_lag(db) <= lag_before  # advanced at most to batch 1
+
+    report = ingest_cdc(warehouse, db.source())  # re-reads what batch 2 already committed
+    assert report.changes > 0
+    assert_exactly_once(warehouse, db)
+    total = sum(len(bronze(warehouse, f"{db.name}_{t}")) for t in ("customers", "orders"))
+    assert total == 20 + 30 * 2 + 5  # snapshot + insert and update per txn + 5 deletes
+    assert ingest_cdc(warehouse, db.source()).changes == 0
+
+
+def test_killed_during_the_snapshot_takes_it_again(
+    db: Db, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    insert_customers(db, 1, 150_000)
+    script = tmp_path / "cdc_child.py"
+    script.write_text(KILL_SCRIPT)
+    spec = db.spec.model_copy(update={"batch_size": 5_000})
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            str(script),
+            str(warehouse.path),
+            spec.model_dump_json(by_alias=True),
+            db.conninfo,
+            "99",
+        ],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "CDC_TEST_PASSWORD": PG_TEST_PASSWORD},
+    )
+    try:  # the slot appears when the snapshot starts; kill the child while it copies
+        deadline = time.monotonic() + 60
+        while db.source().slot_state() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert child.poll() is None, "the snapshot finished before the kill"
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait(timeout=30)
+    assert db.source().slot_state() is not None  # the half-used slot is still there
+    with warehouse.connect() as conn:
+        assert conn.execute(f"SELECT count(*) FROM bronze.{db.name}_customers").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM _meta.positions").fetchone() == (0,)
+
+    db.run("UPDATE customers SET segment = 'pro' WHERE customer_id = 'cus_000007'")
+    report = ingest_cdc(warehouse, db.source())
+    assert report.snapshot_rows == 150_000 and report.changes == 0  # the update is in it
+    with warehouse.connect() as conn:
+        segment = conn.execute(
+            f"SELECT after->>'segment' FROM bronze.{db.name}_customers "
+            "WHERE key->>'customer_id' = 'cus_000007'"
+        ).fetchall()
+    assert segment == [("pro",)]
+
+
+def test_a_large_transaction_streams_in_bounded_batches_and_survives_a_kill(
+    db: Db, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    ingest_cdc(warehouse, db.source())
+    rows = 200_000
+    db.run(
+        "INSERT INTO orders SELECT 'ord_' || g, 'cus_000001', 'placed', g %% 1000 "
+        "FROM generate_series(1, %s) g",
+        [rows],
+    )
+    out = run_and_kill(warehouse, db, tmp_path, kill_at=3, batch_size=20_000)
+    assert out.splitlines()[-1] == "batch 3"
+    with warehouse.connect() as conn:
+        # Each commit holds at most batch_size changes: memory never holds the transaction.
+        sizes = conn.execute(
+            f"SELECT _batch_id, count(*) FROM bronze.{db.name}_orders GROUP BY 1"
+        ).fetchall()
+    assert len(sizes) == 3 and all(n == 20_000 for _, n in sizes)
+    assert slot_lag(db) > 0  # the transaction is not complete in bronze: slot not advanced
+
+    report = ingest_cdc(warehouse, db.source(), batch_size=20_000)
+    assert report.changes == rows - 60_000 and report.transactions == 1
+    with warehouse.connect() as conn:
+        n, distinct, top = conn.execute(
+            f"SELECT count(*), count(DISTINCT seq), max(seq) FROM bronze.{db.name}_orders"
+        ).fetchone()
+    assert n == distinct == top == rows
+    assert slot_lag(db) < 1_000  # only the tail of the WAL that no transaction of ours used
+
+
+def test_schema_changes_are_reported_and_new_columns_flow(db: Db, warehouse: Warehouse) -> None:
+    insert_customers(db, 1, 2)
+    ingest_cdc(warehouse, db.source())
+    db.run("ALTER TABLE customers ADD COLUMN loyalty_tier text")
+    db.run("UPDATE customers SET loyalty_tier = 'gold' WHERE customer_id = 'cus_000001'")
+    db.run("ALTER TABLE customers DROP COLUMN segment")
+    db.run("UPDATE customers SET email = 'x@example.com' WHERE customer_id = 'cus_000002'")
+    db.run("ALTER TABLE orders ALTER COLUMN total TYPE numeric(14,4)")
+    db.run("INSERT INTO orders VALUES ('ord_1', 'cus_000001', 'placed', 1.5)")
+    report = ingest_cdc(warehouse, db.source())
+    found = {(c.table, c.column, c.change) for c in report.schema_changes}
+    assert found == {
+        ("public.customers", "loyalty_tier", "added"),
+        ("public.customers", "segment", "dropped"),
+        ("public.orders", "total", "type_changed"),
+    }
+    rows = bronze(warehouse, f"{db.name}_customers")
+    assert json.loads(rows[-2]["after"])["loyalty_tier"] == "gold"
+    assert "segment" not in json.loads(rows[-1]["after"])
+    assert json.loads(bronze(warehouse, f"{db.name}_orders")[-1]["after"])["total"] == "1.5000"
+    assert_exactly_once(warehouse, db)
+    again = ingest_cdc(warehouse, db.source())  # the new shapes are remembered
+    assert again.schema_changes == []
+
+
+def test_the_password_never_shows(
+    db: Db, warehouse: Warehouse, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    insert_customers(db, 1, 3)
+    report = ingest_cdc(warehouse, db.source())
+    assert PG_TEST_PASSWORD not in report.model_dump_json()
+    wrong = PostgresChangeSource(db.spec, db.conninfo, "not-" + PG_TEST_PASSWORD)
+    with pytest.raises(psycopg.OperationalError) as failure:
+        ingest_cdc(warehouse, wrong)
+    assert "password authentication failed" in str(failure.value)
+    assert PG_TEST_PASSWORD not in str(failure.value) and "not-" not in str(failure.value)
+    assert PG_TEST_PASSWORD not in caplog.text
+    with warehouse.connect() as conn:
+        meta = conn.execute("SELECT * FROM _meta.positions").fetchall()
+    assert PG_TEST_PASSWORD not in repr(meta)
+
+
+def test_unset_connection_env_var_is_a_clear_error() -> None:
+    spec = make_spec("nowhere")
+    with pytest.raises(CdcConfigError, match="set UNUSED_DSN"):
+        PostgresChangeSource.from_env(spec, {})
+
+
+def test_position_orders_by_commit_then_sequence() -> None:
+    assert Position.parse("0/10#2") > Position.parse("0/A#99")
+    assert str(Position.parse("16/B374D848#7")) == "16/B374D848#7"
