@@ -11,6 +11,7 @@ from __future__ import annotations
 import duckdb
 from pydantic import BaseModel
 
+from medallion_platform.contracts.changes import merge_changes, update_history
 from medallion_platform.contracts.compile import (
     QUARANTINE_COLUMNS,
     checked_rows_sql,
@@ -44,6 +45,8 @@ class SilverRunStats(BaseModel):
     updated: int
     superseded: int
     reasons: dict[str, int]
+    deleted: int = 0
+    """Keys removed (or flagged) by deletes and truncates of a change log."""
     rows_by_day: dict[str, int] = {}
     """New or changed rows per day written, for a partitioned contract (the days touched)."""
 
@@ -75,58 +78,11 @@ def _normalized_type(sql_type: str) -> str:
     return {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE", "INTEGER": "INTEGER"}.get(sql_type, sql_type)
 
 
-def apply_contract(
-    conn: duckdb.DuckDBPyConnection,
-    contract: Contract,
-    *,
-    rebuild: bool = False,
-    run_id: str | None = None,
-) -> SilverRunStats:
-    """Merge bronze batches newer than silver's watermark; ``rebuild`` starts from nothing.
-
-    Call inside a transaction (``Warehouse.transaction()``): the caller owns the commit.
-    """
-    ensure_layout(conn)
-    consumer = f"silver.{contract.name}"
-    silver = qualified("silver", contract.name)
-    quarantine = qualified("quarantine", contract.name)
-    bronze_cols = set(table_columns(conn, "bronze", contract.source))
-    if not bronze_cols:
-        raise LookupError(
-            f"contract {contract.name}: bronze.{contract.source} does not exist yet; "
-            "load its source first"
-        )
-
-    if _ensure_tables(conn, contract):
-        rebuild = True  # the contract's columns changed: silver is rebuilt from bronze
-    fingerprint = contract.fingerprint()
-    stored = conn.execute(
-        "SELECT position FROM _meta.positions WHERE source = ? AND key = 'contract'", [consumer]
-    ).fetchone()
-    if stored is not None and stored[0] != fingerprint:
-        rebuild = True  # a rule, constraint, alias or key changed: earlier verdicts are stale
-    if rebuild:
-        conn.execute(f"DELETE FROM {silver}")
-        conn.execute(f"DELETE FROM {quarantine}")
-        set_watermark(conn, consumer, 0)
-
-    low = get_watermark(conn, consumer)
-    high = conn.execute(
-        f"SELECT coalesce(max(_batch_id), ?) FROM {qualified('bronze', contract.source)}", [low]
-    ).fetchone()[0]
-
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE _checked AS {checked_rows_sql(contract, bronze_cols)}",
-        [low, high],
-    )
-    conn.execute(
-        f"""
-        INSERT INTO {quarantine} BY NAME
-        SELECT _batch_id, _source, _row_number, array_to_string(_reasons, '; ') AS _reason,
-               {raw_json_sql(contract, bronze_cols)} AS _raw, now() AS _quarantined_at
-        FROM _checked WHERE len(_reasons) > 0
-        """
-    )
+def _merge_latest(
+    conn: duckdb.DuckDBPyConnection, contract: Contract, silver: str
+) -> tuple[int, int, dict[str, int]]:
+    """Keep the winning version per key (latest, or first for events): (inserted, updated,
+    rows by day)."""
     keys = ", ".join(quote(k) for k in contract.business_key)
     cols = ", ".join(quote(c) for c in silver_columns(contract))
     join = " AND ".join(f"s.{quote(k)} = n.{quote(k)}" for k in contract.business_key)
@@ -185,13 +141,76 @@ def apply_contract(
         conn.execute(f"INSERT INTO {silver} ({cols}) SELECT {cols} FROM _winners ORDER BY {day}")
     else:
         conn.execute(f"INSERT INTO {silver} ({cols}) SELECT {cols} FROM _winners")
+    latest = conn.execute("SELECT count(*) FROM _latest").fetchone()[0]
+    return latest - existing, updated, rows_by_day
 
-    rows_in, quarantined, valid, latest = conn.execute(
+
+def apply_contract(
+    conn: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    *,
+    rebuild: bool = False,
+    run_id: str | None = None,
+) -> SilverRunStats:
+    """Merge bronze batches newer than silver's watermark; ``rebuild`` starts from nothing.
+
+    Call inside a transaction (``Warehouse.transaction()``): the caller owns the commit.
+    """
+    ensure_layout(conn)
+    consumer = f"silver.{contract.name}"
+    silver = qualified("silver", contract.name)
+    quarantine = qualified("quarantine", contract.name)
+    bronze_cols = set(table_columns(conn, "bronze", contract.source))
+    if not bronze_cols:
+        raise LookupError(
+            f"contract {contract.name}: bronze.{contract.source} does not exist yet; "
+            "load its source first"
+        )
+
+    if _ensure_tables(conn, contract):
+        rebuild = True  # the contract's columns changed: silver is rebuilt from bronze
+    fingerprint = contract.fingerprint()
+    stored = conn.execute(
+        "SELECT position FROM _meta.positions WHERE source = ? AND key = 'contract'", [consumer]
+    ).fetchone()
+    if stored is not None and stored[0] != fingerprint:
+        rebuild = True  # a rule, constraint, alias or key changed: earlier verdicts are stale
+    if rebuild:
+        conn.execute(f"DELETE FROM {silver}")
+        conn.execute(f"DELETE FROM {quarantine}")
+        set_watermark(conn, consumer, 0)
+
+    low = get_watermark(conn, consumer)
+    high = conn.execute(
+        f"SELECT coalesce(max(_batch_id), ?) FROM {qualified('bronze', contract.source)}", [low]
+    ).fetchone()[0]
+
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE _checked AS {checked_rows_sql(contract, bronze_cols)}",
+        [low, high],
+    )
+    conn.execute(
+        f"""
+        INSERT INTO {quarantine} BY NAME
+        SELECT _batch_id, _source, _row_number, array_to_string(_reasons, '; ') AS _reason,
+               {raw_json_sql(contract, bronze_cols)} AS _raw, now() AS _quarantined_at
+        FROM _checked WHERE len(_reasons) > 0
+        """
+    )
+    deleted = 0
+    if contract.changes is not None:
+        inserted, updated, deleted = merge_changes(conn, contract)
+        rows_by_day: dict[str, int] = {}
+        if contract.changes.history:
+            update_history(conn, contract, rebuild=rebuild)
+    else:
+        inserted, updated, rows_by_day = _merge_latest(conn, contract, silver)
+
+    rows_in, quarantined, valid = conn.execute(
         """SELECT count(*), count(*) FILTER (len(_reasons) > 0),
-                  count(*) FILTER (len(_reasons) = 0), (SELECT count(*) FROM _latest)
+                  count(*) FILTER (len(_reasons) = 0)
            FROM _checked"""
     ).fetchone()
-    inserted = latest - existing
     reasons = dict(
         conn.execute(
             """SELECT regexp_extract(r, '^(row \\d+: |line \\d+: )?([a-z0-9_ ]+)', 2) AS kind,
@@ -210,6 +229,7 @@ def apply_contract(
         inserted=inserted,
         updated=updated,
         superseded=valid - inserted,
+        deleted=deleted,
         reasons=reasons,
         rows_by_day=rows_by_day,
     )

@@ -10,6 +10,12 @@ from medallion_platform.contracts.spec import Column, Contract
 from medallion_platform.warehouse.identifiers import qualified, quote
 
 LINEAGE = ("_batch_id", "_source", "_row_number")
+CHANGE_COLUMN_TYPES = {
+    "_op": "VARCHAR",
+    "_commit_lsn": "BIGINT",
+    "_seq": "BIGINT",
+    "_commit_ts": "TIMESTAMPTZ",
+}
 
 
 def _literal(value: object) -> str:
@@ -187,14 +193,28 @@ def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
             by = f"timezone('UTC', {by})"  # the UTC day, whatever the session's time zone
         partition = f",\n  CAST({by} AS DATE) AS {quote(contract.partition.name)}"
     reasons = ["_parse_error"]
+    key_reasons = ["_parse_error"]
     for column in contract.columns:
-        reasons.extend(_reasons(contract, column, bronze_columns, json_sources))
+        column_reasons = _reasons(contract, column, bronze_columns, json_sources)
+        reasons.extend(column_reasons)
+        if column.name in contract.business_key:
+            key_reasons.extend(column_reasons)
     for rule in contract.rules:
         reasons.append(
             f"CASE WHEN NOT coalesce(({rule.sql}), TRUE) THEN 'rule {rule.name} failed: "
             f"{rule.sql.replace(chr(39), chr(39) * 2)}' END"
         )
     parse_error = "_parse_error" if "_parse_error" in bronze_columns else "CAST(NULL AS VARCHAR)"
+    all_reasons = f"list_filter([{', '.join(reasons)}], x -> x IS NOT NULL)"
+    change_cols = ""
+    if contract.changes is not None:
+        # A delete only needs its key; a TRUNCATE has none: neither is checked like a row.
+        change_cols = ", op AS _op, commit_lsn AS _commit_lsn, seq AS _seq, commit_ts AS _commit_ts"
+        all_reasons = (
+            "CASE WHEN _op = 't' THEN CAST([] AS VARCHAR[]) WHEN _op = 'd' THEN "
+            f"list_filter([{', '.join(key_reasons)}], x -> x IS NOT NULL) "
+            f"ELSE {all_reasons} END"
+        )
     return f"""
 WITH batches AS (
   SELECT *{valid_cols}
@@ -204,7 +224,7 @@ WITH batches AS (
   SELECT *{extracted_cols}
   FROM batches
 ), raw AS (
-  SELECT _batch_id, _source, _row_number, {parse_error} AS _parse_error,
+  SELECT _batch_id, _source, _row_number, {parse_error} AS _parse_error{change_cols},
   {raw_cols}{json_cols}{"".join(f", {_valid_flag(n)}" for n in paths)}
   FROM parsed
 ), typed AS (
@@ -213,7 +233,7 @@ WITH batches AS (
   FROM raw
 )
 SELECT *{partition},
-  list_filter([{", ".join(reasons)}], x -> x IS NOT NULL) AS _reasons
+  {all_reasons} AS _reasons
 FROM typed
 """
 
@@ -241,6 +261,8 @@ def order_by_latest(contract: Contract) -> str:
     ``keep: first``, the first arrival."""
     if contract.keep == "first":
         return "_batch_id ASC, _row_number ASC"
+    if contract.changes is not None:  # the change log's own order, whatever the arrival
+        return "_commit_lsn DESC, _seq DESC"
     parts = [f"{quote(c)} DESC NULLS LAST" for c in contract.latest_by]
     parts += ["_batch_id DESC", "_row_number DESC"]
     return ", ".join(parts)
@@ -250,6 +272,10 @@ def silver_columns(contract: Contract) -> dict[str, str]:
     columns = {c.name: c.sql_type for c in contract.columns}
     if contract.partition:
         columns[contract.partition.name] = "DATE"
+    if contract.changes is not None:
+        columns |= CHANGE_COLUMN_TYPES
+        if contract.changes.deletes == "flag":
+            columns["_deleted"] = "BOOLEAN"
     columns.update({"_batch_id": "BIGINT", "_source": "VARCHAR", "_row_number": "BIGINT"})
     return columns
 

@@ -165,6 +165,34 @@ class DailyPartition(BaseModel):
         return validate_identifier(value)
 
 
+class ChangeLog(BaseModel):
+    """The bronze source is a CDC change log (``op``, ``commit_lsn``, ``seq``, ``commit_ts``,
+    ``key``, ``after``): silver applies its changes in log order, as Databricks' APPLY CHANGES
+    does, instead of keeping the latest arrival."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    deletes: Literal["remove", "flag"] = Field(
+        default="remove",
+        description="remove: a deleted key leaves silver. flag: it stays with _deleted = true "
+        "and its last known values.",
+    )
+    history: str | None = Field(
+        default=None,
+        description="Also keep every version in silver.<history> (SCD type 2: valid_from, "
+        "valid_to, is_current, op).",
+    )
+
+    @field_validator("history")
+    @classmethod
+    def _history(cls, value: str | None) -> str | None:
+        return None if value is None else validate_identifier(value)
+
+
+CHANGE_COLUMNS = ("_op", "_commit_lsn", "_seq", "_commit_ts")
+"""Silver columns a change-log contract adds: the winning change and its position."""
+
+
 class Contract(BaseModel):
     """A silver table: its columns, business key, how duplicates resolve, and its checks."""
 
@@ -187,6 +215,9 @@ class Contract(BaseModel):
     )
     partition: DailyPartition | None = Field(
         default=None, description="Store silver by day of a timestamp column."
+    )
+    changes: ChangeLog | None = Field(
+        default=None, description="Apply a CDC change log (deletes, truncates, history)."
     )
     columns: list[Column] = Field(min_length=1)
     rules: list[Rule] = Field(default_factory=list)
@@ -212,6 +243,18 @@ class Contract(BaseModel):
                 raise ValueError(f"contract {self.name}: {field!r} is not a declared column")
         if self.keep == "first" and self.latest_by:
             raise ValueError(f"contract {self.name}: keep: first orders by arrival, not latest_by")
+        if self.changes is not None:
+            if self.keep != "latest" or self.latest_by or self.partition is not None:
+                raise ValueError(
+                    f"contract {self.name}: a change log is applied in log order; drop keep, "
+                    "latest_by and partition"
+                )
+            clash = {"_deleted", *CHANGE_COLUMNS} & set(names)
+            if clash or self.changes.history == self.name:
+                raise ValueError(
+                    f"contract {self.name}: {sorted(clash) or self.changes.history!r} is taken "
+                    "by the change log's own columns or table"
+                )
         if self.partition is not None:
             by = next((c for c in self.columns if c.name == self.partition.by), None)
             if by is None or by.type not in ("timestamp", "timestamptz", "date"):
@@ -244,6 +287,8 @@ class Contract(BaseModel):
             del decisive["keep"]
         if decisive["partition"] is None:
             del decisive["partition"]
+        if decisive["changes"] is None:
+            del decisive["changes"]
         for column in decisive["columns"]:
             column.pop("description", None)
         for rule in decisive["rules"]:

@@ -181,7 +181,8 @@ def next_batch_id(conn: duckdb.DuckDBPyConnection, source: str, run_id: str | No
 
 def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
     row = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ? "
+        "AND table_catalog = current_database()",
         [schema, table],
     ).fetchone()
     return bool(row and row[0])
@@ -191,7 +192,8 @@ def table_columns(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> d
     """Column name → DuckDB type, in table order (empty if the table does not exist)."""
     rows = conn.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+        "WHERE table_schema = ? AND table_name = ? AND table_catalog = current_database() "
+        "ORDER BY ordinal_position",
         [schema, table],
     ).fetchall()
     return {name: dtype for name, dtype in rows}

@@ -500,8 +500,8 @@ def _diff(table: str, old: list[list[Any]], new: list[list[Any]], lsn: str) -> l
                     column=name,
                     change="type_changed",
                     lsn=lsn,
-                    detail=f"{table}.{name} changed type ((oid, typmod) {before[name]} -> {after[name]}, "
-                    f"at {lsn})",
+                    detail=f"{table}.{name} changed type (oid, typmod) {before[name]} -> "
+                    f"{after[name]} at {lsn}",
                 )
             )
     return sorted(changes, key=lambda c: (c.change, c.column))

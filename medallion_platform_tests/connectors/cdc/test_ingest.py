@@ -20,83 +20,19 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from medallion_platform.connectors.cdc.ingest import Position, ingest_cdc
 from medallion_platform.connectors.cdc.postgres import CdcConfigError, PostgresChangeSource
-from medallion_platform.connectors.cdc.spec import CdcSource, CdcTable
 from medallion_platform.databases.postgres import PostgresServer
 from medallion_platform.warehouse import Warehouse
-from medallion_platform_tests.conftest import PG_TEST_PASSWORD, fresh_database
-
-SCHEMA = """
-CREATE TABLE customers (customer_id text PRIMARY KEY, email text NOT NULL, segment text,
-                        updated_at timestamptz NOT NULL DEFAULT now());
-ALTER TABLE customers REPLICA IDENTITY FULL;
-CREATE TABLE orders (order_id text PRIMARY KEY, customer_id text NOT NULL, status text NOT NULL,
-                     total numeric(12,2) NOT NULL);
-"""
-
-
-def make_spec(name: str) -> CdcSource:
-    return CdcSource(
-        name=name,
-        description="test source",
-        dsn_env="UNUSED_DSN",
-        tables=[CdcTable(name="customers"), CdcTable(name="orders")],
-        batch_size=1_000,
-    )
-
-
-class Db:
-    """A fresh database with the test schema, its CDC source, and a way to query it."""
-
-    def __init__(self, postgres: PostgresServer, name: str) -> None:
-        fresh_database(postgres, name)
-        self.postgres = postgres
-        self.name = name
-        self.conninfo = make_conninfo(postgres.dsn, dbname=name)
-        self.spec = make_spec(name)
-        self.run(SCHEMA)
-
-    def source(self) -> PostgresChangeSource:
-        return PostgresChangeSource(self.spec, self.conninfo, self.postgres.password)
-
-    def connect(self) -> psycopg.Connection[Any]:
-        return self.postgres.connect(dbname=self.name)
-
-    def run(self, statements: str, params: list[Any] | None = None) -> None:
-        with self.connect() as conn, conn.transaction():
-            conn.execute(statements, params)
-
-    def state(self, table: str) -> dict[str, dict[str, str | None]]:
-        """The table as PostgreSQL's text output, keyed by the first column."""
-        with self.connect() as conn:
-            names = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass "
-                    "AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                    [table],
-                ).fetchall()
-            ]
-            rows = conn.execute(
-                f"SELECT {', '.join(f'{n}::text' for n in names)} FROM {table}"
-            ).fetchall()
-        return {row[0]: dict(zip(names, row, strict=True)) for row in rows}
+from medallion_platform_tests.cdc_db import Db, cdc_database, insert_customers, make_spec
+from medallion_platform_tests.conftest import PG_TEST_PASSWORD
 
 
 @pytest.fixture
 def db(postgres: PostgresServer, request: pytest.FixtureRequest) -> Iterator[Db]:
-    name = "cdc_" + request.node.name.removeprefix("test_")[:40].lower()
-    database = Db(postgres, name)
-    yield database
-    with postgres.connect() as conn:  # slots are per cluster: never leave one behind
-        conn.execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-            "WHERE database = %s",
-            [name],
-        )
+    with cdc_database(postgres, "cdc_" + request.node.name[5:45].lower()) as database:
+        yield database
 
 
 def bronze(warehouse: Warehouse, table: str) -> list[dict[str, Any]]:
@@ -136,15 +72,6 @@ def slot_lag(db: Db) -> int:
     state = db.source().slot_state()
     assert state is not None
     return state.lag_bytes
-
-
-def insert_customers(db: Db, start: int, n: int) -> None:
-    db.run(
-        "INSERT INTO customers (customer_id, email, segment) "
-        "SELECT 'cus_' || lpad(g::text, 6, '0'), 'c' || g || '@example.com', 'casual' "
-        "FROM generate_series(%s::int, %s::int) g",
-        [start, start + n - 1],
-    )
 
 
 def test_snapshot_then_changes_exactly_as_the_source(db: Db, warehouse: Warehouse) -> None:
