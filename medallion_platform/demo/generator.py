@@ -220,7 +220,7 @@ class DemoManifest(BaseModel):
 _Product = tuple[int, str, str, str, int, str, int, bool, str]
 
 
-def _sku(number: int) -> str:
+def catalog_sku(number: int) -> str:
     return f"SKU-{number:06d}"
 
 
@@ -266,7 +266,7 @@ def _new_product(rng: random.Random, number: int, updated_at: str) -> _Product:
 def _product_row(p: _Product) -> list[str]:
     number, name, category, brand, cents, currency, weight, active, updated_at = p
     return [
-        _sku(number),
+        catalog_sku(number),
         name,
         category,
         brand,
@@ -447,7 +447,7 @@ def _write_products(
             rows=rows,
             kind="good",
             note=(
-                f"delta: {n_changed} repriced, {n_new} new SKUs, {_sku(dup_number)} twice "
+                f"delta: {n_changed} repriced, {n_new} new SKUs, {catalog_sku(dup_number)} twice "
                 f"(newer updated_at first) and {len(broken_rows)} malformed rows"
             ),
         )
@@ -551,7 +551,9 @@ def _unreadable_catalogs(
     for name, category, brand, price, weight in names:
         number = 1 + int(rng.random() * n)
         moment = _random_moment(rng, window_from, window_to)
-        writer.writerow([_sku(number), name, category, brand, price, "EUR", weight, "true", moment])
+        writer.writerow(
+            [catalog_sku(number), name, category, brand, price, "EUR", weight, "true", moment]
+        )
     latin1.write_bytes(buffer.getvalue().encode("latin-1"))
     files.append(
         DemoFile(
