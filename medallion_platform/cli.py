@@ -32,13 +32,19 @@ def _demo(args: argparse.Namespace) -> int:
         return 0
     events = max(2_000, int(100_000 * args.scale))
     infos = services.up(
-        settings, charges=max(200, int(5_000 * args.scale)), events=events, seed=args.seed
+        settings,
+        charges=max(200, int(5_000 * args.scale)),
+        events=events,
+        customers=max(100, int(2_000 * args.scale)),
+        seed=args.seed,
     )
     for info in infos:
-        print(f"Started {info.name} at {info.base_url} (stopped when the demo ends).")
+        note = f" ({info.note})" if info.note else ""
+        print(f"Started {info.name} at {info.base_url}{note}, stopped when the demo ends.")
     print(f"The demo storefront published {events:,} clickstream events (plus redeliveries).")
     print(
-        "Running medallion_job (files + payments API + clickstream → bronze → silver → gold) "
+        "Running medallion_job (files + payments API + clickstream + app database CDC → "
+        "bronze → silver → gold) "
         "through Dagster …"
     )
     logging.getLogger("dagster").setLevel(logging.WARNING)

@@ -17,6 +17,12 @@ from dagster import (
 )
 
 from medallion_platform.config import PlatformConfig, platform_config
+from medallion_platform.defs.cdc import (
+    build_cdc_bronze_assets,
+    build_cdc_resource,
+    build_cdc_sensor,
+    cdc_resource_key,
+)
 from medallion_platform.defs.files import (
     build_bronze_file_asset,
     build_landing_spec,
@@ -31,7 +37,12 @@ from medallion_platform.defs.rest import (
     build_rest_resource,
     rest_resource_key,
 )
-from medallion_platform.defs.silver import build_silver_assets, quarantine_key, silver_key
+from medallion_platform.defs.silver import (
+    build_silver_assets,
+    history_key,
+    quarantine_key,
+    silver_key,
+)
 from medallion_platform.defs.streams import (
     build_event_stream_sensor,
     build_stream_bronze_asset,
@@ -52,6 +63,9 @@ def downstream_of_bronze(config: PlatformConfig, table: str) -> list[AssetKey]:
         if contract.source == table:
             keys += [silver_key(contract), quarantine_key(contract)]
             reached.add(f"silver.{contract.name}")
+            if contract.changes is not None and contract.changes.history:
+                keys.append(history_key(contract))
+                reached.add(f"silver.{contract.changes.history}")
     changed = True
     while changed:  # models may read other models
         changed = False
@@ -77,6 +91,7 @@ def build_definitions(
         assets += [build_api_spec(source, endpoint) for endpoint in source.endpoints]
         assets += [build_rest_bronze_asset(source, endpoint) for endpoint in source.endpoints]
     assets += [build_stream_bronze_asset(stream) for stream in config.streams]
+    assets += [build_cdc_bronze_assets(source) for source in config.cdc_sources]
     assets += [
         build_silver_assets(c, AssetKey(["bronze", c.source]))
         for c in config.contracts
@@ -136,6 +151,18 @@ def build_definitions(
             s.name: downstream_of_bronze(config, s.bronze_table) for s in config.streams
         }
         sensors.append(build_event_stream_sensor(config.streams, MAIN_JOB, stream_selections))
+    if config.cdc_sources:
+        cdc_selections = {
+            source.name: list(
+                dict.fromkeys(
+                    key
+                    for table in source.tables
+                    for key in downstream_of_bronze(config, source.bronze_table(table))
+                )
+            )
+            for source in config.cdc_sources
+        }
+        sensors.append(build_cdc_sensor(config.cdc_sources, MAIN_JOB, cdc_selections))
 
     warehouse_path = str(settings.warehouse_path)
     duckdb_config = {
@@ -162,6 +189,7 @@ def build_definitions(
             "landing_zone": LandingZoneResource(path=str(settings.landing_dir)),
             **{rest_resource_key(src): build_rest_resource(src) for src in config.rest_sources},
             **{stream_resource_key(s): build_stream_resource(s) for s in config.streams},
+            **{cdc_resource_key(s): build_cdc_resource(s) for s in config.cdc_sources},
             # Gold assets name it explicitly; it is also the default for any new asset.
             "warehouse_io_manager": io_manager,
             "io_manager": io_manager,

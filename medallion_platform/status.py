@@ -1,5 +1,6 @@
-"""What is in the warehouse, read-only: tables per layer, positions, files, quarantine, and
-each stream's committed offsets beside the broker's latest (its lag)."""
+"""What is in the warehouse, read-only: tables per layer, positions, files, quarantine,
+each stream's committed offsets beside the broker's latest (its lag), and each CDC source's
+replication slot (confirmed LSN, lag in bytes, last captured commit)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import duckdb
 from pydantic import BaseModel, computed_field
 
 from medallion_platform.config import platform_config
+from medallion_platform.connectors.cdc.pgoutput import int_to_lsn
+from medallion_platform.connectors.cdc.postgres import PostgresChangeSource
+from medallion_platform.connectors.cdc.spec import CdcSource
 from medallion_platform.connectors.streams import BrokerUnavailable
 from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.settings import PlatformSettings
@@ -62,11 +66,27 @@ class StreamStatus(BaseModel):
         return sum(p.lag or 0 for p in self.partitions) if self.reachable else None
 
 
+class SlotStatus(BaseModel):
+    """A CDC source: what the warehouse committed, and its slot as the server reports it."""
+
+    source: str
+    slot: str
+    committed_position: str | None
+    last_commit_ts: datetime | None
+    reachable: bool = False
+    confirmed_lsn: str | None = None
+    current_lsn: str | None = None
+    lag_bytes: int | None = None
+    active: bool | None = None
+    note: str | None = None
+
+
 class PlatformStatus(BaseModel):
     warehouse: str
     tables: list[TableStatus]
     positions: list[PositionStatus]
     streams: list[StreamStatus] = []
+    slots: list[SlotStatus] = []
     files: dict[str, dict[str, int]]
     file_issues: list[FileIssue]
     quarantine: dict[str, int]
@@ -77,6 +97,7 @@ def read_status(
     settings: PlatformSettings,
     lock_timeout_s: float = 60.0,
     streams: list[StreamSpec] | None = None,
+    cdc_sources: list[CdcSource] | None = None,
 ) -> PlatformStatus:
     """Open the warehouse read-only (waiting for a running writer) and summarize it; then ask
     each declared stream's broker (address from the environment) for its latest offsets."""
@@ -86,9 +107,11 @@ def read_status(
             f"No warehouse at {path}. Run `medallion demo` (or a job) first, or set "
             "MEDALLION_HOME to the platform home you meant."
         )
+    cdc_sources = platform_config().cdc_sources if cdc_sources is None else cdc_sources
     warehouse = Warehouse(path, read_only=True, lock_timeout_s=lock_timeout_s)
     with warehouse.connect() as conn:
         status = _status(conn, str(path))
+        last_commits = {s.name: _last_commit(conn, s) for s in cdc_sources}
     # The brokers are asked after the warehouse is closed: a slow broker holds no lock.
     committed: dict[str, dict[str, str]] = {}
     for p in status.positions:
@@ -96,6 +119,58 @@ def read_status(
             committed.setdefault(p.source.removeprefix("stream:"), {})[p.key] = p.position
     streams = platform_config().streams if streams is None else streams
     status.streams = [_stream_status(s, committed.get(s.name, {})) for s in streams]
+    cdc_positions = {p.source: p.position for p in status.positions if p.key == "change"}
+    status.slots = [
+        _slot_status(s, cdc_positions.get(f"cdc:{s.name}"), last_commits[s.name])
+        for s in cdc_sources
+    ]
+    return status
+
+
+def _last_commit(conn: duckdb.DuckDBPyConnection, spec: CdcSource) -> datetime | None:
+    """The newest source commit captured in bronze (snapshot rows: when it was taken)."""
+    tables = [
+        spec.bronze_table(t)
+        for t in spec.tables
+        if conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'bronze' "
+            "AND table_name = ?",
+            [spec.bronze_table(t)],
+        ).fetchone()[0]
+    ]
+    if not tables:
+        return None
+    union = " UNION ALL ".join(
+        f"SELECT max(commit_ts) AS ts FROM {qualified('bronze', t)}" for t in tables
+    )
+    return conn.execute(f"SELECT max(ts) FROM ({union})").fetchone()[0]
+
+
+def _slot_status(
+    spec: CdcSource, committed: str | None, last_commit: datetime | None
+) -> SlotStatus:
+    status = SlotStatus(
+        source=spec.name,
+        slot=spec.slot_name,
+        committed_position=committed,
+        last_commit_ts=last_commit,
+    )
+    if not os.environ.get(spec.dsn_env):
+        status.note = f"{spec.dsn_env} is not set: database not asked"
+        return status
+    try:
+        state = PostgresChangeSource.from_env(spec).slot_state()
+    except Exception as exc:  # unreachable: say so (libpq's text never holds the password)
+        status.note = f"database unreachable: {str(exc).splitlines()[0]}"
+        return status
+    status.reachable = True
+    if state is None:
+        status.note = "no replication slot yet: the first run creates it and takes a snapshot"
+        return status
+    status.confirmed_lsn = int_to_lsn(state.confirmed_lsn)
+    status.current_lsn = int_to_lsn(state.current_lsn)
+    status.lag_bytes = state.lag_bytes
+    status.active = state.active
     return status
 
 
@@ -228,6 +303,17 @@ def format_status(status: PlatformStatus) -> str:
                 )
             if st.note:
                 lines.append(f"    ({st.note})")
+    if status.slots:
+        lines += ["", "CDC slots (confirmed LSN / lag / last captured commit):"]
+        for sl in status.slots:
+            lag = "?" if sl.lag_bytes is None else f"{sl.lag_bytes:,} bytes"
+            last = f"{sl.last_commit_ts:%Y-%m-%d %H:%M:%S%z}" if sl.last_commit_ts else "-"
+            lines.append(
+                f"  {sl.source} (slot {sl.slot}): confirmed {sl.confirmed_lsn or '?'}, "
+                f"lag {lag}, last commit {last}, committed {sl.committed_position or '-'}"
+            )
+            if sl.note:
+                lines.append(f"    ({sl.note})")
     if status.files:
         lines += ["", "Files:"]
         for feed, counts in status.files.items():

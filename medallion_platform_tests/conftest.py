@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from medallion_platform.brokers.tansu import TansuBroker
 from medallion_platform.config import PlatformConfig, platform_config
@@ -13,6 +14,8 @@ from medallion_platform.connectors.files import FileFeed
 from medallion_platform.connectors.streams.kafka import create_topic, produce
 from medallion_platform.contracts import Contract
 from medallion_platform.databases.postgres import PostgresServer
+from medallion_platform.demo.app_db import apply_workload
+from medallion_platform.demo.app_db import seed as seed_app_db
 from medallion_platform.demo.clickstream import ClickstreamManifest, generate_clickstream
 from medallion_platform.demo.payments_api import PaymentsApi, generate_payments
 from medallion_platform.settings import PlatformSettings
@@ -131,3 +134,27 @@ def fresh_database(postgres: PostgresServer, name: str) -> str:
     with postgres.connect() as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return name
+
+
+APP_DB = "demo_app"
+
+
+@pytest.fixture(scope="session")
+def demo_app_db(postgres: PostgresServer) -> str:
+    """The demo's app database (seeded, then a workload of inserts, updates and deletes) in
+    the session's PostgreSQL. Tests only read it; the packaged CDC source captures it."""
+    fresh_database(postgres, APP_DB)
+    with postgres.connect(dbname=APP_DB) as conn:
+        seed_app_db(conn, customers=300, orders=900, seed=11)
+        apply_workload(conn, transactions=300, seed=11)
+    return APP_DB
+
+
+@pytest.fixture
+def app_db(postgres: PostgresServer, demo_app_db: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """medallion_job captures the app database: the env vars the packaged CDC source names.
+    Each test has its own warehouse, so its first run takes a new snapshot (the slot is
+    recreated), which keeps tests independent."""
+    monkeypatch.setenv("APP_DB_DSN", make_conninfo(postgres.dsn, dbname=demo_app_db))
+    monkeypatch.setenv("APP_DB_PASSWORD", postgres.password)
+    return demo_app_db

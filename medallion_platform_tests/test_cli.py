@@ -56,11 +56,13 @@ def test_status_without_a_warehouse_says_what_to_do(settings) -> None:
     assert "medallion demo" in status.stderr and str(settings.warehouse_path) in status.stderr
 
 
-def test_two_dagster_job_executes_at_once_both_succeed(settings, payments_api, clickstream) -> None:
+def test_two_dagster_job_executes_at_once_both_succeed(
+    settings, payments_api, clickstream, app_db
+) -> None:
     """A sensor run and a hand-launched run at the same time: no run fails on DuckDB's lock."""
     seed = _run([str(BIN / "medallion"), "demo", "--no-run", "--scale", "0.05"], settings)
     assert seed.returncode == 0, seed.stderr
-    env = {  # os.environ carries the payments API's URL and token, the broker's address
+    env = {  # os.environ carries the payments API's URL and token, the broker's, the app DB's
         **os.environ,
         "MEDALLION_HOME": str(settings.home),
         "DAGSTER_HOME": str(settings.dagster_home),

@@ -1,9 +1,10 @@
-"""``medallion services``: the payments API emulator and the Kafka broker as real processes,
-up and down by pid."""
+"""``medallion services``: the payments API emulator, the Kafka broker and the app database
+(PostgreSQL) as real processes, up and down by pid."""
 
 from __future__ import annotations
 
 import httpx
+import psycopg
 
 from medallion_platform import services
 from medallion_platform.connectors.streams.kafka import KafkaSource
@@ -11,13 +12,23 @@ from medallion_platform.demo.clickstream import clickstream_manifest
 
 
 def test_up_serves_on_loopback_with_its_token_and_down_stops_it(settings) -> None:
-    infos = {i.name: i for i in services.up(settings, charges=200, events=1_000, seed=3)}
+    infos = {
+        i.name: i for i in services.up(settings, charges=200, events=1_000, customers=100, seed=3)
+    }
     try:
-        info, kafka = infos["payments_api"], infos["kafka"]
+        info, kafka, pg = infos["payments_api"], infos["kafka"], infos["postgres"]
         assert info.running() and info.base_url.startswith("http://127.0.0.1:")
         assert kafka.running() and kafka.base_url.startswith("127.0.0.1:")
         again = {i.name: i.pid for i in services.up(settings)}
-        assert again == {"payments_api": info.pid, "kafka": kafka.pid}  # the running ones
+        assert again == {"payments_api": info.pid, "kafka": kafka.pid, "postgres": pg.pid}
+        # The app database: seeded, with a workload applied, reached by DSN + password.
+        assert pg.running() and "127.0.0.1" in pg.env["APP_DB_DSN"]
+        assert pg.env["APP_DB_PASSWORD"] not in pg.env["APP_DB_DSN"]
+        with psycopg.connect(pg.env["APP_DB_DSN"], password=pg.env["APP_DB_PASSWORD"]) as conn:
+            customers = conn.execute("SELECT count(*) FROM customers").fetchone()[0]
+            level = conn.execute("SHOW wal_level").fetchone()[0]
+        assert customers >= 100 and level == "logical"
+        assert "seeded" in pg.note
         token = info.env["PAYMENTS_API_TOKEN"]
         ok = httpx.get(
             f"{info.base_url}/v1/charges?limit=3", headers={"Authorization": f"Bearer {token}"}
@@ -41,7 +52,31 @@ def test_up_serves_on_loopback_with_its_token_and_down_stops_it(settings) -> Non
         state_file = settings.home / "services" / "payments_api.json"
         assert oct(state_file.stat().st_mode & 0o777) == "0o600"  # it holds the demo token
     finally:
-        assert sorted(services.down(settings)) == ["kafka", "payments_api"]
-    assert not info.running() and not kafka.running()
+        assert sorted(services.down(settings)) == ["kafka", "payments_api", "postgres"]
+    assert not info.running() and not kafka.running() and not pg.running()
     assert services.status(settings) == []
     assert services.down(settings) == []
+
+
+def test_the_app_database_keeps_its_data_across_restarts(settings) -> None:
+    """Down and up again: the same cluster (and replication slots), not a new one; each start
+    applies a new workload so a demo run always has changes to capture."""
+    first = services.up_postgres(settings, customers=100, seed=5)
+    try:
+        with psycopg.connect(first.env["APP_DB_DSN"], password=first.env["APP_DB_PASSWORD"]) as c:
+            before = c.execute("SELECT count(*), max(updated_at) FROM orders").fetchone()
+            c.execute("SELECT pg_create_logical_replication_slot('kept', 'pgoutput')")
+    finally:
+        services.down(settings)
+    password_file = settings.home / "services" / "postgres.password"
+    assert oct(password_file.stat().st_mode & 0o777) == "0o600"
+    second = services.up_postgres(settings, customers=100, seed=5)
+    try:
+        assert "seeded" not in second.note
+        with psycopg.connect(second.env["APP_DB_DSN"], password=second.env["APP_DB_PASSWORD"]) as c:
+            after = c.execute("SELECT count(*), max(updated_at) FROM orders").fetchone()
+            slots = c.execute("SELECT slot_name FROM pg_replication_slots").fetchall()
+            c.execute("SELECT pg_drop_replication_slot('kept')")
+        assert after[1] > before[1] and slots == [("kept",)]
+    finally:
+        services.down(settings)

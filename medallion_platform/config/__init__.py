@@ -13,6 +13,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel
 
+from medallion_platform.connectors.cdc.spec import CdcSource
 from medallion_platform.connectors.files.spec import FileFeed
 from medallion_platform.connectors.rest.spec import RestSource
 from medallion_platform.connectors.streams.spec import StreamSpec
@@ -52,6 +53,7 @@ class PlatformConfig(BaseModel):
     feeds: list[FileFeed]
     rest_sources: list[RestSource] = []
     streams: list[StreamSpec] = []
+    cdc_sources: list[CdcSource] = []
     contracts: list[Contract]
     silver_models: list[SqlModel] = []
     gold_models: list[SqlModel]
@@ -68,6 +70,9 @@ class PlatformConfig(BaseModel):
                 tables[source.bronze_table(endpoint)] = f"endpoint {source.name}.{endpoint.name}"
         for stream in self.streams:
             tables[stream.bronze_table] = f"stream {stream.name}"
+        for source in self.cdc_sources:
+            for table in source.tables:
+                tables[source.bronze_table(table)] = f"CDC {source.name}.{table.qualified}"
         return tables
 
     def contract(self, name: str) -> Contract:
@@ -78,6 +83,7 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
     feeds = _load(config_dir / "file_feeds.yaml", "feeds", FileFeed)
     rest_sources = _optional(config_dir / "rest_sources.yaml", "sources", RestSource)
     streams = _optional(config_dir / "streams.yaml", "streams", StreamSpec)
+    cdc_sources = _optional(config_dir / "cdc_sources.yaml", "sources", CdcSource)
     contracts = _load(config_dir / "contracts.yaml", "contracts", Contract)
     silver_models = _optional(config_dir / "silver_models.yaml", "models", SqlModel)
     models = _load(config_dir / "gold_models.yaml", "models", SqlModel)
@@ -124,10 +130,29 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
                 f"stream {stream.name}: contract {stream.contract!r} must be declared and read "
                 f"bronze.{stream.bronze_table}"
             )
+    cdc_tables = {s.bronze_table(t) for s in cdc_sources for t in s.tables}
+    for contract in contracts:
+        if (contract.source in cdc_tables) != (contract.changes is not None):
+            raise ConfigError(
+                f"contract {contract.name}: bronze.{contract.source} "
+                + (
+                    "is a CDC change log: declare changes: {deletes: remove|flag}"
+                    if contract.source in cdc_tables
+                    else "is not a CDC change log, so it cannot declare changes:"
+                )
+            )
+    names = [c.name for c in contracts]
+    for contract in contracts:
+        if contract.changes and contract.changes.history in names:
+            raise ConfigError(
+                f"contract {contract.name}: history table {contract.changes.history!r} is "
+                "already a contract's silver table"
+            )
     return PlatformConfig(
         feeds=feeds,
         rest_sources=rest_sources,
         streams=streams,
+        cdc_sources=cdc_sources,
         contracts=contracts,
         silver_models=silver_models,
         gold_models=models,

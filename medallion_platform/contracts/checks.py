@@ -95,3 +95,45 @@ def run_contract_checks(conn: duckdb.DuckDBPyConnection, contract: Contract) -> 
         )
     )
     return outcomes
+
+
+HISTORY_CHECKS = {
+    "one_current_version": "Each key has at most one current version.",
+    "versions_in_order": "No version ends before it starts.",
+    "current_matches_silver": "The current versions are exactly the keys in the silver table.",
+}
+
+
+def run_history_checks(conn: duckdb.DuckDBPyConnection, contract: Contract) -> list[CheckOutcome]:
+    """Checks on a change-log contract's SCD2 table (``changes.history``)."""
+    assert contract.changes is not None and contract.changes.history is not None
+    history = qualified("silver", contract.changes.history)
+    silver = qualified("silver", contract.name)
+    keys = ", ".join(quote(k) for k in contract.business_key)
+    live = "WHERE NOT _deleted" if contract.changes.deletes == "flag" else ""
+    queries = {
+        "one_current_version": (
+            f"SELECT {keys}, count(*) FROM {history} WHERE is_current GROUP BY ALL "
+            "HAVING count(*) > 1"
+        ),
+        "versions_in_order": f"SELECT {keys}, valid_from, valid_to FROM {history} "
+        "WHERE valid_to < valid_from",
+        "current_matches_silver": (
+            f"(SELECT {keys} FROM {history} WHERE is_current EXCEPT SELECT {keys} FROM {silver} "
+            f"{live}) UNION ALL (SELECT {keys} FROM {silver} {live} EXCEPT "
+            f"SELECT {keys} FROM {history} WHERE is_current)"
+        ),
+    }
+    outcomes = []
+    for name, sql in queries.items():
+        count, sample = _failing(conn, sql)
+        outcomes.append(
+            CheckOutcome(
+                name=name,
+                passed=count == 0,
+                failing_rows=count,
+                sample=sample,
+                description=HISTORY_CHECKS[name],
+            )
+        )
+    return outcomes

@@ -321,6 +321,14 @@ class PostgresServer:
         process.wait()
         self._wait_children_gone()
 
+    def detach(self) -> int:
+        """Leave the server running after this object is gone (``medallion services up``);
+        return the postmaster's pid, by which it is stopped later (SIGTERM: a smart shutdown)."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            raise RuntimeError(f"PostgreSQL on {HOST}:{self.port} is not running")
+        return process.pid
+
     def __enter__(self) -> PostgresServer:
         return self.start()
 

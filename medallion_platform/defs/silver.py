@@ -15,7 +15,7 @@ from dagster import (
 from pydantic import Field
 
 from medallion_platform.contracts import Contract, apply_contract, run_contract_checks
-from medallion_platform.contracts.checks import check_names
+from medallion_platform.contracts.checks import HISTORY_CHECKS, check_names, run_history_checks
 from medallion_platform.defs.constants import WAREHOUSE_POOL
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
@@ -44,6 +44,12 @@ def silver_key(contract: Contract) -> AssetKey:
 
 def quarantine_key(contract: Contract) -> AssetKey:
     return AssetKey(["quarantine", contract.name])
+
+
+def history_key(contract: Contract) -> AssetKey:
+    """``silver/<history>`` of a change-log contract that keeps its versions (SCD2)."""
+    assert contract.changes is not None and contract.changes.history is not None
+    return AssetKey(["silver", contract.changes.history])
 
 
 def _columns_doc(contract: Contract) -> str:
@@ -102,6 +108,36 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
         else ""
     )
 
+    if contract.changes is not None:
+        deletes = (
+            "a deleted key leaves the table"
+            if contract.changes.deletes == "remove"
+            else "a deleted key stays with `_deleted` = true and its last values"
+        )
+        keeping = (
+            f"applying the change log in commit order (`_commit_lsn`, `_seq`): {deletes}; a "
+            "TRUNCATE ends every older row"
+        )
+    history_specs = []
+    if contract.changes is not None and contract.changes.history:
+        history_specs.append(
+            AssetSpec(
+                history_key(contract),
+                deps=[bronze],
+                group_name="silver",
+                description=(
+                    f"Every version of each {contract.name} row (SCD type 2): `valid_from` "
+                    "(commit time), `valid_to` (the next version's), `is_current`, `_op`; a "
+                    "delete or truncate closes a key with a tombstone row. Ordered by the "
+                    "change log, so late batches land in their place."
+                ),
+                owners=[contract.owner],
+                kinds={"duckdb", "sql"},
+                tags={"layer": "silver", "scd": "2"},
+                metadata={"business_key": business_key},
+            )
+        )
+
     @multi_asset(
         name=f"silver_{contract.name}",
         specs=[
@@ -122,6 +158,7 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
                     "contract": MetadataValue.md(_columns_doc(contract)),
                 },
             ),
+            *history_specs,
             AssetSpec(
                 quarantine_key(contract),
                 deps=[bronze],
@@ -139,6 +176,11 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
         check_specs=[
             AssetCheckSpec(name, asset=key, blocking=True, description=CHECK_DESCRIPTIONS[name])
             for name in check_names(contract)
+        ]
+        + [
+            AssetCheckSpec(name, asset=spec.key, blocking=True, description=description)
+            for spec in history_specs
+            for name, description in HISTORY_CHECKS.items()
         ],
         pool=WAREHOUSE_POOL,
     )
@@ -146,9 +188,15 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
         with warehouse.warehouse().transaction() as conn:
             stats = apply_contract(conn, contract, rebuild=config.rebuild, run_id=context.run_id)
             outcomes = run_contract_checks(conn, contract)
+            history_outcomes = run_history_checks(conn, contract) if history_specs else []
             silver_desc = describe_table(conn, "silver", contract.name)
             days = _partition_metadata(conn, contract, stats.rows_by_day)
             quarantine_desc = describe_table(conn, "quarantine", contract.name)
+            history_desc = (
+                describe_table(conn, "silver", contract.changes.history)
+                if contract.changes is not None and contract.changes.history
+                else None
+            )
         context.log.info(
             f"{contract.name}: {stats.rows_in} bronze rows → {stats.valid} valid "
             f"({stats.inserted} new keys, {stats.updated} updated, {stats.superseded} "
@@ -164,10 +212,16 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
                 "rows_added": stats.inserted,
                 "rows_updated": stats.updated,
                 "duplicates_removed": stats.superseded,
+                **({"rows_deleted": stats.deleted} if contract.changes is not None else {}),
                 "quarantined_rows": stats.quarantined,
                 **days,
             },
         )
+        if history_specs:
+            yield MaterializeResult(
+                asset_key=history_key(contract),
+                metadata={**table_metadata(history_desc), "rebuilt": stats.rebuilt},
+            )
         yield MaterializeResult(
             asset_key=quarantine_key(contract),
             metadata={
@@ -176,9 +230,11 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
                 "reasons": MetadataValue.json(stats.reasons),
             },
         )
-        for outcome in outcomes:
+        checked = [(key, o) for o in outcomes]
+        checked += [(history_specs[0].key, o) for o in history_outcomes] if history_specs else []
+        for asset_key, outcome in checked:
             yield AssetCheckResult(
-                asset_key=key,
+                asset_key=asset_key,
                 check_name=outcome.name,
                 passed=outcome.passed,
                 severity=AssetCheckSeverity.ERROR,

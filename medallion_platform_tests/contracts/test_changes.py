@@ -15,6 +15,7 @@ import pytest
 
 from medallion_platform.connectors.cdc.ingest import ingest_cdc
 from medallion_platform.contracts import Contract, apply_contract
+from medallion_platform.contracts.checks import run_history_checks
 from medallion_platform.databases.postgres import PostgresServer
 from medallion_platform.warehouse import Warehouse
 from medallion_platform_tests.cdc_db import Db, cdc_database, insert_customers
@@ -289,3 +290,35 @@ def test_rebuild_and_out_of_order_batches_give_the_same_tables(
                 apply_contract(conn, contract)
             conn.execute("COMMIT")
     assert everything(other)["customers_history"] == incremental["customers_history"]
+
+
+def test_a_change_that_breaks_the_contract_is_quarantined_not_applied(
+    db: Db, warehouse: Warehouse
+) -> None:
+    seed(db)
+    sync(warehouse, db)
+    db.run("UPDATE customers SET email = 'not an email' WHERE customer_id = 'cus_000005'")
+    db.run("DELETE FROM customers WHERE customer_id = 'cus_000004'")  # a delete needs its key only
+    stats = sync(warehouse, db)
+    assert stats["customers"].quarantined == 1 and stats["customers"].deleted == 1
+    reason, source = query(warehouse, "SELECT _reason, _source FROM quarantine.customers")[0]
+    assert "email" in reason and "pattern" in reason
+    assert source.startswith(f"{db.name}:public.customers@")
+    kept = query(warehouse, "SELECT email FROM silver.customers WHERE customer_id = 'cus_000005'")
+    assert kept == [("c5@example.com",)]  # the last valid version stays
+
+
+def test_history_checks_pass_and_catch_a_broken_history(db: Db, warehouse: Warehouse) -> None:
+    seed(db)
+    sync(warehouse, db)
+    workload(db, 1)
+    sync(warehouse, db)
+    customers, _ = contracts(db.name)
+    with warehouse.transaction() as conn:
+        assert all(o.passed for o in run_history_checks(conn, customers))
+        conn.execute(  # a hand edit: every version of one key current, a deleted key revived
+            "UPDATE silver.customers_history SET is_current = TRUE "
+            "WHERE customer_id IN ('cus_000001', 'cus_000003')"
+        )
+        failed = {o.name for o in run_history_checks(conn, customers) if not o.passed}
+    assert failed == {"one_current_version", "current_matches_silver"}

@@ -305,7 +305,11 @@ class _Capture:
         seq = 0
         txn_rows = 0
         last_end: int | None = None
-        for lsn, data in self.source.changes():
+        # Everything committed before this WAL position is read now; afterwards the slot can
+        # move up to it even when its last transactions published nothing of ours (else the
+        # lag the sensor watches would never drain).
+        upto = state.current_lsn
+        for lsn, data in self.source.changes(upto):
             message = decode(data)
             if isinstance(message, Relation):
                 relations.apply(message)
@@ -337,7 +341,7 @@ class _Capture:
                 txn_rows += 1
             if self.buffered() >= self.batch_size:  # inside a large transaction: bounded memory
                 confirmed = self._flush_and_advance(last_end, confirmed)
-        return written, transactions, self._flush_and_advance(last_end, confirmed)
+        return written, transactions, self._flush_and_advance(max(upto, last_end or 0), confirmed)
 
     def _flush_and_advance(self, last_end: int | None, confirmed: int) -> int:
         """Commit the buffers, then move the slot past every transaction now fully in bronze."""

@@ -39,7 +39,11 @@ class CdcConfigError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class SlotState:
-    """The slot as the server reports it; ``lag_bytes`` is WAL not yet confirmed."""
+    """The slot as the server reports it; ``lag_bytes`` is WAL not yet confirmed.
+
+    ``current_lsn`` is the WAL *flushed* so far, not merely written: logical decoding reads
+    only flushed WAL, so under asynchronous commit a transaction past it is not yet readable
+    and must not be skipped by moving the slot beyond it."""
 
     slot: str
     confirmed_lsn: int
@@ -110,7 +114,7 @@ class PostgresChangeSource:
         with _maybe(conn, self.connect) as c:
             row = c.execute(
                 """SELECT (confirmed_flush_lsn - '0/0'::pg_lsn)::bigint,
-                          (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint, active
+                          (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint, active
                    FROM pg_replication_slots WHERE slot_name = %s""",
                 [self.spec.slot_name],
             ).fetchone()
@@ -204,8 +208,9 @@ class PostgresChangeSource:
             yield SnapshotReader(conn)
             conn.rollback()
 
-    def changes(self, fetch_size: int = 5_000) -> Iterator[tuple[int, bytes]]:
-        """``(lsn, pgoutput message)`` for everything after the slot's confirmed position.
+    def changes(self, upto_lsn: int, fetch_size: int = 5_000) -> Iterator[tuple[int, bytes]]:
+        """``(lsn, pgoutput message)`` of the transactions committed after the slot's confirmed
+        position and before ``upto_lsn``.
 
         Peeked through a server-side cursor: the server decodes into its own (disk-backed)
         store and we hold at most ``fetch_size`` messages. The slot does not move.
@@ -216,8 +221,9 @@ class PostgresChangeSource:
                 cursor.execute(
                     """SELECT (lsn - '0/0'::pg_lsn)::bigint, data
                        FROM pg_logical_slot_peek_binary_changes(
-                           %s, NULL, NULL, 'proto_version', '1', 'publication_names', %s)""",
-                    [self.spec.slot_name, self.spec.publication_name],
+                           %s, '0/0'::pg_lsn + %s::numeric, NULL,
+                           'proto_version', '1', 'publication_names', %s)""",
+                    [self.spec.slot_name, upto_lsn, self.spec.publication_name],
                 )
                 for lsn, data in cursor:
                     yield int(lsn), bytes(data)
