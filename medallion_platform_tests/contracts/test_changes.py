@@ -322,3 +322,16 @@ def test_history_checks_pass_and_catch_a_broken_history(db: Db, warehouse: Wareh
         )
         failed = {o.name for o in run_history_checks(conn, customers) if not o.passed}
     assert failed == {"one_current_version", "current_matches_silver"}
+
+
+def test_a_dropped_required_column_quarantines_changes_naming_it(
+    db: Db, warehouse: Warehouse
+) -> None:
+    seed(db)
+    sync(warehouse, db)
+    db.run("ALTER TABLE customers DROP COLUMN email")
+    db.run("UPDATE customers SET segment = 'pro' WHERE customer_id = 'cus_000001'")
+    stats = sync(warehouse, db)
+    assert stats["customers"].quarantined == 1
+    (reason,) = query(warehouse, "SELECT _reason FROM quarantine.customers")[0]
+    assert reason.startswith("email:") and "required" in reason

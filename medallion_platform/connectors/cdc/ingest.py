@@ -294,9 +294,10 @@ class _Capture:
         if state is None:
             raise RuntimeError(
                 f"CDC source {self.spec.name}: replication slot {self.spec.slot_name} is gone "
-                "(dropped on the server?). Changes since the last run cannot be recovered from "
-                "it; take a new snapshot: `medallion cdc resnapshot` or delete the source's "
-                "_meta positions."
+                "(dropped on the server, or a new server). Changes made since the last run "
+                "cannot be read from it. To capture a fresh snapshot, forget the source's "
+                f"positions: DELETE FROM _meta.positions WHERE source = "
+                f"'{position_source(self.spec)}', then rerun."
             )
         confirmed = state.confirmed_lsn
         relations = RelationCache()

@@ -25,7 +25,7 @@ from medallion_platform.connectors.cdc.ingest import Position, ingest_cdc
 from medallion_platform.connectors.cdc.postgres import CdcConfigError, PostgresChangeSource
 from medallion_platform.databases.postgres import PostgresServer
 from medallion_platform.warehouse import Warehouse
-from medallion_platform_tests.cdc_db import Db, cdc_database, insert_customers, make_spec
+from medallion_platform_tests.cdc_db import SCHEMA, Db, cdc_database, insert_customers, make_spec
 from medallion_platform_tests.conftest import PG_TEST_PASSWORD
 
 
@@ -355,3 +355,30 @@ def test_unset_connection_env_var_is_a_clear_error() -> None:
 def test_position_orders_by_commit_then_sequence() -> None:
     assert Position.parse("0/10#2") > Position.parse("0/A#99")
     assert str(Position.parse("16/B374D848#7")) == "16/B374D848#7"
+
+
+def test_a_dropped_slot_stops_the_capture_with_the_way_out(db: Db, warehouse: Warehouse) -> None:
+    insert_customers(db, 1, 4)
+    ingest_cdc(warehouse, db.source())
+    with db.connect() as conn:
+        db.source().drop_slot(conn)
+    db.run("UPDATE customers SET segment = 'pro' WHERE customer_id = 'cus_000001'")
+    with pytest.raises(RuntimeError, match=r"slot medallion_cdc_a_dropped.* is gone") as failure:
+        ingest_cdc(warehouse, db.source())
+    assert f"DELETE FROM _meta.positions WHERE source = 'cdc:{db.name}'" in str(failure.value)
+    with warehouse.transaction() as conn:
+        conn.execute("DELETE FROM _meta.positions WHERE source = ?", [f"cdc:{db.name}"])
+    again = ingest_cdc(warehouse, db.source())
+    assert again.snapshot_rows == 4  # a fresh snapshot, with the update in it
+
+
+def test_a_server_without_logical_decoding_is_a_clear_error(
+    tmp_path: Path, warehouse: Warehouse
+) -> None:
+    with PostgresServer(tmp_path / "pg", settings={"wal_level": "replica"}) as server:
+        with server.connect() as conn:
+            conn.execute(SCHEMA)
+        spec = make_spec("replica_only")
+        source = PostgresChangeSource(spec, server.dsn, server.password)
+        with pytest.raises(CdcConfigError, match="wal_level is replica, logical decoding needs"):
+            ingest_cdc(warehouse, source)
