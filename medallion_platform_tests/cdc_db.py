@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -12,7 +16,8 @@ from psycopg.conninfo import make_conninfo
 from medallion_platform.connectors.cdc.postgres import PostgresChangeSource
 from medallion_platform.connectors.cdc.spec import CdcSource, CdcTable
 from medallion_platform.databases.postgres import PostgresServer
-from medallion_platform_tests.conftest import fresh_database
+from medallion_platform.warehouse import Warehouse
+from medallion_platform_tests.conftest import PG_TEST_PASSWORD, fresh_database
 
 SCHEMA = """
 CREATE TABLE customers (customer_id text PRIMARY KEY, email text NOT NULL, segment text,
@@ -94,3 +99,50 @@ def insert_customers(db: Db, start: int, n: int) -> None:
         "FROM generate_series(%s::int, %s::int) g",
         [start, start + n - 1],
     )
+
+
+CAPTURE_SCRIPT = """
+import os, signal, sys
+from medallion_platform.connectors.cdc.ingest import ingest_cdc
+from medallion_platform.connectors.cdc.postgres import PostgresChangeSource
+from medallion_platform.connectors.cdc.spec import CdcSource
+from medallion_platform.warehouse import Warehouse
+
+path, spec_json, conninfo, kill_at = sys.argv[1:5]
+password = os.environ["CDC_TEST_PASSWORD"]
+spec = CdcSource.model_validate_json(spec_json)
+batches = 0
+def on_batch(batch_id):
+    global batches
+    batches += 1
+    print(f"batch {batches}", flush=True)
+    if batches == int(kill_at):  # committed in the warehouse, slot not yet advanced
+        os.kill(os.getpid(), signal.SIGKILL)
+ingest_cdc(Warehouse(path), PostgresChangeSource(spec, conninfo, password), on_batch=on_batch)
+print("done", flush=True)
+"""
+
+
+def kill_capture(
+    warehouse: Warehouse, spec: CdcSource, conninfo: str, work: Path, kill_at: int
+) -> str:
+    """A capture in a child process that SIGKILLs itself right after its ``kill_at``-th
+    warehouse commit (rows committed, slot not yet advanced); returns what it printed."""
+    script = work / "cdc_child.py"
+    script.write_text(CAPTURE_SCRIPT)
+    child = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(warehouse.path),
+            spec.model_dump_json(by_alias=True),
+            conninfo,
+            str(kill_at),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CDC_TEST_PASSWORD": PG_TEST_PASSWORD},
+    )
+    assert child.returncode == -9, child.stdout[-2000:] + child.stderr[-2000:]
+    return child.stdout

@@ -287,7 +287,16 @@ def test_app_database_tables_in_silver_equal_the_source(
     current versions are those rows."""
     with postgres.connect(dbname=app_db) as pg:
         apply_workload(pg, transactions=150, seed=99)
-    assert _run(settings).success
+    job = build_definitions(settings).resolve_job_def(MAIN_JOB)
+    with DagsterInstance.ephemeral() as instance:
+        second = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
+        logs = [repr(entry) for entry in instance.all_logs(second.run_id)]
+    assert second.success
+    # The database password reaches libpq only: not the run's log, not any metadata.
+    assert any("app_db:" in line and "changes in" in line for line in logs)
+    assert not any(postgres.password in line for line in logs)
+    cdc_meta = _materializations(second)["bronze/app_db_customers"]
+    assert cdc_meta["rows_added"] > 0 and postgres.password not in repr(cdc_meta)
     with postgres.connect(dbname=app_db) as pg:
         truth = app_db_snapshot(pg)
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:

@@ -25,7 +25,15 @@ from medallion_platform.connectors.cdc.ingest import Position, ingest_cdc
 from medallion_platform.connectors.cdc.postgres import CdcConfigError, PostgresChangeSource
 from medallion_platform.databases.postgres import PostgresServer
 from medallion_platform.warehouse import Warehouse
-from medallion_platform_tests.cdc_db import SCHEMA, Db, cdc_database, insert_customers, make_spec
+from medallion_platform_tests.cdc_db import (
+    CAPTURE_SCRIPT,
+    SCHEMA,
+    Db,
+    cdc_database,
+    insert_customers,
+    kill_capture,
+    make_spec,
+)
 from medallion_platform_tests.conftest import PG_TEST_PASSWORD
 
 
@@ -154,49 +162,9 @@ def test_truncate_is_captured_and_clears_the_state(db: Db, warehouse: Warehouse)
     assert_exactly_once(warehouse, db)
 
 
-KILL_SCRIPT = """
-import os, signal, sys
-from medallion_platform.connectors.cdc.ingest import ingest_cdc
-from medallion_platform.connectors.cdc.postgres import PostgresChangeSource
-from medallion_platform.connectors.cdc.spec import CdcSource
-from medallion_platform.warehouse import Warehouse
-
-path, spec_json, conninfo, kill_at = sys.argv[1:5]
-password = os.environ["CDC_TEST_PASSWORD"]
-spec = CdcSource.model_validate_json(spec_json)
-batches = 0
-def on_batch(batch_id):
-    global batches
-    batches += 1
-    print(f"batch {batches}", flush=True)
-    if batches == int(kill_at):  # committed in the warehouse, slot not yet advanced
-        os.kill(os.getpid(), signal.SIGKILL)
-ingest_cdc(Warehouse(path), PostgresChangeSource(spec, conninfo, password), on_batch=on_batch)
-print("done", flush=True)
-"""
-
-
 def run_and_kill(warehouse: Warehouse, db: Db, work: Path, kill_at: int, batch_size: int) -> str:
-    """A child ingest SIGKILLs itself right after its ``kill_at``-th warehouse commit."""
-    script = work / "cdc_child.py"
-    script.write_text(KILL_SCRIPT)
     spec = db.spec.model_copy(update={"batch_size": batch_size})
-    child = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            str(warehouse.path),
-            spec.model_dump_json(by_alias=True),
-            db.conninfo,
-            str(kill_at),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "CDC_TEST_PASSWORD": PG_TEST_PASSWORD},
-    )
-    assert child.returncode == -9, child.stderr
-    return child.stdout
+    return kill_capture(warehouse, spec, db.conninfo, work, kill_at)
 
 
 def test_killed_between_commit_and_slot_advance_rereads_without_duplicates(
@@ -233,7 +201,7 @@ def test_killed_during_the_snapshot_takes_it_again(
 ) -> None:
     insert_customers(db, 1, 150_000)
     script = tmp_path / "cdc_child.py"
-    script.write_text(KILL_SCRIPT)
+    script.write_text(CAPTURE_SCRIPT)
     spec = db.spec.model_copy(update={"batch_size": 5_000})
     child = subprocess.Popen(
         [
