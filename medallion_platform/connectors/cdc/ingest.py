@@ -268,7 +268,7 @@ class _Capture:
                             seq=rows,
                             commit_ts=taken_at,
                             _source=f"{where}#{rows}",
-                            _row_number=len(buffer) + 1,
+                            _row_number=rows,  # unique in the snapshot's one batch
                         )
                         if len(buffer) >= self.batch_size:
                             self._append_buffers(batch_id)

@@ -239,6 +239,12 @@ def test_killed_during_the_snapshot_takes_it_again(
             "WHERE key->>'customer_id' = 'cus_000007'"
         ).fetchall()
     assert segment == [("pro",)]
+    with warehouse.connect() as conn:  # lineage: each row has its own number in its batch
+        unique = conn.execute(
+            f"SELECT count(*) = count(DISTINCT (_batch_id, _row_number)) "
+            f"FROM bronze.{db.name}_customers"
+        ).fetchone()
+    assert unique == (True,)
 
 
 def test_a_large_transaction_streams_in_bounded_batches_and_survives_a_kill(
