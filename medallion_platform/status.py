@@ -283,9 +283,10 @@ def format_status(status: PlatformStatus) -> str:
     for t in status.tables:
         last = "" if t.last_batch_id is None else str(t.last_batch_id)
         lines.append(f"{t.layer:<11} {t.table:<28} {t.rows:>12,} {last:>11}")
-    if status.positions:
+    shown = [p for p in status.positions if not p.key.startswith("columns:")]
+    if shown:  # (a CDC source's remembered table shapes are in --json only)
         lines += ["", "Committed source positions:"]
-        for p in status.positions:
+        for p in shown:
             lines.append(
                 f"  {p.source:<22} {p.key:<12} {p.position}  (batch {p.batch_id}, "
                 f"{p.committed_at:%Y-%m-%d %H:%M:%S})"

@@ -387,3 +387,42 @@ def test_a_server_without_logical_decoding_is_a_clear_error(
         source = PostgresChangeSource(spec, server.dsn, server.password)
         with pytest.raises(CdcConfigError, match="wal_level is replica, logical decoding needs"):
             ingest_cdc(warehouse, source)
+
+
+def test_changes_committed_during_the_snapshot_come_once_as_changes(
+    db: Db, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    """The snapshot reads the state as of the slot's start; what commits while it copies is
+    not in it and arrives as changes, each exactly once."""
+    insert_customers(db, 1, 150_000)
+    script = tmp_path / "cdc_child.py"
+    script.write_text(CAPTURE_SCRIPT)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(warehouse.path),
+         db.spec.model_copy(update={"batch_size": 5_000}).model_dump_json(by_alias=True),
+         db.conninfo, "0"],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "CDC_TEST_PASSWORD": PG_TEST_PASSWORD},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while db.source().slot_state() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for i in range(1, 41):  # 40 small transactions while the snapshot is being copied
+            db.run(
+                "UPDATE customers SET segment = 'during' WHERE customer_id = %s",
+                [f"cus_{i * 1000:06d}"],
+            )
+        db.run("DELETE FROM customers WHERE customer_id = 'cus_000007'")
+        insert_customers(db, 150_001, 9)
+        assert child.poll() is None, "the snapshot finished before the changes were made"
+        assert child.wait(timeout=120) == 0
+    finally:
+        child.kill()
+    # The child's run went on from the snapshot to the changes: nothing is left, and nothing
+    # is in bronze twice.
+    assert ingest_cdc(warehouse, db.source()).changes == 0
+    rows = bronze(warehouse, f"{db.name}_customers")
+    assert sum(r["op"] == "r" for r in rows) == 150_000
+    assert [r["op"] for r in rows if r["op"] != "r"] == ["u"] * 40 + ["d"] + ["c"] * 9
+    assert_exactly_once(warehouse, db)
