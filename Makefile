@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SCALE  ?= 1
 
-.PHONY: install demo test lint format dev bench lock clean
+.PHONY: install demo test lint format dev bench bench-streams lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ dev: $(STAMP)
 ## File-ingestion benchmark (see bench/README.md); BENCH_ROWS=5000000 by default.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_files.py $(if $(BENCH_ROWS),--rows $(BENCH_ROWS),)
+
+## Event-stream benchmark, Kafka (Tansu) → silver (see bench/README.md); BENCH_EVENTS=5000000 by default.
+bench-streams: $(STAMP)
+	$(BIN)/python bench/bench_streams.py $(if $(BENCH_EVENTS),--events $(BENCH_EVENTS),)
 
 ## Re-pin constraints.txt from what the virtualenv resolved.
 lock: $(STAMP)
