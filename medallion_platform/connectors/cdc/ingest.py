@@ -118,8 +118,12 @@ def position_source(spec: CdcSource) -> str:
     return f"cdc:{spec.name}"
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _dumps(row: dict[str, Any]) -> str:
-    return json.dumps(row, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON; one shared encoder (``json.dumps`` with options builds one per call)."""
+    return _ENCODER.encode(row)
 
 
 class _Rows:
@@ -168,6 +172,8 @@ class _Capture:
         self.columns: dict[str, list[list[Any]]] = {}
         self.keys: dict[str, list[str]] = {}
         self.last_written: Position | None = None
+        self.pending = 0  # rows in the buffers (checked after every change: kept, not summed)
+        self._commit_lsn_text = (-1, "")
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -179,7 +185,7 @@ class _Capture:
         return row[0] if row else None
 
     def buffered(self) -> int:
-        return sum(len(b) for b in self.buffers.values())
+        return self.pending
 
     def _append_buffers(self, batch_id: int) -> None:
         for qualified, rows in self.buffers.items():
@@ -195,6 +201,7 @@ class _Capture:
                 )
                 self.rows_by_table[qualified] += len(rows)
                 self.buffers[qualified] = _Rows()
+        self.pending = 0
 
     def _save_schemas(self, batch_id: int) -> None:
         for qualified in sorted(self.schema_dirty):
@@ -337,6 +344,7 @@ class _Capture:
                 values |= {"seq": seq, "_source": f"{values['_source']}#{seq}"}
                 buffer = self.buffers[table]
                 buffer.add(**values, _row_number=len(buffer) + 1)
+                self.pending += 1
                 self.last_written = position
                 written += 1
                 txn_rows += 1
@@ -456,7 +464,9 @@ class _Capture:
         ]
 
     def _where(self, qualified: str, txn: Begin) -> str:
-        return f"{self.spec.name}:{qualified}@{int_to_lsn(txn.final_lsn)}"
+        if self._commit_lsn_text[0] != txn.final_lsn:  # once per transaction, not per change
+            self._commit_lsn_text = (txn.final_lsn, int_to_lsn(txn.final_lsn))
+        return f"{self.spec.name}:{qualified}@{self._commit_lsn_text[1]}"
 
     def _key_columns(self, qualified: str) -> list[str]:
         if qualified not in self.keys:

@@ -63,7 +63,9 @@ class CdcSource(BaseModel):
     batch_size: int = Field(
         default=20_000,
         ge=1,
-        description="Changes per bronze commit: bounds memory, even inside one large transaction.",
+        description="Changes per bronze commit: bounds the capture's memory, even inside one "
+        "large transaction. (The initial snapshot is one warehouse transaction, so that a "
+        "crash leaves nothing; DuckDB's memory grows with it.)",
     )
     sensor: CdcSensorSpec = Field(default_factory=CdcSensorSpec)
     owner: str = "team:data-platform"
