@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SCALE  ?= 1
 
-.PHONY: install demo test lint format dev bench bench-streams lock clean
+.PHONY: install demo test lint format dev bench bench-streams bench-cdc lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(STAMP)
 ## Event-stream benchmark, Kafka (Tansu) → silver (see bench/README.md); BENCH_EVENTS=5000000 by default.
 bench-streams: $(STAMP)
 	$(BIN)/python bench/bench_streams.py $(if $(BENCH_EVENTS),--events $(BENCH_EVENTS),)
+
+## CDC benchmark, PostgreSQL (logical decoding) → silver (see bench/README.md); BENCH_CUSTOMERS=50000 by default.
+bench-cdc: $(STAMP)
+	$(BIN)/python bench/bench_cdc.py $(if $(BENCH_CUSTOMERS),--customers $(BENCH_CUSTOMERS),)
 
 ## Re-pin constraints.txt from what the virtualenv resolved.
 lock: $(STAMP)
