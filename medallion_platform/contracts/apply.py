@@ -94,6 +94,10 @@ def _merge_latest(
         QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1
         """
     )
+    # Temp tables live in memory until dropped: each goes as soon as it is no longer read,
+    # so the peak holds two of them, not three.
+    conn.execute("DROP TABLE _checked")
+    latest = conn.execute("SELECT count(*) FROM _latest").fetchone()[0]
     if contract.keep == "first":
         # Immutable events: a key already in silver keeps its row, so only new keys are
         # appended and no stored row (or day) is rewritten.
@@ -103,10 +107,7 @@ def _merge_latest(
             SELECT n.*, TRUE AS _is_new FROM _latest n ANTI JOIN {silver} s ON {join}
             """
         )
-        existing = (
-            conn.execute("SELECT count(*) FROM _latest").fetchone()[0]
-            - (conn.execute("SELECT count(*) FROM _winners").fetchone()[0])
-        )
+        existing = latest - conn.execute("SELECT count(*) FROM _winners").fetchone()[0]
         updated = 0
     else:
         conn.execute(
@@ -128,6 +129,7 @@ def _merge_latest(
             f"SELECT count(*) FROM _winners n SEMI JOIN {silver} s ON {join} WHERE n._is_new"
         ).fetchone()[0]
         conn.execute(f"DELETE FROM {silver} s USING _latest n WHERE {join}")
+    conn.execute("DROP TABLE _latest")
     rows_by_day: dict[str, int] = {}
     if contract.partition:
         day = quote(contract.partition.name)
@@ -141,7 +143,6 @@ def _merge_latest(
         conn.execute(f"INSERT INTO {silver} ({cols}) SELECT {cols} FROM _winners ORDER BY {day}")
     else:
         conn.execute(f"INSERT INTO {silver} ({cols}) SELECT {cols} FROM _winners")
-    latest = conn.execute("SELECT count(*) FROM _latest").fetchone()[0]
     return latest - existing, updated, rows_by_day
 
 
@@ -197,15 +198,6 @@ def apply_contract(
         FROM _checked WHERE len(_reasons) > 0
         """
     )
-    deleted = 0
-    if contract.changes is not None:
-        inserted, updated, deleted = merge_changes(conn, contract)
-        rows_by_day: dict[str, int] = {}
-        if contract.changes.history:
-            update_history(conn, contract, rebuild=rebuild)
-    else:
-        inserted, updated, rows_by_day = _merge_latest(conn, contract, silver)
-
     rows_in, quarantined, valid = conn.execute(
         """SELECT count(*), count(*) FILTER (len(_reasons) > 0),
                   count(*) FILTER (len(_reasons) = 0)
@@ -218,6 +210,15 @@ def apply_contract(
                GROUP BY ALL ORDER BY 2 DESC"""
         ).fetchall()
     )
+    deleted = 0
+    if contract.changes is not None:
+        inserted, updated, deleted = merge_changes(conn, contract)
+        rows_by_day: dict[str, int] = {}
+        if contract.changes.history:
+            update_history(conn, contract, rebuild=rebuild)
+    else:
+        inserted, updated, rows_by_day = _merge_latest(conn, contract, silver)
+
     stats = SilverRunStats(
         table=contract.name,
         rebuilt=rebuild,
