@@ -30,7 +30,6 @@ import argparse
 import importlib
 import json
 import os
-import platform
 import resource
 import secrets
 import shutil
@@ -38,9 +37,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import common
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK_ROOT = ROOT / "bench" / ".work"
@@ -499,30 +499,9 @@ def backend_private_mib(postmaster: int | None) -> float:
 
 def machine_info() -> dict[str, str]:
     """What the figures were measured on."""
-    import duckdb
     import psycopg
-    import pyarrow
 
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu,
-        "memory_gib": f"{mem:.1f}",
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "duckdb": duckdb.__version__,
-        "pyarrow": pyarrow.__version__,
-        "psycopg": psycopg.__version__,
-    }
+    return common.machine_info(psycopg=psycopg.__version__)
 
 
 def _row(label: str, result: Result, rows: int | None = None, seconds: float | None = None) -> str:

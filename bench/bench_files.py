@@ -5,7 +5,7 @@ those same files, measures (each phase in its own child process, for an honest p
 
 - ``raw``: DuckDB's ``read_csv`` (all_varchar, union_by_name, ignore_errors) into a fresh file;
 - ``bronze``: ``ingest_files`` for every configured feed into a fresh warehouse;
-- ``silver``: ``apply_contract`` for every contract, one ``Warehouse.transaction()`` each;
+- ``silver``: ``apply_contract`` for each file feed's contract, one transaction each;
 - ``gold``: ``CREATE OR REPLACE TABLE gold.<name> AS <model SQL>`` (what the IO manager runs).
 
 Run: ``python bench/bench_files.py --rows 5000000`` (see bench/README.md).
@@ -16,17 +16,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
-import platform
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import common
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK_ROOT = ROOT / "bench" / ".work"
@@ -157,7 +156,9 @@ def phase_silver(workdir: Path, rows: int, memory_limit: str | None) -> Result:
     from medallion_platform.contracts.apply import apply_contract
     from medallion_platform.warehouse import Warehouse
 
-    contracts = platform_config().contracts
+    config = platform_config()
+    feeds = {feed.bronze_table for feed in config.feeds}  # the other sources have their benches
+    contracts = [c for c in config.contracts if c.source in feeds]
     start = time.perf_counter()
     warehouse = Warehouse(workdir / "warehouse.duckdb", memory_limit=memory_limit)
     stats = {}
@@ -185,7 +186,14 @@ def phase_gold(workdir: Path, rows: int, memory_limit: str | None) -> Result:
     from medallion_platform.warehouse import Warehouse
     from medallion_platform.warehouse.identifiers import qualified
 
-    models = platform_config().gold_models
+    config = platform_config()
+    feeds = {feed.bronze_table for feed in config.feeds}
+    built = {f"silver.{c.name}" for c in config.contracts if c.source in feeds}
+    models = []
+    for model in config.gold_models:  # the models over the file feeds' silver, in order
+        if set(model.depends_on) <= built:
+            models.append(model)
+            built.add(f"gold.{model.name}")
     warehouse = Warehouse(workdir / "warehouse.duckdb", memory_limit=memory_limit)
     with warehouse.connect() as conn:  # untimed: how many silver rows each model reads
         read = {
@@ -266,28 +274,7 @@ def spawn_phase(name: str, workdir: Path, rows: int, memory_limit: str | None) -
 
 def machine_info() -> dict[str, str]:
     """What the figures were measured on."""
-    import duckdb
-    import pyarrow
-
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu,
-        "memory_gib": f"{mem:.1f}",
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "duckdb": duckdb.__version__,
-        "pyarrow": pyarrow.__version__,
-    }
+    return common.machine_info()
 
 
 def _fmt(seconds: dict[str, float]) -> str:

@@ -30,17 +30,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
-import platform
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import common
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK_ROOT = ROOT / "bench" / ".work"
@@ -460,29 +459,8 @@ def check_counts(results: dict[str, Result]) -> list[str]:
 def machine_info() -> dict[str, str]:
     """What the figures were measured on."""
     import confluent_kafka
-    import duckdb
-    import pyarrow
 
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": str(os.cpu_count()),
-        "cpu": cpu,
-        "memory_gib": f"{mem:.1f}",
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "duckdb": duckdb.__version__,
-        "pyarrow": pyarrow.__version__,
-        "librdkafka": confluent_kafka.libversion()[0],
-    }
+    return common.machine_info(librdkafka=confluent_kafka.libversion()[0])
 
 
 def _row(label: str, rows: int, seconds: float, rss: float) -> str:

@@ -1,0 +1,39 @@
+"""What every benchmark shares: a description of the machine the figures were measured on.
+
+The benchmarks run as scripts (``python bench/bench_<x>.py``), so this module is imported from
+the script's own directory.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def machine_info(**versions: str) -> dict[str, str]:
+    """CPU, memory, OS, Python, DuckDB and pyarrow versions, plus the caller's ``versions``."""
+    import duckdb
+    import pyarrow
+
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory_gib": f"{mem:.1f}",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+        "pyarrow": pyarrow.__version__,
+        **versions,
+    }
