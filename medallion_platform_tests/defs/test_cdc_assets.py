@@ -16,6 +16,8 @@ from medallion_platform_tests.cdc_db import Db, cdc_database, insert_customers
 from medallion_platform_tests.conftest import PG_TEST_PASSWORD
 
 SELECTION = [AssetKey(["bronze", "x"])]
+QUIET_WAL = 64 * 1024
+"""WAL the server may write on its own (autovacuum, checkpoints) between two checks."""
 
 
 @pytest.fixture
@@ -42,7 +44,7 @@ def test_one_run_per_wal_position_while_changes_wait(db: Db, warehouse: Warehous
     assert tick(db, first.cursor).run_requests == []  # same position: not asked twice
 
     ingest_cdc(warehouse, db.source())
-    assert db.source().slot_state().lag_bytes == 0
+    assert db.source().slot_state().lag_bytes < QUIET_WAL  # moved up to the WAL's end
 
     db.run("UPDATE customers SET segment = 'pro' WHERE customer_id = 'cus_000001'")
     second = tick(db, first.cursor)
@@ -50,11 +52,20 @@ def test_one_run_per_wal_position_while_changes_wait(db: Db, warehouse: Warehous
     assert request.tags["medallion/trigger"] == "cdc"
     assert int(request.tags["medallion/lag_bytes"]) > 0
     repeat = tick(db, second.cursor)
-    assert repeat.run_requests == [] and "already requested" in repeat.skip_reason.skip_message
+    if repeat.run_requests:  # only if the server wrote WAL of its own in between
+        assert all(r.run_key != request.run_key for r in repeat.run_requests)
+    else:
+        assert "already requested" in repeat.skip_reason.skip_message
 
     ingest_cdc(warehouse, db.source())
+    assert db.source().slot_state().lag_bytes < QUIET_WAL
     caught_up = tick(db, second.cursor)
-    assert caught_up.run_requests == [] and "nothing pending" in caught_up.skip_reason.skip_message
+    if caught_up.run_requests:
+        # The lag is WAL bytes, not our changes: the server may have written WAL of its own
+        # (autovacuum, a checkpoint) since. Such a run is harmless: it finds nothing to do.
+        assert ingest_cdc(warehouse, db.source()).changes == 0
+    else:
+        assert "nothing pending" in caught_up.skip_reason.skip_message
 
 
 def test_an_unreachable_database_is_a_skip_that_names_it_without_the_password(

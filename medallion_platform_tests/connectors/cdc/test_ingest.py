@@ -186,7 +186,7 @@ def test_killed_between_commit_and_slot_advance_rereads_without_duplicates(
     lag_before = slot_lag(db)
     out = run_and_kill(warehouse, db, tmp_path, kill_at=2, batch_size=10)
     assert out.splitlines() == ["batch 1", "batch 2"]
-    assert slot_lag(db) > 0 and slot_lag(db) <= lag_before  # advanced at most to batch 1
+    assert 0 < slot_lag(db) <= lag_before + 64 * 1024  # not past what batch 2 left unread
 
     report = ingest_cdc(warehouse, db.source())  # re-reads what batch 2 already committed
     assert report.changes > 0
@@ -305,7 +305,7 @@ def test_a_large_transaction_streams_in_bounded_batches_and_survives_a_kill(
             f"SELECT count(*), count(DISTINCT seq), max(seq) FROM bronze.{db.name}_orders"
         ).fetchone()
     assert n == distinct == top == rows
-    assert slot_lag(db) < 1_000  # only the tail of the WAL that no transaction of ours used
+    assert slot_lag(db) < 64 * 1024  # caught up (the server may write some WAL of its own)
 
 
 def test_schema_changes_are_reported_and_new_columns_flow(db: Db, warehouse: Warehouse) -> None:
