@@ -19,6 +19,7 @@ from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.settings import PlatformSettings
 from medallion_platform.warehouse import LAYER_SCHEMAS, Warehouse
 from medallion_platform.warehouse.identifiers import qualified
+from medallion_platform.warehouse.warehouse import table_exists
 
 
 class TableStatus(BaseModel):
@@ -132,11 +133,7 @@ def _last_commit(conn: duckdb.DuckDBPyConnection, spec: CdcSource) -> datetime |
     tables = [
         spec.bronze_table(t)
         for t in spec.tables
-        if conn.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'bronze' "
-            "AND table_name = ?",
-            [spec.bronze_table(t)],
-        ).fetchone()[0]
+        if table_exists(conn, "bronze", spec.bronze_table(t))
     ]
     if not tables:
         return None
