@@ -66,19 +66,20 @@ def status(settings: PlatformSettings) -> list[ServiceInfo]:
 
 
 def start_payments_api(
-    token: str, *, charges: int, stderr=subprocess.DEVNULL, timeout_s: float = 30
+    token: str,
+    *,
+    charges: int,
+    orders_file: Path | None = None,
+    stderr=subprocess.DEVNULL,
+    timeout_s: float = 30,
 ) -> tuple[subprocess.Popen, str]:
-    """Start the emulator as its own process on a free loopback port; return it and its URL."""
+    """Start the emulator as its own process on a free loopback port; return it and its URL.
+
+    With ``orders_file`` (JSON lines of orders) it charges those orders, so payments agree
+    with the app database; otherwise it serves ``charges`` generated charges."""
+    source = ["--orders-file", str(orders_file)] if orders_file else ["--charges", str(charges)]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "medallion_platform.demo.payments_api",
-            "--port",
-            "0",
-            "--charges",
-            str(charges),
-        ],
+        [sys.executable, "-m", "medallion_platform.demo.payments_api", "--port", "0", *source],
         env={**os.environ, "PAYMENTS_API_TOKEN": token},
         stdout=subprocess.PIPE,
         stderr=stderr,
@@ -129,14 +130,16 @@ def up(
     a new workload of transactions at every start, so every demo run has changes to capture.
     """
     _dir(settings).mkdir(parents=True, exist_ok=True)
+    # The app database first: the payments emulator charges its orders.
+    database = (
+        [up_postgres(settings, customers=customers, seed=seed, timeout_s=max(timeout_s, 60))]
+        if customers
+        else []
+    )
     return [
         up_payments_api(settings, charges=charges, timeout_s=timeout_s),
         *([up_kafka(settings, events=events, seed=seed, timeout_s=timeout_s)] if events else []),
-        *(
-            [up_postgres(settings, customers=customers, seed=seed, timeout_s=max(timeout_s, 60))]
-            if customers
-            else []
-        ),
+        *database,
     ]
 
 
@@ -151,8 +154,13 @@ def up_payments_api(
     log_path = _dir(settings) / f"{PAYMENTS}.log"
     with log_path.open("ab") as log:
         try:
+            orders_file = _orders_path(settings)
             proc, base_url = start_payments_api(
-                token, charges=charges, stderr=log, timeout_s=timeout_s
+                token,
+                charges=charges,
+                orders_file=orders_file if orders_file.exists() else None,
+                stderr=log,
+                timeout_s=timeout_s,
             )
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}; see {log_path}") from None
@@ -175,6 +183,7 @@ def up_kafka(
         return info
     from medallion_platform.brokers.tansu import TansuBroker
     from medallion_platform.connectors.streams.kafka import create_topic, produce
+    from medallion_platform.demo.calendar import CLICKSTREAM_DAYS, days_before
     from medallion_platform.demo.clickstream import iter_clickstream
 
     broker = TansuBroker(_dir(settings), start_timeout_s=timeout_s)
@@ -184,7 +193,15 @@ def up_kafka(
         produce(
             broker.bootstrap_servers,
             CLICKSTREAM_TOPIC,
-            ((key, value, None) for key, value in iter_clickstream(events, seed=seed)),
+            (
+                (key, value, None)
+                for key, value in iter_clickstream(
+                    events,
+                    seed=seed,
+                    start_date=days_before(CLICKSTREAM_DAYS),
+                    days=CLICKSTREAM_DAYS,
+                )
+            ),
             timeout_s=max(60.0, events / 5_000),
         )
     except BaseException:
@@ -212,6 +229,7 @@ def up_postgres(
     from medallion_platform.databases.postgres import PostgresServer
     from medallion_platform.demo.app_db import apply_workload
     from medallion_platform.demo.app_db import seed as seed_app_db
+    from medallion_platform.demo.calendar import ORDER_HISTORY_DAYS, order_history_start
 
     folder = _dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
@@ -229,8 +247,16 @@ def up_postgres(
         with server.connect() as conn:
             new = conn.execute("SELECT to_regclass('public.customers') IS NULL").fetchone()[0]
             if new:
-                seed_app_db(conn, customers=customers, orders=customers * 3, seed=seed)
+                seed_app_db(
+                    conn,
+                    customers=customers,
+                    orders=customers * 3,
+                    seed=seed,
+                    start=order_history_start(),
+                    days=ORDER_HISTORY_DAYS,
+                )
             work = apply_workload(conn, transactions=max(100, customers // 2), seed=seed)
+            _write_orders(conn, _orders_path(settings))
             counts = conn.execute(
                 "SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM orders)"
             ).fetchone()
@@ -251,6 +277,33 @@ def up_postgres(
             ),
         ),
     )
+
+
+def _orders_path(settings: PlatformSettings) -> Path:
+    return _dir(settings) / "app_db_orders.jsonl"
+
+
+def _write_orders(conn, path: Path) -> None:
+    """The app database's orders, for the payments emulator to charge (JSON lines)."""
+    from medallion_platform.demo.payments_api import OrderToCharge
+
+    rows = conn.execute(
+        "SELECT order_id, customer_id, currency, (order_total * 100)::bigint,"
+        " extract(epoch FROM placed_at)::bigint, status FROM public.orders ORDER BY order_id"
+    )
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        for oid, cid, currency, cents, placed, status in rows:
+            order = OrderToCharge(
+                order_id=oid,
+                customer_id=cid,
+                currency=currency,
+                total_cents=cents,
+                placed_at=placed,
+                status=status,
+            )
+            out.write(order.model_dump_json() + "\n")
+    tmp.replace(path)
 
 
 def down(settings: PlatformSettings) -> list[str]:

@@ -40,6 +40,7 @@ import unicodedata
 from bisect import bisect_right
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any, Generic, TypeVar
 
 import psycopg
@@ -158,6 +159,8 @@ P_NO_COUNTRY = 0.01
 P_OPT_IN = 0.55
 P_CUSTOMER_EDITED = 0.25  # seeded customers whose profile changed after sign-up
 SHARE_BEFORE_START = 0.85  # seeded customers who signed up before the seed window
+MEAN_LIFETIME_DAYS = 300  # how long a customer keeps buying after sign-up, on average
+MAX_DRAWS = 40
 
 _LINE_COUNTS = (1, 2, 3, 4, 5)
 _LINE_COUNT_WEIGHTS = (40, 28, 17, 10, 5)
@@ -420,13 +423,12 @@ def seed(
         countries = [row[4] for row in customer_rows]
 
         placed = sorted(rng.randrange(window) for _ in range(orders))
+        buyers = _Buyers(rng, created)
         order_rows = []
         item_rows = []
         for number, offset in enumerate(placed, start=1):
             placed_at = start + timedelta(seconds=offset)
-            # A customer who had signed up by then; older customers have had more time to buy.
-            eligible = bisect_right(created, placed_at)
-            index = int(eligible * rng.random() ** 1.3)
+            index = buyers.pick(placed_at)
             lines = _new_lines(rng)
             status, updated_at = "placed", placed_at
             while (step := _next_status(rng, status)) is not None:
@@ -461,6 +463,35 @@ def seed(
     return SeedSummary(
         customers=customers, orders=orders, order_items=n_items, start=start, end=end
     )
+
+
+class _Buyers:
+    """Who places the next order: customers differ in how often they buy and stop buying
+    after a while (churn), as real shoppers do, so recency and frequency predict the future.
+
+    Each customer gets a buying rate (log-normal: a few buy often, most rarely) and a lifetime
+    after sign-up (exponential, mean ``MEAN_LIFETIME_DAYS``); an order goes to a customer who
+    had signed up and not yet lapsed, chosen in proportion to their rate (sampled by the
+    cumulative rate over sign-up order, redrawn when the pick has lapsed)."""
+
+    def __init__(self, rng: random.Random, created: list[datetime]) -> None:
+        self.rng = rng
+        self.created = created
+        rates = [rng.lognormvariate(0.0, 1.0) for _ in created]
+        self.lapse_at = [
+            at + timedelta(days=rng.expovariate(1 / MEAN_LIFETIME_DAYS)) for at in created
+        ]
+        self.cumulative = list(accumulate(rates))
+
+    def pick(self, at: datetime) -> int:
+        eligible = bisect_right(self.created, at)  # signed up by then (the first always has)
+        total = self.cumulative[eligible - 1]
+        index = 0
+        for _ in range(MAX_DRAWS):
+            index = min(bisect_right(self.cumulative, self.rng.random() * total), eligible - 1)
+            if self.lapse_at[index] > at:
+                break
+        return index  # after MAX_DRAWS lapsed picks, a lapsed customer comes back: it happens
 
 
 def _signup_times(rng: random.Random, n: int, start: datetime, window: int) -> list[datetime]:

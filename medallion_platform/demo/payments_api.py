@@ -160,6 +160,94 @@ def generate_payments(
     return PaymentsData(charges=charges, refunds=refunds, payouts=payouts)
 
 
+class OrderToCharge(BaseModel):
+    """An order of the app database, as the storefront asked the payments API to charge it."""
+
+    order_id: str
+    customer_id: str
+    currency: str  # ISO code, as the app database keeps it ("USD")
+    total_cents: int
+    placed_at: int  # epoch seconds
+    status: str  # the order's status now: placed, paid, shipped, delivered, cancelled, returned
+
+
+def payments_for_orders(orders: Sequence[OrderToCharge], *, seed: int = 7) -> PaymentsData:
+    """The charges, refunds and payouts that the app database's orders imply.
+
+    So the demo's sources agree with each other (gold joins orders to payments): one charge per
+    order, for its total, a minute after it was placed. A still-``placed`` order's charge is
+    pending; a ``cancelled`` one either failed (why it was cancelled) or was paid and refunded
+    in full; a ``returned`` one is refunded in full; about 4% of the others get a partial
+    refund. ``len(orders) // 1000`` charges carry the invalid currency ``"xxx"`` for the
+    platform to quarantine, as :func:`generate_payments` does.
+    """
+    rng = random.Random(f"orders:{seed}")
+    taken: set[str] = set()
+    charges: list[dict[str, Any]] = []
+    refunds: list[dict[str, Any]] = []
+    for order in sorted(orders, key=lambda o: (o.placed_at, o.order_id)):
+        created = order.placed_at + rng.randint(20, 120)
+        if order.status == "placed":
+            status = "pending"
+        elif order.status == "cancelled":
+            status = "failed" if rng.random() < 0.5 else "succeeded"
+        else:
+            status = "succeeded"
+        charge = {
+            "id": _new_id(rng, "ch_", taken),
+            "object": "charge",
+            "amount": order.total_cents,
+            "amount_refunded": 0,
+            "currency": order.currency.lower(),
+            "customer": order.customer_id,
+            "created": created,
+            "status": status,
+            "paid": status == "succeeded",
+            "refunded": False,
+            "captured": True,
+            "description": f"Acme Outfitters order {order.order_id}",
+            "metadata": {"order_id": order.order_id},
+            "payment_method_details": {
+                "type": "card",
+                "card": {"brand": rng.choices(CARD_BRANDS, CARD_BRAND_WEIGHTS)[0], "last4": "4242"},
+            },
+            "livemode": False,
+        }
+        charges.append(charge)
+        if status != "succeeded":
+            continue
+        if order.status in ("cancelled", "returned"):
+            part = order.total_cents
+        elif rng.random() < 0.04:
+            part = rng.randint(order.total_cents // 10, order.total_cents * 9 // 10)
+        else:
+            continue
+        refunds.append(
+            {
+                "id": _new_id(rng, "re_", taken),
+                "object": "refund",
+                "amount": part,
+                "charge": charge["id"],
+                "created": created + rng.randint(600, 7 * DAY),
+                "currency": charge["currency"],
+                "status": "succeeded",
+                "reason": "requested_by_customer",
+            }
+        )
+        charge["amount_refunded"] = part
+        charge["refunded"] = part == order.total_cents
+    n_invalid = len(charges) // 1000
+    for index in rng.sample(range(len(charges)), n_invalid):
+        charges[index]["currency"] = INVALID_CURRENCY
+    refunds.sort(key=lambda refund: (refund["created"], refund["id"]))
+    start = charges[0]["created"] if charges else DEFAULT_START
+    span = max(DAY, (charges[-1]["created"] - start + 1) if charges else DAY)
+    payouts = generate_payouts(
+        max(5, len(charges) // 50), seed=seed, start=start, span_seconds=span
+    )
+    return PaymentsData(charges=charges, refunds=refunds, payouts=payouts)
+
+
 def _generate_refunds(
     rng: random.Random, charges: list[dict[str, Any]], refund_rate: float, taken: set[str]
 ) -> list[dict[str, Any]]:
@@ -846,8 +934,8 @@ class _Handler(BaseHTTPRequestHandler):
 # --------------------------------------------------------------------------------------------
 
 
-def serve_forever(n_charges: int, token: str, port: int, seed: int = 7) -> None:
-    """Serve ``n_charges`` generated charges until SIGTERM/SIGINT, printing the URL when ready.
+def serve_forever(data: PaymentsData, token: str, port: int) -> None:
+    """Serve ``data`` until SIGTERM/SIGINT, printing the URL when ready.
 
     The signals are blocked and then awaited with ``sigwait`` (POSIX; main thread), so no handler
     runs at an arbitrary point and a signal arriving during start-up is not lost.
@@ -856,7 +944,7 @@ def serve_forever(n_charges: int, token: str, port: int, seed: int = 7) -> None:
     previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     try:
         # The server thread inherits the blocked mask, so the signal is left for sigwait.
-        with PaymentsApi(generate_payments(n_charges, seed=seed), token=token, port=port) as api:
+        with PaymentsApi(data, token=token, port=port) as api:
             print(api.base_url, flush=True)
             signal.sigwait(signals)
     finally:
@@ -872,11 +960,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
     parser.add_argument("--charges", type=int, default=2_000, help="charges to generate")
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated data")
+    parser.add_argument(
+        "--orders-file",
+        help="JSON lines of orders (OrderToCharge) to charge instead of generated charges",
+    )
     args = parser.parse_args(argv)
     token = os.environ.get(TOKEN_ENV, "")
     if not token:
         parser.error(f"${TOKEN_ENV} must be set to the token clients will present")
-    serve_forever(args.charges, token, args.port, args.seed)
+    if args.orders_file:
+        with open(args.orders_file, encoding="utf-8") as lines:
+            orders = [OrderToCharge.model_validate_json(line) for line in lines if line.strip()]
+        data = payments_for_orders(orders, seed=args.seed)
+    else:
+        data = generate_payments(args.charges, seed=args.seed)
+    serve_forever(data, token, args.port)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import DagsterInstance
 
+from medallion_platform.demo.calendar import AD_SPEND_DAYS, days_before
 from medallion_platform.demo.generator import DemoManifest, generate_landing_files
 from medallion_platform.instance import use_instance
 from medallion_platform.settings import PlatformSettings
@@ -11,7 +12,13 @@ from medallion_platform.settings import PlatformSettings
 
 def seed(settings: PlatformSettings, *, scale: float, seed: int) -> DemoManifest:
     use_instance(settings)
-    return generate_landing_files(settings.landing_dir, scale=scale, seed=seed)
+    return generate_landing_files(
+        settings.landing_dir,
+        scale=scale,
+        seed=seed,
+        start_date=days_before(AD_SPEND_DAYS),
+        days=AD_SPEND_DAYS,
+    )
 
 
 def run_main_job(settings: PlatformSettings, log_level: str = "WARNING") -> bool:

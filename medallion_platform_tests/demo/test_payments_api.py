@@ -452,3 +452,49 @@ def test_module_refuses_to_start_without_a_token(
     with pytest.raises(SystemExit) as exited:
         main(["--port", "0"])
     assert exited.value.code == 2 and TOKEN_ENV in capsys.readouterr().err
+
+
+def test_payments_for_orders_agree_with_the_orders() -> None:
+    """The demo charges the app database's orders: one charge each, for the order's total,
+    with refunds where the order's story implies them."""
+    from medallion_platform.demo.payments_api import OrderToCharge, payments_for_orders
+
+    statuses = ["delivered", "placed", "cancelled", "returned", "paid", "shipped"] * 400
+    orders = [
+        OrderToCharge(
+            order_id=f"ord_{n:07d}",
+            customer_id=f"cus_{n % 97:06d}",
+            currency="EUR" if n % 10 == 0 else "USD",
+            total_cents=1_000 + n,
+            placed_at=DEFAULT_START + 600 * n,
+            status=status,
+        )
+        for n, status in enumerate(statuses, start=1)
+    ]
+    data = payments_for_orders(orders, seed=3)
+    assert data == payments_for_orders(orders, seed=3)  # deterministic
+    by_order = {c["metadata"]["order_id"]: c for c in data.charges}
+    assert len(data.charges) == len(by_order) == len(orders)
+    refunded: dict[str, int] = {}
+    for refund in data.refunds:
+        refunded[refund["charge"]] = refunded.get(refund["charge"], 0) + refund["amount"]
+    invalid = 0
+    for order in orders:
+        charge = by_order[order.order_id]
+        invalid += charge["currency"] == "xxx"
+        assert charge["currency"] in (order.currency.lower(), "xxx")
+        assert (charge["amount"], charge["customer"]) == (order.total_cents, order.customer_id)
+        assert charge["created"] > order.placed_at
+        refund = refunded.get(charge["id"], 0)
+        assert charge["amount_refunded"] == refund <= charge["amount"]
+        if order.status == "placed":
+            assert charge["status"] == "pending" and refund == 0
+        elif order.status == "returned":
+            assert charge["status"] == "succeeded" and refund == order.total_cents
+        elif order.status == "cancelled":
+            assert (charge["status"], refund) in (("failed", 0), ("succeeded", order.total_cents))
+        else:
+            assert charge["status"] == "succeeded"
+    assert invalid == len(orders) // 1000  # the quarantine example, as generate_payments has
+    partial = [c for c in data.charges if 0 < c["amount_refunded"] < c["amount"]]
+    assert 0 < len(partial) < len(orders) * 0.1
