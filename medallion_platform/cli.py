@@ -1,4 +1,4 @@
-"""The ``medallion`` command: demo, status, dev, init."""
+"""The ``medallion`` command: demo, status, lineage, dev, init."""
 
 from __future__ import annotations
 
@@ -80,6 +80,78 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lineage(args: argparse.Namespace) -> int:
+    from medallion_platform.config import platform_config
+    from medallion_platform.definitions import build_definitions
+    from medallion_platform.lineage.columns import (
+        ColumnLineageError,
+        MissingTablesError,
+        read_schemas,
+    )
+    from medallion_platform.lineage.graph import (
+        UnknownAssetError,
+        build_report,
+        format_report,
+        key_string,
+        resolve_asset_key,
+    )
+    from medallion_platform.warehouse import Warehouse
+    from medallion_platform.warehouse.warehouse import WarehouseBusyError
+
+    settings = PlatformSettings.from_env()
+    defs = build_definitions(settings)
+    try:
+        key = resolve_asset_key(defs.resolve_asset_graph(), args.asset)
+    except UnknownAssetError as exc:
+        print(f"medallion lineage: {exc}", file=sys.stderr)
+        return 2
+    sections = {"upstream": not args.downstream_only, "downstream": not args.upstream_only}
+    if not args.columns:
+        report = build_report(defs, key, **sections)
+        print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+        return 0
+
+    models = platform_config().sql_models
+    if not any([m.layer, m.name] == list(key.path) for m in models):
+        print(
+            f"medallion lineage: {key_string(key)} is not a SQL model, so --columns has nothing "
+            "to show (column lineage covers the models of config/*_models.yaml).",
+            file=sys.stderr,
+        )
+        return 1
+    path = settings.warehouse_path
+    if not path.exists():
+        print(
+            f"medallion lineage: no warehouse at {path}: materialize {key_string(key)} and what "
+            "it reads first (`medallion demo`, or a run of medallion_job), or set "
+            "MEDALLION_HOME to the platform home you meant.",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        with Warehouse(path, read_only=True, lock_timeout_s=60).connect() as conn:
+            report = build_report(
+                defs,
+                key,
+                **sections,
+                models=models,
+                read_schemas=lambda model: read_schemas(conn, model.depends_on),
+            )
+    except MissingTablesError as exc:
+        keys = ", ".join(t.replace(".", "/") for t in exc.tables)
+        print(
+            f"medallion lineage: {keys} not in the warehouse {path} yet: materialize {keys} "
+            "first (a run of medallion_job builds everything).",
+            file=sys.stderr,
+        )
+        return 1
+    except (ColumnLineageError, WarehouseBusyError) as exc:
+        print(f"medallion lineage: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
+    return 0
+
+
 def _init(_args: argparse.Namespace) -> int:
     from medallion_platform.instance import ensure_instance
     from medallion_platform.warehouse import Warehouse
@@ -156,6 +228,24 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="Tables, positions, files and quarantine (read-only).")
     status.add_argument("--json", action="store_true", help="Machine-readable output.")
     status.set_defaults(func=_status)
+
+    lineage = sub.add_parser(
+        "lineage",
+        help="Where an asset comes from (back to the source systems), what reads it, and "
+        "with --columns where each column comes from.",
+    )
+    lineage.add_argument("asset", help="Asset key, slash separated: gold/customer_360.")
+    lineage.add_argument(
+        "--columns",
+        action="store_true",
+        help="Column lineage of a SQL model through every SQL model it reads (needs its inputs "
+        "materialized; the warehouse is opened read-only).",
+    )
+    direction = lineage.add_mutually_exclusive_group()
+    direction.add_argument("--upstream-only", action="store_true", help="Only where it comes from.")
+    direction.add_argument("--downstream-only", action="store_true", help="Only what reads it.")
+    lineage.add_argument("--json", action="store_true", help="Machine-readable output.")
+    lineage.set_defaults(func=_lineage)
 
     init = sub.add_parser("init", help="Create the platform home, warehouse and Dagster instance.")
     init.set_defaults(func=_init)

@@ -28,7 +28,7 @@ from medallion_platform.defs.files import (
     build_landing_spec,
     build_landing_zone_sensor,
 )
-from medallion_platform.defs.gold import build_gold_asset, build_gold_key_check, gold_key
+from medallion_platform.defs.gold import build_gold_asset, build_gold_checks, gold_key
 from medallion_platform.defs.io_manager import WarehouseIOManager
 from medallion_platform.defs.resources import LandingZoneResource, WarehouseResource
 from medallion_platform.defs.rest import (
@@ -98,7 +98,7 @@ def build_definitions(
         if c.source in producers
     ]
     assets += [build_gold_asset(model) for model in config.sql_models]
-    checks = [build_gold_key_check(model) for model in config.sql_models]
+    checks = [check for model in config.sql_models for check in build_gold_checks(model)]
 
     jobs = [
         define_asset_job(
@@ -173,7 +173,11 @@ def build_definitions(
         }.items()
         if v
     }
-    io_manager = WarehouseIOManager(database=warehouse_path, connection_config=duckdb_config)
+    io_manager = WarehouseIOManager(
+        database=warehouse_path,
+        connection_config=duckdb_config,
+        parquet_dir=str(settings.exports_dir),
+    )
     return Definitions(
         assets=assets,
         asset_checks=checks,

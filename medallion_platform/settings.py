@@ -42,6 +42,15 @@ class PlatformSettings(BaseModel):
         return self.home / "landing"
 
     @property
+    def exports_dir(self) -> Path:
+        """Gold tables as Parquet (``exports/gold/<table>.parquet``), for BI tools."""
+        return self.home / "exports"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
     def dagster_home(self) -> Path:
         return self.home / "dagster"
 

@@ -28,6 +28,13 @@ def test_packaged_config_loads(config: PlatformConfig) -> None:
         "marketing_spend_daily",
         "sessions",
         "funnel_daily",
+        "dim_customer",
+        "dim_date",
+        "fct_orders",
+        "fct_order_items",
+        "customer_360",
+        "daily_revenue",
+        "marketing_roas_daily",
     ]
     assert [s.name for s in config.streams] == ["events"]
     assert config.contract("events").source == config.streams[0].bronze_table
@@ -85,6 +92,31 @@ def test_gold_model_whose_depends_on_disagrees_with_its_sql(config_dir: Path) ->
     assert str(path) in message
     assert "'dim_product'" in message
     assert "silver.products" in message and "silver.ad_spend" in message
+
+
+def test_gold_model_reference_to_an_unknown_table(config_dir: Path) -> None:
+    fct = _set("models", 6, references={"customer_id": "gold.dim_customers.customer_id"})
+    edit(config_dir, "gold_models.yaml", fct)
+    with pytest.raises(ConfigError, match=r"fct_orders: references unknown tables"):
+        load_config(config_dir)
+
+
+def test_gold_model_reference_must_name_a_column(config_dir: Path) -> None:
+    edit(config_dir, "gold_models.yaml", _set("models", 6, references={"customer_id": "gold.x"}))
+    with pytest.raises(ConfigError, match=r"expected schema.table.column"):
+        load_config(config_dir)
+
+
+def test_sql_with_an_asof_join_is_read_for_its_tables() -> None:
+    """DuckDB's own table lister cannot bind ASOF joins; the SQL is parsed with sqlglot."""
+    from medallion_platform.gold.spec import tables_read
+
+    sql = (
+        "WITH t AS (SELECT * FROM gold.sessions) SELECT * FROM gold.fct_orders AS o "
+        "ASOF LEFT JOIN t ON o.customer_id = t.customer_id AND o.placed_at >= t.started_at, "
+        "range(3) AS r(i)"
+    )
+    assert tables_read(sql) == {"gold.sessions", "gold.fct_orders"}
 
 
 def test_gold_model_built_directly_checks_its_sql() -> None:

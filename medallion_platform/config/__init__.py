@@ -118,11 +118,17 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
                 f"but the feed writes bronze.{feed.bronze_table}"
             )
     silver = {f"silver.{c.name}" for c in contracts} | {f"silver.{m.name}" for m in silver_models}
+    silver |= {f"silver.{c.changes.history}" for c in contracts if c.changes and c.changes.history}
     gold = {f"gold.{m.name}" for m in models}
     for model in [*silver_models, *models]:
         unknown = set(model.depends_on) - silver - gold
         if unknown:
             raise ConfigError(f"{model.layer} model {model.name}: unknown inputs {sorted(unknown)}")
+        unknown = set(model.referenced_tables) - silver - gold
+        if unknown:
+            raise ConfigError(
+                f"{model.layer} model {model.name}: references unknown tables {sorted(unknown)}"
+            )
     for stream in streams:
         contract = by_name.get(stream.contract or "")
         if stream.contract and (contract is None or contract.source != stream.bronze_table):

@@ -5,20 +5,33 @@ from datetime import timedelta
 
 from dagster import (
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
+    AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
     FreshnessPolicy,
     MetadataValue,
+    Output,
     asset,
     asset_check,
 )
 
 from medallion_platform.defs.constants import WAREHOUSE_POOL
+from medallion_platform.defs.lineage import column_lineage_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.gold import GoldModel
+from medallion_platform.gold.checks import (
+    CheckOutcome,
+    negative_counts,
+    rule_violations,
+    unresolved_references,
+)
+from medallion_platform.gold.spec import ModelRule
+from medallion_platform.lineage.columns import read_schemas
 from medallion_platform.warehouse.identifiers import qualified, quote
 from medallion_platform.warehouse.tables import SqlQuery
+from medallion_platform.warehouse.warehouse import table_exists
 
 
 def gold_key(model: GoldModel) -> AssetKey:
@@ -30,7 +43,11 @@ def build_gold_asset(model: GoldModel) -> AssetsDefinition:
 
     @asset(
         key=gold_key(model),
-        deps=[AssetKey(dep.split(".")) for dep in model.depends_on],
+        # Tables its foreign keys point at come first too, so the checks see this run's build.
+        deps=[
+            AssetKey(dep.split("."))
+            for dep in dict.fromkeys([*model.depends_on, *model.referenced_tables])
+        ],
         group_name=model.layer,
         description=f"{model.description.strip()}\n\nGrain: {model.grain}.",
         owners=[model.owner],
@@ -47,14 +64,94 @@ def build_gold_asset(model: GoldModel) -> AssetsDefinition:
         ),
         io_manager_key="warehouse_io_manager",
         pool=WAREHOUSE_POOL,
+        output_required=False,
     )
-    def _gold() -> SqlQuery:
-        return SqlQuery(model.sql)
+    def _gold(context: AssetExecutionContext, warehouse: WarehouseResource):
+        with warehouse.warehouse().connect() as conn:
+            missing = [t for t in model.depends_on if not table_exists(conn, *t.split("."))]
+            # Column lineage, derived from the SQL over the inputs' current schemas.
+            schemas = {} if missing else read_schemas(conn, model.depends_on)
+        if missing:
+            # A fresh platform whose first run loads one source: the other inputs come later.
+            context.log.warning(
+                f"{model.layer}.{model.name} not built: its inputs {', '.join(missing)} do not "
+                "exist yet (their sources have not been loaded); it and what reads it are skipped."
+            )
+            return
+        yield Output(SqlQuery(model.sql), metadata=column_lineage_metadata(model, schemas))
 
     return _gold
 
 
-def build_gold_key_check(model: GoldModel):
+def build_gold_checks(model: GoldModel) -> list[AssetChecksDefinition]:
+    """Every check of a model: its key, its foreign keys, its rules, and non-negative counts."""
+    checks = [build_gold_key_check(model), build_negative_counts_check(model)]
+    if model.references:
+        checks.append(build_references_check(model))
+    checks += [build_rule_check(model, rule) for rule in model.rules]
+    return checks
+
+
+def _result(outcome: CheckOutcome, *, severity=AssetCheckSeverity.ERROR) -> AssetCheckResult:
+    metadata: dict = {"failed_rows": outcome.failed_rows, **outcome.detail}
+    if outcome.examples:
+        metadata["examples"] = MetadataValue.md("\n".join(f"- `{e}`" for e in outcome.examples))
+    return AssetCheckResult(passed=outcome.passed, severity=severity, metadata=metadata)
+
+
+def build_references_check(model: GoldModel) -> AssetChecksDefinition:
+    """Foreign keys resolve: each reference column's values exist in the dimension."""
+    targets = ", ".join(f"{c} → {t}" for c, t in model.references.items())
+
+    @asset_check(
+        asset=gold_key(model),
+        name="foreign_keys_resolve",
+        additional_deps=[AssetKey(t.split(".")) for t in model.referenced_tables],
+        description=f"Every non-NULL foreign key resolves: {targets}.",
+        pool=WAREHOUSE_POOL,
+    )
+    def _check(warehouse: WarehouseResource) -> AssetCheckResult:
+        with warehouse.warehouse().connect() as conn:
+            return _result(unresolved_references(conn, model))
+
+    return _check
+
+
+def build_rule_check(model: GoldModel, rule: ModelRule) -> AssetChecksDefinition:
+    """A declared row-level truth holds on every row (NULL counts as broken)."""
+
+    @asset_check(
+        asset=gold_key(model),
+        name=rule.name,
+        blocking=True,  # a wrong figure must not flow on to syncs, models and reports
+        description=f"{rule.description or rule.name} (every row: {rule.sql}).",
+        pool=WAREHOUSE_POOL,
+    )
+    def _check(warehouse: WarehouseResource) -> AssetCheckResult:
+        with warehouse.warehouse().connect() as conn:
+            return _result(rule_violations(conn, model, rule))
+
+    return _check
+
+
+def build_negative_counts_check(model: GoldModel) -> AssetChecksDefinition:
+    """No integer (count) column is ever negative."""
+
+    @asset_check(
+        asset=gold_key(model),
+        name="no_negative_counts",
+        blocking=True,
+        description="No count (integer column) is below zero.",
+        pool=WAREHOUSE_POOL,
+    )
+    def _check(warehouse: WarehouseResource) -> AssetCheckResult:
+        with warehouse.warehouse().connect() as conn:
+            return _result(negative_counts(conn, model))
+
+    return _check
+
+
+def build_gold_key_check(model: GoldModel) -> AssetChecksDefinition:
     """The grain holds: the model's key is unique and never NULL."""
     keys = ", ".join(quote(k) for k in model.key)
     not_null = " OR ".join(f"{quote(k)} IS NULL" for k in model.key)
@@ -62,7 +159,7 @@ def build_gold_key_check(model: GoldModel):
     @asset_check(
         asset=gold_key(model),
         name="grain_key_unique",
-        blocking=model.layer == "silver",  # silver feeds gold: a broken grain stops it
+        blocking=True,  # a broken grain double-counts everything downstream: stop it
         description=f"({', '.join(model.key)}) is unique and not NULL: one row per "
         f"{model.grain.removeprefix('one row per ')}.",
         pool=WAREHOUSE_POOL,

@@ -22,12 +22,13 @@ from typing import Any
 import duckdb
 import pandas as pd
 import polars as pl
-from dagster import OutputContext
+from dagster import MetadataValue, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
 
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.warehouse import Warehouse
+from medallion_platform.warehouse.exports import export_parquet
 from medallion_platform.warehouse.identifiers import qualified, quote
 from medallion_platform.warehouse.tables import SqlQuery, TableRef, describe_table
 from medallion_platform.warehouse.warehouse import add_missing_columns, table_columns
@@ -136,8 +137,38 @@ class TransactionalDuckDbClient(DuckDbClient):
             yield conn
 
 
+class PublishingDbIOManager(DbIOManager):
+    """After a table of an exported schema is committed, publish it as Parquet too."""
+
+    def __init__(self, *, warehouse: Warehouse, parquet_dir: str | None, schemas: list[str], **kw):
+        super().__init__(**kw)
+        self._warehouse = warehouse
+        self._parquet_dir = parquet_dir
+        self._schemas = set(schemas)
+
+    def handle_output(self, context: OutputContext, obj: object) -> None:
+        super().handle_output(context, obj)
+        if not self._parquet_dir or not context.has_asset_key:
+            return
+        path = context.asset_key.path
+        if len(path) != 2 or path[0] not in self._schemas or context.has_asset_partitions:
+            return
+        with self._warehouse.connect() as conn:  # committed: readers see the new table
+            exported = export_parquet(conn, path[0], path[1], self._parquet_dir)
+        context.add_output_metadata(
+            {
+                "parquet_path": MetadataValue.path(str(exported)),
+                "parquet_bytes": exported.stat().st_size,
+            }
+        )
+
+
 class WarehouseIOManager(DuckDBIOManager):
-    """Stores asset outputs as tables ``<key prefix>.<name>`` in the platform's DuckDB file."""
+    """Stores asset outputs as tables ``<key prefix>.<name>`` in the platform's DuckDB file;
+    tables of ``parquet_schemas`` are also published as Parquet under ``parquet_dir``."""
+
+    parquet_dir: str | None = None
+    parquet_schemas: list[str] = ["gold"]
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
@@ -148,7 +179,14 @@ class WarehouseIOManager(DuckDBIOManager):
         return TableRef
 
     def create_io_manager(self, context) -> DbIOManager:
-        return DbIOManager(
+        return PublishingDbIOManager(
+            warehouse=Warehouse(
+                self.database,
+                memory_limit=self.connection_config.get("memory_limit"),
+                threads=self.connection_config.get("threads"),
+            ),
+            parquet_dir=self.parquet_dir,
+            schemas=self.parquet_schemas,
             db_client=TransactionalDuckDbClient(),
             database=self.database,
             schema=self.schema_,

@@ -21,6 +21,8 @@ from medallion_platform_tests.clickstream_truth import sessionize, truth
 from medallion_platform_tests.conftest import CLICKSTREAM_EVENTS, write_csv
 
 FUNNEL_STAGES = ("product_view", "add_to_cart", "checkout_started", "purchase")
+# The app database sells SKU-000001..500: the catalog has them all from scale 0.25 on.
+SCALE = 0.25
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
@@ -60,6 +62,17 @@ CDC_KEYS = {
 }
 
 
+GOLD_STAR_KEYS = {
+    "gold/dim_customer",
+    "gold/dim_date",
+    "gold/fct_orders",
+    "gold/fct_order_items",
+    "gold/customer_360",
+    "gold/daily_revenue",
+    "gold/marketing_roas_daily",
+}
+
+
 @pytest.fixture(autouse=True)
 def _sources_up(payments_api, clickstream, app_db):
     """medallion_job reads the payments API, the clickstream and the app database too: every
@@ -69,7 +82,7 @@ def _sources_up(payments_api, clickstream, app_db):
 
 @pytest.fixture
 def demo_run(settings: PlatformSettings):
-    manifest = generate_landing_files(settings.landing_dir, scale=0.05)
+    manifest = generate_landing_files(settings.landing_dir, scale=SCALE)
     result = _run(settings)
     assert result.success
     return manifest, result
@@ -92,6 +105,7 @@ def test_demo_flows_from_files_to_gold_and_counts_reconcile(settings, demo_run) 
         "quarantine/events",
         "gold/sessions",
         "gold/funnel_daily",
+        *GOLD_STAR_KEYS,
         *CDC_KEYS,
     }
     assert {k for k in mats if "payments" in k} >= {
@@ -128,13 +142,37 @@ def test_demo_flows_from_files_to_gold_and_counts_reconcile(settings, demo_run) 
     )
     assert _count(settings, "SELECT count(*) FROM gold.dim_product") == manifest.products
 
+    # Every gold check ran and passed on real sources (keys, foreign keys, rules, counts).
+    checks = result.get_asset_check_evaluations()
+    gold_checks = [c for c in checks if c.asset_key.path[0] == "gold"]
+    assert len(gold_checks) >= 11 * 2
+    assert [(c.asset_key.to_user_string(), c.check_name, {k: v.value for k, v in c.metadata.items()}) for c in gold_checks if not c.passed] == []
+    # Every gold table is published as Parquet, equal to the table, with its path in metadata.
+    for key, meta in mats.items():
+        if key.startswith("gold/"):
+            path = settings.exports_dir / "gold" / f"{key.split('/')[1]}.parquet"
+            assert meta["parquet_path"] == str(path), key
+            rows = _count(settings, f"SELECT count(*) FROM read_parquet('{path}')")
+            assert rows == meta["dagster/row_count"], key
+    assert not list(settings.exports_dir.rglob("*.tmp"))
+    # Column lineage, derived from each model's SQL, on every gold materialization.
+    for key, meta in mats.items():
+        if key.startswith("gold/"):
+            lineage = meta["dagster/column_lineage"].deps_by_column
+            columns = [c.name for c in meta["dagster/column_schema"].columns]
+            assert list(lineage) == columns, key
+    ltv = mats["gold/customer_360"]["dagster/column_lineage"].deps_by_column["lifetime_value"]
+    assert [(d.asset_key.to_user_string(), d.column_name) for d in ltv] == [
+        ("gold/fct_orders", "net")
+    ]
+
 
 def test_dropping_the_same_demo_again_adds_nothing(settings, demo_run) -> None:
     before = {
         t: _count(settings, f"SELECT count(*) FROM {t}")
         for t in ("bronze.files_products", "bronze.files_ad_spend", "silver.products")
     }
-    generate_landing_files(settings.landing_dir, scale=0.05)  # same seed: same bytes
+    generate_landing_files(settings.landing_dir, scale=SCALE)  # same seed: same bytes
     result = _run(settings)
     assert result.success
     mats = _materializations(result)
