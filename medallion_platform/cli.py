@@ -58,6 +58,14 @@ def _demo(args: argparse.Namespace) -> int:
     print()
     print(format_status(status))
     print()
+    report = settings.reports_dir / "kpi_report.html"
+    if settings.warehouse_path.exists():
+        from medallion_platform.reports.kpi_report import format_headline, headline_kpis
+        from medallion_platform.warehouse import Warehouse
+
+        with Warehouse(settings.warehouse_path, read_only=True).connect() as conn:
+            print(format_headline(headline_kpis(conn)))
+        print()
     print(f"{'Finished' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s.")
     print("Where to look:")
     print(f"  medallion status            # this summary again (MEDALLION_HOME={settings.home})")
@@ -65,6 +73,10 @@ def _demo(args: argparse.Namespace) -> int:
     print(f'  or by hand: eval "$(medallion services up)"; DAGSTER_HOME={settings.dagster_home} \\')
     print("              dagster dev -w workspace.yaml")
     print(f"  duckdb.connect({str(settings.warehouse_path)!r}, read_only=True)  # notebooks, BI")
+    print(f"  {settings.exports_dir / 'gold'}/*.parquet  # gold for BI tools")
+    if report.exists():
+        print(f"  file://{report}  # the KPI report (open in a browser)")
+    print("  medallion lineage gold/customer_360 [--columns]  # where a table comes from")
     return 0 if ok else 1
 
 

@@ -30,6 +30,8 @@ from medallion_platform.defs.files import (
 )
 from medallion_platform.defs.gold import build_gold_asset, build_gold_checks, gold_key
 from medallion_platform.defs.io_manager import WarehouseIOManager
+from medallion_platform.defs.ml import build_ml_assets
+from medallion_platform.defs.reports import build_kpi_report_asset
 from medallion_platform.defs.resources import LandingZoneResource, WarehouseResource
 from medallion_platform.defs.rest import (
     build_api_spec,
@@ -99,6 +101,11 @@ def build_definitions(
     ]
     assets += [build_gold_asset(model) for model in config.sql_models]
     checks = [check for model in config.sql_models for check in build_gold_checks(model)]
+    assets.append(build_kpi_report_asset(settings))
+    if config.churn is not None:
+        ml_assets, ml_checks = build_ml_assets(config.churn, settings.home)
+        assets += ml_assets
+        checks += ml_checks
 
     jobs = [
         define_asset_job(
@@ -116,6 +123,11 @@ def build_definitions(
         ),
         define_asset_job(
             "gold_job", selection=AssetSelection.groups("gold"), description="Gold models only."
+        ),
+        define_asset_job(
+            "ml_job",
+            selection=AssetSelection.groups("ml", "reports"),
+            description="Churn features, model and scores, then the KPI report, from gold.",
         ),
     ]
     for source in config.rest_sources:

@@ -285,23 +285,11 @@ def _orders_path(settings: PlatformSettings) -> Path:
 
 def _write_orders(conn, path: Path) -> None:
     """The app database's orders, for the payments emulator to charge (JSON lines)."""
-    from medallion_platform.demo.payments_api import OrderToCharge
+    from medallion_platform.demo.app_db import orders_to_charge
 
-    rows = conn.execute(
-        "SELECT order_id, customer_id, currency, (order_total * 100)::bigint,"
-        " extract(epoch FROM placed_at)::bigint, status FROM public.orders ORDER BY order_id"
-    )
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as out:
-        for oid, cid, currency, cents, placed, status in rows:
-            order = OrderToCharge(
-                order_id=oid,
-                customer_id=cid,
-                currency=currency,
-                total_cents=cents,
-                placed_at=placed,
-                status=status,
-            )
+        for order in orders_to_charge(conn):
             out.write(order.model_dump_json() + "\n")
     tmp.replace(path)
 

@@ -14,10 +14,15 @@ from medallion_platform.connectors.files import FileFeed
 from medallion_platform.connectors.streams.kafka import create_topic, produce
 from medallion_platform.contracts import Contract
 from medallion_platform.databases.postgres import PostgresServer
-from medallion_platform.demo.app_db import apply_workload
+from medallion_platform.demo.app_db import apply_workload, orders_to_charge
 from medallion_platform.demo.app_db import seed as seed_app_db
+from medallion_platform.demo.calendar import ORDER_HISTORY_DAYS, order_history_start
 from medallion_platform.demo.clickstream import ClickstreamManifest, generate_clickstream
-from medallion_platform.demo.payments_api import PaymentsApi, generate_payments
+from medallion_platform.demo.payments_api import (
+    PaymentsApi,
+    generate_payments,
+    payments_for_orders,
+)
 from medallion_platform.settings import PlatformSettings
 from medallion_platform.warehouse import Warehouse
 
@@ -41,6 +46,20 @@ PAYMENTS_CHARGES = 300
 def payments_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[PaymentsApi]:
     """A real payments API emulator on 127.0.0.1, and the env vars the code location reads."""
     with PaymentsApi(generate_payments(PAYMENTS_CHARGES), token=PAYMENTS_TOKEN) as api:
+        monkeypatch.setenv("PAYMENTS_API_BASE_URL", api.base_url)
+        monkeypatch.setenv("PAYMENTS_API_TOKEN", PAYMENTS_TOKEN)
+        yield api
+
+
+@pytest.fixture
+def app_payments_api(
+    postgres: PostgresServer, app_db: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[PaymentsApi]:
+    """The payments API charging the app database's orders, as in the demo: gold joins them,
+    and its checks (refunds within what was paid, refund rates) hold only if they agree."""
+    with postgres.connect(dbname=app_db) as conn:
+        orders = orders_to_charge(conn)
+    with PaymentsApi(payments_for_orders(orders), token=PAYMENTS_TOKEN) as api:
         monkeypatch.setenv("PAYMENTS_API_BASE_URL", api.base_url)
         monkeypatch.setenv("PAYMENTS_API_TOKEN", PAYMENTS_TOKEN)
         yield api
@@ -145,7 +164,15 @@ def demo_app_db(postgres: PostgresServer) -> str:
     the session's PostgreSQL. Tests only read it; the packaged CDC source captures it."""
     fresh_database(postgres, APP_DB)
     with postgres.connect(dbname=APP_DB) as conn:
-        seed_app_db(conn, customers=300, orders=900, seed=11)
+        # A year of orders, as the demo's: the churn model needs history past its horizon.
+        seed_app_db(
+            conn,
+            customers=300,
+            orders=900,
+            seed=11,
+            start=order_history_start(),
+            days=ORDER_HISTORY_DAYS,
+        )
         apply_workload(conn, transactions=300, seed=11)
     return APP_DB
 

@@ -57,7 +57,7 @@ def test_status_without_a_warehouse_says_what_to_do(settings) -> None:
 
 
 def test_two_dagster_job_executes_at_once_both_succeed(
-    settings, payments_api, clickstream, app_db
+    settings, app_payments_api, clickstream, app_db
 ) -> None:
     """A sensor run and a hand-launched run at the same time: no run fails on DuckDB's lock."""
     seed = _run([str(BIN / "medallion"), "demo", "--no-run", "--scale", "0.05"], settings)

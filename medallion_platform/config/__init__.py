@@ -19,6 +19,7 @@ from medallion_platform.connectors.rest.spec import RestSource
 from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.contracts.spec import Contract
 from medallion_platform.gold.spec import SqlModel
+from medallion_platform.ml.spec import ChurnSpec, load_churn_spec
 
 CONFIG_DIR = Path(__file__).resolve().parent
 M = TypeVar("M", bound=BaseModel)
@@ -57,6 +58,7 @@ class PlatformConfig(BaseModel):
     contracts: list[Contract]
     silver_models: list[SqlModel] = []
     gold_models: list[SqlModel]
+    churn: ChurnSpec | None = None
 
     @property
     def sql_models(self) -> list[SqlModel]:
@@ -154,7 +156,9 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
                 f"contract {contract.name}: history table {contract.changes.history!r} is "
                 "already a contract's silver table"
             )
+    churn = load_churn_spec(config_dir / "ml.yaml") if (config_dir / "ml.yaml").exists() else None
     return PlatformConfig(
+        churn=churn,
         feeds=feeds,
         rest_sources=rest_sources,
         streams=streams,

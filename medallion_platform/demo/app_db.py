@@ -53,6 +53,7 @@ from pydantic import BaseModel
 # SKU-000500 are in the catalog the file generator writes at scale >= 0.25).
 from medallion_platform.demo.clickstream import N_SKUS
 from medallion_platform.demo.generator import catalog_sku
+from medallion_platform.demo.payments_api import OrderToCharge
 
 DEFAULT_START = datetime(2025, 10, 1, tzinfo=UTC)  # as the payments emulator's DEFAULT_START
 SEED_DAYS = 30
@@ -244,6 +245,26 @@ def snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[dict[str, Any]]]:
             )
             result[table] = cur.execute(query).fetchall()
     return result
+
+
+def orders_to_charge(conn: psycopg.Connection[Any]) -> list[OrderToCharge]:
+    """Every order as the payments emulator charges it (see ``payments_for_orders``), so the
+    demo's payments agree with its orders."""
+    rows = conn.execute(
+        "SELECT order_id, customer_id, currency, (order_total * 100)::bigint,"
+        " extract(epoch FROM placed_at)::bigint, status FROM public.orders ORDER BY order_id"
+    ).fetchall()
+    return [
+        OrderToCharge(
+            order_id=oid,
+            customer_id=cid,
+            currency=currency,
+            total_cents=cents,
+            placed_at=placed,
+            status=status,
+        )
+        for oid, cid, currency, cents, placed, status in rows
+    ]
 
 
 def _require_idle(conn: psycopg.Connection[Any], what: str) -> None:
