@@ -98,6 +98,23 @@ def test_every_source_system_is_labelled(defs) -> None:
     assert customers == {"bronze/app_db_customers": "postgres CDC: app_db public.customers"}
 
 
+def test_customer_360_goes_back_to_the_four_source_systems(defs) -> None:
+    """The app database (CDC), the payments API, the clickstream and the catalog files."""
+    graph = defs.resolve_asset_graph()
+    sources = source_labels(upstream_tree(graph, parse_asset_key("gold/customer_360")))
+    systems = {label.split(":")[0] for label in sources.values() if label}
+    assert systems == {"postgres CDC", "REST", "kafka", "files"}
+    assert {
+        "bronze/app_db_customers",
+        "bronze/app_db_orders",
+        "bronze/app_db_order_items",
+        "api/payments_charges",
+        "api/payments_refunds",
+        "bronze/events",
+        "landing/products",
+    } <= set(sources)
+
+
 def test_a_shared_subtree_is_printed_once() -> None:
     @asset
     def raw() -> None: ...
