@@ -52,7 +52,7 @@ bench-cdc: $(STAMP)
 lock: $(STAMP)
 	@( echo "# Exact versions CI tested (pip install -c constraints.txt -e '.[dev]'); regenerate with"; \
 	   echo "# 'make lock' after changing dependencies in pyproject.toml."; \
-	   $(BIN)/python -m pip freeze --exclude-editable | grep -v '^medallion' ) > constraints.txt
+	   $(BIN)/python -m pip list --format=freeze --exclude-editable | grep -vE '^(medallion|pip|setuptools|wheel)[_=-]' ) > constraints.txt
 
 clean:
 	rm -rf $(VENV) .medallion .pytest_cache .ruff_cache
