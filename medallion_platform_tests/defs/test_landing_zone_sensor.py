@@ -78,6 +78,9 @@ def test_new_files_give_one_run_request_with_the_files_and_their_assets(
         AssetKey(["silver", "products"]),
         AssetKey(["quarantine", "products"]),
         AssetKey(["gold", "dim_product"]),
+        # Lines carry the product's category: a new catalog refreshes them and what reads them.
+        AssetKey(["gold", "fct_order_items"]),
+        AssetKey(["gold", "customer_360"]),
     }
     assert request.run_key and request.run_key.startswith("landing:")
     assert not settings.warehouse_path.exists()
