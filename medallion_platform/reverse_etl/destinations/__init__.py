@@ -1,0 +1,1 @@
+"""Destination clients (httpx) for the SaaS APIs the platform syncs to."""
