@@ -1,6 +1,7 @@
 """The local services a platform home needs for the demo: the payments API emulator, a
-Kafka-compatible broker (Tansu) carrying the storefront's clickstream, and the storefront's
-app database (PostgreSQL, captured by CDC).
+Kafka-compatible broker (Tansu) carrying the storefront's clickstream, the storefront's
+app database (PostgreSQL, captured by CDC) and emulators of the SaaS APIs reverse-ETL syncs
+write to (Salesforce, HubSpot, Zendesk).
 
 ``medallion services up`` starts each as a child process on 127.0.0.1 and records its pid,
 address and (demo) credential under ``$MEDALLION_HOME/services/``; ``down`` stops them by
@@ -26,6 +27,11 @@ from medallion_platform.settings import PlatformSettings
 PAYMENTS = "payments_api"
 KAFKA = "kafka"
 POSTGRES = "postgres"
+SALESFORCE = "salesforce"
+HUBSPOT = "hubspot"
+ZENDESK = "zendesk"
+DESTINATIONS = (SALESFORCE, HUBSPOT, ZENDESK)
+ZENDESK_DEMO_EMAIL = "integrations@acme-outfitters.test"
 CLICKSTREAM_TOPIC = "clickstream"
 CLICKSTREAM_PARTITIONS = 3
 
@@ -120,6 +126,7 @@ def up(
     events: int = 100_000,
     customers: int = 2_000,
     seed: int = 7,
+    destinations: bool = True,
     timeout_s: float = 30,
 ) -> list[ServiceInfo]:
     """Start what is not already running; return how to reach every service.
@@ -128,6 +135,9 @@ def up(
     publishes ``events`` clickstream events to it; a running one is reused as it is. The app
     database keeps its data under the home: seeded with ``customers`` on first start, it gets
     a new workload of transactions at every start, so every demo run has changes to capture.
+    With ``destinations``, the Salesforce, HubSpot and Zendesk emulators start too (their
+    records live in memory: a restarted emulator is empty, and the next syncs fill it again
+    only after ``medallion sync <name> --full``, since the warehouse remembers what it sent).
     """
     _dir(settings).mkdir(parents=True, exist_ok=True)
     # The app database first: the payments emulator charges its orders.
@@ -140,6 +150,11 @@ def up(
         up_payments_api(settings, charges=charges, timeout_s=timeout_s),
         *([up_kafka(settings, events=events, seed=seed, timeout_s=timeout_s)] if events else []),
         *database,
+        *(
+            [up_destination(settings, api, timeout_s=timeout_s) for api in DESTINATIONS]
+            if destinations
+            else []
+        ),
     ]
 
 
@@ -171,6 +186,73 @@ def up_payments_api(
             pid=proc.pid,
             base_url=base_url,
             env={"PAYMENTS_API_BASE_URL": base_url, "PAYMENTS_API_TOKEN": token},
+        ),
+    )
+
+
+def start_destination_emulator(
+    api: str,
+    env: dict[str, str],
+    *,
+    args: tuple[str, ...] = (),
+    stderr=subprocess.DEVNULL,
+    timeout_s: float = 30,
+) -> tuple[subprocess.Popen, str]:
+    """Start one SaaS API emulator (``salesforce``, ``hubspot``, ``zendesk``) as its own
+    process on a free loopback port; its token comes in ``env`` (never on the command line,
+    where ``ps`` shows it). Returns the process and its base URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "medallion_platform.demo.destinations", api, "--port", "0", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout_s
+    line = b""
+    while time.monotonic() < deadline and proc.poll() is None:
+        line = proc.stdout.readline() if proc.stdout else b""
+        if line.startswith(b"http"):
+            break
+    if not line.startswith(b"http"):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"the {api} emulator did not start")
+    return proc, line.decode().strip()
+
+
+def up_destination(settings: PlatformSettings, api: str, *, timeout_s: float = 30) -> ServiceInfo:
+    """Start the ``api`` emulator (salesforce, hubspot or zendesk) unless it is running, with
+    a new demo token; its ``env`` holds what the reverse-ETL clients read."""
+    if api not in DESTINATIONS:
+        raise ValueError(f"unknown destination {api!r}; expected one of {DESTINATIONS}")
+    if (info := _running(settings, api)) is not None:
+        return info
+    from medallion_platform.reverse_etl.spec import destination_info  # the clients' env names
+
+    client = destination_info(api)
+    _dir(settings).mkdir(parents=True, exist_ok=True)
+    server_env = {client.token_env: secrets.token_urlsafe(24)}  # a demo credential, never real
+    if client.email_env is not None:
+        server_env[client.email_env] = ZENDESK_DEMO_EMAIL
+    # Zendesk jobs wait 0.5 s by default before running; the demo needs no such patience.
+    args = ("--job-delay", "0.05") if api == ZENDESK else ()
+    log_path = _dir(settings) / f"{api}.log"
+    with log_path.open("ab") as log:
+        try:
+            proc, base_url = start_destination_emulator(
+                api, server_env, args=args, stderr=log, timeout_s=timeout_s
+            )
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; see {log_path}") from None
+    return _record(
+        settings,
+        ServiceInfo(
+            name=api,
+            pid=proc.pid,
+            base_url=base_url,
+            env={client.url_env: base_url, **server_env},
+            note=f"{api} API emulator (records in memory)",
         ),
     )
 
@@ -255,7 +337,8 @@ def up_postgres(
                     start=order_history_start(),
                     days=ORDER_HISTORY_DAYS,
                 )
-            work = apply_workload(conn, transactions=max(100, customers // 2), seed=seed)
+            # About a day of storefront activity per start (a seeded day has ~16 orders).
+            work = apply_workload(conn, transactions=max(50, customers // 40), seed=seed)
             _write_orders(conn, _orders_path(settings))
             counts = conn.execute(
                 "SELECT (SELECT count(*) FROM customers), (SELECT count(*) FROM orders)"

@@ -1,5 +1,6 @@
-"""``medallion services``: the payments API emulator, the Kafka broker and the app database
-(PostgreSQL) as real processes, up and down by pid."""
+"""``medallion services``: the payments API emulator, the Kafka broker, the app database
+(PostgreSQL) and the SaaS emulators reverse ETL writes to, as real processes, up and down by
+pid."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import psycopg
 from medallion_platform import services
 from medallion_platform.connectors.streams.kafka import KafkaSource
 from medallion_platform.demo.clickstream import clickstream_manifest
+from medallion_platform.reverse_etl.spec import load_syncs, open_destination
 
 
 def test_up_serves_on_loopback_with_its_token_and_down_stops_it(settings) -> None:
@@ -20,7 +22,7 @@ def test_up_serves_on_loopback_with_its_token_and_down_stops_it(settings) -> Non
         assert info.running() and info.base_url.startswith("http://127.0.0.1:")
         assert kafka.running() and kafka.base_url.startswith("127.0.0.1:")
         again = {i.name: i.pid for i in services.up(settings)}
-        assert again == {"payments_api": info.pid, "kafka": kafka.pid, "postgres": pg.pid}
+        assert again == {name: i.pid for name, i in infos.items()}
         # The app database: seeded, with a workload applied, reached by DSN + password.
         assert pg.running() and "127.0.0.1" in pg.env["APP_DB_DSN"]
         assert pg.env["APP_DB_PASSWORD"] not in pg.env["APP_DB_DSN"]
@@ -51,9 +53,17 @@ def test_up_serves_on_loopback_with_its_token_and_down_stops_it(settings) -> Non
         assert f'export EVENTS_KAFKA_BOOTSTRAP="{kafka.base_url}"' in exports
         state_file = settings.home / "services" / "payments_api.json"
         assert oct(state_file.stat().st_mode & 0o777) == "0o600"  # it holds the demo token
+        _check_destination_emulators(infos, exports)
     finally:
-        assert sorted(services.down(settings)) == ["kafka", "payments_api", "postgres"]
-    assert not info.running() and not kafka.running() and not pg.running()
+        assert sorted(services.down(settings)) == [
+            "hubspot",
+            "kafka",
+            "payments_api",
+            "postgres",
+            "salesforce",
+            "zendesk",
+        ]
+    assert not any(i.running() for i in infos.values())
     assert services.status(settings) == []
     assert services.down(settings) == []
 
@@ -80,3 +90,43 @@ def test_the_app_database_keeps_its_data_across_restarts(settings) -> None:
         assert after[1] > before[1] and slots == [("kept",)]
     finally:
         services.down(settings)
+
+
+def _check_destination_emulators(infos: dict[str, services.ServiceInfo], exports: str) -> None:
+    """Each SaaS emulator answers its own API with the token in its env, and refuses without."""
+    sf, hs, zd = infos["salesforce"], infos["hubspot"], infos["zendesk"]
+    for emulator in (sf, hs, zd):
+        assert emulator.running() and emulator.base_url.startswith("http://127.0.0.1:")
+    assert sf.env["SALESFORCE_INSTANCE_URL"] == sf.base_url
+    assert hs.env["HUBSPOT_BASE_URL"] == hs.base_url
+    assert zd.env["ZENDESK_BASE_URL"] == zd.base_url
+    # Tokens are new per service (secrets), and differ between services.
+    tokens = {
+        sf.env["SALESFORCE_ACCESS_TOKEN"],
+        hs.env["HUBSPOT_ACCESS_TOKEN"],
+        zd.env["ZENDESK_API_TOKEN"],
+    }
+    assert len(tokens) == 3 and all(len(token) >= 24 for token in tokens)
+    limits = f"{sf.base_url}/services/data/v60.0/limits"
+    bearer = {"Authorization": f"Bearer {sf.env['SALESFORCE_ACCESS_TOKEN']}"}
+    assert httpx.get(limits, headers=bearer).status_code == 200
+    assert httpx.get(limits).status_code == 401
+    read = f"{hs.base_url}/crm/v3/objects/contacts/batch/read"
+    body = {"inputs": [{"id": "nobody@example.com"}], "idProperty": "email"}
+    bearer = {"Authorization": f"Bearer {hs.env['HUBSPOT_ACCESS_TOKEN']}"}
+    assert httpx.post(read, json=body, headers=bearer).status_code in (200, 207)
+    assert httpx.post(read, json=body).status_code == 401
+    show = f"{zd.base_url}/api/v2/users/show_many.json?external_ids=c1"
+    auth = (f"{zd.env['ZENDESK_EMAIL']}/token", zd.env["ZENDESK_API_TOKEN"])
+    assert httpx.get(show, auth=auth).json() == {"users": []}
+    assert httpx.get(show, auth=(auth[0], "wrong")).status_code == 401
+    for name in ("SALESFORCE_INSTANCE_URL", "HUBSPOT_ACCESS_TOKEN", "ZENDESK_EMAIL"):
+        assert f"export {name}=" in exports
+    # The reverse-ETL clients reach each emulator with exactly the env the service exports.
+    for spec in load_syncs():
+        destination = open_destination(spec, infos[spec.destination].env)
+        try:
+            (outcome,) = destination.remove([("nobody-here", None)])  # already gone: ok
+        finally:
+            destination.close()
+        assert outcome.ok and destination.stats.api_calls >= 1
