@@ -53,11 +53,17 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         ok = run_main_job(settings)
         status = read_status(settings)  # while the broker is up: its lag is shown too
+        synced = _demo_syncs(settings) if ok else []
     finally:
         services.down(settings)
     print()
     print(format_status(status))
     print()
+    if synced:
+        print("Reverse ETL to the local Salesforce, HubSpot and Zendesk emulators:")
+        for line in synced:
+            print(f"  {line}")
+        print()
     report = settings.reports_dir / "kpi_report.html"
     if settings.warehouse_path.exists():
         from medallion_platform.reports.kpi_report import format_headline, headline_kpis
@@ -80,6 +86,22 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _demo_syncs(settings: PlatformSettings) -> list[str]:
+    """Every declared sync, in full: the demo's emulators start empty each time (they keep
+    records in memory), while the warehouse remembers what it sent to the previous ones."""
+    from medallion_platform.config import platform_config
+    from medallion_platform.reverse_etl.engine import run_sync
+
+    syncs = platform_config().syncs
+    lines = []
+    for spec in syncs:
+        try:
+            lines.append(run_sync(spec.name, settings, full=True, syncs=syncs).summary())
+        except Exception as exc:  # the demo reports it and goes on; `medallion sync` retries
+            lines.append(f"{spec.name}: FAILED: {exc}")
+    return lines
+
+
 def _status(args: argparse.Namespace) -> int:
     from medallion_platform.status import format_status, read_status
 
@@ -90,6 +112,33 @@ def _status(args: argparse.Namespace) -> int:
         return 1
     print(status.model_dump_json(indent=2) if args.json else format_status(status))
     return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from medallion_platform.config import platform_config
+    from medallion_platform.reverse_etl.destinations.base import DestinationError
+    from medallion_platform.reverse_etl.engine import SyncError, run_sync
+
+    syncs = platform_config().syncs
+    names = [s.name for s in syncs] if args.name == "all" else [args.name]
+    code = 0
+    for name in names:
+        try:
+            result = run_sync(
+                name, PlatformSettings.from_env(), args.dry_run, full=args.full, syncs=syncs
+            )
+        except KeyError as exc:
+            print(f"medallion sync: {exc.args[0]}", file=sys.stderr)
+            return 2
+        except (SyncError, DestinationError, ValueError) as exc:
+            print(f"medallion sync {name}: {exc}", file=sys.stderr)
+            code = 1
+            continue
+        print(result.summary())
+        for failure in result.failures:
+            print(f"  failed {failure.identity} ({failure.action}): {failure.error}")
+        code = code or (1 if result.failed and not args.dry_run else 0)
+    return code
 
 
 def _lineage(args: argparse.Namespace) -> int:
@@ -258,6 +307,22 @@ def build_parser() -> argparse.ArgumentParser:
     direction.add_argument("--downstream-only", action="store_true", help="Only what reads it.")
     lineage.add_argument("--json", action="store_true", help="Machine-readable output.")
     lineage.set_defaults(func=_lineage)
+
+    sync = sub.add_parser(
+        "sync",
+        help="Run a reverse-ETL sync (config/syncs.yaml): send what changed since the last one.",
+    )
+    sync.add_argument("name", help="The sync's name, or 'all'.")
+    sync.add_argument(
+        "--dry-run", action="store_true", help="Report the planned adds/changes/removals only."
+    )
+    sync.add_argument(
+        "--full",
+        action="store_true",
+        help="Forget what was synced and send every row again (after the destination was "
+        "emptied or restored; upserts by identity make it safe).",
+    )
+    sync.set_defaults(func=_sync)
 
     init = sub.add_parser("init", help="Create the platform home, warehouse and Dagster instance.")
     init.set_defaults(func=_init)

@@ -39,6 +39,11 @@ from medallion_platform.defs.rest import (
     build_rest_resource,
     rest_resource_key,
 )
+from medallion_platform.defs.reverse_etl import (
+    REVERSE_ETL_GROUP,
+    build_reverse_etl_automation_sensor,
+    build_reverse_etl_defs,
+)
 from medallion_platform.defs.silver import (
     build_silver_assets,
     history_key,
@@ -102,6 +107,9 @@ def build_definitions(
     assets += [build_gold_asset(model) for model in config.sql_models]
     checks = [check for model in config.sql_models for check in build_gold_checks(model)]
     assets.append(build_kpi_report_asset(settings))
+    sync_assets, sync_checks, destination_resources = build_reverse_etl_defs(config.syncs)
+    assets += sync_assets
+    checks += sync_checks
     if config.churn is not None:
         ml_assets, ml_checks = build_ml_assets(config.churn, settings.home)
         assets += ml_assets
@@ -110,8 +118,18 @@ def build_definitions(
     jobs = [
         define_asset_job(
             MAIN_JOB,
-            selection=AssetSelection.all() - AssetSelection.groups(*EXTERNAL_GROUPS),
-            description="Everything: bronze ingestion, silver contracts, gold models and checks.",
+            # Syncs push to other teams' tools: they run on their own (automation sensor,
+            # reverse_etl_job), not as a side effect of every load.
+            selection=AssetSelection.all()
+            - AssetSelection.groups(*EXTERNAL_GROUPS, REVERSE_ETL_GROUP),
+            description="Everything from the sources to gold, the churn model and the KPI "
+            "report (reverse-ETL syncs run in reverse_etl_job).",
+        ),
+        define_asset_job(
+            "reverse_etl_job",
+            selection=AssetSelection.groups(REVERSE_ETL_GROUP),
+            description="Every reverse-ETL sync: gold and churn scores to Salesforce, HubSpot "
+            "and Zendesk, sending only what changed.",
         ),
         define_asset_job(
             "bronze_job", selection=AssetSelection.groups("bronze"), description="Bronze only."
@@ -176,6 +194,9 @@ def build_definitions(
         }
         sensors.append(build_cdc_sensor(config.cdc_sources, MAIN_JOB, cdc_selections))
 
+    if config.syncs:
+        sensors.append(build_reverse_etl_automation_sensor())
+
     warehouse_path = str(settings.warehouse_path)
     duckdb_config = {
         k: v
@@ -206,6 +227,7 @@ def build_definitions(
             **{rest_resource_key(src): build_rest_resource(src) for src in config.rest_sources},
             **{stream_resource_key(s): build_stream_resource(s) for s in config.streams},
             **{cdc_resource_key(s): build_cdc_resource(s) for s in config.cdc_sources},
+            **destination_resources,
             # Gold assets name it explicitly; it is also the default for any new asset.
             "warehouse_io_manager": io_manager,
             "io_manager": io_manager,

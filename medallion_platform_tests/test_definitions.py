@@ -39,7 +39,11 @@ def _graph(defs: Definitions) -> dict:
         selected = job.asset_layer.selected_asset_keys
         jobs[job.name] = sorted(k.to_user_string() for k in selected)
     sensors = {
-        s.name: {"job": s.job_name, "default_status": s.default_status.value}
+        s.name: {
+            # An automation-condition sensor targets assets, not a job.
+            "job": s.job_name if s.has_jobs else None,
+            "default_status": s.default_status.value,
+        }
         for s in defs.sensors or []
     }
     return {"assets": assets, "jobs": jobs, "sensors": sensors}

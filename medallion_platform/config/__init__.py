@@ -20,6 +20,7 @@ from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.contracts.spec import Contract
 from medallion_platform.gold.spec import SqlModel
 from medallion_platform.ml.spec import ChurnSpec, load_churn_spec
+from medallion_platform.reverse_etl.spec import SyncSpec, load_syncs, validate_syncs
 
 CONFIG_DIR = Path(__file__).resolve().parent
 M = TypeVar("M", bound=BaseModel)
@@ -59,6 +60,7 @@ class PlatformConfig(BaseModel):
     silver_models: list[SqlModel] = []
     gold_models: list[SqlModel]
     churn: ChurnSpec | None = None
+    syncs: list[SyncSpec] = []
 
     @property
     def sql_models(self) -> list[SqlModel]:
@@ -157,7 +159,10 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
                 "already a contract's silver table"
             )
     churn = load_churn_spec(config_dir / "ml.yaml") if (config_dir / "ml.yaml").exists() else None
-    return PlatformConfig(
+    syncs_path = config_dir / "syncs.yaml"
+    syncs = load_syncs(syncs_path) if syncs_path.exists() else []
+    config = PlatformConfig(
+        syncs=syncs,
         churn=churn,
         feeds=feeds,
         rest_sources=rest_sources,
@@ -167,6 +172,9 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
         silver_models=silver_models,
         gold_models=models,
     )
+    # Each mapping against the declared schemas of its source and the destination's fields.
+    validate_syncs(syncs, config, path=syncs_path)
+    return config
 
 
 def _optional(path: Path, key: str, model: type[M]) -> list[M]:
