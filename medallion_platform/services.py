@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -150,11 +151,7 @@ def up(
         up_payments_api(settings, charges=charges, timeout_s=timeout_s),
         *([up_kafka(settings, events=events, seed=seed, timeout_s=timeout_s)] if events else []),
         *database,
-        *(
-            [up_destination(settings, api, timeout_s=timeout_s) for api in DESTINATIONS]
-            if destinations
-            else []
-        ),
+        *(_up_destinations(settings, timeout_s) if destinations else []),
     ]
 
 
@@ -188,6 +185,15 @@ def up_payments_api(
             env={"PAYMENTS_API_BASE_URL": base_url, "PAYMENTS_API_TOKEN": token},
         ),
     )
+
+
+def _up_destinations(settings: PlatformSettings, timeout_s: float) -> list[ServiceInfo]:
+    """The three SaaS emulators, started at once: each spends seconds importing the package."""
+    with ThreadPoolExecutor(max_workers=len(DESTINATIONS)) as pool:
+        started = [
+            pool.submit(up_destination, settings, api, timeout_s=timeout_s) for api in DESTINATIONS
+        ]
+        return [future.result() for future in started]
 
 
 def start_destination_emulator(

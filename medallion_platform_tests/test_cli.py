@@ -68,16 +68,16 @@ def test_two_dagster_job_executes_at_once_both_succeed(
         "DAGSTER_HOME": str(settings.dagster_home),
     }
     command = [str(BIN / "dagster"), "job", "execute", "-m", "medallion_platform", "-j"]
-    runs = [
+    runs = [  # the whole graph, and a rebuild of silver from bronze beside it
         subprocess.Popen(
-            [*command, "medallion_job"],
+            [*command, job],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             cwd=settings.home.parent,
         )
-        for _ in range(2)
+        for job in ("medallion_job", "silver_job")
     ]
     outputs = []
     try:

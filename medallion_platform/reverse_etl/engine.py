@@ -439,7 +439,8 @@ def _send(
     say: Callable[[str], None],
 ) -> None:
     spec = run.spec
-    size = min(spec.effective_batch_size, destination.max_batch)
+    # The client cuts what it is handed into calls of at most its API's batch limit.
+    size = min(spec.effective_batch_size, destination.max_batch) * spec.batches_per_commit
     failed_batches = 0
     # Removals first: a record that left the source may hold a unique value (an email, a
     # customer id) that a record added in the same run takes over.

@@ -268,6 +268,13 @@ class SyncSpec(BaseModel):
     mapping: dict[str, FieldMapping] = Field(min_length=1)
     mode: Mode = "upsert"
     batch_size: int | None = Field(default=None, gt=0, description="Default: the API's max.")
+    batches_per_commit: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="Batches handed to the client at once and committed together: more lets "
+        "a client pipeline (Zendesk keeps jobs in flight); a crash resends at most this many.",
+    )
     dry_run: bool = False
     freshness_minutes: float = Field(default=60, gt=0)
     failure_rate_threshold: float = Field(default=0.05, ge=0, le=1)

@@ -13,6 +13,12 @@ Every request waits for the :class:`~.ratelimit.Pacer` first. Then:
 - any other status: :class:`DestinationError` naming the destination, method, path (never the
   query string) and the API's own error text.
 
+Every client method takes any number of records and sends them in calls of at most
+``max_batch``, one after another (Zendesk pipelines its jobs); it returns one outcome per input,
+in input order. An identity repeated in one list goes into a later call, so its writes apply in
+order. If a call fails for good, the method raises: earlier calls of the same list were applied
+and are simply sent again on the next run (every write is idempotent).
+
 Credentials only travel in the ``Authorization`` header; every text that leaves a client (errors,
 logs, outcomes) goes through :meth:`HttpDestination.mask` first.
 

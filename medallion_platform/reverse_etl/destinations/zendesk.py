@@ -11,9 +11,11 @@
 
 Jobs are pipelined: given more than 100 records, the client keeps up to ``max_jobs_in_flight``
 jobs queued at once (Zendesk allows 30 per account) and polls each when it should be done. The
-first poll comes after the time recent jobs took (learned as jobs finish), then polls back off
-(x1.5 up to ``poll_max_s``). Polls are requests like any other: they are paced and count
-against the rate limit.
+first poll comes after the time recent jobs took (learned as jobs finish); a job not done by
+then is polled again after a quarter of that, then less and less often (x1.5, up to
+``poll_max_s``). Polls are requests like any other: paced, and counted against the rate limit.
+A new job is submitted only while the window has a request left for each job in flight, so
+submissions do not use up the requests the jobs in flight need for their polls.
 
 Rate limit: requests per minute by plan (Team 200, Growth/Professional 400, Enterprise 700,
 Enterprise Plus 2500); the client starts at 700/min and follows ``X-Rate-Limit`` and
