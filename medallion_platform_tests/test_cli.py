@@ -90,7 +90,8 @@ def test_two_dagster_job_executes_at_once_both_succeed(
     for proc, out in zip(runs, outputs, strict=True):
         assert proc.returncode == 0, out[-4000:]
         assert "RUN_SUCCESS" in out
-    assert "lock" not in "".join(outputs).lower().replace("blocked by limit", "")
+    logs = "".join(outputs).lower()  # DuckDB's lock conflicts, or our wait giving up
+    assert not any(m in logs for m in ("could not set lock", "conflicting lock", "warehousebusy"))
     status = _run([str(BIN / "medallion"), "status", "--json"], settings)
     tables = {(t["layer"], t["table"]): t["rows"] for t in json.loads(status.stdout)["tables"]}
     assert tables[("gold", "dim_product")] > 0
