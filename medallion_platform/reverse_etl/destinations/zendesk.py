@@ -385,8 +385,12 @@ class ZendeskDestination(HttpDestination):
         waiting, a later poll costs nothing (other jobs keep the quota busy) and an early one
         wastes a request: keep the mark."""
         now = time.monotonic()
-        if job.polls > 1:
-            self._job_seconds = min(self.poll_max_s, max(self.poll_min_s, elapsed * 1.05))
+        if job.polls > 1 and not paced:
+            # A poll that queued for the rate limit says nothing about how long jobs take,
+            # and one slow job raises the mark at most twofold (bench: one poll stuck behind
+            # a full window once pushed it to poll_max_s for minutes).
+            target = min(elapsed * 1.05, self._job_seconds * 2)
+            self._job_seconds = min(self.poll_max_s, max(self.poll_min_s, target))
             self._last_decay = now
         elif not paced and now - self._last_decay >= self._job_seconds:
             self._job_seconds = max(self.poll_min_s, self._job_seconds * 0.97)
