@@ -133,6 +133,30 @@ class HttpDestination:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    def _upsert(self, records: list[DestinationRecord]) -> list[RecordOutcome]:
+        raise NotImplementedError
+
+    def _update_existing(
+        self, records: list[DestinationRecord], exists: Callable[[str], bool]
+    ) -> list[RecordOutcome]:
+        """``update`` for every client: upsert the records the destination already has
+        (``exists`` by identity, from the client's own lookup); the others are outcomes
+        ``not found in <name>``, in input order, and nothing is created."""
+        outcomes: list[RecordOutcome | None] = [None] * len(records)
+        present: list[int] = []
+        for position, record in enumerate(records):
+            if exists(record.identity):
+                present.append(position)
+            else:
+                outcomes[position] = RecordOutcome(
+                    identity=record.identity, ok=False, error=f"not found in {self.name}"
+                )
+        for position, outcome in zip(
+            present, self._upsert([records[p] for p in present]), strict=True
+        ):
+            outcomes[position] = outcome
+        return [outcome for outcome in outcomes if outcome is not None]
+
     def close(self) -> None:
         self._http.close()
 

@@ -124,20 +124,7 @@ class HubSpotDestination(HttpDestination):
 
     def update(self, records: list[DestinationRecord]) -> list[RecordOutcome]:
         found = self._find([record.identity for record in records])
-        outcomes: list[RecordOutcome | None] = [None] * len(records)
-        present: list[int] = []
-        for position, record in enumerate(records):
-            if self._key(record.identity) in found:
-                present.append(position)
-            else:
-                outcomes[position] = RecordOutcome(
-                    identity=record.identity, ok=False, error="not found in hubspot"
-                )
-        for position, outcome in zip(
-            present, self._upsert([records[p] for p in present]), strict=True
-        ):
-            outcomes[position] = outcome
-        return [outcome for outcome in outcomes if outcome is not None]
+        return self._update_existing(records, lambda identity: self._key(identity) in found)
 
     def remove(self, records: list[tuple[str, str | None]]) -> list[RecordOutcome]:
         missing = [identity for identity, contact_id in records if not contact_id]

@@ -129,20 +129,9 @@ class SalesforceDestination(HttpDestination):
 
     def update(self, records: list[DestinationRecord]) -> list[RecordOutcome]:
         found = self._lookup([record.identity for record in records])
-        outcomes: list[RecordOutcome | None] = [None] * len(records)
-        present: list[int] = []
-        for position, record in enumerate(records):
-            if found.get(record.identity.lower()) is None:
-                outcomes[position] = RecordOutcome(
-                    identity=record.identity, ok=False, error="not found in salesforce"
-                )
-            else:
-                present.append(position)
-        for position, outcome in zip(
-            present, self._upsert([records[p] for p in present]), strict=True
-        ):
-            outcomes[position] = outcome
-        return _complete(outcomes)
+        return self._update_existing(
+            records, lambda identity: found.get(identity.lower()) is not None
+        )
 
     def remove(self, records: list[tuple[str, str | None]]) -> list[RecordOutcome]:
         missing = [identity for identity, record_id in records if not record_id]

@@ -176,20 +176,7 @@ class ZendeskDestination(HttpDestination):
 
     def update(self, records: list[DestinationRecord]) -> list[RecordOutcome]:
         found = self._find([record.identity for record in records])
-        outcomes: list[RecordOutcome | None] = [None] * len(records)
-        present: list[int] = []
-        for position, record in enumerate(records):
-            if record.identity in found:
-                present.append(position)
-            else:
-                outcomes[position] = RecordOutcome(
-                    identity=record.identity, ok=False, error="not found in zendesk"
-                )
-        for position, outcome in zip(
-            present, self._upsert([records[p] for p in present]), strict=True
-        ):
-            outcomes[position] = outcome
-        return [outcome for outcome in outcomes if outcome is not None]
+        return self._update_existing(records, lambda identity: identity in found)
 
     def remove(self, records: list[tuple[str, str | None]]) -> list[RecordOutcome]:
         by_id = [p for p, (_, user_id) in enumerate(records) if user_id]
