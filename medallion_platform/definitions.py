@@ -1,7 +1,8 @@
 """The code location: every asset, check, sensor and job, built from the declared config.
 
 ``build_definitions`` takes the platform home and the configuration as arguments so tests can
-build the same graph on a temporary home; ``defs`` is the packaged one for ``MEDALLION_HOME``.
+build the same graph on a temporary home; ``defs`` is the packaged one for ``MEDALLION_HOME``,
+built only when Dagster loads it (``@definitions``), never as a side effect of an import.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dagster import (
     Definitions,
     ScheduleDefinition,
     define_asset_job,
+    definitions,
     in_process_executor,
 )
 
@@ -238,4 +240,8 @@ def build_definitions(
     )
 
 
-defs = build_definitions()
+
+@definitions
+def defs() -> Definitions:
+    """The packaged configuration on ``MEDALLION_HOME`` (what workspace.yaml loads)."""
+    return build_definitions()

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from dagster import Definitions
 
 from medallion_platform.definitions import build_definitions
@@ -84,10 +87,45 @@ def test_gold_assets_have_freshness_policies_and_silver_checks_block(tmp_path: P
 
 
 def test_packaged_definitions_load_for_the_workspace() -> None:
-    """``workspace.yaml`` and ``dagster job execute -m medallion_platform`` load ``defs``."""
+    """``workspace.yaml`` and ``dagster job execute -m medallion_platform`` find the code
+    location the way Dagster does (module members), built lazily."""
+    from dagster._core.workspace.autodiscovery import loadable_targets_from_python_module
+
     import medallion_platform
 
-    assert isinstance(medallion_platform.defs, Definitions)
-    assert medallion_platform.defs.resolve_job_def("medallion_job") is not None
+    for module in ("medallion_platform", "medallion_platform.definitions"):
+        (target,) = loadable_targets_from_python_module(module, working_directory=None)
+        loaded = target.target_definition()
+        assert isinstance(loaded, Definitions)
+        assert loaded.resolve_job_def("medallion_job") is not None
+    assert "code_location" in dir(medallion_platform)
     workspace = (Path(__file__).parents[1] / "workspace.yaml").read_text()
-    assert "module_name: medallion_platform" in workspace
+    assert "module_name: medallion_platform.definitions" in workspace
+
+
+CORE_PACKAGES = (
+    "medallion_platform.connectors.cdc.pgoutput",
+    "medallion_platform.connectors.files",
+    "medallion_platform.connectors.rest",
+    "medallion_platform.connectors.streams",
+    "medallion_platform.connectors.cdc",
+    "medallion_platform.contracts",
+    "medallion_platform.warehouse",
+    "medallion_platform.reverse_etl.engine",
+    "medallion_platform.gold",
+    "medallion_platform.lineage.columns",
+)
+
+
+@pytest.mark.parametrize("module", CORE_PACKAGES)
+def test_plain_python_cores_import_no_dagster(module: str) -> None:
+    """Each core imported in a fresh interpreter leaves ``dagster`` out of ``sys.modules``
+    (the package root builds nothing; the Dagster layer is ``defs/`` and ``definitions``)."""
+    code = (
+        f"import sys, {module}; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'dagster'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]", f"{module} imports Dagster: {out[:300]}"

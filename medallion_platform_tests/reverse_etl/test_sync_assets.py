@@ -132,7 +132,7 @@ def test_the_sync_assets_are_declared_as_the_design_says(settings) -> None:
 def test_the_deps_are_assets_of_the_packaged_definitions() -> None:
     from medallion_platform.definitions import defs
 
-    keys = set(defs.resolve_asset_graph().get_all_asset_keys())
+    keys = set(defs().resolve_asset_graph().get_all_asset_keys())
     for spec in packaged_syncs().values():
         assert {AssetKey(t.split(".")) for t in spec.tables} <= keys
 
