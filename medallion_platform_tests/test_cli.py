@@ -45,9 +45,10 @@ def test_demo_then_status_json_shows_every_layer_with_rows(settings) -> None:
     (events,) = document["streams"]
     assert [p["partition"] for p in events["partitions"]] == ["0", "1", "2"]
     assert all(p["committed"] for p in events["partitions"])
-    # The instance the demo created turns telemetry off and serializes warehouse steps.
+    # The instance the demo created turns telemetry off and watches for dead runs (no pool).
     instance_yaml = (settings.dagster_home / "dagster.yaml").read_text()
-    assert "enabled: false" in instance_yaml and "default_limit: 1" in instance_yaml
+    assert "enabled: false" in instance_yaml and "class: LocalRunLauncher" in instance_yaml
+    assert "pools" not in instance_yaml
 
 
 def test_status_without_a_warehouse_says_what_to_do(settings) -> None:

@@ -32,7 +32,7 @@ def _graph(defs: Definitions) -> dict:
             "deps": sorted(d.to_user_string() for d in node.parent_keys),
             "kinds": sorted(node.kinds),
             "checks": sorted(c.name for c in node.check_keys),
-            "pool": node.pools and sorted(node.pools),
+            "pool": sorted(node.pools or ()) or None,
             "freshness": node.freshness_policy is not None,
         }
     jobs = {}

@@ -27,7 +27,6 @@ from medallion_platform.connectors.cdc.ingest import ingest_cdc
 from medallion_platform.connectors.cdc.pgoutput import int_to_lsn
 from medallion_platform.connectors.cdc.postgres import PostgresChangeSource
 from medallion_platform.connectors.cdc.spec import CdcSource
-from medallion_platform.defs.constants import WAREHOUSE_POOL
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.warehouse.tables import describe_table
@@ -85,7 +84,6 @@ def build_cdc_bronze_assets(spec: CdcSource) -> AssetsDefinition:
             for table, key in zip(spec.tables, cdc_bronze_keys(spec), strict=True)
         ],
         required_resource_keys={"warehouse", resource_key},
-        pool=WAREHOUSE_POOL,
         description=f"Capture {spec.description}",
     )
     def _cdc(context):

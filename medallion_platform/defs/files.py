@@ -28,7 +28,6 @@ from pydantic import Field
 from medallion_platform.connectors.bronze import BRONZE_SCHEMA
 from medallion_platform.connectors.files import FileFeed, ingest_files, list_landing_files
 from medallion_platform.connectors.files.loader import ensure_feed_table
-from medallion_platform.defs.constants import WAREHOUSE_POOL
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import LandingZoneResource, WarehouseResource
 from medallion_platform.warehouse.tables import describe_table, markdown_table
@@ -81,7 +80,6 @@ def build_bronze_file_asset(feed: FileFeed) -> AssetsDefinition:
         kinds={"duckdb", feed.format},
         tags={"layer": "bronze", "source": "files"},
         metadata={"landing_folder": feed.folder, "glob": feed.glob, "format": feed.format},
-        pool=WAREHOUSE_POOL,
     )
     def _bronze(
         context,

@@ -17,7 +17,6 @@ from dagster import (
     asset_check,
 )
 
-from medallion_platform.defs.constants import WAREHOUSE_POOL
 from medallion_platform.defs.lineage import column_lineage_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.gold import GoldModel
@@ -63,7 +62,6 @@ def build_gold_asset(model: GoldModel) -> AssetsDefinition:
             warn_window=timedelta(hours=model.freshness_hours / 2),
         ),
         io_manager_key="warehouse_io_manager",
-        pool=WAREHOUSE_POOL,
         output_required=False,
     )
     def _gold(context: AssetExecutionContext, warehouse: WarehouseResource):
@@ -108,7 +106,6 @@ def build_references_check(model: GoldModel) -> AssetChecksDefinition:
         name="foreign_keys_resolve",
         additional_deps=[AssetKey(t.split(".")) for t in model.referenced_tables],
         description=f"Every non-NULL foreign key resolves: {targets}.",
-        pool=WAREHOUSE_POOL,
     )
     def _check(warehouse: WarehouseResource) -> AssetCheckResult:
         with warehouse.warehouse().connect() as conn:
@@ -125,7 +122,6 @@ def build_rule_check(model: GoldModel, rule: ModelRule) -> AssetChecksDefinition
         name=rule.name,
         blocking=True,  # a wrong figure must not flow on to syncs, models and reports
         description=f"{rule.description or rule.name} (every row: {rule.sql}).",
-        pool=WAREHOUSE_POOL,
     )
     def _check(warehouse: WarehouseResource) -> AssetCheckResult:
         with warehouse.warehouse().connect() as conn:
@@ -142,7 +138,6 @@ def build_negative_counts_check(model: GoldModel) -> AssetChecksDefinition:
         name="no_negative_counts",
         blocking=True,
         description="No count (integer column) is below zero.",
-        pool=WAREHOUSE_POOL,
     )
     def _check(warehouse: WarehouseResource) -> AssetCheckResult:
         with warehouse.warehouse().connect() as conn:
@@ -162,7 +157,6 @@ def build_gold_key_check(model: GoldModel) -> AssetChecksDefinition:
         blocking=True,  # a broken grain double-counts everything downstream: stop it
         description=f"({', '.join(model.key)}) is unique and not NULL: one row per "
         f"{model.grain.removeprefix('one row per ')}.",
-        pool=WAREHOUSE_POOL,
     )
     def _check(warehouse: WarehouseResource) -> AssetCheckResult:
         table = qualified(model.layer, model.name)

@@ -22,11 +22,12 @@ from typing import Any
 import duckdb
 import pandas as pd
 import polars as pl
-from dagster import MetadataValue, OutputContext
+from dagster import InitResourceContext, MetadataValue, OutputContext
 from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
 from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
 
 from medallion_platform.defs.metadata import table_metadata
+from medallion_platform.defs.runs import run_writer_session
 from medallion_platform.warehouse import Warehouse
 from medallion_platform.warehouse.exports import export_parquet
 from medallion_platform.warehouse.identifiers import qualified, quote
@@ -177,6 +178,11 @@ class WarehouseIOManager(DuckDBIOManager):
     @staticmethod
     def default_load_type() -> type | None:
         return TableRef
+
+    @contextmanager
+    def yield_for_execution(self, context: InitResourceContext) -> Iterator[DbIOManager]:
+        with run_writer_session(context, self.database):
+            yield self.create_io_manager(context)
 
     def create_io_manager(self, context) -> DbIOManager:
         return PublishingDbIOManager(

@@ -30,7 +30,6 @@ from dagster import (
     asset_check,
 )
 
-from medallion_platform.defs.constants import WAREHOUSE_POOL
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.ml.features import (
@@ -75,7 +74,6 @@ def _common(spec: ChurnSpec) -> dict:
         "owners": [spec.owner],
         "tags": {"layer": "ml"},
         "freshness_policy": _freshness(spec),
-        "pool": WAREHOUSE_POOL,
     }
 
 
@@ -268,7 +266,6 @@ def build_scores_coverage_check() -> AssetChecksDefinition:
         additional_deps=[DIM_CUSTOMER_KEY],
         description="Every current customer of gold.dim_customer has exactly one score, and "
         "no erased or unknown customer has one.",
-        pool=WAREHOUSE_POOL,
     )
     def _check(warehouse: WarehouseResource) -> AssetCheckResult:
         with warehouse.warehouse().connect() as conn:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from dagster import AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
-from medallion_platform.defs.constants import WAREHOUSE_POOL
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.reports import ReportSummary, write_kpi_report
 from medallion_platform.reports.kpi_report import fmt_int, fmt_money, fmt_pct, fmt_ratio
@@ -81,7 +80,6 @@ def build_kpi_report_asset(settings: PlatformSettings) -> AssetsDefinition:
         owners=["team:analytics"],
         kinds={"html", "duckdb"},
         tags={"layer": "reports"},
-        pool=WAREHOUSE_POOL,
     )
     def kpi_report(warehouse: WarehouseResource) -> MaterializeResult:
         with warehouse.warehouse().connect() as conn:

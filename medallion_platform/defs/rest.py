@@ -18,7 +18,6 @@ from pydantic import Field
 from medallion_platform.connectors.bronze import BRONZE_SCHEMA
 from medallion_platform.connectors.rest import Credentials, RestClient, RestSource, sync_endpoint
 from medallion_platform.connectors.rest.spec import RestEndpoint
-from medallion_platform.defs.constants import WAREHOUSE_POOL
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.warehouse.tables import describe_table
@@ -106,7 +105,6 @@ def build_rest_bronze_asset(source: RestSource, endpoint: RestEndpoint) -> Asset
             warn_window=timedelta(minutes=source.freshness_minutes / 2),
         ),
         required_resource_keys={"warehouse", resource_key},
-        pool=WAREHOUSE_POOL,
     )
     def _bronze(context) -> MaterializeResult:
         api: RestApiResource = getattr(context.resources, resource_key)

@@ -44,7 +44,6 @@ from dagster import (
 )
 from pydantic import Field
 
-from medallion_platform.defs.constants import WAREHOUSE_POOL
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.reverse_etl import state
 from medallion_platform.reverse_etl.destinations.base import Destination
@@ -189,7 +188,6 @@ def build_sync_asset(spec: SyncSpec) -> AssetsDefinition:
             fail_window=timedelta(minutes=spec.freshness_minutes)
         ),
         automation_condition=AutomationCondition.eager(),
-        pool=WAREHOUSE_POOL,
         required_resource_keys={"warehouse", resource_key},
         output_required=False,
     )
@@ -232,7 +230,6 @@ def build_failure_rate_check(spec: SyncSpec) -> AssetChecksDefinition:
             f"to {spec.destination} were rejected (failed / attempted). Rejected records are "
             "retried at the next run; their errors are in _meta.sync_row_outcomes."
         ),
-        pool=WAREHOUSE_POOL,
     )
     def _check(warehouse: WarehouseResource) -> AssetCheckResult:
         with warehouse.warehouse().connect() as conn:

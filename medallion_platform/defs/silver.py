@@ -16,7 +16,6 @@ from pydantic import Field
 
 from medallion_platform.contracts import Contract, apply_contract, run_contract_checks
 from medallion_platform.contracts.checks import HISTORY_CHECKS, check_names, run_history_checks
-from medallion_platform.defs.constants import WAREHOUSE_POOL
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.warehouse.identifiers import qualified, quote
@@ -182,7 +181,6 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
             for spec in history_specs
             for name, description in HISTORY_CHECKS.items()
         ],
-        pool=WAREHOUSE_POOL,
     )
     def _silver(context, config: SilverConfig, warehouse: WarehouseResource):
         with warehouse.warehouse().transaction() as conn:

@@ -26,7 +26,6 @@ from medallion_platform.connectors.bronze import BRONZE_SCHEMA
 from medallion_platform.connectors.streams import BrokerUnavailable, ingest_stream
 from medallion_platform.connectors.streams.base import StreamSource
 from medallion_platform.connectors.streams.spec import StreamSpec
-from medallion_platform.defs.constants import WAREHOUSE_POOL
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.warehouse.tables import describe_table
@@ -78,7 +77,6 @@ def build_stream_bronze_asset(spec: StreamSpec) -> AssetsDefinition:
         tags={"layer": "bronze", "source": "stream"},
         metadata={"topic": spec.topic, "broker": spec.broker},
         required_resource_keys={"warehouse", resource_key},
-        pool=WAREHOUSE_POOL,
     )
     def _bronze(context) -> MaterializeResult:
         broker: StreamBrokerResource = getattr(context.resources, resource_key)

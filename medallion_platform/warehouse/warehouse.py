@@ -8,6 +8,7 @@ Moving silver and gold to another engine means replacing this module, not the as
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from pathlib import Path
 import duckdb
 
 from medallion_platform.warehouse.identifiers import qualified, quote, validate_identifier
+from medallion_platform.warehouse.writer_lock import Holder, WarehouseBusyError, writer_lock
 
 LAYER_SCHEMAS = ("bronze", "silver", "gold", "quarantine", "_meta")
 
@@ -37,7 +39,8 @@ CREATE TABLE IF NOT EXISTS _meta.files (
     status VARCHAR NOT NULL,
     reason VARCHAR,
     stored_at VARCHAR,
-    registered_at TIMESTAMPTZ NOT NULL
+    registered_at TIMESTAMPTZ NOT NULL,
+    columns VARCHAR
 );
 CREATE INDEX IF NOT EXISTS files_by_hash ON _meta.files (feed, file_hash);
 CREATE TABLE IF NOT EXISTS _meta.positions (
@@ -70,16 +73,13 @@ CREATE TABLE IF NOT EXISTS _meta.silver_runs (
 """
 
 
-class WarehouseBusyError(RuntimeError):
-    """Another process holds DuckDB's write lock for longer than we are willing to wait."""
-
-
 class Warehouse:
-    """Opens the DuckDB file with the platform's settings and waits politely for its lock.
+    """Opens the DuckDB file with the platform's settings and waits politely for its locks.
 
-    DuckDB allows one read-write process or many read-only ones. Runs are serialized by the
-    ``warehouse`` concurrency pool; this lock wait covers what the pool cannot see (a CLI
-    ``status`` during a run, ``dagster job execute`` beside ``dagster dev``).
+    DuckDB allows one read-write process or many read-only ones. A read-write connection first
+    takes the platform's writer lock (:mod:`~medallion_platform.warehouse.writer_lock`, which a
+    Dagster run holds for its whole length and the OS releases if the holder dies), then
+    DuckDB's own; a reader waits for DuckDB's lock only (a CLI ``status`` during a run).
     """
 
     def __init__(
@@ -136,11 +136,20 @@ class Warehouse:
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection, closed on exit (which releases the file lock when it is the last)."""
-        conn = self._open()
-        try:
-            yield conn
-        finally:
-            conn.close()
+        if self.read_only:
+            conn = self._open()
+            try:
+                yield conn
+            finally:
+                conn.close()
+            return
+        holder = Holder.this_process(what=_command())
+        with writer_lock(self.path, holder, timeout_s=self.lock_timeout_s):
+            conn = self._open()
+            try:
+                yield conn
+            finally:
+                conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -152,6 +161,12 @@ class Warehouse:
         """Create the layer schemas and the ``_meta`` bookkeeping tables (idempotent)."""
         with self.transaction() as conn:
             ensure_layout(conn)
+
+
+def _command() -> str:
+    """What this process is, for whoever waits for it: ``medallion sync``, ``pytest`` …"""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    return " ".join([name, *sys.argv[1:2]])[:80]
 
 
 @contextmanager
@@ -170,6 +185,8 @@ def ensure_layout(conn: duckdb.DuckDBPyConnection) -> None:
     for schema in LAYER_SCHEMAS:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
     conn.execute(_META_DDL)
+    # Added since the first release: warehouses created before get them here.
+    add_missing_columns(conn, "_meta", "files", {"columns": "VARCHAR"})
 
 
 def next_batch_id(conn: duckdb.DuckDBPyConnection, source: str, run_id: str | None) -> int:
