@@ -95,7 +95,7 @@ def build_definitions(
     producers = config.bronze_producers()
 
     assets: list = [build_landing_spec(feed) for feed in config.feeds]
-    assets += [build_bronze_file_asset(feed) for feed in config.feeds]
+    assets += [build_bronze_file_asset(feed, config.feeds) for feed in config.feeds]
     for source in config.rest_sources:
         assets += [build_api_spec(source, endpoint) for endpoint in source.endpoints]
         assets += [build_rest_bronze_asset(source, endpoint) for endpoint in source.endpoints]
@@ -238,7 +238,6 @@ def build_definitions(
         # run process (a multiprocess executor costs ~2 s a step and contends for the lock).
         executor=in_process_executor,
     )
-
 
 
 @definitions

@@ -14,6 +14,7 @@ from medallion_platform.config import platform_config
 from medallion_platform.connectors.cdc.pgoutput import int_to_lsn
 from medallion_platform.connectors.cdc.postgres import PostgresChangeSource
 from medallion_platform.connectors.cdc.spec import CdcSource
+from medallion_platform.connectors.files.landing import unmatched_files
 from medallion_platform.connectors.streams import BrokerUnavailable
 from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.settings import PlatformSettings
@@ -90,6 +91,8 @@ class PlatformStatus(BaseModel):
     slots: list[SlotStatus] = []
     files: dict[str, dict[str, int]]
     file_issues: list[FileIssue]
+    unmatched_files: list[str] = []
+    """Files in a feed's landing folder that no feed's glob takes: never loaded."""
     quarantine: dict[str, int]
     watermarks: dict[str, int]
 
@@ -120,6 +123,7 @@ def read_status(
             committed.setdefault(p.source.removeprefix("stream:"), {})[p.key] = p.position
     streams = platform_config().streams if streams is None else streams
     status.streams = [_stream_status(s, committed.get(s.name, {})) for s in streams]
+    status.unmatched_files = unmatched_files(settings.landing_dir, platform_config().feeds)
     cdc_positions = {p.source: p.position for p in status.positions if p.key == "change"}
     status.slots = [
         _slot_status(s, cdc_positions.get(f"cdc:{s.name}"), last_commits[s.name])
@@ -256,7 +260,7 @@ def _status(conn: duckdb.DuckDBPyConnection, path: str) -> PlatformStatus:
             FileIssue(feed=f, path=p, status=s, reason=r, stored_at=a)
             for f, p, s, r, a in conn.execute(
                 "SELECT feed, path, status, reason, stored_at FROM _meta.files "
-                "WHERE status <> 'loaded' ORDER BY batch_id"
+                "WHERE status <> 'loaded' OR reason IS NOT NULL ORDER BY batch_id"
             ).fetchall()
         ]
         watermarks = dict(
@@ -323,6 +327,13 @@ def format_status(status: PlatformStatus) -> str:
             lines.append(f"  {i.path}: {i.reason}")
             if i.stored_at:
                 lines.append(f"      now at {i.stored_at}")
+    changed = [i for i in status.file_issues if i.status == "loaded" and i.reason]
+    if changed:
+        lines += ["", "Loaded files that changed afterwards (their new content loads again):"]
+        lines += [f"  {i.path}: {i.reason}" for i in changed]
+    if status.unmatched_files:
+        lines += ["", "Files no feed takes (not loaded; rename them or declare a feed glob):"]
+        lines += [f"  {path}" for path in status.unmatched_files]
     if status.quarantine:
         lines += ["", "Quarantined rows: " + ", ".join(
             f"{t} {n}" for t, n in status.quarantine.items()

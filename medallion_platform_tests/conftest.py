@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,10 +128,26 @@ def ad_spend_contract(config: PlatformConfig) -> Contract:
 
 
 def write_csv(landing: Path, relpath: str, text: str) -> Path:
-    """Drop a file into the landing zone (creating the feed folder)."""
+    """Drop a file into the landing zone (creating the feed folder), as if an hour ago."""
     path = landing / relpath
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+    return settled(path)
+
+
+def settled_write(path: Path, data: bytes) -> Path:
+    """Drop raw bytes into the landing zone, as if an hour ago."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return settled(path)
+
+
+def settled(path: Path, age_s: float = 3600) -> Path:
+    """Age a landed file past any feed's settle time, keeping the order files arrived in
+    (``ingest_files`` loads a file only once it has not changed for ``settle_seconds``)."""
+    st = path.lstat()
+    shift = int(age_s * 1e9)
+    os.utime(path, ns=(st.st_atime_ns - shift, st.st_mtime_ns - shift), follow_symlinks=False)
     return path
 
 

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from medallion_platform.connectors.bronze import BRONZE_SCHEMA
 from medallion_platform.connectors.files import FileFeed, ingest_files, list_landing_files
+from medallion_platform.connectors.files.landing import unmatched_files
 from medallion_platform.connectors.files.loader import ensure_feed_table
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import LandingZoneResource, WarehouseResource
@@ -63,8 +64,13 @@ def build_landing_spec(feed: FileFeed) -> AssetSpec:
     )
 
 
-def build_bronze_file_asset(feed: FileFeed) -> AssetsDefinition:
-    """``bronze/files_<feed>``: raw rows of every landed file, as text, with lineage."""
+def build_bronze_file_asset(feed: FileFeed, feeds: Sequence[FileFeed] = ()) -> AssetsDefinition:
+    """``bronze/files_<feed>``: raw rows of every landed file, as text, with lineage.
+
+    ``feeds`` are all declared feeds: a file in this feed's folder that none of them takes is
+    reported by the run (and by ``medallion status``), never silently left.
+    """
+    folder_feeds = [f for f in feeds if f.folder == feed.folder] or [feed]
 
     @asset(
         key=bronze_key(feed),
@@ -92,10 +98,17 @@ def build_bronze_file_asset(feed: FileFeed) -> AssetsDefinition:
             ensure_feed_table(conn, feed)
         report = ingest_files(wh, feed, landing_zone.root, config.files, run_id=context.run_id)
         for outcome in report.files:
-            if outcome.status == "rejected":
-                context.log.warning(f"Rejected {outcome.path}: {outcome.reason}")
-            elif outcome.status == "duplicate":
+            if outcome.status in ("rejected", "vanished", "changed_after_load", "changing"):
+                context.log.warning(f"{outcome.status}: {outcome.path}: {outcome.reason}")
+            elif outcome.status in ("duplicate", "settling"):
                 context.log.info(f"Skipped {outcome.path}: {outcome.reason}")
+        unmatched = unmatched_files(landing_zone.root, folder_feeds)
+        if unmatched:
+            globs = ", ".join(sorted({f.glob for f in folder_feeds}))
+            context.log.warning(
+                f"{len(unmatched)} file(s) in landing/{feed.folder}/ match no feed's glob "
+                f"({globs}) and were not loaded: {', '.join(unmatched[:10])}"
+            )
         with wh.connect() as conn:
             desc = describe_table(conn, BRONZE_SCHEMA, feed.bronze_table)
         files_table = markdown_table(
@@ -109,6 +122,10 @@ def build_bronze_file_asset(feed: FileFeed) -> AssetsDefinition:
                 "files_loaded": report.count("loaded"),
                 "files_duplicate": report.count("duplicate"),
                 "files_rejected": report.count("rejected"),
+                "files_waiting": report.count("settling") + report.count("changing"),
+                "files_vanished": report.count("vanished"),
+                "files_changed_after_load": report.count("changed_after_load"),
+                "unmatched_files": MetadataValue.json(unmatched),
                 "batch_ids": MetadataValue.json(report.batch_ids),
                 "files": MetadataValue.md(files_table if report.files else "(no new files)"),
             }

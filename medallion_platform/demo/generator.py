@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import random
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
@@ -348,12 +349,26 @@ def generate_landing_files(
     ad_files, ad_rows, ad_malformed = _write_ad_spend(
         landing_dir / "ad_spend", ad_rng, scale, start_date, days
     )
+    _dropped_earlier([f.path for f in products_files + ad_files])
     return DemoManifest(
         files=products_files + ad_files,
         products=products,
         ad_spend_rows=ad_rows,
         malformed_rows=product_malformed + ad_malformed,
     )
+
+
+DROPPED_AGO_S = 3600
+
+
+def _dropped_earlier(paths: list[Path]) -> None:
+    """Date the drops an hour back, in the order they were written: the demo's files are
+    complete, so they must not look like uploads still in flight (a feed loads a file only
+    once it is older than its ``settle_seconds``), and the order of arrival is kept."""
+    shift = DROPPED_AGO_S * 1_000_000_000
+    for path in paths:
+        st = path.lstat()
+        os.utime(path, ns=(st.st_atime_ns - shift, st.st_mtime_ns - shift), follow_symlinks=False)
 
 
 def _write_products(

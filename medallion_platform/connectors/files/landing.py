@@ -36,6 +36,25 @@ def feed_dir(landing_root: Path, feed: FileFeed) -> Path:
     return landing_root / feed.folder
 
 
+COMPRESSED_SUFFIXES = (".gz", ".zst")
+
+
+def feed_globs(feed: FileFeed) -> list[str]:
+    """The feed's glob, and the same names compressed (``*.csv`` takes ``x.csv.gz`` too)."""
+    if feed.glob.endswith(COMPRESSED_SUFFIXES):
+        return [feed.glob]
+    return [feed.glob, *(feed.glob + suffix for suffix in COMPRESSED_SUFFIXES)]
+
+
+def _hidden(rel: Path) -> bool:
+    """Names starting with '_' or '.' are the platform's (_archive) or in-flight uploads."""
+    return any(part.startswith(("_", ".")) for part in rel.parts)
+
+
+def _matches(folder: Path, feed: FileFeed) -> list[Path]:
+    return sorted({path for pattern in feed_globs(feed) for path in folder.glob(pattern)})
+
+
 def list_landing_files(landing_root: Path, feed: FileFeed) -> list[LandingFile]:
     """Files of ``feed`` waiting in the landing zone, oldest first (stat only, no reads).
 
@@ -46,9 +65,9 @@ def list_landing_files(landing_root: Path, feed: FileFeed) -> list[LandingFile]:
     if not folder.is_dir():
         return []
     found = []
-    for path in sorted(folder.glob(feed.glob)):
+    for path in _matches(folder, feed):
         rel = path.relative_to(folder)
-        if any(part.startswith(("_", ".")) for part in rel.parts):
+        if _hidden(rel):
             continue
         try:
             st = path.lstat()
@@ -65,6 +84,29 @@ def list_landing_files(landing_root: Path, feed: FileFeed) -> list[LandingFile]:
             )
         )
     return sorted(found, key=lambda f: (f.mtime_ns, f.relpath))
+
+
+def unmatched_files(landing_root: Path, feeds: list[FileFeed]) -> list[str]:
+    """Files waiting in a feed's folder that no feed's glob takes (a ``.xlsx`` beside the
+    ``*.csv``): listed so they are reported, never loaded and never silently left."""
+    by_folder: dict[str, list[FileFeed]] = {}
+    for feed in feeds:
+        by_folder.setdefault(feed.folder, []).append(feed)
+    unmatched = []
+    for name, members in by_folder.items():
+        folder = landing_root / name
+        if not folder.is_dir():
+            continue
+        taken = {path for feed in members for path in _matches(folder, feed)}
+        nested = {Path(feed.folder) for feed in feeds if feed.folder != name}
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder)
+            if path in taken or _hidden(rel) or not path.is_file():
+                continue
+            if any(path.relative_to(landing_root).is_relative_to(n) for n in nested):
+                continue  # another feed's folder inside this one
+            unmatched.append(path.relative_to(landing_root).as_posix())
+    return unmatched
 
 
 def outside_landing_reason(landing_root: Path, feed: FileFeed, path: Path) -> str | None:

@@ -8,11 +8,22 @@ file is moved out of the landing folder only after that commit. So:
 - a crash after COMMIT but before the move leaves a file whose hash is registered; the rerun
   recognizes it and only finishes the move;
 - the same bytes dropped again, under any name, are registered as a duplicate and not loaded.
+
+Files in flight: a file is loaded only once it has not changed for the feed's
+``settle_seconds``, whoever launched the run (the sensor waits for that too, a hand-launched
+run skips it as ``settling``). It is checked again before COMMIT (changed: rolled back, left
+for the next run) and after COMMIT, before and after the move: a file that grew after its rows
+were committed is put back (or left) in the landing zone and reported ``changed_after_load``,
+so its new content loads as a new version instead of vanishing into the archive. A file that
+disappears before it is read is ``vanished``, and the other files still load.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import stat
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -37,7 +48,16 @@ from medallion_platform.warehouse.warehouse import next_batch_id, set_position, 
 
 log = logging.getLogger(__name__)
 
-Status = Literal["loaded", "duplicate", "rejected", "already_loaded", "changing"]
+Status = Literal[
+    "loaded",
+    "duplicate",
+    "rejected",
+    "already_loaded",
+    "changing",
+    "settling",
+    "vanished",
+    "changed_after_load",
+]
 
 
 class FileChangedError(Exception):
@@ -56,6 +76,10 @@ class FileOutcome(BaseModel):
     batch_id: int | None = None
 
 
+LOADED: tuple[Status, ...] = ("loaded", "changed_after_load")
+"""Outcomes whose rows are committed in bronze."""
+
+
 class IngestReport(BaseModel):
     """What one ingestion run of one feed did."""
 
@@ -68,13 +92,16 @@ class IngestReport(BaseModel):
 
     @property
     def rows_loaded(self) -> int:
-        return sum(f.rows for f in self.files if f.status == "loaded")
+        return sum(f.rows for f in self.files if f.status in LOADED)
 
     def count(self, status: Status) -> int:
         return sum(1 for f in self.files if f.status == status)
 
 
 ProgressHook = Callable[[str, int], None]
+"""Called with a file's landing path and its rows so far, after each appended batch."""
+CommitHook = Callable[[str], None]
+"""Called with a file's landing path once its rows are committed, before it is archived."""
 
 
 def ingest_files(
@@ -86,26 +113,61 @@ def ingest_files(
     run_id: str | None = None,
     batch_rows: int = 100_000,
     on_progress: ProgressHook | None = None,
+    on_committed: CommitHook | None = None,
 ) -> IngestReport:
     """Load ``relpaths`` (default: every file waiting for the feed) into bronze, exactly once."""
     landing_root = landing_root.absolute()
     if relpaths is None:
         relpaths = [f.relpath for f in list_landing_files(landing_root, feed)]
-    pending = [
-        rel for rel in relpaths if (landing_root / rel).exists() or _is_link(landing_root / rel)
-    ]
+    outcomes: list[FileOutcome] = []
+    pending = []
+    for rel in relpaths:
+        path = landing_root / rel
+        if not (path.exists() or _is_link(path)):
+            outcomes.append(_vanished(rel, "before the run looked at it"))
+            continue
+        unsettled = _unsettled_reason(path, feed)
+        if unsettled:
+            outcomes.append(FileOutcome(path=rel, status="settling", reason=unsettled))
+            continue
+        pending.append(rel)
     if not pending:
-        return IngestReport(feed=feed.name, files=[])
+        return IngestReport(feed=feed.name, files=outcomes)
 
-    outcomes = []
     with warehouse.connect() as conn:
         with transaction(conn):
             ensure_feed_table(conn, feed)
         for rel in pending:
-            outcome = _ingest_one(conn, feed, landing_root, rel, run_id, batch_rows, on_progress)
+            outcome = _ingest_one(
+                conn, feed, landing_root, rel, run_id, batch_rows, on_progress, on_committed
+            )
             log.info("%s: %s %s", feed.name, outcome.status, outcome.path)
             outcomes.append(outcome)
     return IngestReport(feed=feed.name, files=outcomes)
+
+
+def _unsettled_reason(path: Path, feed: FileFeed, now: float | None = None) -> str | None:
+    """Why ``path`` must wait (changed within the feed's settle time), or None."""
+    try:
+        st = path.stat()  # a symlink's target: that is what is being written
+    except OSError:
+        return None  # vanished or a broken link: reported when it is read
+    if not stat.S_ISREG(st.st_mode):
+        return None  # a FIFO or device is rejected, not waited for
+    age = (now if now is not None else time.time()) - st.st_mtime
+    if age >= feed.settle_seconds:
+        return None
+    return (
+        f"changed {max(age, 0):.1f}s ago; a file is loaded once unchanged for "
+        f"{feed.settle_seconds:g}s (the feed's settle_seconds), so one still being written "
+        "is not loaded half-finished. It stays for the next run."
+    )
+
+
+def _vanished(rel: str, when: str) -> FileOutcome:
+    reason = f"the file was deleted or moved away {when}; nothing of it was loaded"
+    log.warning("%s: %s", rel, reason)
+    return FileOutcome(path=rel, status="vanished", reason=reason)
 
 
 def _is_link(path: Path) -> bool:
@@ -120,6 +182,7 @@ def _ingest_one(
     run_id: str | None,
     batch_rows: int,
     on_progress: ProgressHook | None,
+    on_committed: CommitHook | None,
 ) -> FileOutcome:
     """One file, one batch id, one transaction; the move aside happens after COMMIT."""
     source = f"files:{feed.name}"
@@ -127,13 +190,17 @@ def _ingest_one(
     if not _inside(path, feed_dir(landing_root, feed), landing_root):
         reason = f"path {rel!r} is not inside the feed's landing folder {feed.folder!r}"
         return _reject(conn, feed, landing_root, rel, run_id, None, 0, reason, move=False)
-    size = path.lstat().st_size
-    unsafe = outside_landing_reason(landing_root, feed, path)
-    if unsafe:
-        return _reject(conn, feed, landing_root, rel, run_id, None, size, unsafe)
-
-    before = _identity(path)
-    file_hash = sha256_file(path)
+    try:
+        size = path.lstat().st_size
+        unsafe = outside_landing_reason(landing_root, feed, path)
+        if unsafe and not path.exists() and not path.is_symlink():
+            return _vanished(rel, "before it could be read")
+        if unsafe:
+            return _reject(conn, feed, landing_root, rel, run_id, None, size, unsafe)
+        before = _identity(path)
+        file_hash = sha256_file(path)
+    except FileNotFoundError:
+        return _vanished(rel, "before it could be read")
     with transaction(conn):
         earlier = conn.execute(
             "SELECT path, batch_id, stored_at FROM _meta.files WHERE feed = ? AND file_hash = ? "
@@ -152,7 +219,10 @@ def _ingest_one(
             target = archive_path(landing_root, feed, batch_id, rel)
             _register(conn, feed, file_hash, rel, size, 0, batch_id, status, reason, target)
     if earlier:
-        target = move_aside(path, archive_path(landing_root, feed, batch_id, rel))
+        try:
+            target = move_aside(path, archive_path(landing_root, feed, batch_id, rel))
+        except FileNotFoundError:
+            return _vanished(rel, f"after it was registered ({status})")
         return FileOutcome(
             path=rel,
             status=status,
@@ -166,30 +236,75 @@ def _ingest_one(
         with transaction(conn):
             batch_id = next_batch_id(conn, source, run_id)
             target = archive_path(landing_root, feed, batch_id, rel)
-            rows = _append_file(conn, feed, path, rel, file_hash, batch_id, batch_rows, on_progress)
+            rows, columns = _append_file(
+                conn, feed, path, rel, file_hash, batch_id, batch_rows, on_progress
+            )
             if _identity(path) != before:  # still being written: what we read is not the file
                 raise FileChangedError
             _register(conn, feed, file_hash, rel, size, rows, batch_id, "loaded", None, target)
+            _record_columns(conn, feed, batch_id, columns)
             set_position(conn, source, "last_file", rel, batch_id)
     except FileReadError as exc:
         return _reject(conn, feed, landing_root, rel, run_id, file_hash, size, exc.reason)
+    except FileNotFoundError:
+        return _vanished(rel, "while it was being read")
     except FileChangedError:
         reason = "the file changed while it was being loaded; it stays for the next run"
         log.warning("%s: %s: %s", feed.name, rel, reason)
         return FileOutcome(path=rel, status="changing", file_hash=None, reason=reason)
-    target = move_aside(path, target)
-    return FileOutcome(
-        path=rel,
-        status="loaded",
-        rows=rows,
-        file_hash=file_hash,
-        batch_id=batch_id,
-        moved_to=_rel(target, landing_root),
+    loaded = FileOutcome(
+        path=rel, status="loaded", rows=rows, file_hash=file_hash, batch_id=batch_id
     )
+    if on_committed is not None:
+        on_committed(rel)
+    return _archive_loaded(conn, feed, landing_root, path, target, before, loaded)
 
 
-def _identity(path: Path) -> tuple[int, int, int]:
-    st = path.stat()
+def _archive_loaded(
+    conn: duckdb.DuckDBPyConnection,
+    feed: FileFeed,
+    landing_root: Path,
+    path: Path,
+    target: Path,
+    loaded_as: tuple[int, int, int] | None,
+    outcome: FileOutcome,
+) -> FileOutcome:
+    """Move a committed file to the archive, unless it changed after its rows were read: then
+    it stays (or goes back) in the landing zone and is reported, so no appended byte is lost."""
+    rel = outcome.path
+    try:
+        if _identity(path) == loaded_as:
+            moved = move_aside(path, target)
+            if _identity(moved) == loaded_as:
+                return outcome.model_copy(update={"moved_to": _rel(moved, landing_root)})
+            # A writer kept the file open and appended after the move: put it back.
+            if not path.exists():
+                moved.rename(path)
+    except FileNotFoundError:
+        reason = "loaded, but the file was deleted before it could be archived"
+        log.warning("%s: %s: %s", feed.name, rel, reason)
+        return outcome.model_copy(update={"reason": reason})
+    size = path.stat().st_size if path.exists() else None
+    reason = (
+        f"changed after its {outcome.rows:,} row(s) were committed (size "
+        f"{loaded_as[1] if loaded_as else '?':,} → {size if size is not None else '?':,} bytes); "
+        "it stays in the landing zone and its new content loads as a new version"
+    )
+    log.warning("%s: %s: %s", feed.name, rel, reason)
+    with transaction(conn):
+        conn.execute(
+            "UPDATE _meta.files SET reason = ?, stored_at = NULL "
+            "WHERE feed = ? AND batch_id = ? AND status = 'loaded'",
+            [reason, feed.name, outcome.batch_id],
+        )
+    return outcome.model_copy(update={"status": "changed_after_load", "reason": reason})
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
@@ -224,9 +339,12 @@ def _append_file(
     batch_id: int,
     batch_rows: int,
     on_progress: ProgressHook | None,
-) -> int:
+) -> tuple[int, list[str]]:
+    """Append the file's rows; (rows, the file's own columns in header order)."""
     rows = 0
+    columns: list[str] = []
     for batch in read_batches(path, feed, batch_rows):
+        columns += [c for c in batch.column_names if c not in columns and not c.startswith("_")]
         rows += append_batch(
             conn,
             feed.bronze_table,
@@ -238,7 +356,17 @@ def _append_file(
         )
         if on_progress and batch.num_rows:
             on_progress(rel, rows)
-    return rows
+    return rows, columns
+
+
+def _record_columns(
+    conn: duckdb.DuckDBPyConnection, feed: FileFeed, batch_id: int, columns: list[str]
+) -> None:
+    """The file's own columns (its header), for drift reports: bronze holds the union."""
+    conn.execute(
+        "UPDATE _meta.files SET columns = ? WHERE feed = ? AND batch_id = ?",
+        [json.dumps(columns), feed.name, batch_id],
+    )
 
 
 def _register(
@@ -254,7 +382,8 @@ def _register(
     stored_at: Path | None,
 ) -> None:
     conn.execute(
-        "INSERT INTO _meta.files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+        "INSERT INTO _meta.files (feed, file_hash, path, size_bytes, rows, batch_id, status, "
+        "reason, stored_at, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
         [
             feed.name,
             file_hash or "",
@@ -287,7 +416,10 @@ def _reject(
         target = rejected_path(landing_root, feed, batch_id, rel) if move else None
         _register(conn, feed, file_hash, rel, size, 0, batch_id, "rejected", reason, target)
     if target is not None:
-        move_aside(landing_root / rel, target)
+        try:
+            target = move_aside(landing_root / rel, target)
+        except FileNotFoundError:  # gone meanwhile: the record says why it was refused
+            target = None
     log.warning("%s: rejected %s: %s", feed.name, rel, reason)
     return FileOutcome(
         path=rel,

@@ -2,14 +2,18 @@
 
 Every value is kept as text (a parser's opinion of "12,99" must not cost us the row). A row
 that does not fit the header keeps what it has: missing fields are NULL, extra fields go to
-``_extra_fields`` as a JSON array, and ``_parse_error`` says what was wrong. A file that cannot
-be read at all raises :class:`FileReadError` with the reason, and the caller rejects it whole.
+``_extra_fields`` as a JSON array, and ``_parse_error`` says what was wrong. A row with a NUL
+byte in a field is kept the same way, flagged wherever it is in the file (silver quarantines
+it). A file that cannot be read at all (empty, UTF-16, binary, not valid in its encoding)
+raises :class:`FileReadError` with the reason, and the caller rejects it whole. Files
+compressed with gzip or zstd are read transparently (recognized by their first bytes).
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 from collections.abc import Iterator
 from functools import lru_cache
@@ -17,6 +21,7 @@ from itertools import islice
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from medallion_platform.connectors.bronze import EXTRA_FIELDS, PARSE_ERROR, ROW_NUMBER
@@ -71,20 +76,66 @@ def read_batches(
     readers = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}
     try:
         yield from readers[feed.format](path, feed, batch_rows)
-    except FileReadError:
+    except (FileReadError, FileNotFoundError):  # a vanished file is not a bad file
         raise
-    except (OSError, UnicodeError, ValueError, pa.ArrowException) as exc:
+    except (OSError, pa.ArrowException) as exc:
+        kind = compression_of(path)
+        what = f"decompress the {kind} file (truncated or corrupt?)" if kind else "read the file"
+        raise FileReadError(f"cannot {what}: {type(exc).__name__}: {exc}") from exc
+    except (UnicodeError, ValueError) as exc:
         raise FileReadError(f"cannot read the file: {type(exc).__name__}: {exc}") from exc
+
+
+COMPRESSION_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
+COMPRESSED_SUFFIXES = (".gz", ".zst")
+_UNICODE_BOMS = {
+    b"\xff\xfe\x00\x00": "UTF-32",
+    b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16",
+    b"\xfe\xff": "UTF-16",
+}
+BINARY_NUL_SHARE = 0.10
+"""A text file has no NUL bytes; one whose first 8 KB are this much NUL is not text at all
+(binary, or UTF-16 without a byte-order mark). Fewer NULs flag their rows instead."""
+
+
+def compression_of(path: Path) -> str | None:
+    """``gzip`` or ``zstd`` when the file starts like one (whatever its name), else None."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    return next((kind for magic, kind in COMPRESSION_MAGIC.items() if head.startswith(magic)), None)
+
+
+def open_binary(path: Path) -> io.BufferedIOBase:
+    """The file's bytes, decompressed if it is gzip or zstd."""
+    kind = compression_of(path)
+    if kind is None:
+        return path.open("rb")
+    return io.BufferedReader(pa.CompressedInputStream(pa.OSFile(str(path)), kind))
 
 
 def _check_readable(path: Path, feed: FileFeed) -> None:
     size = path.stat().st_size
     if size == 0:
         raise FileReadError("file is empty (0 bytes)")
-    with path.open("rb") as fh:
-        head = fh.read(8192)
-    if feed.format != "parquet" and b"\x00" in head:
-        raise FileReadError("file is binary, not text (it contains NUL bytes)")
+    if feed.format == "parquet":
+        return
+    try:
+        with open_binary(path) as fh:
+            head = fh.read(8192)
+    except (OSError, pa.ArrowException) as exc:
+        raise FileReadError(f"cannot decompress the file: {exc}") from exc
+    if not head:
+        raise FileReadError("file is empty (it decompresses to 0 bytes)")
+    for bom, name in _UNICODE_BOMS.items():
+        if head.startswith(bom):
+            raise FileReadError(f"file is {name} text; re-export it as UTF-8")
+    nul_share = head.count(0) / len(head)
+    if nul_share >= BINARY_NUL_SHARE:
+        raise FileReadError(
+            f"file is binary, not text ({nul_share:.0%} of its first {len(head):,} bytes are "
+            "NUL bytes; UTF-16 without a byte-order mark looks like this too)"
+        )
 
 
 def _check_required(columns: list[str], feed: FileFeed) -> None:
@@ -105,7 +156,8 @@ def _decode_error(exc: UnicodeDecodeError, encoding: str) -> FileReadError:
 def _read_csv(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Table]:
     opts = feed.csv
     # Strict decoding: a wrong encoding rejects the file instead of silently mangling values.
-    with path.open("r", encoding=opts.encoding, errors="strict", newline="") as fh:
+    raw = open_binary(path)
+    with io.TextIOWrapper(raw, encoding=opts.encoding, errors="strict", newline="") as fh:
         reader = csv.reader(fh, delimiter=opts.delimiter, quotechar=opts.quotechar, strict=True)
         try:
             try:
@@ -115,7 +167,8 @@ def _read_csv(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Table]
             columns = unique_column_names(header)
             _check_required(columns, feed)
             width = len(columns)
-            yield from _csv_batches(reader, columns, width, batch_rows)
+            for table in _csv_batches(reader, columns, width, batch_rows):
+                yield flag_nul_bytes(table)
         except UnicodeDecodeError as exc:
             raise _decode_error(exc, opts.encoding) from exc
         except csv.Error as exc:
@@ -191,11 +244,34 @@ def _table(
     return pa.table(data)
 
 
+def flag_nul_bytes(table: pa.Table) -> pa.Table:
+    """Flag the rows whose fields hold a NUL byte (``_parse_error`` names them), wherever in
+    the file they are: the row is kept, and silver quarantines it. Vectorized, no row loop."""
+    data = [n for n in table.column_names if n not in (ROW_NUMBER, PARSE_ERROR, EXTRA_FIELDS)]
+    hits = {
+        name: pc.fill_null(pc.match_substring(table[name], "\x00"), False)
+        for name in data
+        if table.num_rows
+    }
+    if not any(pc.any(mask).as_py() for mask in hits.values()):
+        return table
+    errors = table[PARSE_ERROR].to_pylist()
+    numbers = table[ROW_NUMBER].to_pylist()
+    masks = {name: mask.to_pylist() for name, mask in hits.items()}
+    for i in range(table.num_rows):
+        fields = [name for name, mask in masks.items() if mask[i]]
+        if fields:
+            reason = f"row {numbers[i]}: a NUL byte in field(s) {', '.join(fields)}"
+            errors[i] = f"{errors[i]}; {reason}" if errors[i] else reason
+    index = table.column_names.index(PARSE_ERROR)
+    return table.set_column(index, PARSE_ERROR, pa.array(errors, pa.string()))
+
+
 def _read_jsonl(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Table]:
     decoder = codecs.getincrementaldecoder(feed.csv.encoding)(errors="strict")
     records: list[dict[str, str | None]] = []
     line_no = 0
-    with path.open("rb") as fh:
+    with open_binary(path) as fh:
         try:
             for raw in fh:
                 line_no += 1

@@ -11,7 +11,7 @@ import pytest
 
 from medallion_platform.connectors.files import FileFeed, list_landing_files
 from medallion_platform.connectors.files.landing import outside_landing_reason
-from medallion_platform_tests.conftest import write_csv
+from medallion_platform_tests.conftest import settled, write_csv
 
 
 @pytest.fixture
@@ -105,6 +105,7 @@ def test_listing_never_opens_files(landing, products_feed):
     folder.mkdir()
     fifo = folder / "pipe.csv"
     os.mkfifo(fifo)
+    settled(fifo)
     write_csv(landing, "products/real.csv", "sku\nA\n")
     result: dict[str, list] = {}
 

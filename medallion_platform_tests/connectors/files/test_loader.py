@@ -12,7 +12,7 @@ import pytest
 
 from medallion_platform.connectors.files import ingest_files, list_landing_files
 from medallion_platform.warehouse.warehouse import table_columns
-from medallion_platform_tests.conftest import write_csv
+from medallion_platform_tests.conftest import settled, settled_write, write_csv
 
 BRONZE = "bronze.files_products"
 
@@ -227,7 +227,7 @@ def test_rejected_files_are_recorded_moved_aside_and_the_batch_goes_on(
     }
     write_csv(landing, "products/a_good.csv", _products("A1", "A2"))
     for name, (data, _) in bad.items():
-        (landing / "products" / name).write_bytes(data)
+        settled_write(landing / "products" / name, data)
     write_csv(landing, "products/f_good.csv", _products("F1", "F2", "F3"))
 
     report = ingest_files(warehouse, products_feed, landing)
@@ -261,7 +261,7 @@ def test_read_error_late_in_a_file_rolls_back_its_earlier_batches(
         b"sku,name\n" + b"".join(b"S%d,n\n" % i for i in range(5_000)) + "Z,Café\n".encode("cp1252")
     )
     (landing / "products").mkdir()
-    (landing / "products" / "a_late.csv").write_bytes(data)
+    settled_write(landing / "products" / "a_late.csv", data)
     write_csv(landing, "products/b_good.csv", _products("B"))
 
     report = ingest_files(warehouse, products_feed, landing, batch_rows=1_000)
@@ -466,7 +466,8 @@ def test_a_file_that_changes_while_loading_is_rolled_back_and_left_for_later(
     assert _registry(warehouse) == []
     assert path.exists()
 
-    report = ingest_files(warehouse, products_feed, landing)  # the writer has finished
+    settled(path)  # the writer finished a while ago
+    report = ingest_files(warehouse, products_feed, landing)
     assert [f.status for f in report.files] == ["loaded"]
     assert _query(warehouse, f"SELECT count(*) FROM {BRONZE}") == [(5_001,)]
 
@@ -492,7 +493,8 @@ def test_a_parquet_file_corrupt_past_its_footer_is_rejected_and_the_batch_goes_o
     data = bytearray(bad.read_bytes())
     middle = len(data) // 2
     data[middle : middle + 4096] = bytes(4096)  # zero a stretch of data pages
-    bad.write_bytes(bytes(data))
+    settled_write(bad, bytes(data))
+    settled(landing / "events/b_good.parquet")
 
     report = ingest_files(warehouse, feed, landing)
     status = {f.path: f.status for f in report.files}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -15,6 +16,10 @@ from medallion_platform.warehouse.identifiers import validate_identifier
 from medallion_platform_tests.conftest import write_csv
 
 LINEAGE = ("_row_number", "_parse_error", "_extra_fields")
+
+
+def _gzip_rows(n: int) -> bytes:
+    return gzip.compress(("sku,name\n" + "".join(f"S{i},N{i * 7919}\n" for i in range(n))).encode())
 
 
 def _rows(path: Path, feed: FileFeed, batch_rows: int = 100_000) -> list[dict]:
@@ -221,12 +226,26 @@ def test_parquet_values_are_cast_to_text(landing, parquet_feed):
     ("content", "expected_in_reason"),
     [
         (b"", ["empty", "0 bytes"]),
-        (b"sku,name\nA,\x00\x01\x02\n", ["binary", "NUL"]),
+        (b"sku,name\nA,\x00\x00\x00\x01\n", ["binary", "NUL"]),
         (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", ["binary"]),
+        ("sku,name\nA,Tent\n".encode("utf-16"), ["UTF-16", "UTF-8"]),
+        ("sku,name\nA,Tent\n".encode("utf-16-le"), ["binary", "UTF-16"]),
+        (gzip.compress(b""), ["empty", "decompresses"]),
+        (_gzip_rows(5_000)[:20_000], ["decompress"]),
         ("sku,name\nA,Café Crème\n".encode("latin-1"), ["not valid utf-8", "0xe9"]),
         (b"name,unit_price\nWidget,1\n", ["missing required column", "sku"]),
     ],
-    ids=["zero-bytes", "nul-bytes", "png", "latin1-under-utf8", "missing-required"],
+    ids=[
+        "zero-bytes",
+        "mostly-nul-bytes",
+        "png",
+        "utf16-with-bom",
+        "utf16-without-bom",
+        "empty-gzip",
+        "truncated-gzip",
+        "latin1-under-utf8",
+        "missing-required",
+    ],
 )
 def test_unreadable_files_raise_with_a_clear_reason(
     landing, products_feed, content, expected_in_reason
@@ -325,3 +344,39 @@ def test_jsonl_required_keys_are_checked_per_record_whatever_the_batch(
         "line 2: missing required field(s) id",
         None,
     ]
+
+
+@pytest.mark.parametrize("where", ["first row", "past the first 8 KB", "last row"])
+def test_a_nul_byte_flags_its_row_wherever_it_is(landing, products_feed, where):
+    """One rule wherever the NUL is: the row is kept with a reason naming row and field (silver
+    quarantines it); the file loads. Only a file that is mostly NUL (binary) is refused."""
+    rows = [f"SKU-{i:05d},Tent {i}" for i in range(1, 2_001)]
+    target = {"first row": 1, "past the first 8 KB": 1_500, "last row": 2_000}[where]
+    rows[target - 1] = f"SKU-{target:05d},Te\x00nt"
+    path = landing / "products" / "nul.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(("sku,name\n" + "\n".join(rows) + "\n").encode())
+    assert path.read_bytes().index(b"\x00") > 8192 or where != "past the first 8 KB"
+
+    result = _rows(path, products_feed, batch_rows=700)
+    assert len(result) == 2_000
+    flagged = [r for r in result if r["_parse_error"]]
+    assert [r["_row_number"] for r in flagged] == [target]
+    assert flagged[0]["_parse_error"] == f"row {target}: a NUL byte in field(s) name"
+    assert flagged[0]["name"] == "Te\x00nt"  # bronze keeps exactly what arrived
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, "zstd"])
+def test_compressed_files_are_read_transparently(landing, products_feed, compress):
+    """gzip and zstd are recognized by their first bytes, whatever the file is called."""
+    text = "sku,name\n" + "".join(f"SKU-{i},Tent {i}\n" for i in range(5_000))
+    if compress == "zstd":  # one zstd frame, as the zstd command writes it
+        data = pa.compress(text.encode(), codec="zstd", asbytes=True)
+    else:
+        data = compress(text.encode())
+    path = landing / "products" / "catalog.csv.gz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    result = _rows(path, products_feed, batch_rows=1_000)
+    assert [r["sku"] for r in result] == [f"SKU-{i}" for i in range(5_000)]
+    assert [r["_row_number"] for r in result] == list(range(1, 5_001))
