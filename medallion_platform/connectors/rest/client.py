@@ -223,8 +223,8 @@ class RestClient:
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 if expired.is_set():
                     reason = (
-                        f"deadline of {self.retry.deadline_s:g}s exceeded (connect + headers + "
-                        "body): the server was still sending"
+                        f"deadline of {self.retry.deadline_s:g}s exceeded "
+                        "(connect + headers + body)"
                     )
                 else:
                     reason = f"{type(exc).__name__}: {self.mask(str(exc)) or 'no response'}"

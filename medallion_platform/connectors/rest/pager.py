@@ -232,7 +232,7 @@ def _token_key(resume: Resume) -> str:
 
 
 def _fingerprint(records: list[dict[str, Any]]) -> str:
-    body = json.dumps(records, sort_keys=True, separators=(",", ":"), default=str)
+    body = json.dumps(records, separators=(",", ":"), default=str)  # as served: same order
     return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
 
 
