@@ -282,7 +282,7 @@ def iter_pages(
                     else ""
                 )
                 raise RepeatedPageError(
-                    f"GET {endpoint.path}: page {number} of this sync ({here}) holds exactly "
+                    f"GET {endpoint.path}: page {number} of this run ({here}) holds exactly "
                     f"the {len(records)} records of {which}: the API repeats a page; stopped "
                     f"so that no page is read twice (this one was not appended){hint}",
                     endpoint=endpoint.path,
@@ -298,7 +298,7 @@ def iter_pages(
                     else f"page {followed[key]} was read with"
                 )
                 raise RepeatedPageError(
-                    f"GET {endpoint.path}: page {number} of this sync ({here}) points to "
+                    f"GET {endpoint.path}: page {number} of this run ({here}) points to "
                     f"{cursor} again, the cursor {seen}: the API repeats its cursor; stopped "
                     "so that no page is read twice (this one was not appended)",
                     endpoint=endpoint.path,
