@@ -79,6 +79,7 @@ def build_rest_bronze_asset(source: RestSource, endpoint: RestEndpoint) -> Asset
     """``bronze/<source>_<endpoint>``: every fetched record, raw JSON plus its fields as text."""
     resource_key = rest_resource_key(source)
     incremental = endpoint.incremental
+    budget = source.budget_for(endpoint)
     how = (
         f"Incremental on `{incremental.cursor_field}` (from the committed high-water mark "
         f"minus {incremental.lookback_seconds}s of lookback)."
@@ -94,7 +95,9 @@ def build_rest_bronze_asset(source: RestSource, endpoint: RestEndpoint) -> Asset
             f"{endpoint.description.strip()}\n\nEvery record fetched from `GET {endpoint.path}`"
             " as received: `_raw` (the JSON) plus its top-level fields as text, with lineage "
             "(`_batch_id`, `_ingested_at`, `_source` = request URL + row). Pages are committed "
-            f"{endpoint.pages_per_commit} at a time with the sync position: exactly once. {how}"
+            f"{endpoint.pages_per_commit} at a time with the sync position: exactly once. {how} "
+            f"A run reads at most {budget.max_pages} pages in {budget.max_seconds:g}s, then "
+            "commits and leaves the rest to the next run (metadata `budget_reached`)."
         ),
         owners=[source.owner],
         kinds={"duckdb", "api"},
@@ -114,6 +117,11 @@ def build_rest_bronze_asset(source: RestSource, endpoint: RestEndpoint) -> Asset
             report = sync_endpoint(wh, source, endpoint, client, run_id=context.run_id)
         if report.resumed:
             context.log.info(f"Resumed an interrupted sync of {endpoint.name} where it stopped.")
+        if report.budget_reached:
+            context.log.warning(
+                f"{endpoint.name}: budget {report.budget_reached} reached; the pages read are "
+                "committed and the next run continues from there."
+            )
         with wh.connect() as conn:
             desc = describe_table(conn, BRONZE_SCHEMA, report.table)
         return MaterializeResult(
@@ -124,6 +132,8 @@ def build_rest_bronze_asset(source: RestSource, endpoint: RestEndpoint) -> Asset
                 "api_calls": report.api_calls,
                 "retries": report.retries,
                 "resumed": report.resumed,
+                "complete": report.complete,
+                "budget_reached": report.budget_reached or "(no)",
                 "since": report.since if report.since is not None else "(full read)",
                 "high_water_mark": report.high_water_mark
                 if report.high_water_mark is not None

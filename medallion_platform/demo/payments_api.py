@@ -4,8 +4,9 @@ The REST connector's retries, pagination and incremental sync are tested against
 it speaks the real shapes rather than a convenient approximation: Stripe's cursor-paginated lists
 (``/v1/charges``, ``/v1/refunds``) with ``created[...]`` filters, a GitHub-style page-numbered
 endpoint with a ``Link`` header (``/v1/payouts``), Stripe's error bodies and masked API keys, and
-faults injected on demand (rate limits, 5xx, slow and truncated responses, schema drift, a revoked
-token). Stdlib HTTP only, bound to loopback; the data is seeded and never depends on the clock.
+faults injected on demand (rate limits, 5xx, slow, dripped and truncated responses, a repeated
+page, a redirect, an HTML page instead of JSON, schema drift, a revoked token). Stdlib HTTP only,
+bound to loopback; the data is seeded and never depends on the clock.
 
 As a process (the token comes from the environment so it never shows in ``ps``)::
 
@@ -318,7 +319,20 @@ def generate_payouts(
 # Faults
 # --------------------------------------------------------------------------------------------
 
-FaultKind = Literal["429", "500", "502", "503", "slow", "truncated", "new_field", "revoke"]
+FaultKind = Literal[
+    "429",
+    "500",
+    "502",
+    "503",
+    "slow",  # answers after ``delay`` seconds
+    "drip",  # sends the body one byte every ``delay`` seconds
+    "truncated",  # half of the body, still labelled JSON
+    "repeat_page",  # the path's previous page again: has_more true, the same cursor (a loop)
+    "redirect",  # 301 to the same URL on https, as a load balancer in front of an API does
+    "html",  # 200 with an HTML maintenance page
+    "new_field",
+    "revoke",
+]
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 # These change the server's state for good when they fire rather than shaping one response.
 _STICKY_KINDS = frozenset({"new_field", "revoke"})
@@ -424,6 +438,7 @@ class _Response:
     body: bytes
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
+    drip_s: float = 0.0  # > 0: the body goes out one byte at a time, this far apart
 
 
 def _json(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> _Response:
@@ -473,6 +488,7 @@ _LIST_PARAMS = frozenset(
     }
 )
 _LISTS = {"/v1/charges": "charge", "/v1/refunds": "refund"}
+_PAGED = frozenset({*_LISTS, "/v1/payouts"})
 _RETRIEVE = re.compile(r"/v1/(charges|refunds)/([^/]+)")
 
 
@@ -570,6 +586,7 @@ class PaymentsApi:
         self._token = token
         self._revoked = False
         self._drift_prefixes: tuple[str, ...] = ()
+        self._last_page: dict[str, _Response] = {}  # per list path, for ``repeat_page``
         self._lock = threading.Lock()
         self._charges = _Listing(data.charges)
         self._refunds = _Listing(data.refunds)
@@ -661,10 +678,15 @@ class PaymentsApi:
             else:
                 with self._lock:
                     self._drift_prefixes = (*self._drift_prefixes, permanent.path)
-        if fault is not None and fault.kind == "slow":
+        kind = fault.kind if fault is not None else None
+        if fault is not None and kind == "slow":
             time.sleep(fault.delay)
-        if fault is not None and fault.kind in {"429", "500", "502", "503"}:
-            response = _fault_response(fault)
+        with self._lock:
+            previous = self._last_page.get(path)
+        if fault is not None and kind in {"429", "500", "502", "503", "redirect", "html"}:
+            response = _fault_response(fault, self.base_url, target)
+        elif kind == "repeat_page" and previous is not None:
+            response = previous
         else:
             try:
                 response = self._authorize(authorization) or self._route(method, path, query)
@@ -675,8 +697,13 @@ class PaymentsApi:
                 response = _stripe_error(
                     500, "An unexpected error occurred in the emulator.", type_="api_error"
                 )
+            if response.status == 200 and method == "GET" and path in _PAGED:
+                with self._lock:
+                    self._last_page[path] = response
             if fault is not None and fault.kind == "truncated":
                 response = replace(response, body=response.body[: len(response.body) // 2])
+            if fault is not None and fault.kind == "drip":
+                response = replace(response, drip_s=max(fault.delay, 0.001))
         kinds = tuple(f.kind for f in sticky) + ((fault.kind,) if fault is not None else ())
         response = replace(
             response,
@@ -823,7 +850,17 @@ def _lenient_positive_int(value: str | None, default: int) -> int:
     return int(value)
 
 
-def _fault_response(fault: _Fault) -> _Response:
+def _fault_response(fault: _Fault, base_url: str, target: str) -> _Response:
+    if fault.kind == "redirect":
+        location = "https://" + base_url.split("://", 1)[1] + target
+        page = "<html><head><title>301 Moved Permanently</title></head><body>nginx</body></html>"
+        return _Response(301, page.encode(), "text/html", (("Location", location),))
+    if fault.kind == "html":
+        page = (
+            "<!DOCTYPE html><html><head><title>Down for maintenance</title></head>"
+            "<body><h1>We'll be back soon.</h1></body></html>"
+        )
+        return _Response(200, page.encode(), "text/html; charset=utf-8")
     status = int(fault.kind)
     retry_after = () if fault.retry_after is None else (("Retry-After", str(fault.retry_after)),)
     if status == 429:
@@ -917,7 +954,13 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in response.headers:
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(response.body)
+        if not response.drip_s:
+            self.wfile.write(response.body)
+            return
+        for offset in range(len(response.body)):  # a client that gives up ends this (EPIPE)
+            self.wfile.write(response.body[offset : offset + 1])
+            self.wfile.flush()
+            time.sleep(response.drip_s)
 
     do_GET = _serve
     do_POST = _serve

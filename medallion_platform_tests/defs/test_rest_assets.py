@@ -5,9 +5,16 @@ from __future__ import annotations
 from decimal import Decimal
 
 import duckdb
-from dagster import DagsterInstance, serialize_value
+from dagster import DagsterInstance, materialize, serialize_value
 
+from medallion_platform.connectors.rest import RestSource
 from medallion_platform.definitions import build_definitions
+from medallion_platform.defs.resources import WarehouseResource
+from medallion_platform.defs.rest import (
+    RestApiResource,
+    build_rest_bronze_asset,
+    rest_resource_key,
+)
 from medallion_platform.demo.payments_api import generate_payments
 from medallion_platform_tests.conftest import PAYMENTS_CHARGES, PAYMENTS_TOKEN
 
@@ -82,3 +89,36 @@ def test_a_revoked_token_fails_the_run_with_a_clear_message_and_no_secret(
     assert "HTTP 401" in messages and "Invalid API Key" in messages
     captured = capfd.readouterr()
     assert PAYMENTS_TOKEN not in messages + logs + captured.out + captured.err
+
+
+def test_a_budget_reached_shows_in_the_materialization_and_the_next_run_continues(
+    settings, payments_api, config
+) -> None:
+    """Two pages a run, declared on the endpoint: the asset succeeds, says the budget was
+    reached and that the sync is not complete; the next materialization continues."""
+    raw = config.rest_sources[0].model_dump(exclude_unset=True)
+    for endpoint in raw["endpoints"]:
+        endpoint["budget"] = {"max_pages": 2}
+    source = RestSource.model_validate(raw)
+    charges = next(e for e in source.endpoints if e.name == "charges")
+    bronze = build_rest_bronze_asset(source, charges)
+    resources = {
+        "warehouse": WarehouseResource(path=str(settings.warehouse_path)),
+        rest_resource_key(source): RestApiResource(
+            base_url=payments_api.base_url, token=PAYMENTS_TOKEN
+        ),
+    }
+    metadata, logs = [], []
+    with DagsterInstance.ephemeral() as instance:
+        for _ in range(2):
+            result = materialize([bronze], resources=resources, instance=instance)
+            assert result.success
+            event = result.get_asset_materialization_events()[0]
+            metadata.append({k: v.value for k, v in event.materialization.metadata.items()})
+            logs.append(serialize_value(instance.all_logs(result.run_id)))
+    assert [m["budget_reached"] for m in metadata] == ["max_pages=2", "(no)"]
+    assert [m["complete"] for m in metadata] == [False, True]
+    assert [m["rows_added"] for m in metadata] == [200, PAYMENTS_CHARGES - 200]
+    assert metadata[1]["resumed"] is True
+    assert "charges: budget max_pages=2 reached" in logs[0]
+    assert "budget max_pages=2 reached" not in logs[1]

@@ -48,15 +48,22 @@ class AuthSpec(BaseModel):
 
 
 class PaginationSpec(BaseModel):
-    """How to get the next page.
+    """How to get the next page, and when to stop (dlt's paginators' rules).
 
-    - ``cursor``: send ``cursor_param`` = the last record's ``cursor_record_field`` (Stripe's
-      ``starting_after``) or the body's ``cursor_path`` value; stop when ``has_more_path`` is
-      false (or no cursor).
-    - ``next_url``: follow the URL at ``next_url_path`` in the body.
-    - ``link_header``: follow ``Link: <…>; rel="next"`` (GitHub style).
-    - ``page_number``: ``page_param`` = 1, 2, … until a page has fewer than page_size records.
-    - ``offset``: ``offset_param`` = 0, page_size, … until a short page.
+    - ``cursor``: send ``cursor_param`` = the body's ``cursor_path`` value, or else the last
+      record's ``cursor_record_field`` (Stripe's ``starting_after``); go on while there is a
+      cursor (an empty page has none). A declared ``has_more_path`` must be in every page and
+      ``false`` ends the walk; nothing is assumed when it is not declared.
+    - ``next_url``: follow the URL at ``next_url_path`` in the body while there is one.
+    - ``link_header``: follow ``Link: <…>; rel="next"`` (GitHub style) while there is one.
+    - ``page_number``: ``page_param`` = ``start_page``, +1, … until an empty page, or until
+      ``total_path`` (the number of pages) is reached.
+    - ``offset``: ``offset_param`` = 0, + the records received, … until an empty page, or until
+      ``total_path`` (the number of records) is reached.
+
+    Next URLs are resolved against the URL of the request that returned them. A short page
+    never ends a walk: APIs cap page sizes below what was asked. For ``page_number`` and
+    ``offset``, ``has_more_path`` may be declared too.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -65,11 +72,28 @@ class PaginationSpec(BaseModel):
     cursor_param: str = "starting_after"
     cursor_record_field: str | None = "id"
     cursor_path: str | None = None
-    has_more_path: str | None = "has_more"
+    has_more_path: str | None = Field(
+        default=None, description="Dotted path to a boolean 'more pages' flag; required if set."
+    )
     next_url_path: str = "next"
     page_param: str = "page"
     offset_param: str = "offset"
     start_page: int = 1
+    total_path: str | None = Field(
+        default=None,
+        description="Dotted path to the total: pages (page_number) or records (offset).",
+    )
+
+    @model_validator(mode="after")
+    def _applies(self) -> PaginationSpec:
+        ranged = self.type in ("page_number", "offset")
+        if self.total_path and not ranged:
+            raise ValueError(f"total_path applies to page_number and offset, not {self.type}")
+        if self.has_more_path and self.type in ("next_url", "link_header"):
+            raise ValueError(f"has_more_path does not apply to {self.type}: the link is the rule")
+        if self.type == "cursor" and not (self.cursor_path or self.cursor_record_field):
+            raise ValueError("cursor pagination needs cursor_path or cursor_record_field")
+        return self
 
 
 class IncrementalSpec(BaseModel):
@@ -85,7 +109,12 @@ class IncrementalSpec(BaseModel):
 
 
 class RetryPolicy(BaseModel):
-    """Exponential backoff with full jitter on 429 / 5xx / timeouts, bounded in total."""
+    """Exponential backoff with full jitter on 429 / 5xx / timeouts, bounded in total.
+
+    ``timeout_s`` bounds each socket operation (httpx's timeout), so a server that sends a
+    byte now and then passes it forever; ``deadline_s`` bounds the whole request (connect,
+    headers and body) and a request past it is a transient failure like a timeout.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -93,7 +122,26 @@ class RetryPolicy(BaseModel):
     backoff_base_s: float = Field(default=0.5, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
     max_total_s: float = Field(default=300.0, gt=0, description="Give up after this long.")
-    timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout.")
+    timeout_s: float = Field(default=30.0, gt=0, description="Per socket read/write/connect.")
+    deadline_s: float = Field(
+        default=120.0, gt=0, description="Whole request: connect + headers + body."
+    )
+
+
+class SyncBudget(BaseModel):
+    """How much one sync may read before it stops, commits and leaves the rest to the next run.
+
+    A runaway API (a cursor that never ends, a backfill far larger than expected) then costs
+    at most this much per run; the stop is clean: the pages read are committed with the
+    position to resume from, and the run's metadata says the budget was reached.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_pages: int = Field(default=10_000, ge=1, description="Pages per sync.")
+    max_seconds: float = Field(
+        default=600.0, gt=0, description="Seconds per sync; checked after each page."
+    )
 
 
 class RestEndpoint(BaseModel):
@@ -117,6 +165,9 @@ class RestEndpoint(BaseModel):
         description="Pages per warehouse transaction: fewer commits, coarser resume points.",
     )
     params: dict[str, str] = Field(default_factory=dict)
+    budget: SyncBudget | None = Field(
+        default=None, description="Overrides the source's budget, field by field."
+    )
     incremental: IncrementalSpec | None = None
     contract: str | None = Field(default=None, description="Silver contract for its records.")
 
@@ -143,6 +194,7 @@ class RestSource(BaseModel):
     base_url_env: str = Field(description="Environment variable holding the base URL.")
     auth: AuthSpec = Field(default_factory=AuthSpec)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    budget: SyncBudget = Field(default_factory=SyncBudget, description="Per endpoint sync.")
     endpoints: list[RestEndpoint] = Field(min_length=1)
     schedule: str = Field(default="*/15 * * * *", description="Cron of the source's job.")
     freshness_minutes: float = Field(default=60, gt=0)
@@ -160,3 +212,9 @@ class RestSource(BaseModel):
 
     def bronze_table(self, endpoint: RestEndpoint) -> str:
         return validate_identifier(f"{self.name}_{endpoint.name}")
+
+    def budget_for(self, endpoint: RestEndpoint) -> SyncBudget:
+        """The source's budget with what the endpoint declares itself on top."""
+        if endpoint.budget is None:
+            return self.budget
+        return self.budget.model_copy(update=endpoint.budget.model_dump(exclude_unset=True))

@@ -125,7 +125,8 @@ def test_each_pagination_style_reads_every_record_once(server, warehouse, style)
     credentials = Credentials(token=KEY, username=USER, password=PASSWORD)
     client = RestClient(server, source.auth, credentials, source.retry)
     report = sync_endpoint(warehouse, source, source.endpoints[0], client)
-    assert report.records == 250 and report.pages == 7
+    # Page numbers and offsets end on an empty page (a short page is no end: APIs cap sizes).
+    assert report.records == 250 and report.pages == (7 if style == "next_url" else 8)
     assert report.high_water_mark == ITEMS[-1]["updated"]
     with warehouse.connect() as conn:
         assert conn.execute(

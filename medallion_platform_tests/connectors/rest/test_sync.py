@@ -21,6 +21,7 @@ from medallion_platform.connectors.rest import (
     RetriesExhausted,
     sync_endpoint,
 )
+from medallion_platform.connectors.rest.pager import RepeatedPageError
 from medallion_platform.connectors.rest.spec import RetryPolicy
 from medallion_platform.connectors.rest.sync import load_state, state_key
 from medallion_platform.demo.payments_api import PaymentsApi, generate_payments
@@ -242,3 +243,85 @@ def test_a_field_that_is_not_json_is_quarantined_not_a_failed_run(
         ).fetchone()
     assert stats.valid == 50 and stats.quarantined == 1
     assert reason == ("order_id: metadata is not valid JSON, so $.order_id cannot be read",)
+
+
+def test_an_api_repeating_its_page_and_cursor_stops_with_an_error_naming_both(
+    warehouse, source
+) -> None:
+    """The operator's runaway: ``has_more: true`` and the previous page (so the same cursor)
+    again and again. Before the guard: every repeat appended, for as long as it went on."""
+    data = generate_payments(1_000)
+    newest_first = sorted(data.charges, key=lambda c: (c["created"], c["id"]), reverse=True)
+    cursor = newest_first[299]["id"]  # the last record of page 3
+    with PaymentsApi(data, token=TOKEN) as api:
+        api.faults.add("repeat_page", path="/v1/charges", after=3, count=50)
+        with pytest.raises(RepeatedPageError) as caught:
+            sync_endpoint(warehouse, source, _endpoint(source, "charges"), _client(api, source))
+        calls = len([r for r in api.requests if r.path == "/v1/charges"])
+        message = str(caught.value)
+        assert calls == 4  # three pages, then the repeat: not 50 more
+        assert "GET /v1/charges: page 4" in message and f"starting_after={cursor}" in message
+        assert caught.value.cursor == f"starting_after={cursor}"
+        assert _counts(warehouse, "payments_charges") == (300, 300)  # each page once
+        with warehouse.connect() as conn:
+            state = load_state(conn, state_key(source, _endpoint(source, "charges")))
+        assert state.in_progress.resume == {"starting_after": cursor}
+
+        api.faults.clear()  # the API is fixed: the next run continues where it stopped
+        report = sync_endpoint(
+            warehouse, source, _endpoint(source, "charges"), _client(api, source)
+        )
+    assert report.resumed and report.records == 700
+    assert _counts(warehouse, "payments_charges") == (1_000, 1_000)
+
+
+def _with_budget(source: RestSource, endpoint_budget: dict, source_budget: dict) -> RestSource:
+    """The packaged source with budgets declared as in rest_sources.yaml (validated)."""
+    raw = source.model_dump(exclude_unset=True)
+    for endpoint in raw["endpoints"]:
+        if endpoint["name"] == "charges":
+            endpoint.update(budget=endpoint_budget, pages_per_commit=2)
+    return RestSource.model_validate({**raw, "budget": source_budget})
+
+
+def test_a_page_budget_ends_the_sync_cleanly_and_the_next_runs_continue(warehouse, source) -> None:
+    """3 pages a run (declared on the endpoint, over the source's 10,000): four runs read the
+    ten pages, each committed once, and only the last moves the high-water mark."""
+    budgeted = _with_budget(source, {"max_pages": 3}, {"max_pages": 10_000, "max_seconds": 60})
+    endpoint = _endpoint(budgeted, "charges")
+    assert budgeted.budget_for(endpoint).model_dump() == {"max_pages": 3, "max_seconds": 60}
+    data = generate_payments(1_000)
+    reports = []
+    with PaymentsApi(data, token=TOKEN) as api:
+        for _ in range(4):
+            reports.append(sync_endpoint(warehouse, budgeted, endpoint, _client(api, budgeted)))
+            if reports[-1].complete:
+                break
+    assert [r.records for r in reports] == [300, 300, 300, 100]
+    assert [r.pages for r in reports] == [3, 6, 9, 10]  # of the sync, across its runs
+    assert [r.budget_reached for r in reports] == ["max_pages=3"] * 3 + [None]
+    assert [r.resumed for r in reports] == [False, True, True, True]
+    assert [r.high_water_mark for r in reports][:3] == [None] * 3
+    assert reports[-1].high_water_mark == max(c["created"] for c in data.charges)
+    assert _counts(warehouse, "payments_charges") == (1_000, 1_000)
+
+
+def test_a_time_budget_ends_a_slow_sync_with_its_progress_committed(warehouse, source) -> None:
+    """Each page takes 0.15 s; the source allows 0.4 s a run: the sync stops after the page
+    that crossed it, commits, and the next run (no budget pressure) finishes exactly once."""
+    budgeted = _with_budget(source, {}, {"max_seconds": 0.4})
+    endpoint = _endpoint(budgeted, "charges")
+    with PaymentsApi(generate_payments(1_000), token=TOKEN) as api:
+        api.faults.add("slow", path="/v1/charges", count=100, delay=0.15)
+        first = sync_endpoint(warehouse, budgeted, endpoint, _client(api, budgeted))
+        with warehouse.connect() as conn:
+            state = load_state(conn, state_key(budgeted, endpoint))
+        api.faults.clear()
+        second = sync_endpoint(
+            warehouse, source, _endpoint(source, "charges"), _client(api, source)
+        )
+    assert first.budget_reached == "max_seconds=0.4" and not first.complete
+    assert first.pages < 10 and first.records == first.pages * 100  # stopped early
+    assert state.in_progress is not None and state.in_progress.pages == first.pages
+    assert _counts(warehouse, "payments_charges") == (1_000, 1_000)
+    assert second.resumed and second.complete and second.records == 1_000 - first.records
