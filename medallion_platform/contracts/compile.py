@@ -48,18 +48,30 @@ def _extracted(name: str) -> str:
     return quote(f"_jl_{name}")
 
 
-def _raw(column: Column, bronze_columns: set[str], paths: dict[str, list[str]]) -> str:
-    """The bronze text for a column: the first present of its name and aliases, blank → NULL."""
+def _blank_to_null(text: str, markers: list[str]) -> str:
+    """Trimmed text, NULL when empty or one of the column's null markers (``NA``, ``\\N`` …)."""
+    if markers == [""]:
+        return f"NULLIF(trim({text}), '')"
+    listed = ", ".join(_literal(m) for m in markers)
+    return f"CASE WHEN trim({text}) IN ({listed}) THEN NULL ELSE trim({text}) END"
+
+
+def _raw(
+    contract: Contract, column: Column, bronze_columns: set[str], paths: dict[str, list[str]]
+) -> str:
+    """The bronze text for a column: the first present of its name and aliases, trimmed,
+    blank or a null marker → NULL."""
     present = _present(column, bronze_columns)
     if not present:
         return "CAST(NULL AS VARCHAR)"
+    markers = contract.null_markers(column)
     if column.json_path:  # text that is not JSON yields NULL here and a reason (see below)
         text = [
-            f"NULLIF(trim({_extracted(n)}[{paths[n].index(column.json_path) + 1}]), '')"
+            _blank_to_null(f"{_extracted(n)}[{paths[n].index(column.json_path) + 1}]", markers)
             for n in present
         ]
     else:
-        text = [f"NULLIF(trim({quote(n)}), '')" for n in present]
+        text = [_blank_to_null(quote(n), markers) for n in present]
     return text[0] if len(text) == 1 else f"coalesce({', '.join(text)})"
 
 
@@ -92,30 +104,65 @@ def _json_invalid(column: Column, bronze_columns: set[str], text: str) -> str:
     return f"NOT json_valid({text})"
 
 
+BOOLEAN_TEXTS = {
+    "true": True, "t": True, "yes": True, "y": True, "1": True, "on": True,
+    "false": False, "f": False, "no": False, "n": False, "0": False, "off": False,
+}  # fmt: skip
+"""What a boolean column accepts (any case, after trimming); anything else is quarantined."""
+DATE_PATTERN = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
+TIMESTAMP_PATTERN = (
+    DATE_PATTERN + "([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,9})?)?)?"
+    "( ?(Z|[+-](0[0-9]|1[0-8])(:?[0-5][0-9])?))?"
+)
+"""ISO 8601: ``2026-01-02``, ``2026-01-02 03:04``, ``2026-01-02T03:04:05.123+05:30``; a year
+of four digits, an offset within ±18:00 (``+99:00`` is no offset anywhere)."""
+MAX_EPOCH_SECONDS = 253_402_300_800  # 10000-01-01: the last second a four-digit year holds
+
+
 def _typed(column: Column, raw: str) -> str:
-    """Parse the text strictly: '1.5' is not an integer and '12.999' is not a decimal(12,2)
-    (a bare TRY_CAST would round both), so such values are quarantined, not altered."""
+    """Parse the trimmed text strictly, the same way for every type: '1.5' is not an integer
+    and '12.999' is not a decimal(12,2) (a bare TRY_CAST would round both), '2026-1-2' is not
+    a date, a year has four digits; such values are quarantined, never altered."""
     if column.type == "varchar":
         return raw
     if column.type == "boolean":
-        return f"TRY_CAST(lower({raw}) AS BOOLEAN)"
+        cases = " ".join(
+            f"WHEN {_literal(text)} THEN {str(value).upper()}"
+            for text, value in BOOLEAN_TEXTS.items()
+        )
+        return f"CASE lower({raw}) {cases} END"
     if column.transform == "epoch_seconds":
-        seconds = f"CASE WHEN regexp_full_match({raw}, '[0-9]+') THEN CAST({raw} AS BIGINT) END"
+        seconds = (
+            f"CASE WHEN regexp_full_match({raw}, '[0-9]+') "
+            f"AND TRY_CAST({raw} AS BIGINT) < {MAX_EPOCH_SECONDS} THEN CAST({raw} AS BIGINT) END"
+        )
         return f"CAST(make_timestamp({seconds} * 1000000) AS {column.sql_type})"
     if column.transform == "cents":
         cents = f"CASE WHEN regexp_full_match({raw}, '[+-]?[0-9]+') THEN CAST({raw} AS HUGEINT) END"
         return f"TRY_CAST(CAST({cents} AS DECIMAL(36,0)) * 0.01 AS {column.sql_type})"
-    if column.type == "timestamp":
-        # Text with a UTC offset is converted to UTC (a plain cast would drop the offset);
-        # text without one is read as UTC. Independent of the session's time zone.
-        return f"make_timestamp(epoch_us(TRY_CAST({raw} AS TIMESTAMPTZ)))"
+    if column.type in ("timestamp", "timestamptz"):
+        matches = f"regexp_full_match({raw}, {_literal(TIMESTAMP_PATTERN)})"
+        parsed = f"TRY_CAST({raw} AS TIMESTAMPTZ)"
+        if column.type == "timestamp":
+            # Text with a UTC offset is converted to UTC (a plain cast would drop the offset);
+            # text without one is read as UTC. Independent of the session's time zone.
+            parsed = f"make_timestamp(epoch_us({parsed}))"
+        return f"CASE WHEN {matches} THEN {parsed} END"
     cast = f"TRY_CAST({raw} AS {column.sql_type})"
+    if column.type == "date":
+        return f"CASE WHEN regexp_full_match({raw}, '{DATE_PATTERN}') THEN {cast} END"
     if column.type in ("integer", "bigint"):
-        return f"CASE WHEN regexp_full_match({raw}, '[+-]?[0-9]+') THEN {cast} END"
+        # An integral decimal ('517.0', as pandas writes an integer column with gaps) is the
+        # integer it spells; '517.5' is not.
+        return f"CASE WHEN regexp_full_match({raw}, '[+-]?[0-9]+([.]0+)?') THEN {cast} END"
     if column.type.startswith("decimal("):
         scale = int(column.type[8:-1].split(",")[1])
-        digits = f"[0-9]+(\\.[0-9]{{0,{scale}}})?" if scale else "[0-9]+"
+        # Trailing zeros past the scale change nothing ('12.990' is 12.99); other digits would.
+        digits = f"[0-9]+([.][0-9]{{0,{scale}}}0*)?" if scale else "[0-9]+([.]0*)?"
         return f"CASE WHEN regexp_full_match({raw}, '[+-]?{digits}') THEN {cast} END"
+    if column.type == "double":
+        number = "[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?"
+        return f"CASE WHEN regexp_full_match({raw}, '{number}') THEN {cast} END"
     return cast
 
 
@@ -173,7 +220,7 @@ def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
     """
     paths = _json_paths(contract, bronze_columns)
     raw_cols = ",\n  ".join(
-        f"{_raw(c, bronze_columns, paths)} AS r_{c.name}" for c in contract.columns
+        f"{_raw(contract, c, bronze_columns, paths)} AS r_{c.name}" for c in contract.columns
     )
     valid_cols = "".join(f",\n  json_valid({quote(n)}) AS {_valid_flag(n)}" for n in paths)
     extracted_cols = "".join(

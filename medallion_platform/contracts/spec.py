@@ -46,6 +46,11 @@ class Column(BaseModel):
         description="epoch_seconds: integer seconds → timestamp (UTC); cents: integer minor "
         "units → decimal (amount / 100).",
     )
+    null_values: list[str] | None = Field(
+        default=None,
+        description="Texts that mean 'no value' in this column (besides the empty string), "
+        "overriding the contract's (e.g. [] for a country column where 'NA' is Namibia).",
+    )
 
     @field_validator("name")
     @classmethod
@@ -226,6 +231,11 @@ class Contract(BaseModel):
         description="Bronze columns the contract does not name stay in bronze only.",
     )
     min_rows: int = Field(default=1, ge=0, description="Row-count check on the silver table.")
+    null_values: list[str] | None = Field(
+        default=None,
+        description="Texts that mean 'no value' (besides the empty string), e.g. ['NA', "
+        "'NULL', '\\\\N']. Default: the file feed's null_values, else none.",
+    )
     owner: str = "team:data-platform"
 
     @field_validator("name", "source")
@@ -289,14 +299,23 @@ class Contract(BaseModel):
             del decisive["partition"]
         if decisive["changes"] is None:
             del decisive["changes"]
+        if not decisive["null_values"]:
+            del decisive["null_values"]
         for column in decisive["columns"]:
             column.pop("description", None)
+            if column["null_values"] is None:
+                del column["null_values"]
         for rule in decisive["rules"]:
             rule.pop("description", None)
         return hashlib.sha256(json.dumps(decisive, sort_keys=True).encode()).hexdigest()[:16]
 
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
+
+    def null_markers(self, column: Column) -> list[str]:
+        """The texts read as NULL in ``column`` (after trimming): always the empty string."""
+        declared = column.null_values if column.null_values is not None else self.null_values
+        return ["", *(v.strip() for v in declared or [] if v.strip())]
 
     def is_required(self, column: Column) -> bool:
         """Business-key columns are always required: a row without its key cannot be merged."""

@@ -34,6 +34,12 @@ class FileFeed(BaseModel):
         description="Columns (normalized names) without which a file is rejected whole.",
     )
     csv: CsvOptions = Field(default_factory=CsvOptions)
+    null_values: list[str] = Field(
+        default_factory=list,
+        description="Texts that mean 'no value' in this feed's files besides the empty field "
+        "(R writes NA, databases NULL or \\N). Its contract reads them as NULL unless it, or "
+        "a column, declares its own. Empty by default: 'NA' is also Namibia's country code.",
+    )
     settle_seconds: float = Field(
         default=10.0,
         ge=0,
