@@ -1,4 +1,5 @@
-"""Stream assets and the event-stream sensor through Dagster, against a real redis-server.
+"""Stream assets and the event-stream sensor through Dagster, against a real redis-server
+(and the real Tansu broker, fed by kafka-python, for tombstones and headers).
 
 The packaged configuration declares no stream yet (the demo does not publish events yet);
 these tests declare one, as a user would in config/streams.yaml.

@@ -26,6 +26,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from json.encoder import encode_basestring as _quote  # C, as json.dumps uses
 from typing import Literal
 
 import duckdb
@@ -121,18 +122,30 @@ def _header_item(data: str | bytes | None) -> tuple[str | dict[str, str] | None,
     return (text, 0) if is_text else ({"base64": text}, 1)
 
 
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def headers_json(
     headers: tuple[tuple[str | bytes, bytes | None], ...] | None,
 ) -> tuple[str | None, int]:
     """``[[key, value], ...]`` as JSON text (None without headers); and how many were base64."""
     if not headers:
         return None, 0
+    try:  # all text, the common case: joined by hand, twice as fast as json.dumps
+        text = ",".join(
+            f"[{_quote(k if isinstance(k, str) else k.decode())},"
+            f"{'null' if v is None else _quote(v.decode())}]"
+            for k, v in headers
+        )
+        return f"[{text}]", 0
+    except UnicodeDecodeError:
+        pass
     pairs, binary = [], 0
     for key, value in headers:
         (k, kb), (v, vb) = _header_item(key), _header_item(value)
         pairs.append([k, v])
         binary += kb + vb
-    return json.dumps(pairs, ensure_ascii=False), binary
+    return _dumps(pairs), binary
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +225,7 @@ def migrate_stream_table(
     changed, for the log. Runs in the caller's transaction.
     """
     existing = table_columns(conn, BRONZE_SCHEMA, table)
-    name = qualified(BRONZE_SCHEMA, table)
+    name, shown = qualified(BRONZE_SCHEMA, table), f"{BRONZE_SCHEMA}.{table}"
     changed = []
     for column in POSITION_COLUMNS:
         have, want = existing.get(column), lineage[column]
@@ -220,7 +233,7 @@ def migrate_stream_table(
             continue
         if (have, want) != ("VARCHAR", "BIGINT"):
             raise BronzeLayoutError(
-                f"{name}.{column} is {have} but this stream's positions are {want}: the table "
+                f"{shown}.{column} is {have} but this stream's positions are {want}: the table "
                 "was written by another kind of source; give this stream a bronze table of its "
                 "own (its name in config/streams.yaml)"
             )
@@ -230,7 +243,7 @@ def migrate_stream_table(
         ).fetchone()
         if bad is not None:
             raise BronzeLayoutError(
-                f"{name}.{column} cannot become BIGINT: row {bad[0]} holds {bad[1]!r}, not an "
+                f"{shown}.{column} cannot become BIGINT: row {bad[0]} holds {bad[1]!r}, not an "
                 "integer; nothing was changed or read"
             )
         conn.execute(

@@ -286,7 +286,11 @@ def test_text_positions_that_are_not_integers_stop_the_conversion_and_change_not
             conn.execute(
                 f"UPDATE bronze.{TABLE} SET _offset = '1700000000000-0' WHERE _offset = '1'"
             )
-        with pytest.raises(BronzeLayoutError, match=r"events\[0\]@1 holds '1700000000000-0'"):
+        with pytest.raises(
+            BronzeLayoutError,
+            match=r"bronze.events._offset cannot become BIGINT: row events\[0\]@1 holds "
+            r"'1700000000000-0'",
+        ):
             ingest_stream(warehouse, TABLE, source)
         with warehouse.connect() as conn:
             assert table_columns(conn, "bronze", TABLE) == OLD_LAYOUT
