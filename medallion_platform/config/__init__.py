@@ -123,9 +123,7 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
             )
         if contract.null_values is None and feed.null_values:
             # The feed says how its files spell "no value"; its contract reads them as NULL.
-            by_name[contract.name] = contract.model_copy(
-                update={"null_values": feed.null_values}
-            )
+            by_name[contract.name] = contract.model_copy(update={"null_values": feed.null_values})
     contracts = [by_name[c.name] for c in contracts]
     silver = {f"silver.{c.name}" for c in contracts} | {f"silver.{m.name}" for m in silver_models}
     silver |= {f"silver.{c.changes.history}" for c in contracts if c.changes and c.changes.history}

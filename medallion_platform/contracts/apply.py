@@ -20,6 +20,7 @@ from medallion_platform.contracts.compile import (
     silver_columns,
 )
 from medallion_platform.contracts.spec import Contract
+from medallion_platform.contracts.tombstones import apply_tombstones
 from medallion_platform.warehouse.identifiers import qualified, quote
 from medallion_platform.warehouse.warehouse import (
     ensure_layout,
@@ -32,7 +33,7 @@ from medallion_platform.warehouse.warehouse import (
 
 
 class SilverRunStats(BaseModel):
-    """What one run of a contract did; ``rows_in = valid + quarantined``."""
+    """What one run of a contract did; ``rows_in = valid + quarantined (+ tombstones)``."""
 
     table: str
     rebuilt: bool
@@ -46,7 +47,9 @@ class SilverRunStats(BaseModel):
     superseded: int
     reasons: dict[str, int]
     deleted: int = 0
-    """Keys removed (or flagged) by deletes and truncates of a change log."""
+    """Keys removed (or flagged) by deletes and truncates of a change log, or by tombstones."""
+    tombstones: int | None = None
+    """Stream tombstones read (not quarantined); None when the source is not a stream."""
     rows_by_day: dict[str, int] = {}
     """New or changed rows per day written, for a partitioned contract (the days touched)."""
 
@@ -198,9 +201,10 @@ def apply_contract(
         FROM _checked WHERE len(_reasons) > 0
         """
     )
-    rows_in, quarantined, valid = conn.execute(
+    rows_in, quarantined, valid, tombstones = conn.execute(
         """SELECT count(*), count(*) FILTER (len(_reasons) > 0),
-                  count(*) FILTER (len(_reasons) = 0)
+                  count(*) FILTER (len(_reasons) = 0 AND NOT _tombstone),
+                  count(*) FILTER (len(_reasons) = 0 AND _tombstone)
            FROM _checked"""
     ).fetchone()
     reasons = dict(
@@ -210,7 +214,7 @@ def apply_contract(
                GROUP BY ALL ORDER BY 2 DESC"""
         ).fetchall()
     )
-    deleted = 0
+    deleted = apply_tombstones(conn, contract)
     if contract.changes is not None:
         inserted, updated, deleted = merge_changes(conn, contract)
         rows_by_day: dict[str, int] = {}
@@ -231,6 +235,7 @@ def apply_contract(
         updated=updated,
         superseded=valid - inserted,
         deleted=deleted,
+        tombstones=tombstones if "_tombstone" in bronze_cols else None,
         reasons=reasons,
         rows_by_day=rows_by_day,
     )

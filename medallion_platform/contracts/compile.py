@@ -253,6 +253,13 @@ def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
         )
     parse_error = "_parse_error" if "_parse_error" in bronze_columns else "CAST(NULL AS VARCHAR)"
     all_reasons = f"list_filter([{', '.join(reasons)}], x -> x IS NOT NULL)"
+    tombstone = "FALSE"
+    if "_tombstone" in bronze_columns:  # a stream's null value: the contract's policy, not a row
+        tombstone = "coalesce(_tombstone, FALSE)"
+        kept = "CAST([] AS VARCHAR[])"
+        if contract.tombstones == "delete":  # it needs its key, nothing else
+            kept = f"list_filter([{', '.join(key_reasons)}], x -> x IS NOT NULL)"
+        all_reasons = f"CASE WHEN _tombstone THEN {kept} ELSE {all_reasons} END"
     change_cols = ""
     if contract.changes is not None:
         # A delete only needs its key; a TRUNCATE has none: neither is checked like a row.
@@ -271,7 +278,8 @@ WITH batches AS (
   SELECT *{extracted_cols}
   FROM batches
 ), raw AS (
-  SELECT _batch_id, _source, _row_number, {parse_error} AS _parse_error{change_cols},
+  SELECT _batch_id, _source, _row_number, {parse_error} AS _parse_error,
+  {tombstone} AS _tombstone{change_cols},
   {raw_cols}{json_cols}{"".join(f", {_valid_flag(n)}" for n in paths)}
   FROM parsed
 ), typed AS (

@@ -224,6 +224,14 @@ class Contract(BaseModel):
     changes: ChangeLog | None = Field(
         default=None, description="Apply a CDC change log (deletes, truncates, history)."
     )
+    tombstones: Literal["skip", "delete"] = Field(
+        default="skip",
+        description="A stream message with a null value (Kafka's tombstone; bronze "
+        "`_tombstone`), never quarantined as malformed. skip: counted in the run's stats, "
+        "neither silver nor quarantine. delete: removes its key from silver, as Kafka's log "
+        "compaction does; the business key must be read from the message key (`source: "
+        "_key`), and versions are ordered by arrival (keep: latest, no latest_by).",
+    )
     columns: list[Column] = Field(min_length=1)
     rules: list[Rule] = Field(default_factory=list)
     extra_columns: Literal["ignore"] = Field(
@@ -265,6 +273,16 @@ class Contract(BaseModel):
                     f"contract {self.name}: {sorted(clash) or self.changes.history!r} is taken "
                     "by the change log's own columns or table"
                 )
+        if self.tombstones == "delete":
+            not_keyed = [
+                c.name for c in self.columns if c.name in self.business_key and c.source != "_key"
+            ]
+            if not_keyed or self.keep != "latest" or self.latest_by or self.changes is not None:
+                raise ValueError(
+                    f"contract {self.name}: tombstones: delete removes a message key, so every "
+                    f"business key column needs source: _key (not {not_keyed}), with keep: "
+                    "latest, no latest_by and no changes (arrival order decides, as in Kafka)"
+                )
         if self.partition is not None:
             by = next((c for c in self.columns if c.name == self.partition.by), None)
             if by is None or by.type not in ("timestamp", "timestamptz", "date"):
@@ -301,6 +319,8 @@ class Contract(BaseModel):
             del decisive["changes"]
         if not decisive["null_values"]:
             del decisive["null_values"]
+        if decisive["tombstones"] == "skip":
+            del decisive["tombstones"]
         for column in decisive["columns"]:
             column.pop("description", None)
             if column["null_values"] is None:

@@ -69,6 +69,11 @@ def _columns_doc(contract: Contract) -> str:
     return markdown_table(["column", "type", "constraints", "description"], rows)
 
 
+def _deletes(contract: Contract) -> bool:
+    """Whether a run can remove keys: a change log's deletes or the stream's tombstones."""
+    return contract.changes is not None or contract.tombstones == "delete"
+
+
 def _partition_metadata(conn, contract: Contract, rows_by_day: dict[str, int]) -> dict:
     """For a table stored by day: the days this run wrote to (late data shows up as old
     days) and rows per day, newest first, so the UI shows what each run touched."""
@@ -210,7 +215,8 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
                 "rows_added": stats.inserted,
                 "rows_updated": stats.updated,
                 "duplicates_removed": stats.superseded,
-                **({"rows_deleted": stats.deleted} if contract.changes is not None else {}),
+                **({"rows_deleted": stats.deleted} if _deletes(contract) else {}),
+                **({"tombstones": stats.tombstones} if stats.tombstones is not None else {}),
                 "quarantined_rows": stats.quarantined,
                 **days,
             },

@@ -68,9 +68,10 @@ def build_stream_bronze_asset(spec: StreamSpec) -> AssetsDefinition:
         group_name="bronze",
         description=(
             f"{spec.description.strip()}\n\nEvery message of `{spec.topic}` ({spec.broker}) as "
-            "received: `payload` (text, or base64 flagged as binary), `_partition`, `_offset`, "
-            "`_key`, broker timestamp, lineage. Offsets commit with the rows (exactly once); "
-            "the broker is acknowledged after."
+            "received: `payload` (text, or base64 flagged as binary; NULL with `_tombstone` "
+            "for a null value), `_headers` (JSON `[key, value]` pairs), `_partition` and "
+            "`_offset` (integers; a Redis entry ID is text), `_key`, broker timestamp, lineage. "
+            "Offsets commit with the rows (exactly once); the broker is acknowledged after."
         ),
         owners=[spec.owner],
         kinds={"duckdb", spec.broker},
@@ -103,6 +104,8 @@ def build_stream_bronze_asset(spec: StreamSpec) -> AssetsDefinition:
                 "rows_added": report.messages,
                 "batches": report.batches,
                 "flagged_messages": report.flagged,
+                "tombstones": report.tombstones,
+                "binary_header_items": report.binary_headers,
                 "positions": MetadataValue.json(report.positions),
                 "batch_ids": MetadataValue.json(report.batch_ids),
             }

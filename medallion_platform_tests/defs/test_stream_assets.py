@@ -1,4 +1,5 @@
-"""Stream assets and the event-stream sensor through Dagster, against a real redis-server.
+"""Stream assets and the event-stream sensor through Dagster, against a real redis-server
+(and the real Tansu broker, fed by kafka-python, for tombstones and headers).
 
 The packaged configuration declares no stream yet (the demo does not publish events yet);
 these tests declare one, as a user would in config/streams.yaml.
@@ -16,10 +17,12 @@ from dagster import AssetKey, DagsterInstance, build_sensor_context
 
 from medallion_platform.brokers.redis_server import RedisServer
 from medallion_platform.config import PlatformConfig
+from medallion_platform.connectors.streams.kafka import create_topic
 from medallion_platform.connectors.streams.redis_streams import produce
 from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.definitions import MAIN_JOB, build_definitions
 from medallion_platform.defs.streams import StreamBrokerResource
+from medallion_platform_tests.connectors.streams.foreign_producer import click_event, send
 
 SPEC = StreamSpec(
     name="events",
@@ -138,3 +141,44 @@ def _down_then_back(defs, redis: RedisServer) -> None:
     (event,) = run().get_asset_materialization_events()
     meta = event.event_specific_data.materialization.metadata
     assert meta["rows_added"].value == 200 and meta["dagster/row_count"].value == 500
+
+
+KAFKA_SPEC = SPEC.model_copy(
+    update={
+        "broker": "kafka",
+        "topic": "assets-foreign",
+        "address_env": "EVENTS_KAFKA_BOOTSTRAP",
+        "contract": "events",
+    }
+)
+
+
+def test_bronze_and_silver_report_tombstones_and_binary_headers(
+    settings, config: PlatformConfig, kafka_broker, monkeypatch
+) -> None:
+    """The packaged ``events`` contract over a Kafka stream that kafka-python fed: the bronze
+    run's metadata counts tombstones and base64 header items, silver's counts the tombstones
+    it skipped, and none of them is in quarantine."""
+    servers = kafka_broker.bootstrap_servers
+    monkeypatch.setenv("EVENTS_KAFKA_BOOTSTRAP", servers)
+    create_topic(servers, "assets-foreign", 1)
+    records = [(b"anon_1", click_event(i), [("trace", b"\xfe%d" % i)], 0) for i in range(20)]
+    records += [(b"anon_1", None, [], 0), (b"anon_2", None, [], 0)]
+    send(servers, "assets-foreign", records)
+    defs = build_definitions(settings, config.model_copy(update={"streams": [KAFKA_SPEC]}))
+    selection = [AssetKey([layer, "events"]) for layer in ("bronze", "silver", "quarantine")]
+    with DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def(MAIN_JOB).execute_in_process(
+            instance=instance,
+            asset_selection=selection,
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+        )
+    meta = {
+        tuple(e.asset_key.path): e.event_specific_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+    bronze, silver = meta[("bronze", "events")], meta[("silver", "events")]
+    assert bronze["rows_added"].value == 22 and bronze["tombstones"].value == 2
+    assert bronze["binary_header_items"].value == 20
+    assert silver["tombstones"].value == 2 and silver["rows_added"].value == 20
+    assert meta[("quarantine", "events")]["rows_added"].value == 0

@@ -1,6 +1,7 @@
 """What the platform needs from an event stream, whatever the broker (no Dagster imports).
 
 A position is per partition: Kafka's offsets (integers as text), Redis Streams' entry IDs.
+Bronze stores a Kafka offset as BIGINT and a Redis entry ID as text (``offset_type``).
 ``read_batch`` reads strictly after the given positions; ``latest`` reports the broker's last
 position per partition without reading payloads (the sensor's cheap check); ``acknowledge``
 tells the broker what the warehouse has committed, and is called only after that commit.
@@ -9,7 +10,7 @@ tells the broker what the warehouse has committed, and is called only after that
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 Positions = dict[str, str]
 """Partition → last position consumed (inclusive). A missing partition reads from the start."""
@@ -26,13 +27,26 @@ class StreamMessage:
 
     partition: str
     offset: str
-    value: bytes
+    value: bytes | None
+    """``None`` is a tombstone (Kafka's null value), never the same as ``b""``."""
     key: bytes | None = None
     timestamp_ms: int | None = None
+    headers: tuple[tuple[str | bytes, bytes | None], ...] | None = None
+    """Kafka's record headers in order (keys may repeat; a value may be null). Redis Streams
+    have no headers: an entry's fields other than its payload and key come here instead."""
+    error: str | None = None
+    """What the broker client found wrong with the message; it is kept and flagged, and its
+    ``value`` is then ``None`` without being a tombstone."""
+
+    @property
+    def tombstone(self) -> bool:
+        return self.value is None and self.error is None
 
 
 class StreamSource(Protocol):
     name: str
+    offset_type: Literal["BIGINT", "VARCHAR"]
+    """How bronze types ``_offset``: Kafka offsets are integers, Redis entry IDs are not."""
 
     def read_batch(
         self, after: Positions, max_messages: int, timeout_s: float = 1.0

@@ -5,23 +5,39 @@ last position of every partition in the batch is saved in ``_meta.positions`` be
 COMMIT; the broker is told (``acknowledge``) only after it. A crash anywhere leaves the
 committed positions with exactly the rows they cover, and the rerun reads after them.
 
-Bronze keeps each payload exactly as received: UTF-8 text as is, anything else base64 with a
-``_parse_error`` saying so, and an oversized message whole but flagged, so silver can
-quarantine it with its partition and offset.
+Bronze keeps each message exactly as received: the payload as UTF-8 text, anything else
+base64 with a ``_parse_error`` saying so, an oversized message whole but flagged, so silver can
+quarantine it with its partition and offset. A tombstone (Kafka's null value) is a NULL
+payload with ``_tombstone`` true, unlike an empty value (``''``); silver applies the
+contract's ``tombstones`` policy to it. Kafka's record headers are kept in ``_headers`` as a
+JSON list of ``[key, value]`` pairs in the record's order, repeats included; a key or value
+that is not UTF-8 is ``{"base64": "..."}`` instead of a string (flagged in place, not in
+``_parse_error``: a header the contract does not read must not quarantine the event), a null
+value is ``null``, and a record without headers has ``_headers`` NULL. Redis Streams have no
+headers: their entries' other fields go there. ``_partition`` is a BIGINT, ``_offset`` the
+source's ``offset_type`` (BIGINT for Kafka, the entry ID's text for Redis); a bronze table
+made when both were VARCHAR is converted in place by the next ingest.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from json.encoder import encode_basestring as _quote  # C, as json.dumps uses
 from typing import Literal
 
 import duckdb
 import pyarrow as pa
 from pydantic import BaseModel
 
-from medallion_platform.connectors.bronze import append_batch, ensure_bronze_table
+from medallion_platform.connectors.bronze import (
+    BRONZE_SCHEMA,
+    append_batch,
+    ensure_bronze_table,
+)
 from medallion_platform.connectors.streams.base import (
     PositionPastEnd,
     Positions,
@@ -29,19 +45,40 @@ from medallion_platform.connectors.streams.base import (
     StreamSource,
 )
 from medallion_platform.warehouse import Warehouse
-from medallion_platform.warehouse.warehouse import next_batch_id, set_position, transaction
+from medallion_platform.warehouse.identifiers import qualified, quote
+from medallion_platform.warehouse.warehouse import (
+    add_missing_columns,
+    next_batch_id,
+    set_position,
+    table_columns,
+    transaction,
+)
 
 log = logging.getLogger(__name__)
 
 STREAM_LINEAGE = {
     "_stream": "VARCHAR",
-    "_partition": "VARCHAR",
-    "_offset": "VARCHAR",
+    "_partition": "BIGINT",
+    "_offset": "BIGINT",
     "_key": "VARCHAR",
     "_broker_timestamp_ms": "BIGINT",
     "_payload_bytes": "BIGINT",
     "payload": "VARCHAR",
+    "_tombstone": "BOOLEAN",
+    "_headers": "JSON",
 }
+"""Bronze columns of a stream (besides the common lineage), for a source with BIGINT offsets."""
+
+POSITION_COLUMNS = ("_partition", "_offset")
+
+
+def stream_lineage(source: StreamSource) -> dict[str, str]:
+    """The stream columns for this source: ``_offset`` as its ``offset_type``."""
+    return {**STREAM_LINEAGE, "_offset": source.offset_type}
+
+
+class BronzeLayoutError(RuntimeError):
+    """A bronze table's position columns cannot hold this stream's positions; nothing changed."""
 
 
 class StreamIngestReport(BaseModel):
@@ -52,6 +89,9 @@ class StreamIngestReport(BaseModel):
     batch_ids: list[int]
     positions: Positions
     flagged: int
+    tombstones: int = 0
+    binary_headers: int = 0
+    """Header keys and values kept as base64 (not UTF-8)."""
 
 
 def position_source(source: StreamSource) -> str:
@@ -74,32 +114,81 @@ def _text(data: bytes | None) -> tuple[str | None, bool]:
         return base64.b64encode(data).decode("ascii"), False
 
 
+def _header_item(data: str | bytes | None) -> tuple[str | dict[str, str] | None, int]:
+    """A header key or value as JSON: text, null, or ``{"base64": ...}``; and 1 if base64."""
+    if data is None or isinstance(data, str):
+        return data, 0
+    text, is_text = _text(data)
+    return (text, 0) if is_text else ({"base64": text}, 1)
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def headers_json(
+    headers: tuple[tuple[str | bytes, bytes | None], ...] | None,
+) -> tuple[str | None, int]:
+    """``[[key, value], ...]`` as JSON text (None without headers); and how many were base64."""
+    if not headers:
+        return None, 0
+    try:  # all text, the common case: joined by hand, twice as fast as json.dumps
+        text = ",".join(
+            f"[{_quote(k if isinstance(k, str) else k.decode())},"
+            f"{'null' if v is None else _quote(v.decode())}]"
+            for k, v in headers
+        )
+        return f"[{text}]", 0
+    except UnicodeDecodeError:
+        pass
+    pairs, binary = [], 0
+    for key, value in headers:
+        (k, kb), (v, vb) = _header_item(key), _header_item(value)
+        pairs.append([k, v])
+        binary += kb + vb
+    return _dumps(pairs), binary
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One batch as an Arrow table, with what it counted."""
+
+    table: pa.Table
+    flagged: int
+    tombstones: int
+    binary_headers: int
+
+
 def _batch_table(
     source: StreamSource, messages: list[StreamMessage], max_message_bytes: int
-) -> tuple[pa.Table, int]:
+) -> _Batch:
     columns: dict[str, list] = {
         name: [] for name in (*STREAM_LINEAGE, "_source", "_row_number", "_parse_error")
     }
-    flagged = 0
+    flagged = tombstones = binary_headers = 0
     for n, message in enumerate(messages, start=1):
-        payload, is_text = _text(message.value)
+        value = message.value
+        payload, is_text = _text(value)
         key, _ = _text(message.key)
-        problems = []
+        headers, binary = headers_json(message.headers)
+        problems = [message.error] if message.error else []
         if not is_text:
-            problems.append(f"binary payload ({len(message.value)} bytes), kept as base64")
-        if len(message.value) > max_message_bytes:
+            problems.append(f"binary payload ({len(value)} bytes), kept as base64")
+        if value is not None and len(value) > max_message_bytes:
             problems.append(
-                f"message of {len(message.value)} bytes exceeds max_message_bytes "
-                f"({max_message_bytes})"
+                f"message of {len(value)} bytes exceeds max_message_bytes ({max_message_bytes})"
             )
         flagged += bool(problems)
+        tombstones += message.tombstone
+        binary_headers += binary
         columns["_stream"].append(source.name)
         columns["_partition"].append(message.partition)
         columns["_offset"].append(message.offset)
         columns["_key"].append(key)
         columns["_broker_timestamp_ms"].append(message.timestamp_ms)
-        columns["_payload_bytes"].append(len(message.value))
+        columns["_payload_bytes"].append(None if value is None else len(value))
         columns["payload"].append(payload)
+        columns["_tombstone"].append(message.tombstone)
+        columns["_headers"].append(headers)
         columns["_source"].append(f"{source.name}[{message.partition}]@{message.offset}")
         columns["_row_number"].append(n)
         columns["_parse_error"].append("; ".join(problems) or None)
@@ -107,9 +196,63 @@ def _batch_table(
         "_broker_timestamp_ms": pa.int64(),
         "_payload_bytes": pa.int64(),
         "_row_number": pa.int64(),
+        "_tombstone": pa.bool_(),
     }
-    table = pa.table({k: pa.array(v, types.get(k, pa.string())) for k, v in columns.items()})
-    return table, flagged
+    arrays = {k: pa.array(v, types.get(k, pa.string())) for k, v in columns.items()}
+    # Positions stay text in StreamMessage and _meta.positions; bronze types them (Arrow's
+    # cast fails loudly on anything that is not an integer).
+    for name, sql_type in stream_lineage(source).items():
+        if name in POSITION_COLUMNS and sql_type == "BIGINT":
+            arrays[name] = arrays[name].cast(pa.int64())
+    return _Batch(
+        table=pa.table(arrays),
+        flagged=flagged,
+        tombstones=tombstones,
+        binary_headers=binary_headers,
+    )
+
+
+def migrate_stream_table(
+    conn: duckdb.DuckDBPyConnection, table: str, lineage: dict[str, str]
+) -> list[str]:
+    """Bring an existing ``bronze.<table>`` to this version's stream layout, in place.
+
+    Tables written before positions were typed hold ``_partition``/``_offset`` as VARCHAR:
+    they become BIGINT when the source's positions are integers (every stored value must be
+    one, or nothing changes and ``BronzeLayoutError`` names the row). Columns added since
+    (``_tombstone``, ``_headers``) are added, NULL for older rows: those rows were read
+    before tombstones and headers were kept, and cannot be told apart now. Returns what
+    changed, for the log. Runs in the caller's transaction.
+    """
+    existing = table_columns(conn, BRONZE_SCHEMA, table)
+    name, shown = qualified(BRONZE_SCHEMA, table), f"{BRONZE_SCHEMA}.{table}"
+    changed = []
+    for column in POSITION_COLUMNS:
+        have, want = existing.get(column), lineage[column]
+        if have is None or have == want:
+            continue
+        if (have, want) != ("VARCHAR", "BIGINT"):
+            raise BronzeLayoutError(
+                f"{shown}.{column} is {have} but this stream's positions are {want}: the table "
+                "was written by another kind of source; give this stream a bronze table of its "
+                "own (its name in config/streams.yaml)"
+            )
+        bad = conn.execute(
+            f"SELECT _source, {quote(column)} FROM {name} WHERE {quote(column)} IS NOT NULL "
+            f"AND NOT regexp_full_match({quote(column)}, '-?[0-9]{{1,18}}') LIMIT 1"
+        ).fetchone()
+        if bad is not None:
+            raise BronzeLayoutError(
+                f"{shown}.{column} cannot become BIGINT: row {bad[0]} holds {bad[1]!r}, not an "
+                "integer; nothing was changed or read"
+            )
+        conn.execute(
+            f"ALTER TABLE {name} ALTER COLUMN {quote(column)} SET DATA TYPE BIGINT "
+            f"USING CAST({quote(column)} AS BIGINT)"
+        )
+        changed.append(f"{column} VARCHAR -> BIGINT")
+    added = add_missing_columns(conn, BRONZE_SCHEMA, table, lineage)
+    return changed + [f"{column} added" for column in added]
 
 
 BatchHook = Callable[[int, int], None]
@@ -133,11 +276,15 @@ def ingest_stream(
     ``PositionPastEnd`` unless ``offset_reset="earliest"``: then that partition is read again
     from its start, and the new positions commit with the first batch that reads it.
     """
-    total = flagged = 0
+    total = flagged = tombstones = binary_headers = 0
     batch_ids: list[int] = []
+    lineage = stream_lineage(source)
     with warehouse.connect() as conn:
         with transaction(conn):
-            ensure_bronze_table(conn, table, STREAM_LINEAGE)
+            ensure_bronze_table(conn, table, lineage)
+            changed = migrate_stream_table(conn, table, lineage)
+            if changed:
+                log.warning("bronze.%s converted in place: %s", table, "; ".join(changed))
             positions = load_positions(conn, source)
         while max_messages is None or total < max_messages:
             want = batch_size if max_messages is None else min(batch_size, max_messages - total)
@@ -151,20 +298,22 @@ def ingest_stream(
                 messages = source.read_batch(positions, want)
             if not messages:
                 break
-            batch, batch_flagged = _batch_table(source, messages, max_message_bytes)
+            batch = _batch_table(source, messages, max_message_bytes)
             reached = dict(positions)
             for message in messages:  # ordered within each partition: the last one wins
                 reached[message.partition] = message.offset
             with transaction(conn):
                 batch_id = next_batch_id(conn, position_source(source), run_id)
-                append_batch(conn, table, batch, batch_id=batch_id, lineage=STREAM_LINEAGE)
+                append_batch(conn, table, batch.table, batch_id=batch_id, lineage=lineage)
                 for partition, offset in reached.items():
                     if positions.get(partition) != offset:
                         set_position(conn, position_source(source), partition, offset, batch_id)
             positions = reached
             source.acknowledge(positions)  # only after the warehouse committed
             total += len(messages)
-            flagged += batch_flagged
+            flagged += batch.flagged
+            tombstones += batch.tombstones
+            binary_headers += batch.binary_headers
             batch_ids.append(batch_id)
             log.info("%s: %d messages committed", source.name, total)
             if on_batch:
@@ -177,4 +326,6 @@ def ingest_stream(
         batch_ids=batch_ids,
         positions=positions,
         flagged=flagged,
+        tombstones=tombstones,
+        binary_headers=binary_headers,
     )

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from confluent_kafka import (
     Consumer,
@@ -61,8 +61,16 @@ def _unavailable(bootstrap_servers: str, what: str, exc: BaseException) -> Broke
     return BrokerUnavailable(f"Kafka broker at {bootstrap_servers} unavailable ({what}): {exc}")
 
 
+def _headers(message: Message) -> tuple[tuple[str, bytes | None], ...] | None:
+    """The record's headers, in order and with repeats; ``None`` when it has none."""
+    headers = message.headers()
+    return tuple(headers) if headers else None
+
+
 class KafkaSource(StreamSource):
     """One topic, all its partitions; not thread-safe (one librdkafka consumer, reused)."""
+
+    offset_type: Literal["BIGINT", "VARCHAR"] = "BIGINT"
 
     def __init__(
         self,
@@ -246,8 +254,9 @@ class KafkaSource(StreamSource):
             partition=str(partition),
             offset=str(offset),
             key=message.key(),
-            value=message.value() or b"",  # a tombstone (null value) reads as b""
+            value=message.value(),  # None for a tombstone (null value), b"" for an empty one
             timestamp_ms=None if ts_type == 0 else ts,  # 0 = TIMESTAMP_NOT_AVAILABLE
+            headers=_headers(message),
         )
 
     def _ends(self) -> dict[int, tuple[int, int]]:

@@ -1,6 +1,12 @@
 """Redis Streams as a ``StreamSource``: one stream is one partition ("0"), positions are entry IDs.
 
 Entries carry a ``payload`` field (the message value, bytes) and an optional ``key`` field.
+Redis Streams have no record headers and no null values (so no tombstones): an entry is a list
+of field-value pairs. Fields other than ``payload`` and ``key`` are kept, in order, where a
+Kafka record's headers go (bronze ``_headers``), so nothing a producer XADDs is dropped; an
+entry without ``payload`` is kept too, flagged (bronze ``_parse_error``), not read as a
+tombstone. redis-py returns an entry's fields as a dict: a field name repeated within one
+entry keeps only its last value.
 Reads are ``XRANGE (<after> + COUNT n``: exclusive, non-destructive and replayable, so the
 warehouse's committed ID alone decides what is read next (no consumer group state to drift).
 Needs Redis >= 6.2 for the exclusive ``(`` range start.
@@ -10,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import redis
 from redis.backoff import ConstantBackoff
@@ -112,6 +118,8 @@ def produce(
 
 class RedisStreamSource(StreamSource):
     """Reads one Redis stream; the warehouse, not this object, owns the committed position."""
+
+    offset_type: Literal["BIGINT", "VARCHAR"] = "VARCHAR"  # entry IDs ("<ms>-<seq>")
 
     def __init__(
         self,
@@ -216,13 +224,17 @@ class RedisStreamSource(StreamSource):
 
     def _message(self, entry_id: bytes, fields: dict[bytes, bytes]) -> StreamMessage:
         offset = entry_id.decode()
+        others = tuple((k, v) for k, v in fields.items() if k not in (PAYLOAD_FIELD, KEY_FIELD))
+        error = None
         if PAYLOAD_FIELD not in fields:
-            # Fail loudly: skipping would silently lose data, and the position must not pass it.
-            raise ValueError(f"entry {offset} of stream {self.stream!r} has no 'payload' field")
+            # Kept and flagged (silver quarantines it), never skipped: the position passes it.
+            error = f"entry {offset} of stream {self.stream!r} has no 'payload' field"
         return StreamMessage(
             partition=PARTITION,
             offset=offset,
             key=fields.get(KEY_FIELD),
-            value=fields[PAYLOAD_FIELD],
+            value=fields.get(PAYLOAD_FIELD),
             timestamp_ms=parse_entry_id(offset)[0],
+            headers=others or None,
+            error=error,
         )

@@ -40,6 +40,11 @@ from medallion_platform.contracts import Contract, apply_contract
 from medallion_platform.demo.clickstream import generate_clickstream
 from medallion_platform.warehouse import Warehouse
 from medallion_platform_tests.clickstream_truth import parse_valid, truth
+from medallion_platform_tests.connectors.streams.foreign_producer import (
+    restore_headers,
+    restore_value,
+    send,
+)
 
 EVENTS = 2_500
 TOPIC = "clickstream"
@@ -296,3 +301,60 @@ def test_oversized_and_binary_messages_are_kept_raw_and_quarantined_with_the_rea
         p for (p,) in rows(warehouse, "SELECT payload FROM bronze.events WHERE _parse_error <> ''")
     }
     assert kept == {json.dumps(big), base64.b64encode(binary).decode()}
+
+
+def test_a_foreign_producer_s_headers_and_tombstones_survive_a_kill_into_silver(
+    warehouse: Warehouse, config: PlatformConfig, tmp_path: Path
+) -> None:
+    """Another client (kafka-python, zstd batches) sends the clickstream with headers on every
+    message (a binary trace id among them) and a tombstone per hundred; the ingest is killed
+    mid-way. Bronze holds each record once at the offset the broker gave it, headers and
+    null values included; the committed positions are exactly the rows'; silver is the
+    truth, and the tombstones are counted, not quarantined."""
+    contract = config.contract("events")
+    messages, _ = generate_clickstream(1_500, seed=21)
+    first, malformed = truth(messages)
+    records: list = []
+    for i, (key, value) in enumerate(messages):
+        trace = i.to_bytes(4, "big") + b"\xff"  # never UTF-8
+        records.append((key, value, [("source", b"storefront"), ("trace", trace)], None))
+        if i % 100 == 99:  # the visitor erased: a tombstone on its key
+            records.append((key, None, [("reason", b"erased")], None))
+    tombstones = len(records) - len(messages)
+
+    with running("kafka", tmp_path) as broker:
+        sent = send(broker.address, TOPIC, records, compression="zstd")
+        kill_after_batches(warehouse, broker, tmp_path, batches=3)
+        killed_at = rows(warehouse, "SELECT count(*) FROM bronze.events")[0][0]
+        assert killed_at % 100 == 0 and 300 <= killed_at < len(sent)  # whole batches only
+        stats = ingest_and_merge(warehouse, broker, contract)
+        again = ingest_and_merge(warehouse, broker, contract)
+        with broker.source() as source:
+            committed = source.committed()
+
+    assert (stats.tombstones, stats.rows_in) == (tombstones, len(sent))
+    assert (again.rows_in, again.tombstones) == (0, 0)
+    bronze = {
+        (p, o): (restore_value(v, e), t, restore_headers(h))
+        for p, o, v, e, t, h in rows(
+            warehouse,
+            "SELECT _partition, _offset, payload, _parse_error, _tombstone, "
+            "CAST(_headers AS VARCHAR) FROM bronze.events",
+        )
+    }
+    assert len(bronze) == rows(warehouse, "SELECT count(*) FROM bronze.events")[0][0]
+    assert bronze == {(r.partition, r.offset): (r.value, r.value is None, r.headers) for r in sent}
+    with warehouse.connect() as conn:
+        positions = dict(
+            conn.execute(
+                "SELECT key, position FROM _meta.positions WHERE source = 'stream:events'"
+            ).fetchall()
+        )
+    last = {str(p): str(max(o for q, o in bronze if q == p)) for p, _ in bronze}
+    assert positions == last == committed
+    assert_silver_is_exactly(warehouse, first)
+    assert quarantined_payloads(warehouse) == Counter(malformed)
+    before = rows(warehouse, "SELECT * FROM silver.events ORDER BY event_id")
+    with warehouse.transaction() as conn:
+        assert apply_contract(conn, contract, rebuild=True).tombstones == tombstones
+    assert rows(warehouse, "SELECT * FROM silver.events ORDER BY event_id") == before

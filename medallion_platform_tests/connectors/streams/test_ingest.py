@@ -17,11 +17,15 @@ import pytest
 from medallion_platform.brokers.redis_server import RedisServer
 from medallion_platform.brokers.tansu import TansuBroker
 from medallion_platform.connectors.streams import BrokerUnavailable, ingest_stream
-from medallion_platform.connectors.streams.ingest import load_positions
+from medallion_platform.connectors.streams.ingest import BronzeLayoutError, load_positions
 from medallion_platform.connectors.streams.kafka import KafkaSource, create_topic
 from medallion_platform.connectors.streams.kafka import produce as kafka_produce
 from medallion_platform.connectors.streams.redis_streams import RedisStreamSource
 from medallion_platform.connectors.streams.redis_streams import produce as redis_produce
+from medallion_platform.contracts import apply_contract
+from medallion_platform.warehouse.warehouse import table_columns
+from medallion_platform_tests.connectors.streams.foreign_producer import click_event as _click
+from medallion_platform_tests.connectors.streams.foreign_producer import send
 
 TABLE = "events"
 
@@ -174,9 +178,123 @@ def test_kafka_multi_partition_topic_lands_once_per_partition(warehouse, tmp_pat
             warehouse, f"SELECT _partition, count(*) FROM bronze.{TABLE} GROUP BY 1 ORDER BY 1"
         )
     )
-    assert per_partition == {"0": 1_000, "1": 1_005, "2": 1_000}
+    assert per_partition == {0: 1_000, 1: 1_005, 2: 1_000}  # BIGINT, not text
 
 
 def _all(warehouse, sql: str) -> list[tuple]:
     with warehouse.connect() as conn:
         return conn.execute(sql).fetchall()
+
+
+# The stream columns of bronze before positions were typed (and before tombstones and
+# headers were kept), as an existing warehouse has them.
+OLD_LAYOUT = {
+    "_batch_id": "BIGINT",
+    "_ingested_at": "TIMESTAMP WITH TIME ZONE",
+    "_source": "VARCHAR",
+    "_row_number": "BIGINT",
+    "_parse_error": "VARCHAR",
+    "_extra_fields": "VARCHAR",
+    "_stream": "VARCHAR",
+    "_partition": "VARCHAR",
+    "_offset": "VARCHAR",
+    "_key": "VARCHAR",
+    "_broker_timestamp_ms": "BIGINT",
+    "_payload_bytes": "BIGINT",
+    "payload": "VARCHAR",
+}
+
+
+def _downgrade_to_old_layout(warehouse) -> None:
+    """Turn a bronze table written now back into the old layout, rows and all."""
+    with warehouse.transaction() as conn:
+        for column in ("_partition", "_offset"):
+            conn.execute(f"ALTER TABLE bronze.{TABLE} ALTER COLUMN {column} SET DATA TYPE VARCHAR")
+        for column in ("_tombstone", "_headers"):
+            conn.execute(f"ALTER TABLE bronze.{TABLE} DROP COLUMN {column}")
+        assert table_columns(conn, "bronze", TABLE) == OLD_LAYOUT
+
+
+def test_an_old_bronze_table_with_text_positions_is_converted_by_the_next_ingest(
+    warehouse, kafka_broker, config
+) -> None:
+    """An existing warehouse whose bronze.events has VARCHAR ``_partition``/``_offset``: the
+    next ingest converts them in place (values kept), adds the new columns, resumes after the
+    committed offsets, and silver carries on incrementally and equals a rebuild."""
+    servers = kafka_broker.bootstrap_servers
+    create_topic(servers, "old-layout", 2)
+    records = [(f"anon_{i % 7}".encode(), _click(i), [], i % 2) for i in range(300)]
+    send(servers, "old-layout", records[:200])
+    source = KafkaSource("events", "old-layout", bootstrap_servers=servers, group_id="old")
+    try:
+        ingest_stream(warehouse, TABLE, source, batch_size=70)
+        _downgrade_to_old_layout(warehouse)
+        with warehouse.transaction() as conn:
+            before = apply_contract(conn, config.contract("events"))
+        assert before.inserted == 200
+        old_rows = _all(warehouse, f"SELECT _partition, _offset, payload FROM bronze.{TABLE}")
+
+        send(servers, "old-layout", [*records[200:], (b"anon_1", None, [("h", b"v")], 1)])
+        report = ingest_stream(warehouse, TABLE, source, batch_size=70)
+    finally:
+        source.close()
+    assert report.messages == 101 and report.tombstones == 1
+    with warehouse.connect() as conn:
+        columns = table_columns(conn, "bronze", TABLE)
+        kept = conn.execute(
+            f"SELECT _partition, _offset, payload FROM bronze.{TABLE} WHERE _tombstone IS NULL"
+        ).fetchall()
+        offsets = conn.execute(
+            f"SELECT _partition, list(_offset ORDER BY _offset) FROM bronze.{TABLE} GROUP BY 1"
+        ).fetchall()
+        positions = load_positions(conn, source)
+    assert {c: columns[c] for c in ("_partition", "_offset", "_tombstone", "_headers")} == {
+        "_partition": "BIGINT",
+        "_offset": "BIGINT",
+        "_tombstone": "BOOLEAN",
+        "_headers": "JSON",
+    }
+    # The old rows, values kept (NULL _tombstone: read before tombstones were told apart).
+    assert sorted(kept) == sorted((int(p), int(o), v) for p, o, v in old_rows)
+    assert dict(offsets) == {0: list(range(150)), 1: list(range(151))}  # no gap, no repeat
+    assert positions == {"0": "149", "1": "150"}
+
+    with warehouse.transaction() as conn:
+        after = apply_contract(conn, config.contract("events"))
+    assert (after.inserted, after.tombstones, after.quarantined) == (100, 1, 0)
+    silver = "SELECT * FROM silver.events ORDER BY event_id"
+    before_rebuild = _all(warehouse, silver)
+    assert len(before_rebuild) == 300
+    with warehouse.transaction() as conn:
+        apply_contract(conn, config.contract("events"), rebuild=True)
+    assert _all(warehouse, silver) == before_rebuild
+
+
+def test_text_positions_that_are_not_integers_stop_the_conversion_and_change_nothing(
+    warehouse, kafka_broker
+) -> None:
+    """A bronze table that held Redis entry IDs cannot take Kafka offsets: the error names the
+    row, and the table, its rows and the committed positions stay as they were."""
+    servers = kafka_broker.bootstrap_servers
+    create_topic(servers, "not-integers", 1)
+    send(servers, "not-integers", [(None, _click(i), [], 0) for i in range(5)])
+    source = KafkaSource("events", "not-integers", bootstrap_servers=servers, group_id="x")
+    try:
+        ingest_stream(warehouse, TABLE, source, max_messages=3)
+        _downgrade_to_old_layout(warehouse)
+        with warehouse.transaction() as conn:
+            conn.execute(
+                f"UPDATE bronze.{TABLE} SET _offset = '1700000000000-0' WHERE _offset = '1'"
+            )
+        with pytest.raises(
+            BronzeLayoutError,
+            match=r"bronze.events._offset cannot become BIGINT: row events\[0\]@1 holds "
+            r"'1700000000000-0'",
+        ):
+            ingest_stream(warehouse, TABLE, source)
+        with warehouse.connect() as conn:
+            assert table_columns(conn, "bronze", TABLE) == OLD_LAYOUT
+            assert load_positions(conn, source) == {"0": "2"}
+        assert _count(warehouse) == 3
+    finally:
+        source.close()

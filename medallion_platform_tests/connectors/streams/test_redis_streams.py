@@ -136,14 +136,29 @@ def test_acknowledge_sets_committed_key(server: RedisServer) -> None:
     source.close()
 
 
-def test_entry_without_payload_fails_loudly(server: RedisServer) -> None:
+def test_other_fields_are_kept_and_an_entry_without_payload_is_flagged_not_fatal(
+    server: RedisServer,
+) -> None:
+    """Redis Streams have no headers: fields besides payload and key come back in
+    ``headers``, in order. An entry without a payload is kept with an ``error`` (it used to
+    stop every read of the stream), and it is not a tombstone."""
     client = redis.Redis.from_url(server.url, password=PASSWORD)
-    client.xadd("events-bad", {"body": b"x"})
+    first = client.xadd("events-fields", {"payload": b"{}", "trace": b"t-1", "bin": b"\xff\x00"})
+    bad = client.xadd("events-fields", {"body": b"x", "key": b"k"})
+    last = client.xadd("events-fields", {"payload": b"{}"})
     client.close()
-    source = RedisStreamSource("events", "events-bad", url=server.url, password=PASSWORD)
-    with pytest.raises(ValueError, match="no 'payload' field"):
-        source.read_batch({}, 10, timeout_s=0)
-    source.close()
+    source = RedisStreamSource("events", "events-fields", url=server.url, password=PASSWORD)
+    try:
+        got = source.read_batch({}, 10, timeout_s=0)
+    finally:
+        source.close()
+    assert [m.offset for m in got] == [first.decode(), bad.decode(), last.decode()]
+    assert got[0].headers == ((b"trace", b"t-1"), (b"bin", b"\xff\x00"))
+    assert got[0].value == b"{}" and not got[0].tombstone and got[0].error is None
+    assert got[1].headers == ((b"body", b"x"),) and got[1].key == b"k"
+    assert got[1].value is None and not got[1].tombstone
+    assert got[1].error == f"entry {bad.decode()} of stream 'events-fields' has no 'payload' field"
+    assert got[2].headers is None
 
 
 def test_stopped_server_is_broker_unavailable(tmp_path: Path) -> None:
