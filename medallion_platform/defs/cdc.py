@@ -10,7 +10,6 @@ from dagster import (
     AssetSpec,
     ConfigurableResource,
     DefaultSensorStatus,
-    EnvVar,
     MaterializeResult,
     MetadataValue,
     RunRequest,
@@ -28,6 +27,7 @@ from medallion_platform.connectors.cdc.pgoutput import int_to_lsn
 from medallion_platform.connectors.cdc.postgres import PostgresChangeSource
 from medallion_platform.connectors.cdc.spec import CdcSource
 from medallion_platform.defs.constants import WAREHOUSE_POOL
+from medallion_platform.defs.env import EnvFields, env_var_fields, read_env_fields, unset_reason
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.warehouse.tables import describe_table
@@ -48,11 +48,13 @@ def cdc_resource_key(spec: CdcSource) -> str:
     return f"cdc_{spec.name}"
 
 
+def cdc_env_fields(spec: CdcSource) -> EnvFields:
+    """The resource's fields and the variables that hold them, for runs and the sensor."""
+    return {"dsn": spec.dsn_env, "password": spec.password_env}
+
+
 def build_cdc_resource(spec: CdcSource) -> CdcDatabaseResource:
-    values: dict = {"dsn": EnvVar(spec.dsn_env)}
-    if spec.password_env:
-        values["password"] = EnvVar(spec.password_env)
-    return CdcDatabaseResource(**values)
+    return CdcDatabaseResource(**env_var_fields(cdc_env_fields(spec)))
 
 
 def cdc_bronze_keys(spec: CdcSource) -> list[AssetKey]:
@@ -129,24 +131,26 @@ def build_cdc_sensor(
 ):
     """Reads each slot's lag (two LSNs from ``pg_replication_slots``), never a change, never
     the warehouse. One run is requested per new WAL position while bytes are pending; the
-    cursor keeps the last position requested per source."""
+    cursor keeps the last position requested per source. The connection variables are read
+    at each tick (see ``defs/env.py``): while one is unset, the source is skipped by name."""
 
     @sensor(
         name="cdc_sensor",
         job_name=job_name,
         minimum_interval_seconds=min(s.sensor.minimum_interval_seconds for s in sources),
         default_status=DefaultSensorStatus.RUNNING,
-        required_resource_keys={cdc_resource_key(s) for s in sources},
         description="Watches each replication slot's lag and requests a run that captures it.",
     )
-    def cdc_sensor(context: SensorEvaluationContext, **resources) -> SensorResult:
+    def cdc_sensor(context: SensorEvaluationContext) -> SensorResult:
         cursor: dict[str, str] = json.loads(context.cursor or "{}")
         requests, notes = [], []
         for spec in sources:
-            key = cdc_resource_key(spec)
-            database: CdcDatabaseResource = resources.get(key) or getattr(context.resources, key)
+            values, unset = read_env_fields(cdc_env_fields(spec))
+            if unset:
+                notes.append(unset_reason(spec.name, unset))
+                continue
             try:
-                state = database.source(spec).slot_state()
+                state = CdcDatabaseResource(**values).source(spec).slot_state()
             except Exception as exc:  # unreachable database: say so, try again next tick
                 notes.append(f"{spec.name}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
                 continue
