@@ -22,7 +22,7 @@ from dagster import (
 from pydantic import Field
 
 from medallion_platform.connectors.bronze import BRONZE_SCHEMA
-from medallion_platform.connectors.cdc.ingest import ingest_cdc
+from medallion_platform.connectors.cdc.ingest import ingest_cdc, position_source
 from medallion_platform.connectors.cdc.pgoutput import int_to_lsn
 from medallion_platform.connectors.cdc.postgres import PostgresChangeSource
 from medallion_platform.connectors.cdc.spec import CdcSource
@@ -95,6 +95,8 @@ def build_cdc_bronze_assets(spec: CdcSource) -> AssetsDefinition:
         warehouse: WarehouseResource = context.resources.warehouse
         wh = warehouse.warehouse()
         report = ingest_cdc(wh, database.source(spec), run_id=context.run_id)
+        for warning in report.warnings:
+            context.log.warning(warning)
         for change in report.schema_changes:
             context.log.warning(f"{spec.name}: schema change: {change.detail}")
         context.log.info(
@@ -153,6 +155,14 @@ def build_cdc_sensor(
                 state = CdcDatabaseResource(**values).source(spec).slot_state()
             except Exception as exc:  # unreachable database: say so, try again next tick
                 notes.append(f"{spec.name}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+                continue
+            if state is not None and state.wal_status == "lost":
+                notes.append(  # a run could only fail: say what to do instead
+                    f"{spec.name}: slot {spec.slot_name} was invalidated by the server (it held "
+                    "more WAL than max_slot_wal_keep_size). Forget the source's positions "
+                    f"(DELETE FROM _meta.positions WHERE source = '{position_source(spec)}') "
+                    "and materialize its bronze assets by hand: that run takes a fresh snapshot"
+                )
                 continue
             if state is None:  # first run: the capture creates the slot and snapshots
                 position = "no-slot"

@@ -108,6 +108,8 @@ class CdcIngestReport(BaseModel):
     position: str | None
     confirmed_lsn: str | None
     schema_changes: list[SchemaChange]
+    warnings: list[str] = []
+    """About the source's setup, found when the slot is created (the run goes on)."""
 
 
 def position_source(spec: CdcSource) -> str:
@@ -164,6 +166,7 @@ class _Capture:
         self.batch_ids: list[int] = []
         self.rows_by_table: dict[str, int] = {t.qualified: 0 for t in self.spec.tables}
         self.schema_changes: list[SchemaChange] = []
+        self.warnings: list[str] = []
         self.schema_dirty: set[str] = set()
         self.columns: dict[str, list[list[Any]]] = {}
         self.keys: dict[str, list[str] | None] = {}
@@ -239,6 +242,17 @@ class _Capture:
         with self.source.connect() as admin:
             # Checks every table's replica identity before creating or altering anything.
             self.keys = self.source.ensure_publication(admin)
+            self.warnings += [
+                f"CDC source {self.spec.name}: {table} has no primary key: its changes are "
+                "keyed by the whole row (an UPDATE is a delete and a create); declare its key "
+                "in cdc_sources.yaml (key: [columns]) to key them by those columns"
+                for table, key in self.keys.items()
+                if key is None
+            ]
+            retention = self.source.wal_retention_warning(admin)
+            self.warnings += [retention] if retention else []
+            for warning in self.warnings:
+                log.warning("%s", warning)
             if self.source.slot_state(admin) is not None:
                 log.warning(
                     "%s: slot %s exists but no snapshot was committed (an earlier run stopped "
@@ -300,13 +314,18 @@ class _Capture:
             with self.source.connect() as conn:
                 self.keys = self.source.change_keys(conn)
         state = self.source.slot_state()
-        if state is None:
+        if state is None or state.wal_status == "lost":
+            what = (
+                "is gone (dropped on the server, or a new server)"
+                if state is None
+                else "was invalidated by the server: it held more WAL than "
+                "max_slot_wal_keep_size allows, and the WAL was removed"
+            )
             raise RuntimeError(
-                f"CDC source {self.spec.name}: replication slot {self.spec.slot_name} is gone "
-                "(dropped on the server, or a new server). Changes made since the last run "
-                "cannot be read from it. To capture a fresh snapshot, forget the source's "
-                f"positions: DELETE FROM _meta.positions WHERE source = "
-                f"'{position_source(self.spec)}', then rerun."
+                f"CDC source {self.spec.name}: replication slot {self.spec.slot_name} {what}. "
+                "Changes made since the last run cannot be read from it. To capture a fresh "
+                "snapshot, forget the source's positions: DELETE FROM _meta.positions WHERE "
+                f"source = '{position_source(self.spec)}', then rerun."
             )
         confirmed = state.confirmed_lsn
         relations = RelationCache()
@@ -546,6 +565,7 @@ def ingest_cdc(
             position=capture.stored("change"),
             confirmed_lsn=int_to_lsn(confirmed) if confirmed is not None else None,
             schema_changes=capture.schema_changes,
+            warnings=capture.warnings,
         )
 
 

@@ -49,6 +49,9 @@ class SlotState:
     confirmed_lsn: int
     current_lsn: int
     active: bool
+    wal_status: str | None = None
+    """``lost``: the server invalidated the slot (it held more WAL than
+    ``max_slot_wal_keep_size``); the changes it held are gone."""
 
     @property
     def lag_bytes(self) -> int:
@@ -114,13 +117,29 @@ class PostgresChangeSource:
         with _maybe(conn, self.connect) as c:
             row = c.execute(
                 """SELECT (confirmed_flush_lsn - '0/0'::pg_lsn)::bigint,
-                          (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint, active
+                          (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint, active,
+                          wal_status
                    FROM pg_replication_slots WHERE slot_name = %s""",
                 [self.spec.slot_name],
             ).fetchone()
         if row is None:
             return None
-        return SlotState(self.spec.slot_name, int(row[0] or 0), int(row[1]), bool(row[2]))
+        return SlotState(self.spec.slot_name, int(row[0] or 0), int(row[1]), bool(row[2]), row[3])
+
+    def wal_retention_warning(self, conn: psycopg.Connection[Any]) -> str | None:
+        """Why the slot could fill the source's disk, or None when the server caps what a
+        slot keeps. A full disk would stop the application's writes; past the cap the server
+        invalidates the slot instead, and the capture then asks for a fresh snapshot."""
+        if conn.execute("SHOW max_slot_wal_keep_size").fetchone()[0] != "-1":
+            return None
+        return (
+            f"CDC source {self.spec.name}: the server does not cap the WAL a replication slot "
+            "keeps (max_slot_wal_keep_size = -1): while nothing captures (runs failing, the "
+            f"sensor off), slot {self.spec.slot_name} keeps WAL without bound, and a full disk "
+            "stops the application's writes. Cap it on the server: ALTER SYSTEM SET "
+            "max_slot_wal_keep_size = '<what the disk can spare, e.g. 20GB>'; SELECT "
+            "pg_reload_conf();"
+        )
 
     def published_tables(self, conn: psycopg.Connection[Any]) -> set[str] | None:
         """``schema.table`` of every table in the publication; None if it does not exist."""
@@ -148,18 +167,7 @@ class PostgresChangeSource:
         ]
         if problems:
             raise CdcConfigError(self._refusal(problems, self.published_tables(conn) or set()))
-        keys: dict[str, list[str] | None] = {}
-        for table in self.spec.tables:
-            keys[table.qualified] = identities[table.qualified].change_key(table)
-            if keys[table.qualified] is None:
-                log.warning(
-                    "%s: %s has no primary key: its changes are keyed by the whole row (an "
-                    "UPDATE is a delete and a create); declare its key in cdc_sources.yaml "
-                    "(key: [columns]) to key them by those columns",
-                    self.spec.name,
-                    table.qualified,
-                )
-        return keys
+        return {t.qualified: identities[t.qualified].change_key(t) for t in self.spec.tables}
 
     def _refusal(
         self, problems: list[tuple[CdcTable, TableIdentity, str]], published: set[str]

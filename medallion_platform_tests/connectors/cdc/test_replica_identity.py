@@ -290,3 +290,22 @@ def test_a_table_that_loses_its_identity_later_stops_the_capture_with_the_fix(
     db.run("INSERT INTO orders VALUES ('ord_1', 'cus_000001', 'placed', 1.00)")
     assert ingest_cdc(warehouse, db.source()).changes == 1
     assert replay(bronze(warehouse, f"{db.name}_orders")) == source_rows(db, "orders", ["order_id"])
+
+
+def test_a_full_identity_table_without_a_declared_key_is_keyed_by_the_whole_row(
+    db: Db, warehouse: Warehouse
+) -> None:
+    db.run("CREATE TABLE notes (author text, body text); ALTER TABLE notes REPLICA IDENTITY FULL")
+    db.run("INSERT INTO notes VALUES ('ann', 'hello'), ('bob', 'hi')")
+    capture(db, CdcTable(name="notes"))
+    first = ingest_cdc(warehouse, db.source())
+    (warning,) = [w for w in first.warnings if "public.notes" in w]
+    assert "keyed by the whole row" in warning and "key: [columns]" in warning
+
+    db.run("UPDATE notes SET body = 'hello!' WHERE author = 'ann'")
+    db.run("DELETE FROM notes WHERE author = 'bob'")
+    ingest_cdc(warehouse, db.source())
+    rows = bronze(warehouse, f"{db.name}_notes")
+    assert [r["op"] for r in rows] == ["r", "r", "d", "c", "d"]
+    assert json.loads(rows[2]["key"]) == {"author": "ann", "body": "hello"}
+    assert replay(rows) == source_rows(db, "notes", ["author", "body"])
