@@ -118,8 +118,8 @@ class PostgresChangeSource:
             row = c.execute(
                 """SELECT (confirmed_flush_lsn - '0/0'::pg_lsn)::bigint,
                           (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint, active,
-                          wal_status
-                   FROM pg_replication_slots WHERE slot_name = %s""",
+                          to_jsonb(s) ->> 'wal_status'  -- PostgreSQL >= 13
+                   FROM pg_replication_slots s WHERE slot_name = %s""",
                 [self.spec.slot_name],
             ).fetchone()
         if row is None:
@@ -130,15 +130,23 @@ class PostgresChangeSource:
         """Why the slot could fill the source's disk, or None when the server caps what a
         slot keeps. A full disk would stop the application's writes; past the cap the server
         invalidates the slot instead, and the capture then asks for a fresh snapshot."""
-        if conn.execute("SHOW max_slot_wal_keep_size").fetchone()[0] != "-1":
+        cap = conn.execute("SELECT current_setting('max_slot_wal_keep_size', true)").fetchone()
+        if cap[0] not in (None, "-1"):
             return None
+        if cap[0] == "-1":
+            uncapped = "keeps (max_slot_wal_keep_size = -1)"
+            remedy = (
+                "Cap it on the server: ALTER SYSTEM SET max_slot_wal_keep_size = '<what the "
+                "disk can spare, e.g. 20GB>'; SELECT pg_reload_conf();"
+            )
+        else:
+            uncapped = "keeps (PostgreSQL < 13 has no max_slot_wal_keep_size)"
+            remedy = "Watch the slot's lag (medallion status), or upgrade to cap it."
         return (
             f"CDC source {self.spec.name}: the server does not cap the WAL a replication slot "
-            "keeps (max_slot_wal_keep_size = -1): while nothing captures (runs failing, the "
-            f"sensor off), slot {self.spec.slot_name} keeps WAL without bound, and a full disk "
-            "stops the application's writes. Cap it on the server: ALTER SYSTEM SET "
-            "max_slot_wal_keep_size = '<what the disk can spare, e.g. 20GB>'; SELECT "
-            "pg_reload_conf();"
+            f"{uncapped}: while nothing captures (runs failing, the sensor off), slot "
+            f"{self.spec.slot_name} keeps WAL without bound, and a full disk stops the "
+            f"application's writes. {remedy}"
         )
 
     def published_tables(self, conn: psycopg.Connection[Any]) -> set[str] | None:
