@@ -15,6 +15,7 @@ from psycopg.conninfo import make_conninfo
 
 from medallion_platform.connectors.cdc.postgres import PostgresChangeSource
 from medallion_platform.connectors.cdc.spec import CdcSource, CdcTable
+from medallion_platform.contracts import Contract
 from medallion_platform.databases.postgres import PostgresServer
 from medallion_platform.warehouse import Warehouse
 from medallion_platform_tests.conftest import PG_TEST_PASSWORD, fresh_database
@@ -98,6 +99,29 @@ def insert_customers(db: Db, start: int, n: int) -> None:
         "SELECT 'cus_' || lpad(g::text, 6, '0'), 'c' || g || '@example.com', 'casual' "
         "FROM generate_series(%s::int, %s::int) g",
         [start, start + n - 1],
+    )
+
+
+def orders_contract(db: Db) -> Contract:
+    """The test schema's orders (deletes: remove, so silver empties when the source does)."""
+    return Contract.model_validate(
+        {
+            "name": "orders",
+            "description": "Orders.",
+            "source": f"{db.name}_orders",
+            "business_key": ["order_id"],
+            "changes": {"deletes": "remove"},
+            "columns": [
+                {"name": "order_id", "source": "key", "json_path": "$.order_id"},
+                {"name": "status", "source": "after", "json_path": "$.status", "required": True},
+                {
+                    "name": "total",
+                    "type": "decimal(12,2)",
+                    "source": "after",
+                    "json_path": "$.total",
+                },
+            ],
+        }
     )
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from medallion_platform.contracts.compile import _literal
 from medallion_platform.contracts.spec import Contract
 from medallion_platform.warehouse.identifiers import qualified, quote
+from medallion_platform.warehouse.warehouse import table_exists
 
 
 class CheckOutcome(BaseModel):
@@ -85,16 +86,78 @@ def run_contract_checks(conn: duckdb.DuckDBPyConnection, contract: Contract) -> 
             )
         )
 
-    rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    outcomes.append(
-        CheckOutcome(
-            name="row_count",
-            passed=rows >= contract.min_rows,
-            failing_rows=0 if rows >= contract.min_rows else 1,
-            description=f"at least {contract.min_rows} row(s); found {rows}",
-        )
-    )
+    outcomes.append(_row_count(conn, contract))
     return outcomes
+
+
+ROW_COUNT_RULE = (
+    "At least the contract's min_rows rows, once the source has delivered any: while bronze "
+    "holds no rows (a feed that has delivered nothing, a table empty at its CDC snapshot), "
+    "or a change log's table holds none as of its last captured change, it passes."
+)
+
+
+def _row_count(conn: duckdb.DuckDBPyConnection, contract: Contract) -> CheckOutcome:
+    """``min_rows`` is a floor on what the source delivered, not a demand that it deliver: a
+    source with no rows gives an empty silver table rightly. The source is only looked at
+    when silver is below the floor, so the check costs one count on a healthy table."""
+    floor = contract.min_rows
+    rows = conn.execute(f"SELECT count(*) FROM {qualified('silver', contract.name)}").fetchone()[0]
+    expected = f"at least {floor} row(s); found {rows}"
+    if rows >= floor:
+        return CheckOutcome(name="row_count", passed=True, failing_rows=0, description=expected)
+    bronze = f"bronze.{contract.source}"
+    held = _bronze_rows(conn, contract.source)
+    why = (
+        f"{bronze} holds no rows yet: min_rows ({floor}) applies once the source has delivered rows"
+    )
+    if held and contract.changes is not None:
+        held = _change_log_rows(conn, contract.source)
+        why = (
+            f"the source table holds no rows as of its last captured change ({bronze}): "
+            f"min_rows ({floor}) applies while it holds rows"
+        )
+    if held:
+        source = bronze if contract.changes is None else "the source"
+        return CheckOutcome(
+            name="row_count",
+            passed=False,
+            failing_rows=1,
+            description=f"{expected}, while {source} holds {held} row(s)",
+        )
+    return CheckOutcome(
+        name="row_count", passed=True, failing_rows=0, description=f"{why}; found {rows}"
+    )
+
+
+def _bronze_rows(conn: duckdb.DuckDBPyConnection, source: str) -> int:
+    if not table_exists(conn, "bronze", source):
+        return 0
+    return int(conn.execute(f"SELECT count(*) FROM {qualified('bronze', source)}").fetchone()[0])
+
+
+def _change_log_rows(conn: duckdb.DuckDBPyConnection, source: str) -> int:
+    """Rows the captured table holds as of its last change: the change log replayed by key
+    in commit order (``commit_lsn``, ``seq``), from its last TRUNCATE on, deletes removed."""
+    log = qualified("bronze", source)
+    return int(
+        conn.execute(
+            f"""
+            WITH last_truncate AS (
+                SELECT commit_lsn, seq FROM {log} WHERE op = 't'
+                ORDER BY commit_lsn DESC, seq DESC LIMIT 1
+            ), latest AS (
+                SELECT c.op FROM {log} c LEFT JOIN last_truncate t ON TRUE
+                WHERE c.op <> 't' AND (t.commit_lsn IS NULL OR c.commit_lsn > t.commit_lsn
+                    OR (c.commit_lsn = t.commit_lsn AND c.seq > t.seq))
+                QUALIFY row_number() OVER (
+                    PARTITION BY c.key ORDER BY c.commit_lsn DESC, c.seq DESC
+                ) = 1
+            )
+            SELECT count(*) FROM latest WHERE op <> 'd'
+            """
+        ).fetchone()[0]
+    )
 
 
 HISTORY_CHECKS = {

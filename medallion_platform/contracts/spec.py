@@ -238,7 +238,12 @@ class Contract(BaseModel):
         default="ignore",
         description="Bronze columns the contract does not name stay in bronze only.",
     )
-    min_rows: int = Field(default=1, ge=0, description="Row-count check on the silver table.")
+    min_rows: int = Field(
+        default=1,
+        ge=0,
+        description="Row-count check on the silver table; applies once the source has "
+        "delivered rows (an empty source passes).",
+    )
     null_values: list[str] | None = Field(
         default=None,
         description="Texts that mean 'no value' (besides the empty string), e.g. ['NA', "

@@ -10,7 +10,6 @@ from dagster import (
     AssetSpec,
     ConfigurableResource,
     DefaultSensorStatus,
-    EnvVar,
     MaterializeResult,
     MetadataValue,
     RunRequest,
@@ -23,10 +22,11 @@ from dagster import (
 from pydantic import Field
 
 from medallion_platform.connectors.bronze import BRONZE_SCHEMA
-from medallion_platform.connectors.cdc.ingest import ingest_cdc
+from medallion_platform.connectors.cdc.ingest import ingest_cdc, position_source
 from medallion_platform.connectors.cdc.pgoutput import int_to_lsn
 from medallion_platform.connectors.cdc.postgres import PostgresChangeSource
 from medallion_platform.connectors.cdc.spec import CdcSource
+from medallion_platform.defs.env import EnvFields, env_var_fields, read_env_fields, unset_reason
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.warehouse.tables import describe_table
@@ -47,11 +47,13 @@ def cdc_resource_key(spec: CdcSource) -> str:
     return f"cdc_{spec.name}"
 
 
+def cdc_env_fields(spec: CdcSource) -> EnvFields:
+    """The resource's fields and the variables that hold them, for runs and the sensor."""
+    return {"dsn": spec.dsn_env, "password": spec.password_env}
+
+
 def build_cdc_resource(spec: CdcSource) -> CdcDatabaseResource:
-    values: dict = {"dsn": EnvVar(spec.dsn_env)}
-    if spec.password_env:
-        values["password"] = EnvVar(spec.password_env)
-    return CdcDatabaseResource(**values)
+    return CdcDatabaseResource(**env_var_fields(cdc_env_fields(spec)))
 
 
 def cdc_bronze_keys(spec: CdcSource) -> list[AssetKey]:
@@ -91,6 +93,8 @@ def build_cdc_bronze_assets(spec: CdcSource) -> AssetsDefinition:
         warehouse: WarehouseResource = context.resources.warehouse
         wh = warehouse.warehouse()
         report = ingest_cdc(wh, database.source(spec), run_id=context.run_id)
+        for warning in report.warnings:
+            context.log.warning(warning)
         for change in report.schema_changes:
             context.log.warning(f"{spec.name}: schema change: {change.detail}")
         context.log.info(
@@ -127,26 +131,36 @@ def build_cdc_sensor(
 ):
     """Reads each slot's lag (two LSNs from ``pg_replication_slots``), never a change, never
     the warehouse. One run is requested per new WAL position while bytes are pending; the
-    cursor keeps the last position requested per source."""
+    cursor keeps the last position requested per source. The connection variables are read
+    at each tick (see ``defs/env.py``): while one is unset, the source is skipped by name."""
 
     @sensor(
         name="cdc_sensor",
         job_name=job_name,
         minimum_interval_seconds=min(s.sensor.minimum_interval_seconds for s in sources),
         default_status=DefaultSensorStatus.RUNNING,
-        required_resource_keys={cdc_resource_key(s) for s in sources},
         description="Watches each replication slot's lag and requests a run that captures it.",
     )
-    def cdc_sensor(context: SensorEvaluationContext, **resources) -> SensorResult:
+    def cdc_sensor(context: SensorEvaluationContext) -> SensorResult:
         cursor: dict[str, str] = json.loads(context.cursor or "{}")
         requests, notes = [], []
         for spec in sources:
-            key = cdc_resource_key(spec)
-            database: CdcDatabaseResource = resources.get(key) or getattr(context.resources, key)
+            values, unset = read_env_fields(cdc_env_fields(spec))
+            if unset:
+                notes.append(unset_reason(spec.name, unset))
+                continue
             try:
-                state = database.source(spec).slot_state()
+                state = CdcDatabaseResource(**values).source(spec).slot_state()
             except Exception as exc:  # unreachable database: say so, try again next tick
                 notes.append(f"{spec.name}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+                continue
+            if state is not None and state.wal_status == "lost":
+                notes.append(  # a run could only fail: say what to do instead
+                    f"{spec.name}: slot {spec.slot_name} was invalidated by the server (it held "
+                    "more WAL than max_slot_wal_keep_size). Forget the source's positions "
+                    f"(DELETE FROM _meta.positions WHERE source = '{position_source(spec)}') "
+                    "and materialize its bronze assets by hand: that run takes a fresh snapshot"
+                )
                 continue
             if state is None:  # first run: the capture creates the slot and snapshots
                 position = "no-slot"

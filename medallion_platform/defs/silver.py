@@ -15,7 +15,12 @@ from dagster import (
 from pydantic import Field
 
 from medallion_platform.contracts import Contract, apply_contract, run_contract_checks
-from medallion_platform.contracts.checks import HISTORY_CHECKS, check_names, run_history_checks
+from medallion_platform.contracts.checks import (
+    HISTORY_CHECKS,
+    ROW_COUNT_RULE,
+    check_names,
+    run_history_checks,
+)
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.warehouse.identifiers import qualified, quote
@@ -25,7 +30,7 @@ CHECK_DESCRIPTIONS = {
     "unique_key": "The business key is unique.",
     "not_null": "Required columns have no NULL.",
     "accepted_values": "Enumerated columns hold only accepted values.",
-    "row_count": "The table has at least the contract's minimum number of rows.",
+    "row_count": ROW_COUNT_RULE,
 }
 
 

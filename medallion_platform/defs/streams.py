@@ -10,7 +10,6 @@ from dagster import (
     AssetsDefinition,
     ConfigurableResource,
     DefaultSensorStatus,
-    EnvVar,
     MaterializeResult,
     MetadataValue,
     RunRequest,
@@ -26,6 +25,7 @@ from medallion_platform.connectors.bronze import BRONZE_SCHEMA
 from medallion_platform.connectors.streams import BrokerUnavailable, ingest_stream
 from medallion_platform.connectors.streams.base import StreamSource
 from medallion_platform.connectors.streams.spec import StreamSpec
+from medallion_platform.defs.env import EnvFields, env_var_fields, read_env_fields, unset_reason
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.warehouse.tables import describe_table
@@ -46,13 +46,17 @@ def stream_resource_key(spec: StreamSpec) -> str:
     return f"stream_{spec.name}"
 
 
+def stream_env_fields(spec: StreamSpec) -> EnvFields:
+    """The resource's fields and the variables that hold them, for runs and the sensor."""
+    return {
+        "address": spec.address_env,
+        "password": spec.password_env,
+        "username": spec.kafka_security.username_env if spec.kafka_security else None,
+    }
+
+
 def build_stream_resource(spec: StreamSpec) -> StreamBrokerResource:
-    values: dict = {"address": EnvVar(spec.address_env)}
-    if spec.password_env:
-        values["password"] = EnvVar(spec.password_env)
-    if spec.kafka_security and spec.kafka_security.username_env:
-        values["username"] = EnvVar(spec.kafka_security.username_env)
-    return StreamBrokerResource(**values)
+    return StreamBrokerResource(**env_var_fields(stream_env_fields(spec)))
 
 
 def stream_bronze_key(spec: StreamSpec) -> AssetKey:
@@ -123,26 +127,28 @@ def build_event_stream_sensor(
 ):
     """Compares each broker's latest positions with the cursor: never reads a payload, never
     opens the warehouse. A run is requested when ``min_lag`` messages wait, or when a smaller
-    backlog has waited ``max_delay_seconds`` (timed by the sensor from when it first saw it)."""
+    backlog has waited ``max_delay_seconds`` (timed by the sensor from when it first saw it).
+    The broker's variables are read at each tick (see ``defs/env.py``): while one is unset,
+    the stream is skipped by name."""
 
     @sensor(
         name="event_stream_sensor",
         job_name=job_name,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
-        required_resource_keys={stream_resource_key(s) for s in streams},
         description="Watches each stream's lag and requests a run that ingests it.",
     )
-    def event_stream_sensor(context: SensorEvaluationContext, **resources) -> SensorResult:
-        # Direct invocation (tests) passes the resources as keywords; the daemon does not.
+    def event_stream_sensor(context: SensorEvaluationContext) -> SensorResult:
         cursor: dict = json.loads(context.cursor or "{}")
         now = time.time()
         requests, notes = [], []
         for spec in streams:
+            values, unset = read_env_fields(stream_env_fields(spec))
+            if unset:
+                notes.append(unset_reason(spec.name, unset))
+                continue
             state = cursor.get(spec.name, {"requested": {}, "pending_since": None})
-            key = stream_resource_key(spec)
-            broker: StreamBrokerResource = resources.get(key) or getattr(context.resources, key)
-            source = broker.source(spec)
+            source = StreamBrokerResource(**values).source(spec)
             try:
                 latest = source.latest()
                 lag = sum(source.lag(state["requested"]).values())

@@ -8,6 +8,7 @@ these tests declare one, as a user would in config/streams.yaml.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,6 @@ from medallion_platform.connectors.streams.kafka import create_topic
 from medallion_platform.connectors.streams.redis_streams import produce
 from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.definitions import MAIN_JOB, build_definitions
-from medallion_platform.defs.streams import StreamBrokerResource
 from medallion_platform_tests.connectors.streams.foreign_producer import click_event, send
 
 SPEC = StreamSpec(
@@ -46,12 +46,20 @@ def defs(settings, config: PlatformConfig):
     return build_definitions(settings, config.model_copy(update={"streams": [SPEC]}))
 
 
-def _tick(defs, redis: RedisServer, cursor: str | None):
-    sensor = defs.resolve_sensor_def("event_stream_sensor")
+def _tick(defs, redis: RedisServer | None, cursor: str | None):
+    """One tick as the daemon runs it: the resources the sensor requires, built from the code
+    location's own (``EnvVar`` fields; the ``redis`` fixture sets EVENTS_REDIS_URL)."""
+    repository = defs.get_repository_def()
+    sensor = repository.get_sensor_def("event_stream_sensor")
     context = build_sensor_context(
         cursor=cursor,
         instance=DagsterInstance.ephemeral(),
-        resources={"stream_events": StreamBrokerResource(address=redis.url)},
+        definitions=defs,
+        resources={
+            k: v
+            for k, v in repository.get_top_level_resources().items()
+            if k in sensor.required_resource_keys
+        },
     )
     return sensor(context)
 
@@ -84,6 +92,21 @@ def test_a_broker_that_is_down_is_reported_not_raised(defs, redis) -> None:
     redis.stop()
     result = _tick(defs, redis, None)
     assert not result.run_requests and "broker unavailable" in result.skip_reason.skip_message
+
+
+def test_an_unset_address_variable_is_one_clear_skip_not_an_error(
+    defs, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``dagster dev`` started before the broker's variable is exported: each tick is a skip
+    that names it and how to set it, not an error with a traceback."""
+    monkeypatch.delenv("EVENTS_REDIS_URL", raising=False)
+    caplog.set_level(logging.WARNING)
+    result = _tick(defs, None, None)
+    assert not result.run_requests
+    message = result.skip_reason.skip_message
+    assert message.startswith("events: EVENTS_REDIS_URL is not set."), message
+    assert 'eval "$(medallion services up)"' in message
+    assert not [r for r in caplog.records if r.exc_info]
 
 
 def test_the_bronze_asset_ingests_exactly_once(defs, redis, settings) -> None:

@@ -45,11 +45,7 @@ from medallion_platform.connectors.cdc.pgoutput import (
     int_to_lsn,
     lsn_to_int,
 )
-from medallion_platform.connectors.cdc.postgres import (
-    PostgresChangeSource,
-    primary_key,
-    table_columns,
-)
+from medallion_platform.connectors.cdc.postgres import PostgresChangeSource, table_columns
 from medallion_platform.connectors.cdc.spec import CdcSource
 from medallion_platform.warehouse import Warehouse
 from medallion_platform.warehouse.warehouse import next_batch_id, set_position, transaction
@@ -112,6 +108,8 @@ class CdcIngestReport(BaseModel):
     position: str | None
     confirmed_lsn: str | None
     schema_changes: list[SchemaChange]
+    warnings: list[str] = []
+    """About the source's setup, found when the slot is created (the run goes on)."""
 
 
 def position_source(spec: CdcSource) -> str:
@@ -168,9 +166,12 @@ class _Capture:
         self.batch_ids: list[int] = []
         self.rows_by_table: dict[str, int] = {t.qualified: 0 for t in self.spec.tables}
         self.schema_changes: list[SchemaChange] = []
+        self.warnings: list[str] = []
         self.schema_dirty: set[str] = set()
         self.columns: dict[str, list[list[Any]]] = {}
-        self.keys: dict[str, list[str]] = {}
+        self.keys: dict[str, list[str] | None] = {}
+        """Each table's change-log key (None: the whole row), from the replica identities
+        checked at the start of the run."""
         self.last_written: Position | None = None
         self.pending = 0  # rows in the buffers (checked after every change: kept, not summed)
         self._commit_lsn_text = (-1, "")
@@ -239,7 +240,19 @@ class _Capture:
     def snapshot(self) -> int:
         """Copy every table as of the new slot's start, in one warehouse transaction."""
         with self.source.connect() as admin:
-            self.source.ensure_publication(admin)
+            # Checks every table's replica identity before creating or altering anything.
+            self.keys = self.source.ensure_publication(admin)
+            self.warnings += [
+                f"CDC source {self.spec.name}: {table} has no primary key: its changes are "
+                "keyed by the whole row (an UPDATE is a delete and a create); declare its key "
+                "in cdc_sources.yaml (key: [columns]) to key them by those columns"
+                for table, key in self.keys.items()
+                if key is None
+            ]
+            retention = self.source.wal_retention_warning(admin)
+            self.warnings += [retention] if retention else []
+            for warning in self.warnings:
+                log.warning("%s", warning)
             if self.source.slot_state(admin) is not None:
                 log.warning(
                     "%s: slot %s exists but no snapshot was committed (an earlier run stopped "
@@ -257,7 +270,7 @@ class _Capture:
                 for table in self.spec.tables:
                     columns = table_columns(reader.conn, table)
                     names = [name for name, *_ in columns]
-                    keys = primary_key(reader.conn, table) or names
+                    keys = self.keys[table.qualified] or names
                     self.columns[table.qualified] = [list(c) for c in columns]
                     self.schema_dirty.add(table.qualified)
                     buffer = self.buffers[table.qualified]
@@ -297,14 +310,22 @@ class _Capture:
         """Read everything the slot holds; returns (changes written, transactions, the slot's
         confirmed LSN afterwards)."""
         committed = Position.parse(self.stored("change") or "0/0#0")
+        if not self.keys:  # no snapshot in this run: the identities may have changed since
+            with self.source.connect() as conn:
+                self.keys = self.source.change_keys(conn)
         state = self.source.slot_state()
-        if state is None:
+        if state is None or state.wal_status == "lost":
+            what = (
+                "is gone (dropped on the server, or a new server)"
+                if state is None
+                else "was invalidated by the server: it held more WAL than "
+                "max_slot_wal_keep_size allows, and the WAL was removed"
+            )
             raise RuntimeError(
-                f"CDC source {self.spec.name}: replication slot {self.spec.slot_name} is gone "
-                "(dropped on the server, or a new server). Changes made since the last run "
-                "cannot be read from it. To capture a fresh snapshot, forget the source's "
-                f"positions: DELETE FROM _meta.positions WHERE source = "
-                f"'{position_source(self.spec)}', then rerun."
+                f"CDC source {self.spec.name}: replication slot {self.spec.slot_name} {what}. "
+                "Changes made since the last run cannot be read from it. To capture a fresh "
+                "snapshot, forget the source's positions: DELETE FROM _meta.positions WHERE "
+                f"source = '{position_source(self.spec)}', then rerun."
             )
         confirmed = state.confirmed_lsn
         relations = RelationCache()
@@ -414,7 +435,7 @@ class _Capture:
         qualified = f"{relation.namespace}.{relation.name}"
         if qualified not in self.buffers:
             return []
-        keys = self._key_columns(qualified)
+        keys = self.keys[qualified]
         base = {**common, "source_table": qualified, "_source": self._where(qualified, txn)}
         if isinstance(message, Insert):
             after = relations.row(message.relation_oid, message.new)
@@ -468,19 +489,10 @@ class _Capture:
             self._commit_lsn_text = (txn.final_lsn, int_to_lsn(txn.final_lsn))
         return f"{self.spec.name}:{qualified}@{self._commit_lsn_text[1]}"
 
-    def _key_columns(self, qualified: str) -> list[str]:
-        if qualified not in self.keys:
-            table = self.spec.table(qualified)
-            assert table is not None
-            with self.source.connect() as conn:
-                self.keys[qualified] = primary_key(conn, table) or [
-                    name for name, *_ in table_columns(conn, table)
-                ]
-        return self.keys[qualified]
 
-
-def _key(row: dict[str, Any], keys: list[str]) -> str:
-    return _dumps({k: row.get(k) for k in keys})
+def _key(row: dict[str, Any], keys: list[str] | None) -> str:
+    """The change's key as JSON: the key columns, or the whole row (None)."""
+    return _dumps({k: row.get(k) for k in (row if keys is None else keys)})
 
 
 def _diff(table: str, old: list[list[Any]], new: list[list[Any]], lsn: str) -> list[SchemaChange]:
@@ -553,6 +565,7 @@ def ingest_cdc(
             position=capture.stored("change"),
             confirmed_lsn=int_to_lsn(confirmed) if confirmed is not None else None,
             schema_changes=capture.schema_changes,
+            warnings=capture.warnings,
         )
 
 

@@ -49,6 +49,9 @@ class SlotState:
     confirmed_lsn: int
     current_lsn: int
     active: bool
+    wal_status: str | None = None
+    """``lost``: the server invalidated the slot (it held more WAL than
+    ``max_slot_wal_keep_size``); the changes it held are gone."""
 
     @property
     def lag_bytes(self) -> int:
@@ -114,31 +117,116 @@ class PostgresChangeSource:
         with _maybe(conn, self.connect) as c:
             row = c.execute(
                 """SELECT (confirmed_flush_lsn - '0/0'::pg_lsn)::bigint,
-                          (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint, active
-                   FROM pg_replication_slots WHERE slot_name = %s""",
+                          (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint, active,
+                          to_jsonb(s) ->> 'wal_status'  -- PostgreSQL >= 13
+                   FROM pg_replication_slots s WHERE slot_name = %s""",
                 [self.spec.slot_name],
             ).fetchone()
         if row is None:
             return None
-        return SlotState(self.spec.slot_name, int(row[0] or 0), int(row[1]), bool(row[2]))
+        return SlotState(self.spec.slot_name, int(row[0] or 0), int(row[1]), bool(row[2]), row[3])
 
-    def ensure_publication(self, conn: psycopg.Connection[Any]) -> None:
-        """Create the publication for the configured tables, or add tables it lacks."""
+    def wal_retention_warning(self, conn: psycopg.Connection[Any]) -> str | None:
+        """Why the slot could fill the source's disk, or None when the server caps what a
+        slot keeps. A full disk would stop the application's writes; past the cap the server
+        invalidates the slot instead, and the capture then asks for a fresh snapshot."""
+        cap = conn.execute("SELECT current_setting('max_slot_wal_keep_size', true)").fetchone()
+        if cap[0] not in (None, "-1"):
+            return None
+        if cap[0] == "-1":
+            uncapped = "keeps (max_slot_wal_keep_size = -1)"
+            remedy = (
+                "Cap it on the server: ALTER SYSTEM SET max_slot_wal_keep_size = '<what the "
+                "disk can spare, e.g. 20GB>'; SELECT pg_reload_conf();"
+            )
+        else:
+            uncapped = "keeps (PostgreSQL < 13 has no max_slot_wal_keep_size)"
+            remedy = "Watch the slot's lag (medallion status), or upgrade to cap it."
+        return (
+            f"CDC source {self.spec.name}: the server does not cap the WAL a replication slot "
+            f"{uncapped}: while nothing captures (runs failing, the sensor off), slot "
+            f"{self.spec.slot_name} keeps WAL without bound, and a full disk stops the "
+            f"application's writes. {remedy}"
+        )
+
+    def published_tables(self, conn: psycopg.Connection[Any]) -> set[str] | None:
+        """``schema.table`` of every table in the publication; None if it does not exist."""
         name = self.spec.publication_name
         exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", [name]).fetchone()
-        tables = sql.SQL(", ").join(_table_ident(t) for t in self.spec.tables)
         if exists is None:
+            return None
+        rows = conn.execute(
+            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s", [name]
+        ).fetchall()
+        return {f"{s}.{t}" for s, t in rows}
+
+    def change_keys(self, conn: psycopg.Connection[Any]) -> dict[str, list[str] | None]:
+        """Check that every configured table can be in a publication without breaking the
+        application, and return each one's change-log key (None: the whole row).
+
+        A published table without a usable replica identity makes PostgreSQL refuse the
+        application's UPDATE and DELETE on it, so such a table is refused here, all of them
+        in one error that says what to do for each."""
+        identities = {t.qualified: table_identity(conn, t) for t in self.spec.tables}
+        problems = [
+            (t, identities[t.qualified], problem)
+            for t in self.spec.tables
+            if (problem := identity_problem(identities[t.qualified], t)) is not None
+        ]
+        if problems:
+            raise CdcConfigError(self._refusal(problems, self.published_tables(conn) or set()))
+        return {t.qualified: identities[t.qualified].change_key(t) for t in self.spec.tables}
+
+    def _refusal(
+        self, problems: list[tuple[CdcTable, TableIdentity, str]], published: set[str]
+    ) -> str:
+        """One message for every refused table: what is wrong, where it stands, what to do."""
+        publication = self.spec.publication_name
+        names = ", ".join(t.qualified for t, _, _ in problems)
+        lines = [f"CDC source {self.spec.name}: cannot capture {names}:"]
+        for table, identity, problem in problems:
+            q = table.qualified
+            if problem.startswith(f"{q}: key column"):
+                lines.append(f"- {problem}. Fix the key of {table.name} in cdc_sources.yaml.")
+                continue
+            if problem.startswith(f"{q}: key ["):
+                carried = ", ".join(identity.identity_columns or ())
+                lines.append(
+                    f"- {problem}. Do one of: declare a key within ({carried}) in "
+                    f"cdc_sources.yaml; or ALTER TABLE {q} REPLICA IDENTITY FULL."
+                )
+                continue
+            if q in published:
+                consequence = (
+                    f"it is in publication {publication}, so PostgreSQL refuses the "
+                    "application's UPDATE and DELETE on it now (\"does not have a replica "
+                    f'identity and publishes deletes"); to stop that at once: ALTER '
+                    f"PUBLICATION {publication} DROP TABLE {q}."
+                )
+            else:
+                consequence = (
+                    "in a publication, PostgreSQL would refuse the application's UPDATE and "
+                    'DELETE on it ("does not have a replica identity and publishes '
+                    f'deletes"), so it was not added to publication {publication}: this run '
+                    "created or changed nothing on the source."
+                )
+            lines.append(f"- {problem}: {consequence} Do one of: {_remedies(table, identity)}.")
+        lines.append("Then rerun.")
+        return "\n".join(lines)
+
+    def ensure_publication(self, conn: psycopg.Connection[Any]) -> dict[str, list[str] | None]:
+        """Create the publication for the configured tables, or add tables it lacks, after
+        checking their replica identities (:meth:`change_keys`, whose keys it returns):
+        nothing is created or altered for a table the publication would break."""
+        keys = self.change_keys(conn)
+        name = self.spec.publication_name
+        have = self.published_tables(conn)
+        if have is None:
+            tables = sql.SQL(", ").join(_table_ident(t) for t in self.spec.tables)
             conn.execute(
                 sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(name), tables)
             )
-            return
-        have = {
-            f"{s}.{t}"
-            for s, t in conn.execute(
-                "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
-                [name],
-            ).fetchall()
-        }
+            return keys
         missing = [t for t in self.spec.tables if t.qualified not in have]
         if missing:
             conn.execute(
@@ -146,6 +234,7 @@ class PostgresChangeSource:
                     sql.Identifier(name), sql.SQL(", ").join(_table_ident(t) for t in missing)
                 )
             )
+        return keys
 
     def drop_slot(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(
@@ -264,16 +353,108 @@ def table_columns(conn: psycopg.Connection[Any], table: CdcTable) -> list[tuple[
     return [(name, int(oid), int(typmod)) for name, oid, typmod in rows]
 
 
-def primary_key(conn: psycopg.Connection[Any], table: CdcTable) -> list[str]:
-    """The primary key, else the replica identity index; empty if the table has neither."""
-    rows = conn.execute(
-        """SELECT a.attname FROM pg_index i
-           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-           WHERE i.indrelid = %s::regclass AND (i.indisprimary OR i.indisreplident)
-           ORDER BY i.indisprimary DESC, array_position(i.indkey::int2[], a.attnum)""",
+@dataclass(frozen=True, slots=True)
+class TableIdentity:
+    """A table's replica identity as the server holds it (``pg_class.relreplident``): which
+    columns the old row of an UPDATE or DELETE carries, if any."""
+
+    replident: str  # d: DEFAULT (the primary key), n: NOTHING, f: FULL, i: USING INDEX
+    columns: tuple[str, ...]
+    primary_key: tuple[str, ...]
+    index_key: tuple[str, ...]  # the identity index's columns; () when it was dropped
+
+    @property
+    def identity_columns(self) -> tuple[str, ...] | None:
+        """What a DELETE carries; None when nothing identifies a row (the publication would
+        make the application's UPDATE and DELETE fail)."""
+        if self.replident == "f":
+            return self.columns
+        if self.replident == "d" and self.primary_key:
+            return self.primary_key
+        if self.replident == "i" and self.index_key:
+            return self.index_key
+        return None
+
+    def change_key(self, table: CdcTable) -> list[str] | None:
+        """The declared key, else the primary key or identity index; None: the whole row."""
+        if table.key:
+            return list(table.key)
+        if self.replident == "i":
+            return list(self.index_key)
+        return list(self.primary_key) or None
+
+
+def table_identity(conn: psycopg.Connection[Any], table: CdcTable) -> TableIdentity:
+    row = conn.execute(
+        """WITH t AS (SELECT to_regclass(%s) AS oid)
+           SELECT c.relreplident,
+                  ARRAY(SELECT attname::text FROM pg_attribute
+                        WHERE attrelid = t.oid AND attnum > 0 AND NOT attisdropped
+                        ORDER BY attnum),
+                  ARRAY(SELECT a.attname::text FROM pg_index i,
+                               unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n),
+                               pg_attribute a
+                        WHERE i.indrelid = t.oid AND i.indisprimary
+                          AND a.attrelid = t.oid AND a.attnum = k.attnum ORDER BY k.n),
+                  ARRAY(SELECT a.attname::text FROM pg_index i,
+                               unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n),
+                               pg_attribute a
+                        WHERE i.indrelid = t.oid AND i.indisreplident
+                          AND a.attrelid = t.oid AND a.attnum = k.attnum ORDER BY k.n)
+           FROM t JOIN pg_class c ON c.oid = t.oid""",
         [_regclass(table)],
-    ).fetchall()
-    return list(dict.fromkeys(r[0] for r in rows))
+    ).fetchone()
+    if row is None:
+        raise CdcConfigError(
+            f"table {table.qualified} does not exist in the source database (or the user "
+            "cannot see it)"
+        )
+    replident, columns, primary, index = row
+    return TableIdentity(str(replident), tuple(columns), tuple(primary), tuple(index))
+
+
+def identity_problem(identity: TableIdentity, table: CdcTable) -> str | None:
+    """Why a publication cannot hold ``table`` safely, or why its declared key cannot be
+    read from every change; None when it can."""
+    q = table.qualified
+    carried = identity.identity_columns
+    if carried is None:
+        why = {
+            "n": "its replica identity is NOTHING",
+            "i": "its replica identity index was dropped (it behaves as NOTHING)",
+        }.get(identity.replident, "it has no primary key (replica identity DEFAULT)")
+        return f"{q}: {why}"
+    if table.key:
+        absent = [c for c in table.key if c not in identity.columns]
+        if absent:
+            return f"{q}: key column {', '.join(absent)} does not exist"
+        if any(c not in carried for c in table.key):
+            return (
+                f"{q}: key [{', '.join(table.key)}] is not within its replica identity "
+                f"({', '.join(carried)}), the only columns a DELETE carries"
+            )
+    return None
+
+
+def _remedies(table: CdcTable, identity: TableIdentity) -> str:
+    """The ways to give ``table`` a replica identity, as the statements to run."""
+    q = table.qualified
+    if identity.primary_key:
+        ways = [
+            f"ALTER TABLE {q} REPLICA IDENTITY DEFAULT (its primary key, "
+            f"{', '.join(identity.primary_key)})"
+        ]
+    else:
+        ways = [
+            f"ALTER TABLE {q} ADD PRIMARY KEY (<columns>)",
+            f"ALTER TABLE {q} REPLICA IDENTITY USING INDEX <a unique index on NOT NULL columns>",
+        ]
+    ways.append(
+        f"ALTER TABLE {q} REPLICA IDENTITY FULL and declare its key in cdc_sources.yaml "
+        f"({{name: {table.name}, key: [<columns>]}})"
+    )
+    ways.append("take it out of cdc_sources.yaml")
+    return "; or ".join(ways)
 
 
 def _table_ident(table: CdcTable) -> sql.Composable:

@@ -16,18 +16,37 @@ _ENV = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 class CdcTable(BaseModel):
-    """One source table; its primary key (or replica identity) is the change log's key."""
+    """One source table. The change log's key is ``key`` when declared, else the table's
+    replica identity: its primary key (DEFAULT), its identity index (USING INDEX), or under
+    FULL without either, the whole row."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     name: str
     schema_name: str = Field(default="public", alias="schema")
     description: str = ""
+    key: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="Columns that identify a row, for a table without a primary key (it "
+        "needs REPLICA IDENTITY FULL, so that a delete carries them). With a primary key or "
+        "an identity index, the key must be within its columns.",
+    )
 
     @field_validator("name", "schema_name")
     @classmethod
     def _identifier(cls, value: str) -> str:
         return validate_identifier(value)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            for column in value:
+                validate_identifier(column)
+            if len(set(value)) != len(value):
+                raise ValueError(f"key {value} names a column twice")
+        return value
 
     @property
     def qualified(self) -> str:
