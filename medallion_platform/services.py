@@ -329,7 +329,11 @@ def up_postgres(
         password = secrets.token_urlsafe(24)
         password_file.write_text(password)
         password_file.chmod(0o600)
-    server = PostgresServer(data_dir, password=password, database="app")
+    # Capped WAL per slot: an unread demo slot is invalidated rather than filling the disk
+    # (what a production source should set too; the CDC capture warns when it is not).
+    server = PostgresServer(
+        data_dir, password=password, database="app", settings={"max_slot_wal_keep_size": "2GB"}
+    )
     server.start(timeout_s)
     try:
         with server.connect() as conn:
