@@ -17,6 +17,7 @@ from medallion_platform.connectors.cdc.spec import CdcSource
 from medallion_platform.connectors.files.landing import unmatched_files
 from medallion_platform.connectors.streams import BrokerUnavailable
 from medallion_platform.connectors.streams.spec import StreamSpec
+from medallion_platform.contracts.drift import DriftReport, detect_drift
 from medallion_platform.settings import PlatformSettings
 from medallion_platform.warehouse import LAYER_SCHEMAS, Warehouse
 from medallion_platform.warehouse.identifiers import qualified
@@ -93,6 +94,8 @@ class PlatformStatus(BaseModel):
     file_issues: list[FileIssue]
     unmatched_files: list[str] = []
     """Files in a feed's landing folder that no feed's glob takes: never loaded."""
+    drift: list[DriftReport] = []
+    """Contracts whose inputs lack one of their columns or carry new ones."""
     quarantine: dict[str, int]
     watermarks: dict[str, int]
 
@@ -116,6 +119,8 @@ def read_status(
     with warehouse.connect() as conn:
         status = _status(conn, str(path))
         last_commits = {s.name: _last_commit(conn, s) for s in cdc_sources}
+        drift = [detect_drift(conn, c) for c in platform_config().contracts]
+        status.drift = [report for report in drift if report.drifted]
     # The brokers are asked after the warehouse is closed: a slow broker holds no lock.
     committed: dict[str, dict[str, str]] = {}
     for p in status.positions:
@@ -331,6 +336,9 @@ def format_status(status: PlatformStatus) -> str:
     if changed:
         lines += ["", "Loaded files that changed afterwards (their new content loads again):"]
         lines += [f"  {i.path}: {i.reason}" for i in changed]
+    for report in status.drift:
+        lines += ["", f"Schema drift in contract {report.contract} (check schema_drift):"]
+        lines += [f"  {line}" for line in report.summary().splitlines()]
     if status.unmatched_files:
         lines += ["", "Files no feed takes (not loaded; rename them or declare a feed glob):"]
         lines += [f"  {path}" for path in status.unmatched_files]

@@ -19,6 +19,7 @@ from medallion_platform.contracts.compile import (
     raw_json_sql,
     silver_columns,
 )
+from medallion_platform.contracts.snapshots import merge_snapshot, quarantine_once_sql
 from medallion_platform.contracts.spec import Contract
 from medallion_platform.contracts.tombstones import apply_tombstones
 from medallion_platform.warehouse.identifiers import qualified, quote
@@ -33,7 +34,8 @@ from medallion_platform.warehouse.warehouse import (
 
 
 class SilverRunStats(BaseModel):
-    """What one run of a contract did; ``rows_in = valid + quarantined (+ tombstones)``."""
+    """What one run of a contract did; ``rows_in = valid + quarantined + already_quarantined
+    (+ tombstones)``."""
 
     table: str
     rebuilt: bool
@@ -47,7 +49,12 @@ class SilverRunStats(BaseModel):
     superseded: int
     reasons: dict[str, int]
     deleted: int = 0
-    """Keys removed (or flagged) by deletes and truncates of a change log, or by tombstones."""
+    """Keys removed (or flagged) by deletes and truncates of a change log, by tombstones, or
+    by their absence from the newest snapshot of a snapshot feed."""
+    already_quarantined: int = 0
+    """Invalid rows a snapshot feed sent again unchanged: in quarantine already, not added."""
+    unchanged: int = 0
+    """Valid rows of a snapshot feed whose key already had these values: silver untouched."""
     tombstones: int | None = None
     """Stream tombstones read (not quarantined); None when the source is not a stream."""
     rows_by_day: dict[str, int] = {}
@@ -193,14 +200,14 @@ def apply_contract(
         f"CREATE OR REPLACE TEMP TABLE _checked AS {checked_rows_sql(contract, bronze_cols)}",
         [low, high],
     )
-    conn.execute(
-        f"""
-        INSERT INTO {quarantine} BY NAME
+    failed = f"""
         SELECT _batch_id, _source, _row_number, array_to_string(_reasons, '; ') AS _reason,
                {raw_json_sql(contract, bronze_cols)} AS _raw, now() AS _quarantined_at
         FROM _checked WHERE len(_reasons) > 0
-        """
-    )
+    """
+    if contract.mode == "snapshot":  # a bad row sent again in the next snapshot: once
+        failed = quarantine_once_sql(contract, failed)
+    added = conn.execute(f"INSERT INTO {quarantine} BY NAME {failed}").fetchone()[0]
     rows_in, quarantined, valid, tombstones = conn.execute(
         """SELECT count(*), count(*) FILTER (len(_reasons) > 0),
                   count(*) FILTER (len(_reasons) = 0 AND NOT _tombstone),
@@ -215,11 +222,14 @@ def apply_contract(
         ).fetchall()
     )
     deleted = apply_tombstones(conn, contract)
+    unchanged = 0
+    rows_by_day: dict[str, int] = {}
     if contract.changes is not None:
         inserted, updated, deleted = merge_changes(conn, contract)
-        rows_by_day: dict[str, int] = {}
         if contract.changes.history:
             update_history(conn, contract, rebuild=rebuild)
+    elif contract.mode == "snapshot":
+        inserted, updated, unchanged, deleted = merge_snapshot(conn, contract)
     else:
         inserted, updated, rows_by_day = _merge_latest(conn, contract, silver)
 
@@ -230,7 +240,9 @@ def apply_contract(
         to_batch_id=high,
         rows_in=rows_in,
         valid=valid,
-        quarantined=quarantined,
+        quarantined=added,
+        already_quarantined=quarantined - added,
+        unchanged=unchanged,
         inserted=inserted,
         updated=updated,
         superseded=valid - inserted,

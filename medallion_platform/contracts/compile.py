@@ -331,6 +331,8 @@ def silver_columns(contract: Contract) -> dict[str, str]:
         columns |= CHANGE_COLUMN_TYPES
         if contract.changes.deletes == "flag":
             columns["_deleted"] = "BOOLEAN"
+    if contract.mode == "snapshot" and contract.snapshot_deletes == "flag":
+        columns["_deleted"] = "BOOLEAN"
     columns.update({"_batch_id": "BIGINT", "_source": "VARCHAR", "_row_number": "BIGINT"})
     return columns
 

@@ -224,6 +224,17 @@ class Contract(BaseModel):
     changes: ChangeLog | None = Field(
         default=None, description="Apply a CDC change log (deletes, truncates, history)."
     )
+    mode: Literal["incremental", "snapshot"] = Field(
+        default="incremental",
+        description="incremental: each file (batch) adds or corrects rows. snapshot: each file "
+        "is the whole table again: only changed keys are applied, keys missing from the "
+        "newest file are deleted (snapshot_deletes), a bad row re-sent is quarantined once.",
+    )
+    snapshot_deletes: Literal["flag", "remove"] = Field(
+        default="flag",
+        description="snapshot mode: a key missing from the newest snapshot stays with "
+        "_deleted = true and its last values (flag), or leaves the table (remove).",
+    )
     tombstones: Literal["skip", "delete"] = Field(
         default="skip",
         description="A stream message with a null value (Kafka's tombstone; bronze "
@@ -288,6 +299,15 @@ class Contract(BaseModel):
                     f"business key column needs source: _key (not {not_keyed}), with keep: "
                     "latest, no latest_by and no changes (arrival order decides, as in Kafka)"
                 )
+        if self.mode == "snapshot" and (
+            self.keep != "latest" or self.changes is not None or self.partition is not None
+        ):
+            raise ValueError(
+                f"contract {self.name}: mode: snapshot is for tables sent whole (keep: latest, "
+                "no changes:, no partition)"
+            )
+        if self.mode == "snapshot" and "_deleted" in names:
+            raise ValueError(f"contract {self.name}: '_deleted' is taken by snapshot mode")
         if self.partition is not None:
             by = next((c for c in self.columns if c.name == self.partition.by), None)
             if by is None or by.type not in ("timestamp", "timestamptz", "date"):
@@ -326,6 +346,8 @@ class Contract(BaseModel):
             del decisive["null_values"]
         if decisive["tombstones"] == "skip":
             del decisive["tombstones"]
+        if decisive["mode"] == "incremental":
+            del decisive["mode"], decisive["snapshot_deletes"]
         for column in decisive["columns"]:
             column.pop("description", None)
             if column["null_values"] is None:

@@ -14,13 +14,19 @@ from dagster import (
 )
 from pydantic import Field
 
-from medallion_platform.contracts import Contract, apply_contract, run_contract_checks
+from medallion_platform.contracts import (
+    Contract,
+    SilverRunStats,
+    apply_contract,
+    run_contract_checks,
+)
 from medallion_platform.contracts.checks import (
     HISTORY_CHECKS,
     ROW_COUNT_RULE,
     check_names,
     run_history_checks,
 )
+from medallion_platform.contracts.drift import DriftReport, detect_drift
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.warehouse.identifiers import qualified, quote
@@ -98,6 +104,43 @@ def _partition_metadata(conn, contract: Contract, rows_by_day: dict[str, int]) -
         "days_touched": MetadataValue.json(sorted(rows_by_day)),
         "partitions": MetadataValue.md(table),
     }
+
+
+DRIFT_CHECK = "schema_drift"
+
+
+def _snapshot_metadata(stats: SilverRunStats) -> dict[str, int]:
+    return {"rows_unchanged": stats.unchanged, "still_quarantined": stats.already_quarantined}
+
+
+def _renames(fixes: dict[str, str]) -> str:
+    return ", ".join(f"{column} → {new}" for column, new in fixes.items())
+
+
+def _drift_result(key: AssetKey, drift: DriftReport) -> AssetCheckResult:
+    rows = [
+        (
+            f.where,
+            ", ".join(f.missing),
+            ", ".join(f.new),
+            ", ".join(f"{c} → {n}" for c, n in f.fixes.items()),
+        )
+        for f in drift.findings
+    ]
+    return AssetCheckResult(
+        asset_key=key,
+        check_name=DRIFT_CHECK,
+        passed=not drift.drifted,
+        severity=AssetCheckSeverity.WARN,
+        description=drift.summary() or "Every input carries the contract's columns.",
+        metadata={
+            "inputs_drifted": len(drift.findings),
+            "drift": MetadataValue.md(
+                markdown_table(["input", "missing", "new columns", "renamed?"], rows)
+            ),
+            "fix": MetadataValue.json(drift.fix_lines()),
+        },
+    )
 
 
 def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinition:
@@ -190,6 +233,16 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
             AssetCheckSpec(name, asset=spec.key, blocking=True, description=description)
             for spec in history_specs
             for name, description in HISTORY_CHECKS.items()
+        ]
+        + [
+            AssetCheckSpec(
+                DRIFT_CHECK,
+                asset=key,
+                blocking=False,
+                description="Every input still carries the contract's columns and no column "
+                "appeared that was not there before (WARN; the metadata gives the aliases: line "
+                "that reads a renamed column again).",
+            )
         ],
     )
     def _silver(context, config: SilverConfig, warehouse: WarehouseResource):
@@ -197,6 +250,7 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
             stats = apply_contract(conn, contract, rebuild=config.rebuild, run_id=context.run_id)
             outcomes = run_contract_checks(conn, contract)
             history_outcomes = run_history_checks(conn, contract) if history_specs else []
+            drift = detect_drift(conn, contract)
             silver_desc = describe_table(conn, "silver", contract.name)
             days = _partition_metadata(conn, contract, stats.rows_by_day)
             quarantine_desc = describe_table(conn, "quarantine", contract.name)
@@ -205,6 +259,8 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
                 if contract.changes is not None and contract.changes.history
                 else None
             )
+        if drift.drifted:
+            context.log.warning(f"{contract.name}: schema drift\n{drift.summary()}")
         context.log.info(
             f"{contract.name}: {stats.rows_in} bronze rows → {stats.valid} valid "
             f"({stats.inserted} new keys, {stats.updated} updated, {stats.superseded} "
@@ -223,6 +279,14 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
                 **({"rows_deleted": stats.deleted} if _deletes(contract) else {}),
                 **({"tombstones": stats.tombstones} if stats.tombstones is not None else {}),
                 "quarantined_rows": stats.quarantined,
+                **(
+                    {
+                        "rows_unchanged": stats.unchanged,
+                        "still_quarantined": stats.already_quarantined,
+                    }
+                    if contract.mode == "snapshot"
+                    else {}
+                ),
                 **days,
             },
         )
@@ -239,6 +303,7 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
                 "reasons": MetadataValue.json(stats.reasons),
             },
         )
+        yield _drift_result(key, drift)
         checked = [(key, o) for o in outcomes]
         checked += [(history_specs[0].key, o) for o in history_outcomes] if history_specs else []
         for asset_key, outcome in checked:
