@@ -244,7 +244,7 @@ def test_asset_is_described_for_the_ui(settings: PlatformSettings) -> None:
     assert spec.tags.get("layer") == "reports"
     assert len(spec.description or "") > 40
     assert {dep.asset_key for dep in spec.deps} == set(KPI_REPORT_DEPS)
-    assert asset.get_op_def_for_asset_key(KPI_REPORT_KEY).pool == "warehouse"
+    assert asset.get_op_def_for_asset_key(KPI_REPORT_KEY).pool is None  # no pool: the lock
 
 
 def test_asset_writes_the_report_under_the_home(settings: PlatformSettings) -> None:
