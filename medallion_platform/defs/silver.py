@@ -15,7 +15,13 @@ from dagster import (
 from pydantic import Field
 
 from medallion_platform.contracts import Contract, apply_contract, run_contract_checks
-from medallion_platform.contracts.checks import HISTORY_CHECKS, check_names, run_history_checks
+from medallion_platform.contracts.checks import (
+    HISTORY_CHECKS,
+    ORPHANS_CHECK,
+    check_names,
+    orphan_references,
+    run_history_checks,
+)
 from medallion_platform.defs.constants import WAREHOUSE_POOL
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
@@ -89,6 +95,26 @@ def _partition_metadata(conn, contract: Contract, rows_by_day: dict[str, int]) -
         "days_touched": MetadataValue.json(sorted(rows_by_day)),
         "partitions": MetadataValue.md(table),
     }
+
+
+def _orphan_check_specs(contract: Contract) -> list[AssetCheckSpec]:
+    """``no_orphans`` (WARN, not blocking) on a contract that declares references; the
+    parents are its deps, so in a run they are built before the orphans are counted."""
+    if not contract.references:
+        return []
+    key = silver_key(contract)
+    parents = [AssetKey(t.split(".")) for t in contract.referenced_tables]
+    targets = ", ".join(f"{c} → {t}" for c, t in contract.references.items())
+    return [
+        AssetCheckSpec(
+            ORPHANS_CHECK,
+            asset=key,
+            blocking=False,
+            additional_deps=[p for p in parents if p != key],
+            description=f"Every reference finds its parent in silver ({targets}); counts "
+            "the orphans (parent quarantined or not arrived yet) and names a few.",
+        )
+    ]
 
 
 def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinition:
@@ -181,7 +207,8 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
             AssetCheckSpec(name, asset=spec.key, blocking=True, description=description)
             for spec in history_specs
             for name, description in HISTORY_CHECKS.items()
-        ],
+        ]
+        + _orphan_check_specs(contract),
         pool=WAREHOUSE_POOL,
     )
     def _silver(context, config: SilverConfig, warehouse: WarehouseResource):
@@ -189,6 +216,7 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
             stats = apply_contract(conn, contract, rebuild=config.rebuild, run_id=context.run_id)
             outcomes = run_contract_checks(conn, contract)
             history_outcomes = run_history_checks(conn, contract) if history_specs else []
+            orphans = orphan_references(conn, contract) if contract.references else None
             silver_desc = describe_table(conn, "silver", contract.name)
             days = _partition_metadata(conn, contract, stats.rows_by_day)
             quarantine_desc = describe_table(conn, "quarantine", contract.name)
@@ -242,6 +270,20 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
                 metadata={
                     "failing_rows": outcome.failing_rows,
                     "sample": MetadataValue.json(outcome.sample),
+                },
+            )
+        if orphans is not None:
+            # A child whose parent is quarantined or late is kept (gold shows it): warn only.
+            yield AssetCheckResult(
+                asset_key=key,
+                check_name=orphans.name,
+                passed=orphans.passed,
+                severity=AssetCheckSeverity.WARN,
+                description=orphans.description,
+                metadata={
+                    "orphans": orphans.failing_rows,
+                    "orphans_by_reference": MetadataValue.json(orphans.detail),
+                    "sample": MetadataValue.json(orphans.sample),
                 },
             )
 
