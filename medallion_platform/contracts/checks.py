@@ -150,9 +150,6 @@ def orphan_references(conn: duckdb.DuckDBPyConnection, contract: Contract) -> Ch
 
     A missing parent table counts every non-NULL value as an orphan: nothing resolves."""
     table = qualified("silver", contract.name)
-    keys = ", ".join(
-        f"{_literal(k + '=')} || CAST(c.{quote(k)} AS VARCHAR)" for k in contract.business_key
-    )
     detail: dict[str, int] = {}
     sample: list[str] = []
     absent: list[str] = []
@@ -167,10 +164,13 @@ def orphan_references(conn: duckdb.DuckDBPyConnection, contract: Contract) -> Ch
             if exists
             else "FALSE"
         )
+        named = ", ".join(
+            f"{_literal(k + '=')} || CAST(c.{quote(k)} AS VARCHAR)"
+            for k in dict.fromkeys([*contract.business_key, column])
+        )
         orphans = (
-            f"SELECT concat_ws(', ', {keys}, "
-            f"{_literal(column + '=')} || CAST(c.{quote(column)} AS VARCHAR)) "
-            f"FROM {table} c WHERE c.{quote(column)} IS NOT NULL AND NOT {resolves}"
+            f"SELECT concat_ws(', ', {named}) FROM {table} c "
+            f"WHERE c.{quote(column)} IS NOT NULL AND NOT {resolves}"
         )
         detail[f"{column} -> {target}"] = conn.execute(
             f"SELECT count(*) FROM ({orphans})"
