@@ -120,14 +120,14 @@ def _reconcile_result(outcome: ReconcileOutcome, by: str) -> AssetCheckResult:
 
 
 def build_reconcile_check(model: GoldModel, measure: str) -> AssetChecksDefinition:
-    """``<measure>_matches_silver``: the money column, recomputed from silver, agrees on every
-    key (WARN, not blocking: gold is already built; the metadata names what is off)."""
+    """``<measure>_reconciles_with_silver``: the money column, recomputed from silver, agrees
+    on every key (WARN, not blocking: gold is already built; the metadata names what is off)."""
     assert model.reconcile is not None
     keys = ", ".join(model.reconcile.key)
 
     @asset_check(
         asset=gold_key(model),
-        name=f"{measure}_matches_silver",
+        name=f"{measure}_reconciles_with_silver",
         additional_deps=[AssetKey(t.split(".")) for t in model.reconcile_tables],
         description=f"{measure} equals the same figure computed from silver (and quarantine) "
         f"on every ({keys}); totals per {model.reconcile.by}, the difference and the first "

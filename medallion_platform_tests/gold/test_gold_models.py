@@ -506,7 +506,7 @@ def test_reconciliation_fails_on_a_model_that_loses_refunds_of_quarantined_charg
     assert not result.passed
     assert result.severity == AssetCheckSeverity.WARN
     (key,) = check.check_keys
-    assert key.name == "refunded_amount_matches_silver"
+    assert key.name == "refunded_amount_reconciles_with_silver"
     assert not check.get_spec_for_check_key(key).blocking
     assert result.metadata["difference"].value == {"EUR": "0.00", "USD": "-50.00"}
     assert result.metadata["mismatched_keys"].value == 1
