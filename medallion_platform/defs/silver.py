@@ -2,6 +2,7 @@
 
 from dagster import (
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetKey,
@@ -10,6 +11,7 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
+    asset_check,
     multi_asset,
 )
 from pydantic import Field
@@ -95,26 +97,6 @@ def _partition_metadata(conn, contract: Contract, rows_by_day: dict[str, int]) -
         "days_touched": MetadataValue.json(sorted(rows_by_day)),
         "partitions": MetadataValue.md(table),
     }
-
-
-def _orphan_check_specs(contract: Contract) -> list[AssetCheckSpec]:
-    """``no_orphans`` (WARN, not blocking) on a contract that declares references; the
-    parents are its deps, so in a run they are built before the orphans are counted."""
-    if not contract.references:
-        return []
-    key = silver_key(contract)
-    parents = [AssetKey(t.split(".")) for t in contract.referenced_tables]
-    targets = ", ".join(f"{c} → {t}" for c, t in contract.references.items())
-    return [
-        AssetCheckSpec(
-            ORPHANS_CHECK,
-            asset=key,
-            blocking=False,
-            additional_deps=[p for p in parents if p != key],
-            description=f"Every reference finds its parent in silver ({targets}); counts "
-            "the orphans (parent quarantined or not arrived yet) and names a few.",
-        )
-    ]
 
 
 def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinition:
@@ -207,8 +189,7 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
             AssetCheckSpec(name, asset=spec.key, blocking=True, description=description)
             for spec in history_specs
             for name, description in HISTORY_CHECKS.items()
-        ]
-        + _orphan_check_specs(contract),
+        ],
         pool=WAREHOUSE_POOL,
     )
     def _silver(context, config: SilverConfig, warehouse: WarehouseResource):
@@ -216,7 +197,6 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
             stats = apply_contract(conn, contract, rebuild=config.rebuild, run_id=context.run_id)
             outcomes = run_contract_checks(conn, contract)
             history_outcomes = run_history_checks(conn, contract) if history_specs else []
-            orphans = orphan_references(conn, contract) if contract.references else None
             silver_desc = describe_table(conn, "silver", contract.name)
             days = _partition_metadata(conn, contract, stats.rows_by_day)
             quarantine_desc = describe_table(conn, "quarantine", contract.name)
@@ -272,19 +252,42 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
                     "sample": MetadataValue.json(outcome.sample),
                 },
             )
-        if orphans is not None:
-            # A child whose parent is quarantined or late is kept (gold shows it): warn only.
-            yield AssetCheckResult(
-                asset_key=key,
-                check_name=orphans.name,
-                passed=orphans.passed,
-                severity=AssetCheckSeverity.WARN,
-                description=orphans.description,
-                metadata={
-                    "orphans": orphans.failing_rows,
-                    "orphans_by_reference": MetadataValue.json(orphans.detail),
-                    "sample": MetadataValue.json(orphans.sample),
-                },
-            )
 
     return _silver
+
+
+def build_orphans_check(contract: Contract) -> AssetChecksDefinition:
+    """``no_orphans`` on a contract that declares references: WARN, never blocking (a child
+    whose parent is quarantined or late is kept, and gold shows it). Its own step after the
+    child and the parents, so it counts against this run's build without tying the silver
+    tables together (a parent's failed check does not hold back its children)."""
+    key = silver_key(contract)
+    targets = ", ".join(f"{c} → {t}" for c, t in contract.references.items())
+
+    @asset_check(
+        asset=key,
+        name=ORPHANS_CHECK,
+        additional_deps=[
+            parent
+            for parent in (AssetKey(t.split(".")) for t in contract.referenced_tables)
+            if parent != key
+        ],
+        description=f"Every reference finds its parent in silver ({targets}); counts the "
+        "orphans (parent quarantined or not arrived yet) and names a few by key.",
+        pool=WAREHOUSE_POOL,
+    )
+    def _check(warehouse: WarehouseResource) -> AssetCheckResult:
+        with warehouse.warehouse().connect() as conn:
+            orphans = orphan_references(conn, contract)
+        return AssetCheckResult(
+            passed=orphans.passed,
+            severity=AssetCheckSeverity.WARN,
+            description=orphans.description,
+            metadata={
+                "orphans": orphans.failing_rows,
+                "orphans_by_reference": MetadataValue.json(orphans.detail),
+                "sample": MetadataValue.json(orphans.sample),
+            },
+        )
+
+    return _check
