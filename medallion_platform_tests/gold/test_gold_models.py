@@ -543,3 +543,14 @@ def test_reconciliation_fails_on_models_that_drop_orphan_refunds_or_add_cancelle
     assert {t.by: t.difference for t in net.totals} == {"EUR": D("5.00"), "USD": D("115.00")}
     assert net.mismatched_keys == 3
     conn.close()
+
+
+def test_a_reconciliation_reads_silver_only_and_needs_its_sql(config: PlatformConfig) -> None:
+    """The silver side never reads gold (it would agree with what it checks); a model that
+    declares a reconciliation without its SQL is refused when the config loads."""
+    for model in config.gold_models:
+        if model.reconcile is not None:
+            assert {t.split(".")[0] for t in model.reconcile_tables} <= {"silver", "quarantine"}
+    declared = models(config)["dim_product"].model_dump()
+    with pytest.raises(ValueError, match=r"reconcile needs .*reconcile/dim_product\.sql"):
+        SqlModel.model_validate({**declared, "reconcile": {"key": ["sku"], "measures": ["x"]}})
