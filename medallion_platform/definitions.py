@@ -47,6 +47,7 @@ from medallion_platform.defs.reverse_etl import (
     build_reverse_etl_defs,
 )
 from medallion_platform.defs.silver import (
+    build_orphans_check,
     build_silver_assets,
     history_key,
     quarantine_key,
@@ -108,6 +109,9 @@ def build_definitions(
     ]
     assets += [build_gold_asset(model) for model in config.sql_models]
     checks = [check for model in config.sql_models for check in build_gold_checks(model)]
+    checks += [
+        build_orphans_check(c) for c in config.contracts if c.references and c.source in producers
+    ]
     assets.append(build_kpi_report_asset(settings))
     sync_assets, sync_checks, destination_resources = build_reverse_etl_defs(config.syncs)
     assets += sync_assets

@@ -31,6 +31,7 @@ def test_packaged_config_loads(config: PlatformConfig) -> None:
         "dim_customer",
         "dim_date",
         "fct_orders",
+        "fct_refunds",
         "fct_order_items",
         "customer_360",
         "daily_revenue",

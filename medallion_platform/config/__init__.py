@@ -128,8 +128,17 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
     silver = {f"silver.{c.name}" for c in contracts} | {f"silver.{m.name}" for m in silver_models}
     silver |= {f"silver.{c.changes.history}" for c in contracts if c.changes and c.changes.history}
     gold = {f"gold.{m.name}" for m in models}
+    # A model may read a contract's quarantine: a child whose parent was quarantined stays
+    # visible in gold (the parent's key is in the quarantined row's _raw).
+    quarantine = {f"quarantine.{c.name}" for c in contracts}
+    for contract in contracts:
+        unknown = set(contract.referenced_tables) - silver
+        if unknown:
+            raise ConfigError(
+                f"contract {contract.name}: references unknown tables {sorted(unknown)}"
+            )
     for model in [*silver_models, *models]:
-        unknown = set(model.depends_on) - silver - gold
+        unknown = set(model.depends_on) - silver - gold - quarantine
         if unknown:
             raise ConfigError(f"{model.layer} model {model.name}: unknown inputs {sorted(unknown)}")
         unknown = set(model.referenced_tables) - silver - gold

@@ -21,6 +21,7 @@ class CheckOutcome(BaseModel):
     description: str
     failing_rows: int
     sample: list[str] = []
+    detail: dict[str, int] = {}
 
 
 def _failing(conn: duckdb.DuckDBPyConnection, sql: str) -> tuple[int, list[str]]:
@@ -200,3 +201,51 @@ def run_history_checks(conn: duckdb.DuckDBPyConnection, contract: Contract) -> l
             )
         )
     return outcomes
+
+
+ORPHANS_CHECK = "no_orphans"
+
+
+def orphan_references(conn: duckdb.DuckDBPyConnection, contract: Contract) -> CheckOutcome:
+    """Rows whose declared parent is not in silver (quarantined, or not arrived yet), per
+    reference: ``detail`` counts them, ``sample`` names the first few by business key.
+
+    A missing parent table counts every non-NULL value as an orphan: nothing resolves."""
+    table = qualified("silver", contract.name)
+    detail: dict[str, int] = {}
+    sample: list[str] = []
+    absent: list[str] = []
+    for column, target in contract.references.items():
+        schema, parent, key = target.split(".")
+        exists = table_exists(conn, schema, parent)
+        if not exists:
+            absent.append(f"{schema}.{parent}")
+        resolves = (
+            f"EXISTS (SELECT 1 FROM {qualified(schema, parent)} p "
+            f"WHERE p.{quote(key)} = c.{quote(column)})"
+            if exists
+            else "FALSE"
+        )
+        named = ", ".join(
+            f"{_literal(k + '=')} || CAST(c.{quote(k)} AS VARCHAR)"
+            for k in dict.fromkeys([*contract.business_key, column])
+        )
+        orphans = (
+            f"SELECT concat_ws(', ', {named}) FROM {table} c "
+            f"WHERE c.{quote(column)} IS NOT NULL AND NOT {resolves}"
+        )
+        detail[f"{column} -> {target}"] = conn.execute(
+            f"SELECT count(*) FROM ({orphans})"
+        ).fetchone()[0]
+        sample += [r[0] for r in conn.execute(f"{orphans} ORDER BY 1 LIMIT 5").fetchall()]
+    described = ", ".join(f"{c} -> {t}" for c, t in contract.references.items())
+    if absent:
+        described += f"; {', '.join(dict.fromkeys(absent))} does not exist yet"
+    return CheckOutcome(
+        name=ORPHANS_CHECK,
+        passed=not any(detail.values()),
+        failing_rows=sum(detail.values()),
+        sample=sample,
+        detail=detail,
+        description=f"every reference finds its parent in silver ({described})",
+    )

@@ -194,6 +194,19 @@ class ChangeLog(BaseModel):
         return None if value is None else validate_identifier(value)
 
 
+def validate_references(value: dict[str, str]) -> dict[str, str]:
+    """``column -> schema.table.column`` foreign keys, every part a plain identifier (they
+    reach SQL). Shared by contracts and SQL models, which declare references alike."""
+    for column, target in value.items():
+        validate_identifier(column)
+        parts = target.split(".")
+        if len(parts) != 3:
+            raise ValueError(f"reference {column} -> {target!r}: expected schema.table.column")
+        for part in parts:
+            validate_identifier(part)
+    return value
+
+
 CHANGE_COLUMNS = ("_op", "_commit_lsn", "_seq", "_commit_ts")
 """Silver columns a change-log contract adds: the winning change and its position."""
 
@@ -255,6 +268,11 @@ class Contract(BaseModel):
         description="Row-count check on the silver table; applies once the source has "
         "delivered rows (an empty source passes).",
     )
+    references: dict[str, str] = Field(
+        default_factory=dict,
+        description="Parents: column -> silver.table.column each non-NULL value should find "
+        "(a WARN check counts the orphans: a quarantined or not yet arrived parent).",
+    )
     null_values: list[str] | None = Field(
         default=None,
         description="Texts that mean 'no value' (besides the empty string), e.g. ['NA', "
@@ -267,12 +285,26 @@ class Contract(BaseModel):
     def _identifier(cls, value: str) -> str:
         return validate_identifier(value)
 
+    @field_validator("references")
+    @classmethod
+    def _references(cls, value: dict[str, str]) -> dict[str, str]:
+        value = validate_references(value)
+        for column, target in value.items():
+            if not target.startswith("silver."):
+                raise ValueError(f"reference {column} -> {target!r}: the parent must be in silver")
+        return value
+
+    @property
+    def referenced_tables(self) -> list[str]:
+        """Parent tables of the references, as ``silver.table``."""
+        return list(dict.fromkeys(t.rsplit(".", 1)[0] for t in self.references.values()))
+
     @model_validator(mode="after")
     def _keys_are_columns(self) -> Contract:
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
             raise ValueError(f"contract {self.name}: duplicate column names")
-        for field in (*self.business_key, *self.latest_by):
+        for field in (*self.business_key, *self.latest_by, *self.references):
             if field not in names:
                 raise ValueError(f"contract {self.name}: {field!r} is not a declared column")
         if self.keep == "first" and self.latest_by:
@@ -331,7 +363,7 @@ class Contract(BaseModel):
         """A hash of everything that decides silver's content (not descriptions or owners):
         when it changes, silver is rebuilt from bronze so that it still equals a rebuild."""
         decisive = self.model_dump(
-            exclude={"description", "owner", "min_rows"},
+            exclude={"description", "owner", "min_rows", "references"},
             mode="json",
         )
         # Options at their defaults are left out, so adding an option does not change the

@@ -26,10 +26,11 @@ from medallion_platform.gold.checks import (
     rule_violations,
     unresolved_references,
 )
+from medallion_platform.gold.reconcile import ReconcileOutcome, reconcile
 from medallion_platform.gold.spec import ModelRule
 from medallion_platform.lineage.columns import read_schemas
 from medallion_platform.warehouse.identifiers import qualified, quote
-from medallion_platform.warehouse.tables import SqlQuery
+from medallion_platform.warehouse.tables import SqlQuery, markdown_table
 from medallion_platform.warehouse.warehouse import table_exists
 
 
@@ -87,6 +88,8 @@ def build_gold_checks(model: GoldModel) -> list[AssetChecksDefinition]:
     if model.references:
         checks.append(build_references_check(model))
     checks += [build_rule_check(model, rule) for rule in model.rules]
+    if model.reconcile is not None:
+        checks += [build_reconcile_check(model, m) for m in model.reconcile.measures]
     return checks
 
 
@@ -95,6 +98,44 @@ def _result(outcome: CheckOutcome, *, severity=AssetCheckSeverity.ERROR) -> Asse
     if outcome.examples:
         metadata["examples"] = MetadataValue.md("\n".join(f"- `{e}`" for e in outcome.examples))
     return AssetCheckResult(passed=outcome.passed, severity=severity, metadata=metadata)
+
+
+def _reconcile_result(outcome: ReconcileOutcome, by: str) -> AssetCheckResult:
+    """WARN: the figure was published; the metadata says by how much and where it is off."""
+    totals = [(t.by, t.gold, t.silver, t.difference) for t in outcome.totals]
+    metadata: dict = {
+        "mismatched_keys": outcome.mismatched_keys,
+        "difference": MetadataValue.json({str(t.by): str(t.difference) for t in outcome.totals}),
+        "totals": MetadataValue.md(markdown_table([by, "gold", "silver", "difference"], totals)),
+    }
+    if outcome.examples:
+        metadata["offending_keys"] = MetadataValue.md(
+            "\n".join(f"- `{e}`" for e in outcome.examples)
+        )
+    return AssetCheckResult(
+        passed=outcome.passed, severity=AssetCheckSeverity.WARN, metadata=metadata
+    )
+
+
+def build_reconcile_check(model: GoldModel, measure: str) -> AssetChecksDefinition:
+    """``<measure>_reconciles_with_silver``: the money column, recomputed from silver, agrees
+    on every key (WARN, not blocking: gold is already built; the metadata names what is off)."""
+    assert model.reconcile is not None
+    keys = ", ".join(model.reconcile.key)
+
+    @asset_check(
+        asset=gold_key(model),
+        name=f"{measure}_reconciles_with_silver",
+        additional_deps=[AssetKey(t.split(".")) for t in model.reconcile_tables],
+        description=f"{measure} equals the same figure computed from silver (and quarantine) "
+        f"on every ({keys}); totals per {model.reconcile.by}, the difference and the first "
+        "offending keys in the metadata.",
+    )
+    def _check(warehouse: WarehouseResource) -> AssetCheckResult:
+        with warehouse.warehouse().connect() as conn:
+            return _reconcile_result(reconcile(conn, model, measure), model.reconcile.by)
+
+    return _check
 
 
 def build_references_check(model: GoldModel) -> AssetChecksDefinition:

@@ -2,6 +2,7 @@
 
 from dagster import (
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetKey,
@@ -10,6 +11,7 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
+    asset_check,
     multi_asset,
 )
 from pydantic import Field
@@ -22,8 +24,10 @@ from medallion_platform.contracts import (
 )
 from medallion_platform.contracts.checks import (
     HISTORY_CHECKS,
+    ORPHANS_CHECK,
     ROW_COUNT_RULE,
     check_names,
+    orphan_references,
     run_history_checks,
 )
 from medallion_platform.contracts.drift import DriftReport, detect_drift
@@ -320,3 +324,39 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
             )
 
     return _silver
+
+
+def build_orphans_check(contract: Contract) -> AssetChecksDefinition:
+    """``no_orphans`` on a contract that declares references: WARN, never blocking (a child
+    whose parent is quarantined or late is kept, and gold shows it). Its own step after the
+    child and the parents, so it counts against this run's build without tying the silver
+    tables together (a parent's failed check does not hold back its children)."""
+    key = silver_key(contract)
+    targets = ", ".join(f"{c} → {t}" for c, t in contract.references.items())
+
+    @asset_check(
+        asset=key,
+        name=ORPHANS_CHECK,
+        additional_deps=[
+            parent
+            for parent in (AssetKey(t.split(".")) for t in contract.referenced_tables)
+            if parent != key
+        ],
+        description=f"Every reference finds its parent in silver ({targets}); counts the "
+        "orphans (parent quarantined or not arrived yet) and names a few by key.",
+    )
+    def _check(warehouse: WarehouseResource) -> AssetCheckResult:
+        with warehouse.warehouse().connect() as conn:
+            orphans = orphan_references(conn, contract)
+        return AssetCheckResult(
+            passed=orphans.passed,
+            severity=AssetCheckSeverity.WARN,
+            description=orphans.description,
+            metadata={
+                "orphans": orphans.failing_rows,
+                "orphans_by_reference": MetadataValue.json(orphans.detail),
+                "sample": MetadataValue.json(orphans.sample),
+            },
+        )
+
+    return _check

@@ -10,10 +10,13 @@ import sqlglot
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlglot import exp
 
+from medallion_platform.contracts.spec import validate_references
 from medallion_platform.warehouse.identifiers import validate_identifier
 
 MODELS_ROOT = Path(__file__).resolve().parent.parent / "models"
 MODELS_DIR = MODELS_ROOT / "gold"
+LEDGER = "ledger.sql"  # models/<layer>/reconcile/: the silver money every reconciliation reads
+SILVER_SIDE = ("silver", "quarantine")
 
 
 class ModelRule(BaseModel):
@@ -28,6 +31,31 @@ class ModelRule(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
+        return validate_identifier(value)
+
+
+class Reconciliation(BaseModel):
+    """Money columns checked against the silver they derive from (WARN, not blocking).
+
+    ``models/gold/reconcile/<model>.sql`` computes the same columns at the model's grain from
+    silver (and quarantine) only, reading the shared ``ledger`` (``reconcile/ledger.sql``: every
+    order total and succeeded refund in silver); never from gold, so a model that loses,
+    doubles or moves money disagrees with it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: list[str] = Field(min_length=1, description="Columns rows are compared on.")
+    by: str = Field(default="currency", description="Totals are reported per value of this.")
+    measures: list[str] = Field(min_length=1, description="Money columns, one check each.")
+
+    @field_validator("key", "measures")
+    @classmethod
+    def _identifiers(cls, value: list[str]) -> list[str]:
+        return [validate_identifier(v) for v in value]
+
+    @field_validator("by")
+    @classmethod
+    def _by(cls, value: str) -> str:
         return validate_identifier(value)
 
 
@@ -49,6 +77,9 @@ class SqlModel(BaseModel):
         description="Foreign keys: column -> schema.table.column it must resolve to (checked).",
     )
     rules: list[ModelRule] = Field(default_factory=list, description="Row-level truths (checked).")
+    reconcile: Reconciliation | None = Field(
+        default=None, description="Money columns reconciled with silver (checked, WARN)."
+    )
     freshness_hours: float = Field(default=24, gt=0)
     owner: str = "team:analytics"
 
@@ -65,14 +96,7 @@ class SqlModel(BaseModel):
     @field_validator("references")
     @classmethod
     def _references(cls, value: dict[str, str]) -> dict[str, str]:
-        for column, target in value.items():
-            validate_identifier(column)
-            parts = target.split(".")
-            if len(parts) != 3:
-                raise ValueError(f"reference {column} -> {target!r}: expected schema.table.column")
-            for part in parts:
-                validate_identifier(part)
-        return value
+        return validate_references(value)
 
     @property
     def referenced_tables(self) -> list[str]:
@@ -87,6 +111,22 @@ class SqlModel(BaseModel):
     def sql(self) -> str:
         return self.sql_path.read_text().strip().rstrip(";")
 
+    @property
+    def reconcile_path(self) -> Path:
+        return MODELS_ROOT / self.layer / "reconcile" / f"{self.name}.sql"
+
+    @property
+    def reconcile_sql(self) -> str:
+        """The silver side of the reconciliation: the model's SQL over the shared ledger."""
+        ledger = (self.reconcile_path.parent / LEDGER).read_text().strip().rstrip(";")
+        own = self.reconcile_path.read_text().strip().rstrip(";")
+        return f"WITH ledger AS (\n{ledger}\n)\nSELECT * FROM (\n{own}\n)"
+
+    @property
+    def reconcile_tables(self) -> list[str]:
+        """Tables the silver side reads (``silver.x``, ``quarantine.x``), sorted."""
+        return sorted(tables_read(self.reconcile_sql))
+
     @model_validator(mode="after")
     def _sql_matches_declaration(self) -> SqlModel:
         if not self.sql_path.is_file():
@@ -98,6 +138,17 @@ class SqlModel(BaseModel):
                 f"{self.layer} model {self.name}: SQL reads {sorted(referenced)} but depends_on "
                 f"declares {sorted(declared)}"
             )
+        if self.reconcile is not None:
+            if not self.reconcile_path.is_file():
+                raise ValueError(
+                    f"{self.layer} model {self.name}: reconcile needs {self.reconcile_path}"
+                )
+            other = [t for t in self.reconcile_tables if t.split(".")[0] not in SILVER_SIDE]
+            if other:
+                raise ValueError(
+                    f"{self.layer} model {self.name}: the reconciliation must read silver and "
+                    f"quarantine only (it checks gold against them), not {other}"
+                )
         return self
 
 

@@ -451,13 +451,13 @@ def declared_catalog(config: PlatformConfig) -> duckdb.DuckDBPyConnection:
     views over them (created in dependency order); the churn tables come from ``ml``'s SQL and
     DDL when the platform declares the churn model."""
     from medallion_platform.contracts.changes import history_columns
-    from medallion_platform.contracts.compile import silver_columns
+    from medallion_platform.contracts.compile import QUARANTINE_COLUMNS, silver_columns
     from medallion_platform.ml.features import FEATURES_TABLE, ML_SCHEMA, features_sql
     from medallion_platform.ml.scoring import SCORES_COLUMNS, SCORES_TABLE
     from medallion_platform.warehouse.identifiers import qualified, quote
 
     conn = duckdb.connect(":memory:")
-    for schema in ("silver", "gold", ML_SCHEMA):
+    for schema in ("silver", "quarantine", "gold", ML_SCHEMA):
         conn.execute(f"CREATE SCHEMA {quote(schema)}")
 
     def create_table(schema: str, table: str, columns: Mapping[str, str]) -> None:
@@ -466,6 +466,7 @@ def declared_catalog(config: PlatformConfig) -> duckdb.DuckDBPyConnection:
 
     for contract in config.contracts:
         create_table("silver", contract.name, silver_columns(contract))
+        create_table("quarantine", contract.name, QUARANTINE_COLUMNS)  # gold may read it
         if contract.changes is not None and contract.changes.history:
             create_table("silver", contract.changes.history, history_columns(contract))
     pending = list(config.sql_models)

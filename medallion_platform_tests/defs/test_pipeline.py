@@ -76,6 +76,7 @@ GOLD_STAR_KEYS = {
     "gold/dim_customer",
     "gold/dim_date",
     "gold/fct_orders",
+    "gold/fct_refunds",
     "gold/fct_order_items",
     "gold/customer_360",
     "gold/daily_revenue",

@@ -1,15 +1,21 @@
 """A small hand-built silver dataset whose every gold figure is worked out by hand in the tests.
 
 Acme in miniature: 10 customers (one changed segment, one erased, one who never ordered),
-30 orders over June-November 2026 in USD and EUR (one returned and refunded, one partially
+32 orders over June-November 2026 in USD and EUR (one returned and refunded, one partially
 refunded, one cancelled after a failed payment, one cancelled, refunded and purged, one still
-placed with a pending charge), 3 products, 9 storefront sessions on 5 channels and 6 days of
-ad spend. The data ends on 2026-11-15, so that is the as-of date.
+placed with a pending charge, two whose charge was quarantined: one of them returned and
+refunded), a refund whose charge never arrived and one whose order silver does not have,
+3 products, 9 storefront sessions on 5 channels and 6 days of ad spend. The data ends on
+2026-11-15, so that is the as-of date.
 """
 
 from __future__ import annotations
 
+import json
+
 import duckdb
+
+from medallion_platform.contracts.compile import QUARANTINE_COLUMNS
 
 C = [f"cus_{n:06d}" for n in range(0, 11)]  # C[1] .. C[10]; C[0] unused
 
@@ -48,18 +54,30 @@ ORDERS = [
     ("o28", C[5], "2026-08-30 10:00", "delivered", "USD", [("SKU-000003", 1, 20)], False),
     ("o29", C[2], "2026-11-12 09:00", "delivered", "USD", [("SKU-000001", 1, 100)], False),
     ("o30", C[6], "2026-11-01 10:00", "delivered", "USD", [("SKU-000002", 1, 50)], False),
+    # Their charges broke the contract (currency 'xxx'): only quarantine has them.
+    ("o31", C[2], "2026-11-08 10:00", "returned", "USD", [("SKU-000002", 1, 50)], False),
+    ("o32", C[3], "2026-11-09 10:00", "delivered", "EUR", [("SKU-000003", 1, 20)], False),
 ]  # fmt: skip
 # Totals of the purged orders, whose lines are gone.
 PURGED_TOTALS = {"o15": 100, "o16": 20}
 
 # Charge status per order (default: succeeded for the full total).
 CHARGE_STATUS = {"o10": "failed", "o11": "pending"}
-# (refund, order, amount, status): o12's refund failed, so it must not count.
+# Orders whose (succeeded) charge is in quarantine only; o05's charge was quarantined once
+# too, but a later fetch of it is valid, so silver has it.
+QUARANTINED_CHARGES = ("o31", "o32")
+REQUARANTINED_VALID = ("o05",)
+# (refund, charge, amount, currency, status, created): o12's refund failed, so it must not
+# count; o31's charge is quarantined; ch_gone never arrived; ch_o99 names an order that silver
+# does not have (its order broke the contract).
 REFUNDS = [
-    ("re_1", "o04", 100, "succeeded"),
-    ("re_2", "o07", 10, "succeeded"),
-    ("re_3", "o15", 100, "succeeded"),
-    ("re_4", "o12", 50, "failed"),
+    ("re_1", "ch_o04", 100, "usd", "succeeded", "2026-11-14 00:00"),
+    ("re_2", "ch_o07", 10, "eur", "succeeded", "2026-11-14 00:00"),
+    ("re_3", "ch_o15", 100, "usd", "succeeded", "2026-11-14 00:00"),
+    ("re_4", "ch_o12", 50, "usd", "failed", "2026-11-14 00:00"),
+    ("re_5", "ch_o31", 50, "usd", "succeeded", "2026-11-10 09:00"),
+    ("re_6", "ch_gone", 15, "usd", "succeeded", "2026-11-13 16:00"),
+    ("re_7", "ch_o99", 5, "eur", "succeeded", "2026-11-14 12:00"),
 ]
 
 PRODUCTS = [
@@ -139,6 +157,12 @@ def create_silver(conn: duckdb.DuckDBPyConnection) -> None:
         [C[9]],
     )
 
+    # The current customers, as the contract keeps them: the erased customer 9 has left.
+    conn.execute(
+        "CREATE OR REPLACE TABLE silver.customers AS SELECT customer_id, email, first_name, "
+        "last_name, country, segment, marketing_opt_in, created_at, updated_at, _op, "
+        "_commit_lsn, _seq, _commit_ts FROM silver.customers_history WHERE is_current"
+    )
     conn.execute(
         """CREATE OR REPLACE TABLE silver.orders (
             order_id VARCHAR, customer_id VARCHAR, status VARCHAR, currency VARCHAR,
@@ -161,6 +185,12 @@ def create_silver(conn: duckdb.DuckDBPyConnection) -> None:
             refund_id VARCHAR, charge_id VARCHAR, amount DECIMAL(14,2), currency VARCHAR,
             status VARCHAR, reason VARCHAR, created_at TIMESTAMP)"""
     )
+    conn.execute("CREATE SCHEMA IF NOT EXISTS quarantine")
+    conn.execute(
+        "CREATE OR REPLACE TABLE quarantine.payments_charges ("
+        + ", ".join(f"{name} {sql_type}" for name, sql_type in QUARANTINE_COLUMNS.items())
+        + ")"
+    )
     for oid, cid, placed, status, currency, lines, deleted in ORDERS:
         total = PURGED_TOTALS.get(oid, sum(q * p for _, q, p in lines))
         conn.execute(
@@ -173,17 +203,24 @@ def create_silver(conn: duckdb.DuckDBPyConnection) -> None:
                 [oid, line_no, sku, quantity, price],
             )
         charge_status = CHARGE_STATUS.get(oid, "succeeded")
-        conn.execute(
-            "INSERT INTO silver.payments_charges VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?)",
-            [f"ch_{oid}", total, currency.lower(), cid, oid, charge_status,
-             charge_status == "succeeded", f"{placed}:00"],
-        )  # fmt: skip
-    for rid, oid, amount, status in REFUNDS:
-        conn.execute(
-            "INSERT INTO silver.payments_refunds VALUES (?, ?, ?, 'usd', ?, "
-            "'requested_by_customer', '2026-11-14 00:00')",
-            [rid, f"ch_{oid}", amount, status],
-        )
+        if oid in (*QUARANTINED_CHARGES, *REQUARANTINED_VALID):
+            _quarantine_charge(conn, oid, cid, total, placed)
+        if oid not in QUARANTINED_CHARGES:
+            conn.execute(
+                "INSERT INTO silver.payments_charges VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                [f"ch_{oid}", total, currency.lower(), cid, oid, charge_status,
+                 charge_status == "succeeded", f"{placed}:00"],
+            )  # fmt: skip
+    # The charge of an order that silver does not have.
+    conn.execute(
+        "INSERT INTO silver.payments_charges VALUES "
+        "('ch_o99', 5, 0, 'eur', ?, 'o99', 'succeeded', TRUE, '2026-11-14 10:00')",
+        [C[3]],
+    )
+    conn.executemany(
+        "INSERT INTO silver.payments_refunds VALUES (?, ?, ?, ?, ?, 'requested_by_customer', ?)",
+        REFUNDS,
+    )
 
     conn.execute(
         """CREATE OR REPLACE TABLE silver.products (
@@ -221,3 +258,26 @@ def create_silver(conn: duckdb.DuckDBPyConnection) -> None:
             impressions BIGINT, clicks BIGINT)"""
     )
     conn.executemany("INSERT INTO silver.ad_spend VALUES (?, ?, ?, ?, ?, ?)", AD_SPEND)
+
+
+def _quarantine_charge(
+    conn: duckdb.DuckDBPyConnection, oid: str, cid: str, total: int, placed: str
+) -> None:
+    """The charge as the payments_charges contract quarantines it: the raw values by column."""
+    raw = {
+        "charge_id": f"ch_{oid}",
+        "amount": str(total * 100),
+        "amount_refunded": "0",
+        "currency": "xxx",
+        "customer_id": cid,
+        "order_id": oid,
+        "status": "succeeded",
+        "paid": "true",
+        "created_at": placed,
+        "metadata": json.dumps({"order_id": oid}),
+    }
+    conn.execute(
+        "INSERT INTO quarantine.payments_charges VALUES (1, 'payments api', ?, "
+        "'currency: ''xxx'' is not one of usd, eur, gbp', ?, '2026-11-20 00:00:00+00')",
+        [int(oid[1:]), json.dumps(raw)],
+    )

@@ -6,7 +6,7 @@ import duckdb
 
 from medallion_platform.config import PlatformConfig
 from medallion_platform.contracts.changes import history_columns
-from medallion_platform.contracts.compile import silver_columns
+from medallion_platform.contracts.compile import QUARANTINE_COLUMNS, silver_columns
 from medallion_platform.warehouse.identifiers import qualified, quote
 
 
@@ -14,7 +14,7 @@ def create_model_tables(conn: duckdb.DuckDBPyConnection, config: PlatformConfig)
     """Every silver contract table (and SCD2 history), empty, with the columns the contracts
     give them (``_`` bookkeeping columns included); then every SQL model built on them, in
     dependency order, so each table has exactly the columns a pipeline run would give it."""
-    for schema in ("silver", "gold"):
+    for schema in ("silver", "quarantine", "gold"):
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     tables = []
     for contract in config.contracts:
@@ -25,6 +25,10 @@ def create_model_tables(conn: duckdb.DuckDBPyConnection, config: PlatformConfig)
         ddl = ", ".join(f"{quote(c)} {t}" for c, t in columns.items())
         conn.execute(f"CREATE TABLE {qualified('silver', name)} ({ddl})")
     built = {f"silver.{name}" for name, _ in tables}
+    quarantine_ddl = ", ".join(f"{quote(c)} {t}" for c, t in QUARANTINE_COLUMNS.items())
+    for contract in config.contracts:  # gold reads a quarantine (a quarantined charge's order)
+        conn.execute(f"CREATE TABLE {qualified('quarantine', contract.name)} ({quarantine_ddl})")
+        built.add(f"quarantine.{contract.name}")
     pending = list(config.sql_models)
     while pending:
         ready = [m for m in pending if set(m.depends_on) <= built]

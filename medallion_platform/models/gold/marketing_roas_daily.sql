@@ -1,9 +1,10 @@
 -- Grain: one row per day and channel. Spend comes from the ad platforms (USD); revenue is
 -- attributed last-touch: each USD revenue order goes to the channel of the customer's last
 -- storefront session that started at or before the order, within 30 days; orders with no
--- such session are 'unattributed', so attributed revenue over all channels equals USD net
--- revenue. Orders in other currencies are counted (attributed_orders_other_currency) but not
--- added to the USD revenue. roas = attributed_revenue / spend (NULL without spend).
+-- such session are 'unattributed', and so are refunds whose order is not known (on the
+-- refund's day, as daily_revenue counts them), so attributed revenue over all channels equals
+-- USD net revenue. Orders in other currencies are counted (attributed_orders_other_currency)
+-- but not added to the USD revenue. roas = attributed_revenue / spend (NULL without spend).
 WITH touches AS (
     SELECT customer_id, started_at, channel
     FROM gold.sessions
@@ -24,18 +25,24 @@ attributed AS (
             ELSE 'unattributed'
         END AS channel,
         o.currency,
-        o.net
+        o.net,
+        TRUE AS is_order
     FROM orders AS o
     ASOF LEFT JOIN touches AS t
         ON o.customer_id = t.customer_id AND o.placed_at_utc >= t.started_at
+    UNION ALL
+    SELECT refund_date, 'unattributed', currency, -amount, FALSE
+    FROM gold.fct_refunds
+    WHERE is_succeeded AND NOT has_order AND currency = 'USD'
 ),
 revenue AS (
     SELECT
         date,
         channel,
-        count(*) FILTER (WHERE currency = 'USD') AS attributed_orders,
+        count(*) FILTER (WHERE currency = 'USD' AND is_order) AS attributed_orders,
         coalesce(sum(net) FILTER (WHERE currency = 'USD'), 0) AS attributed_revenue,
-        count(*) FILTER (WHERE currency <> 'USD') AS attributed_orders_other_currency
+        count(*) FILTER (WHERE currency <> 'USD' AND is_order)
+            AS attributed_orders_other_currency
     FROM attributed
     GROUP BY date, channel
 )
