@@ -32,7 +32,8 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from multiprocessing.context import BaseContext
 from pathlib import Path
@@ -437,11 +438,25 @@ def summary_lines(outcomes: list[TrialOutcome]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 
 
-def query(path: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` on the warehouse at ``path``; none when the table does not exist yet
-    (a child killed before it created it)."""
+Query = Callable[..., list[tuple[Any, ...]]]
+
+
+@contextmanager
+def reading(path: Path) -> Iterator[Query]:
+    """``q(sql, params)`` on one connection to the warehouse at ``path``: a table that does
+    not exist yet (a child killed before it created it) reads as no rows."""
     with Warehouse(path, lock_timeout_s=30).connect() as conn:
-        try:
-            return conn.execute(sql, params or []).fetchall()
-        except duckdb.CatalogException:
-            return []
+
+        def q(sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+            try:
+                return conn.execute(sql, params or []).fetchall()
+            except duckdb.CatalogException:
+                return []
+
+        yield q
+
+
+def query(path: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    """One query with :func:`reading`."""
+    with reading(path) as q:
+        return q(sql, params)

@@ -26,7 +26,7 @@ from medallion_platform.databases.postgres import PostgresServer
 from medallion_platform_tests.cdc_db import Db, cdc_database, insert_customers
 from medallion_platform_tests.connectors.cdc.test_ingest import replay
 from medallion_platform_tests.faults.children import Job
-from medallion_platform_tests.faults.harness import Trial, draw_plan, query, trial_seeds
+from medallion_platform_tests.faults.harness import Trial, draw_plan, reading, trial_seeds
 
 TABLES = ("customers", "orders")
 PASSWORD_ENV = "FAULT_TRIALS_PG_PASSWORD"
@@ -96,19 +96,19 @@ def _check_committed(
 ) -> None:
     """No change twice; the committed position is the last change in bronze."""
     positions: list[tuple[int, int]] = []
-    for table in TABLES:
-        rows = query(warehouse, f"SELECT commit_lsn, seq FROM bronze.{db.name}_{table}")
+    with reading(warehouse) as q:
+        logs = {t: q(f"SELECT commit_lsn, seq FROM bronze.{db.name}_{t}") for t in TABLES}
+        stored = q(
+            "SELECT position FROM _meta.positions WHERE source = ? AND key = 'change'",
+            [f"cdc:{db.name}"],
+        )
+    for table, rows in logs.items():
         doubled = sum(n - 1 for n in Counter(rows).values() if n > 1)
         if final:
             trial.outcome.duplicated += doubled
         else:
             trial.expect(not doubled, f"{when}: {doubled} change(s) of {table} in bronze twice")
         positions += rows
-    stored = query(
-        warehouse,
-        "SELECT position FROM _meta.positions WHERE source = ? AND key = 'change'",
-        [f"cdc:{db.name}"],
-    )
     if not positions:
         trial.expect(not stored, f"{when}: position {stored} but bronze is empty")
         return
@@ -158,11 +158,12 @@ def test_cdc_capture_killed_then_rerun_loses_and_doubles_nothing(
                     _check_committed(trial, warehouse, db, "after the second kill")
         trial.run(job)
         _check_committed(trial, warehouse, db, "at the end", final=True)
-        for table in TABLES:
-            rows = query(
-                warehouse,
-                f"SELECT op, key, after FROM bronze.{db.name}_{table} ORDER BY commit_lsn, seq",
-            )
+        with reading(warehouse) as q:
+            logs = {
+                t: q(f"SELECT op, key, after FROM bronze.{db.name}_{t} ORDER BY commit_lsn, seq")
+                for t in TABLES
+            }
+        for table, rows in logs.items():
             state = replay([{"op": op, "key": key, "after": after} for op, key, after in rows])
             source = db.state(table)
             trial.account(

@@ -15,10 +15,11 @@ import pytest
 from medallion_platform.connectors.files import FileFeed, list_landing_files
 from medallion_platform_tests.conftest import write_csv
 from medallion_platform_tests.faults.children import Job
-from medallion_platform_tests.faults.harness import Trial, draw_plan, query, trial_seeds
+from medallion_platform_tests.faults.harness import Trial, draw_plan, query, reading, trial_seeds
 
 BATCH_ROWS = 100
 BRONZE = "bronze.files_products"
+SOURCE = "files:products"
 
 
 def _write_files(trial: Trial, landing: Path) -> dict[str, list[str]]:
@@ -45,12 +46,10 @@ def _check_committed(
 ) -> None:
     """Whole files only, each registered once, the position on a registered file, and every
     file either still waiting or loaded."""
-    per_file = dict(
-        query(warehouse, f"SELECT split_part(_source, '#', 1), count(*) FROM {BRONZE} GROUP BY 1")
-    )
-    registry = query(
-        warehouse, "SELECT path, rows, batch_id FROM _meta.files WHERE status = 'loaded'"
-    )
+    with reading(warehouse) as q:
+        per_file = dict(q(f"SELECT split_part(_source, '#', 1), count(*) FROM {BRONZE} GROUP BY 1"))
+        registry = q("SELECT path, rows, batch_id FROM _meta.files WHERE status = 'loaded'")
+        position = q("SELECT position, batch_id FROM _meta.positions WHERE source = ?", [SOURCE])
     registered = {path: (rows, batch) for path, rows, batch in registry}
     trial.expect(len(registered) == len(registry), f"{when}: a file registered twice: {registry}")
     for rel, count in per_file.items():
@@ -64,9 +63,6 @@ def _check_committed(
             per_file.get(rel) == rows,
             f"{when}: {rel} registered with {rows} rows, bronze has {per_file.get(rel)}",
         )
-    position = query(
-        warehouse, "SELECT position, batch_id FROM _meta.positions WHERE source = 'files:products'"
-    )
     if position:
         rel, batch = position[0]
         trial.expect(

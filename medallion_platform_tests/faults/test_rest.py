@@ -20,9 +20,10 @@ from medallion_platform.demo.payments_api import PaymentsApi, generate_payments
 from medallion_platform_tests.faults.children import Job
 from medallion_platform_tests.faults.harness import (
     KillSwitch,
+    Query,
     Trial,
     draw_plan,
-    query,
+    reading,
     trial_seeds,
 )
 
@@ -48,23 +49,25 @@ class KillingPaymentsApi(PaymentsApi):
         return super()._respond(method, target, authorization)
 
 
+def _state(q: Query, key: str) -> SyncState:
+    raw = q("SELECT position FROM _meta.positions WHERE source = ? AND key = 'state'", [key])
+    return SyncState.model_validate_json(raw[0][0]) if raw else SyncState()
+
+
 def _check_state(
     trial: Trial, warehouse: Path, key: str, newest_first: list[str], when: str
 ) -> None:
     """The committed state names exactly the committed rows."""
     count, distinct, pages = 0, 0, 0
-    if query(warehouse, f"SELECT count(*) FROM {BRONZE}") not in ([], [(0,)]):
-        # (Until its first rows, the table has only its lineage columns: no id column yet.)
-        count, distinct, pages = query(
-            warehouse,
-            "SELECT count(*), count(DISTINCT id), count(DISTINCT split_part(_source, '#', 1)) "
-            f"FROM {BRONZE}",
-        )[0]
+    with reading(warehouse) as q:
+        if q(f"SELECT count(*) FROM {BRONZE}") not in ([], [(0,)]):
+            # (Until its first rows, the table has only its lineage columns: no id column.)
+            count, distinct, pages = q(
+                "SELECT count(*), count(DISTINCT id), count(DISTINCT split_part(_source, '#', 1)) "
+                f"FROM {BRONZE}"
+            )[0]
+        state = _state(q, key)
     trial.expect(count == distinct, f"{when}: {count} rows, {distinct} distinct ids")
-    raw = query(
-        warehouse, "SELECT position FROM _meta.positions WHERE source = ? AND key = 'state'", [key]
-    )
-    state = SyncState.model_validate_json(raw[0][0]) if raw else SyncState()
     if state.in_progress is None:
         complete = count == len(newest_first)
         trial.expect(
@@ -134,13 +137,9 @@ def test_rest_sync_killed_then_rerun_loses_and_doubles_nothing(
                         _check_state(trial, warehouse, key, newest_first, "after the second kill")
             api.kill_at = 0
             trial.run(job)
-        trial.account(newest_first, [i for (i,) in query(warehouse, f"SELECT id FROM {BRONZE}")])
-        raw = query(
-            warehouse,
-            "SELECT position FROM _meta.positions WHERE source = ? AND key = 'state'",
-            [key],
-        )
-        state = SyncState.model_validate_json(raw[0][0]) if raw else SyncState()
+        with reading(warehouse) as q:
+            trial.account(newest_first, [i for (i,) in q(f"SELECT id FROM {BRONZE}")])
+            state = _state(q, key)
         newest = max(c["created"] for c in data.charges)
         trial.expect(
             state.in_progress is None and state.high_water_mark == newest, f"final state {state}"

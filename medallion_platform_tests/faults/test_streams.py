@@ -26,7 +26,7 @@ from medallion_platform.connectors.streams.kafka import produce as kafka_produce
 from medallion_platform.connectors.streams.redis_streams import committed_key
 from medallion_platform.connectors.streams.redis_streams import produce as redis_produce
 from medallion_platform_tests.faults.children import Job
-from medallion_platform_tests.faults.harness import Trial, draw_plan, query, trial_seeds
+from medallion_platform_tests.faults.harness import Trial, draw_plan, query, reading, trial_seeds
 
 TABLE = "events"
 PARTITIONS = 3
@@ -42,16 +42,6 @@ def _messages(trial: Trial, n: int) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def _committed(warehouse: Path, name: str) -> dict[str, str]:
-    return dict(
-        query(
-            warehouse,
-            "SELECT key, position FROM _meta.positions WHERE source = ?",
-            [f"stream:{name}"],
-        )
-    )
-
-
 def _check_positions(
     trial: Trial,
     warehouse: Path,
@@ -62,11 +52,13 @@ def _check_positions(
 ) -> None:
     """Per partition: bronze holds exactly the offsets up to the committed position, and the
     broker's acknowledged position is not past it."""
-    positions = _committed(warehouse, name)
+    with reading(warehouse) as q:
+        positions = dict(
+            q("SELECT key, position FROM _meta.positions WHERE source = ?", [f"stream:{name}"])
+        )
+        rows = q(f"SELECT _partition, _offset FROM bronze.{TABLE}")
     landed: dict[str, list[str]] = {}
-    for partition, offset in query(
-        warehouse, f"SELECT _partition, _offset FROM bronze.{TABLE} ORDER BY _batch_id, _row_number"
-    ):
+    for partition, offset in rows:
         landed.setdefault(partition, []).append(offset)
     for partition, offsets in order.items():
         rank = {offset: n for n, offset in enumerate(offsets)}
