@@ -217,13 +217,13 @@ def run_child(
         job = replace(job, kill_at=(plan.event, plan.at))
     reader, writer = ctx.Pipe(duplex=False)
     process = ctx.Process(target=children.main, args=(writer, job), daemon=True)
-    started = time.monotonic()
-    deadline = started + timeout_s
     events: list[tuple[str, int, str]] = []
     summary = error = point = ""
     kill_at: float | None = None
     killed = hung = done = False
-    process.start()
+    process.start()  # the first start also starts the fork server: not the child's time
+    started = time.monotonic()
+    deadline = started + timeout_s
     writer.close()
     assert process.pid is not None
     if plan is not None and plan.how == "server":
@@ -308,6 +308,7 @@ class TrialOutcome:
     kills: list[str] = field(default_factory=list)  # the kill points that landed
     categories: list[str] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)  # plans the run finished before
+    faults: list[str] = field(default_factory=list)  # destination faults injected
     runs: int = 0
     lost: int = 0
     duplicated: int = 0
@@ -321,13 +322,14 @@ class TrialOutcome:
 
     def line(self) -> str:
         verdict = "ok" if self.clean else "FAILED"
-        killed = "; ".join(self.kills) or "not killed"
-        missed = f"; finished before {', '.join(self.missed)}" if self.missed else ""
+        where = [f"killed at {'; '.join(self.kills)}"] if self.kills else []
+        where += [f"faults: {'; '.join(self.faults)}"] if self.faults else []
+        where += [f"finished before {', '.join(self.missed)}"] if self.missed else []
         hung = " HUNG" if self.hung else ""
         problems = f" — {' | '.join(self.problems)}" if self.problems else ""
         return (
-            f"[fault] {self.source} seed {self.seed}: killed at {killed}{missed}; "
-            f"{self.runs} runs, lost {self.lost}, duplicated {self.duplicated}{hung}, "
+            f"[fault] {self.source} seed {self.seed}: {'; '.join(where) or 'not killed'}; "
+            f"{self.runs} child runs, lost {self.lost}, duplicated {self.duplicated}{hung}, "
             f"{self.seconds:.1f}s: {verdict}{problems}"
         )
 
@@ -417,6 +419,7 @@ def summary_lines(outcomes: list[TrialOutcome]) -> list[str]:
         kills = sum(len(o.kills) for o in group)
         total_kills += kills
         points = Counter(c for o in group for c in o.categories)
+        points.update(f.split(" at ")[0] for o in group for f in o.faults)
         where = ", ".join(f"{name} x{n}" for name, n in sorted(points.items()))
         lines.append(
             f"{source:<18} trials {len(group):>3}  kills {kills:>3}  "

@@ -11,7 +11,6 @@ created twice (no new id for a record that existed), and every change has its ou
 
 from __future__ import annotations
 
-import functools
 import shutil
 from pathlib import Path
 
@@ -20,18 +19,22 @@ import pytest
 
 from medallion_platform.reverse_etl import state as sync_state
 from medallion_platform.reverse_etl.engine import execute
-from medallion_platform.reverse_etl.spec import SyncSpec, destination_info, open_destination
+from medallion_platform.reverse_etl.spec import open_destination
 from medallion_platform.warehouse import Warehouse
 from medallion_platform_tests.faults.children import Job
 from medallion_platform_tests.faults.harness import KillSwitch, Trial, draw_plan, trial_seeds
-from medallion_platform_tests.faults.syncs import DESTINATIONS, Destination
+from medallion_platform_tests.faults.syncs import (
+    DESTINATIONS,
+    Destination,
+    engine_calls,
+    packaged,
+    write_requests,
+)
 from medallion_platform_tests.reverse_etl import (
     Customer,
     changed,
-    create_gold,
     make_customers,
     state_hashes,
-    sync,
     write_customers,
 )
 
@@ -81,28 +84,6 @@ def _check_at_kill(
     return now
 
 
-@functools.cache
-def _packaged(name: str) -> SyncSpec:
-    """The packaged sync (loading and validating the config takes a while: once a session)."""
-    return sync(name)
-
-
-@pytest.fixture(scope="module")
-def empty_gold(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A warehouse with the gold tables the syncs read, empty; each trial starts from a copy."""
-    path = tmp_path_factory.mktemp("gold") / "empty.duckdb"
-    with Warehouse(path).connect() as conn:
-        create_gold(conn, [])
-    return path
-
-
-def _requests(records: int, per_call: int, max_batch: int) -> int:
-    """HTTP writes for ``records``: the engine hands the client ``per_call`` at a time, the
-    client sends at most ``max_batch`` per request."""
-    full, rest = divmod(records, per_call)
-    return full * -(-per_call // max_batch) + -(-rest // max_batch)
-
-
 def _finished_runs(conn: duckdb.DuckDBPyConnection, sync: str) -> int:
     row = conn.execute(
         "SELECT count(*) FROM _meta.sync_runs WHERE sync = ? AND finished_at IS NOT NULL", [sync]
@@ -118,7 +99,7 @@ def test_sync_killed_then_rerun_loses_and_duplicates_nothing(
     dest = DESTINATIONS[name]
     with Trial(name.split("_")[0], seed) as trial, dest.start() as emulator:
         batch = trial.rng.choice([10, 20, 25])
-        spec = _packaged(name).model_copy(update={"batch_size": batch})
+        spec = packaged(name).model_copy(update={"batch_size": batch})
         warehouse = tmp_path / "warehouse.duckdb"
         shutil.copyfile(empty_gold, warehouse)
         customers = make_customers(trial.rng.randint(100, 200))
@@ -139,10 +120,8 @@ def test_sync_killed_then_rerun_loses_and_duplicates_nothing(
         ids_before = dest.ids(emulator)
         sends = sum(expected_before.get(k) != v for k, v in expected.items())
         removals = len(set(expected_before) - set(expected)) if dest.mirror else 0
-        max_batch = destination_info(spec.destination).max_batch
-        per_call = min(batch, max_batch) * spec.batches_per_commit
-        calls = -(-sends // per_call) + -(-removals // per_call)
-        writes = sum(_requests(n, per_call, max_batch) for n in (sends, removals))
+        calls = sum(engine_calls(spec, n) for n in (sends, removals))
+        writes = sum(write_requests(spec, n) for n in (sends, removals))
         job = Job(
             "sync", str(warehouse), {"spec": spec, "options": dest.options}, dest.env(emulator)
         )
