@@ -5,7 +5,8 @@ a loopback HTTP server on a background thread, bearer/basic auth checked in cons
 exact sliding-window rate limiter (``time.monotonic``) that also remembers the busiest window it
 saw, a thread-safe record store with atomic transactions (for all-or-none batches), a request log
 and faults injected on demand (an error status before or after the write was committed, a slow
-answer, a dropped connection before or after the write was committed). Each emulator supplies its routes and its API's error bodies.
+answer, a dropped connection before or after the write was committed). Each emulator supplies its
+routes and its API's error bodies.
 """
 
 from __future__ import annotations
