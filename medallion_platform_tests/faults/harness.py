@@ -10,8 +10,9 @@ Kill points:
 
 - ``self``: the child SIGKILLs itself inside the core's callback for the n-th event (a batch
   appended in an open transaction, a commit not yet acknowledged, a file not yet archived);
-- ``parent``: the parent SIGKILLs it a random few milliseconds after the n-th event, so the
-  kill lands anywhere in the work between two callbacks;
+- ``parent``: the parent SIGKILLs it a random fraction of a cycle after the n-th event (the
+  cycle being the time the child took from its previous event to that one), so the kill lands
+  anywhere in the work between two callbacks: reading, appending, committing, acknowledging;
 - ``timer``: a random delay after the child started (imports done), whatever it is doing;
 - ``server``: the HTTP server the child talks to (the payments API, a SaaS emulator) kills it
   while serving the n-th request, before or after applying it.
@@ -51,6 +52,8 @@ DEFAULT_TRIALS = 7
 """Kill trials per source and per sync in the default run (``MEDALLION_FAULT_TRIALS``)."""
 SECOND_CRASH_ODDS = 0.3
 """How often the rerun is killed too, before the final rerun."""
+FIRST_CYCLE_S = 0.03
+"""A parent kill after the first event of its kind: a random fraction of this."""
 
 PRELOAD = ["__main__", children.__name__, "pandas"]
 """Imported once by the fork server: the main script (else every child imports pytest again),
@@ -91,14 +94,15 @@ class KillPlan:
     how: How
     event: str = ""
     at: int = 0
-    delay_s: float = 0.0
+    delay_s: float = 0.0  # timer: after the child started
+    fraction: float = 0.0  # parent: of the cycle that ended with the event
     phase: str = ""  # server: "before apply" | "after apply"
 
     def describe(self) -> str:
         if self.how == "self":
             return f"self at {self.event}#{self.at}"
         if self.how == "parent":
-            return f"parent {self.delay_s * 1000:.0f} ms after {self.event}#{self.at}"
+            return f"parent {self.fraction:.0%} of a cycle after {self.event}#{self.at}"
         if self.how == "timer":
             return f"timer {self.delay_s * 1000:.0f} ms after start"
         return f"server at request #{self.at}, {self.phase}"
@@ -120,11 +124,11 @@ def draw_plan(
     timer_s: float,
     server_requests: int = 0,
     server_phases: tuple[str, ...] = ("before apply", "after apply"),
-    max_delay_s: float = 0.03,
 ) -> KillPlan:
     """A kill point: ``events`` are the callbacks the run will make (name → how many),
     ``timer_s`` bounds a kill by delay, ``server_requests`` (if any) the requests it will send."""
-    kinds: list[How] = ["self", "parent", "timer"]
+    # Parent kills twice as often: they land anywhere between two callbacks.
+    kinds: list[How] = ["self", "parent", "parent", "timer"]
     if server_requests:
         kinds.append("server")
     how = rng.choice(kinds)
@@ -136,8 +140,8 @@ def draw_plan(
     names = sorted(name for name, n in events.items() if n > 0)
     event = rng.choice(names)
     at = rng.randint(1, events[event])
-    delay = round(rng.uniform(0, max_delay_s), 3) if how == "parent" else 0.0
-    return KillPlan(how, event=event, at=at, delay_s=delay)
+    fraction = round(rng.random(), 2) if how == "parent" else 0.0
+    return KillPlan(how, event=event, at=at, fraction=fraction)
 
 
 @dataclass
@@ -220,6 +224,7 @@ def run_child(
     events: list[tuple[str, int, str]] = []
     summary = error = point = ""
     kill_at: float | None = None
+    previous: dict[str, float] = {}  # when each kind of event last came
     killed = hung = done = False
     process.start()  # the first start also starts the fork server: not the child's time
     started = time.monotonic()
@@ -256,15 +261,19 @@ def run_child(
             except EOFError:
                 break
             events.append((name, n, detail if name not in ("done", "error") else ""))
+            now = time.monotonic()
+            # The last cycle: since the previous event of its kind (the first one's time since
+            # the start includes setting up: FIRST_CYCLE_S stands in for it).
+            cycle = now - previous[name] if name in previous else FIRST_CYCLE_S
+            previous[name] = now
             if name == "done":
                 done, summary = True, detail
             elif name == "error":
                 error = detail
-            elif plan is not None and (
-                (plan.how == "timer" and name == "ready")
-                or (plan.how == "parent" and (name, n) == (plan.event, plan.at))
-            ):
-                kill_at = time.monotonic() + plan.delay_s
+            elif plan is not None and plan.how == "timer" and name == "ready":
+                kill_at = now + plan.delay_s
+            elif plan is not None and plan.how == "parent" and (name, n) == (plan.event, plan.at):
+                kill_at = now + plan.fraction * cycle
         process.join(timeout=max(0.1, deadline - time.monotonic()))
         if process.exitcode is None:
             hung = True
@@ -428,8 +437,10 @@ def summary_lines(outcomes: list[TrialOutcome]) -> list[str]:
             f"missed {sum(len(o.missed) for o in group)}  [{where}]"
         )
     failed = sum(not o.clean for o in outcomes)
+    killed = sum(bool(o.kills) for o in outcomes)
     lines.append(
-        f"fault trials: {len(outcomes)} trials, {total_kills} kills, "
+        f"fault trials: {len(outcomes)} trials ({killed} killed at least once), "
+        f"{total_kills} kills, "
         f"{sum(o.lost for o in outcomes)} lost, {sum(o.duplicated for o in outcomes)} duplicated, "
         f"{sum(o.hung for o in outcomes)} hung, {failed} failed"
     )

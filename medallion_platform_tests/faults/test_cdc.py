@@ -26,7 +26,13 @@ from medallion_platform.databases.postgres import PostgresServer
 from medallion_platform_tests.cdc_db import Db, cdc_database, insert_customers
 from medallion_platform_tests.connectors.cdc.test_ingest import replay
 from medallion_platform_tests.faults.children import Job
-from medallion_platform_tests.faults.harness import Trial, draw_plan, reading, trial_seeds
+from medallion_platform_tests.faults.harness import (
+    KillPlan,
+    Trial,
+    draw_plan,
+    reading,
+    trial_seeds,
+)
 
 TABLES = ("customers", "orders")
 PASSWORD_ENV = "FAULT_TRIALS_PG_PASSWORD"
@@ -128,7 +134,7 @@ def test_cdc_capture_killed_then_rerun_loses_and_doubles_nothing(
         cdc_database(postgres, f"faults_cdc_{seed}_{uuid.uuid4().hex[:6]}") as db,
     ):
         insert_customers(db, 1, trial.rng.randint(200, 500))
-        batch = trial.rng.choice([40, 80, 150])
+        batch = trial.rng.choice([20, 40, 80])
         spec = db.spec.model_copy(update={"batch_size": batch})
         warehouse = tmp_path / "warehouse.duckdb"
         job = Job(
@@ -140,7 +146,7 @@ def test_cdc_capture_killed_then_rerun_loses_and_doubles_nothing(
         transactions = trial.rng.randint(60, 150)
         if trial.rng.random() < 0.3:  # killed in its first run: the snapshot, then changes
             _transactions(db, trial.rng, range(transactions))
-            plan = draw_plan(trial.rng, {"committed": 1}, timer_s=0.3)
+            plan = KillPlan("timer", delay_s=round(trial.rng.uniform(0, 0.25), 3))
         else:  # killed while streaming: the snapshot was taken by an earlier run
             trial.expect(trial.run(job).status == "done", "the snapshot run did not finish")
             _transactions(db, trial.rng, range(transactions))
