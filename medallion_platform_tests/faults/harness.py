@@ -29,6 +29,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import random
+import select
 import signal
 import threading
 import time
@@ -165,46 +166,37 @@ class KillSwitch:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pid: int | None = None
+        self._pidfd: int | None = None
         self.point = ""
 
-    def arm(self, pid: int) -> None:
+    def arm(self, pidfd: int) -> None:
         with self._lock:
-            self._pid, self.point = pid, ""
+            self._pidfd, self.point = pidfd, ""
 
     def disarm(self) -> None:
         with self._lock:
-            self._pid = None
-
-    @property
-    def armed(self) -> bool:
-        with self._lock:
-            return self._pid is not None
+            self._pidfd = None
 
     def fire(self, point: str) -> bool:
         """SIGKILL the child (once) and wait until it is gone; False if none is armed."""
-        with self._lock:
-            pid, self._pid = self._pid, None
-            if pid is None:
+        with self._lock:  # held until it is dead: the pidfd is not closed under us
+            pidfd, self._pidfd = self._pidfd, None
+            if pidfd is None:
                 return False
             self.point = point
-        os.kill(pid, signal.SIGKILL)
-        _wait_gone(pid)
-        return True
+            return _kill(pidfd)
 
 
-def _wait_gone(pid: int, timeout_s: float = 5.0) -> None:
-    """Until ``pid`` is dead (a zombie or reaped): then nothing it would do can still happen."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as stat:
-                state = stat.read().rsplit(b")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            return
-        if state in (b"Z", b"X"):
-            return
-        time.sleep(0.001)
+def _kill(pidfd: int, timeout_s: float = 5.0) -> bool:
+    """SIGKILL the process behind ``pidfd`` and wait until it is dead (then nothing it was doing
+    can still happen); False if it had already exited. A pidfd names that one process, never a
+    later one that got its pid."""
+    try:
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    except (ProcessLookupError, OSError):  # exited (or no process behind the descriptor)
+        return False
+    select.select([pidfd], [], [], timeout_s)  # readable once the process has exited
+    return True
 
 
 def run_child(
@@ -231,15 +223,18 @@ def run_child(
     deadline = started + timeout_s
     writer.close()
     assert process.pid is not None
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except ProcessLookupError:  # gone already (and reaped): nothing left to kill
+        pidfd = os.open(os.devnull, os.O_RDONLY)
     if plan is not None and plan.how == "server":
         assert switch is not None, "a server kill plan needs the server's kill switch"
-        switch.arm(process.pid)
+        switch.arm(pidfd)
 
     def kill(why: str) -> None:
         nonlocal killed, point, kill_at
         kill_at = None
-        if process.exitcode is None:
-            os.kill(process.pid, signal.SIGKILL)
+        if _kill(pidfd):
             killed, point = True, why
 
     try:
@@ -283,8 +278,9 @@ def run_child(
         if switch is not None:
             switch.disarm()
         if process.exitcode is None:
-            process.kill()
+            _kill(pidfd)
             process.join(timeout=10)
+        os.close(pidfd)
         reader.close()
     seconds = time.monotonic() - started
     if hung:
