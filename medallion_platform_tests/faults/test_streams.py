@@ -1,5 +1,5 @@
 """Streams: ``ingest_stream`` from Kafka (Tansu) and Redis Streams killed right after a batch was
-acknowledged, a few milliseconds into the next one (reading, appending, committing or
+acknowledged, a random fraction into the next one (reading, appending, committing or
 acknowledging), or anywhere; then rerun.
 
 Truth: the messages the trial produced (each payload unique). After any kill, each partition's
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from math import ceil
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,9 @@ def _trial(
     batch: int,
     name: str,
     order: dict[str, list[str]],
-    acknowledged,
-) -> None:  # type: ignore[no-untyped-def]
+    acknowledged: Callable[[], dict[str, str]],
+) -> None:
+    """Kill, check, maybe kill the rerun too, rerun; ``acknowledged`` reads the broker side."""
     plan = draw_plan(trial.rng, {"acknowledged": ceil(messages / batch)}, timer_s=0.3)
     if trial.run(job, plan).status == "killed":
         _check_positions(trial, warehouse, name, order, acknowledged(), "after the kill")

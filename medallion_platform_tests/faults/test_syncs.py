@@ -1,6 +1,6 @@
 """Reverse ETL: each packaged sync (Salesforce, HubSpot, Zendesk) killed while the destination
 serves a write (before or after applying it), right after the destination confirmed a batch
-that the engine has not recorded yet, a few milliseconds later, or anywhere; then rerun.
+that the engine has not recorded yet, a random fraction of a batch later, or anywhere; then rerun.
 
 Truth: what the destination should hold for the customers in gold (computed independently of
 the engine). After any kill, the sync state holds only records the destination confirmed: a
