@@ -14,18 +14,16 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 from medallion_platform.reverse_etl.destinations.http import RetryPolicy
-from medallion_platform.reverse_etl.engine import SyncResult, execute
-from medallion_platform.reverse_etl.spec import SyncSpec, open_destination
 from medallion_platform.warehouse import Warehouse
+from medallion_platform_tests.faults.children import Job
 from medallion_platform_tests.faults.harness import Trial
 from medallion_platform_tests.faults.syncs import (
     DESTINATIONS,
-    Destination,
     packaged,
     write_requests,
 )
@@ -37,10 +35,26 @@ ANSWER_AFTER_S = 0.8  # the slow write's answer (and its late apply)
 RETRY = RetryPolicy(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.02, timeout_s=0.25)
 
 
-def _run(conn: Any, spec: SyncSpec, dest: Destination, emulator: Any) -> SyncResult:
-    options = {**dest.options, "retry": RETRY}
-    with open_destination(spec, dest.env(emulator), **options) as client:
-        return execute(conn, spec, client)
+class Run(NamedTuple):
+    """One run as ``_meta.sync_runs`` recorded it."""
+
+    run_id: str
+    added: int
+    changed: int
+    failed: int
+    retries: int
+
+
+def _run(trial: Trial, job: Job, warehouse: Path, sync: str) -> Run:
+    """One sync in a child (a deadline, like every trial run), read back from the warehouse."""
+    trial.run(job)
+    with Warehouse(warehouse).connect() as conn:
+        row = conn.execute(
+            "SELECT run_id, added, changed, failed, retries FROM _meta.sync_runs "
+            "WHERE sync = ? ORDER BY started_at DESC LIMIT 1",
+            [sync],
+        ).fetchone()
+    return Run(*row)
 
 
 def _outcomes(conn: Any, sync: str, run_id: str) -> dict[str, list[str]]:
@@ -83,35 +97,41 @@ def test_a_destination_fault_mid_sync_then_a_rerun_duplicates_nothing(
         trial.outcome.faults.append(f"{fault} at write {at}")
         with Warehouse(warehouse).connect() as conn:
             write_customers(conn, customers)
-            first = _run(conn, spec, dest, emulator)
-            time.sleep(ANSWER_AFTER_S if fault == "timeout" else 0)  # the late apply lands
-            ids_first = dest.ids(emulator)
+        options = {**dest.options, "retry": RETRY}
+        job = Job("sync", str(warehouse), {"spec": spec, "options": options}, dest.env(emulator))
+        first = _run(trial, job, warehouse, name)
+        time.sleep(ANSWER_AFTER_S if fault == "timeout" else 0)  # the late apply lands
+        ids_first = dest.ids(emulator)
+        with Warehouse(warehouse).connect() as conn:
             recorded = _outcomes(conn, name, first.run_id)
-            trial.expect(first.retries >= 1, f"the fault caused no retry: {first}")
+            synced_first = len(state_hashes(conn, name))
+        trial.expect(first.retries >= 1, f"the fault caused no retry: {first}")
+        trial.expect(
+            len(recorded.get("synced", [])) == first.added
+            and len(recorded.get("failed", [])) == first.failed
+            and first.added + first.failed == len(expected),
+            f"first run: {first.added} added, {first.failed} failed, outcomes {recorded}",
+        )
+        if fault == "5xx after apply":
+            trial.expect(first.failed >= BATCH, f"the failing batch was not failed: {first}")
             trial.expect(
-                len(recorded.get("synced", [])) == first.added
-                and len(recorded.get("failed", [])) == first.failed
-                and first.added + first.failed == len(expected),
-                f"first run: {first.added} added, {first.failed} failed, outcomes {recorded}",
+                all("HTTP 500" in error for error in recorded.get("failed", [])),
+                f"failed outcomes without the destination's error: {recorded.get('failed')}",
             )
-            if fault == "5xx after apply":
-                trial.expect(first.failed >= BATCH, f"the failing batch was not failed: {first}")
-                trial.expect(
-                    all("HTTP 500" in error for error in recorded.get("failed", [])),
-                    f"failed outcomes without the destination's error: {recorded.get('failed')}",
-                )
-                trial.expect(
-                    len(state_hashes(conn, name)) == len(expected) - first.failed,
-                    "records the destination never confirmed are in the sync state",
-                )
-            rerun = _run(conn, spec, dest, emulator)
             trial.expect(
-                (rerun.added, rerun.changed, rerun.failed) == (first.failed, 0, 0),
-                f"rerun: {rerun.added} added, {rerun.changed} changed, {rerun.failed} failed",
+                synced_first == len(expected) - first.failed,
+                "records the destination never confirmed are in the sync state",
             )
+        rerun = _run(trial, job, warehouse, name)
+        trial.expect(
+            (rerun.added, rerun.changed, rerun.failed) == (first.failed, 0, 0),
+            f"rerun: {rerun.added} added, {rerun.changed} changed, {rerun.failed} failed",
+        )
+        with Warehouse(warehouse).connect() as conn:
             rerun_synced = len(_outcomes(conn, name, rerun.run_id).get("synced", []))
-            trial.expect(rerun_synced == rerun.added, "rerun outcomes not recorded")
-            trial.expect(len(state_hashes(conn, name)) == len(expected), "sync state incomplete")
+            synced = len(state_hashes(conn, name))
+        trial.expect(rerun_synced == rerun.added, "rerun outcomes not recorded")
+        trial.expect(synced == len(expected), "sync state incomplete")
         held = dest.state(emulator)
         trial.account(
             [(k, repr(v)) for k, v in expected.items()], [(k, repr(v)) for k, v in held.items()]

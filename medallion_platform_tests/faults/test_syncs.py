@@ -18,8 +18,6 @@ import duckdb
 import pytest
 
 from medallion_platform.reverse_etl import state as sync_state
-from medallion_platform.reverse_etl.engine import execute
-from medallion_platform.reverse_etl.spec import open_destination
 from medallion_platform.warehouse import Warehouse
 from medallion_platform_tests.faults.children import Job
 from medallion_platform_tests.faults.harness import KillSwitch, Trial, draw_plan, trial_seeds
@@ -110,13 +108,17 @@ def test_sync_killed_then_rerun_loses_and_duplicates_nothing(
         expected_before: dict[str, dict] = {}
         with Warehouse(warehouse).connect() as conn:
             write_customers(conn, customers)
-            if trial.rng.random() < 0.5:  # a day of changes after a complete sync
-                with open_destination(spec, dest.env(emulator), **dest.options) as client:
-                    execute(conn, spec, client)
-                expected_before = dest.expected(customers)
-                trial.expect(dest.state(emulator) == expected_before, "the first sync is wrong")
-                customers = _evolve(trial, customers, dest.mirror)
+        job = Job(
+            "sync", str(warehouse), {"spec": spec, "options": dest.options}, dest.env(emulator)
+        )
+        if trial.rng.random() < 0.5:  # a day of changes after a complete sync
+            trial.expect(trial.run(job).status == "done", "the first sync did not finish")
+            expected_before = dest.expected(customers)
+            trial.expect(dest.state(emulator) == expected_before, "the first sync is wrong")
+            customers = _evolve(trial, customers, dest.mirror)
+            with Warehouse(warehouse).connect() as conn:
                 write_customers(conn, customers)
+        with Warehouse(warehouse).connect() as conn:
             sync_state.ensure_sync_tables(conn)
             before = state_hashes(conn, name)
             finished_before = _finished_runs(conn, name)
@@ -126,9 +128,6 @@ def test_sync_killed_then_rerun_loses_and_duplicates_nothing(
         removals = len(set(expected_before) - set(expected)) if dest.mirror else 0
         calls = sum(engine_calls(spec, n) for n in (sends, removals))
         writes = sum(write_requests(spec, n) for n in (sends, removals))
-        job = Job(
-            "sync", str(warehouse), {"spec": spec, "options": dest.options}, dest.env(emulator)
-        )
         switch = KillSwitch()
         plan = draw_plan(trial.rng, {"confirmed": calls}, timer_s=0.3, server_requests=writes)
         if plan.how == "server":
