@@ -118,6 +118,12 @@ class KillPlan:
         return "timer"
 
 
+def kill_kinds(server: bool) -> list[How]:
+    """Kinds of kill point to draw from; parent kills twice, since they land anywhere between
+    two callbacks."""
+    return ["self", "parent", "timer", "parent", *(["server"] if server else [])]
+
+
 def draw_plan(
     rng: random.Random,
     events: dict[str, int],
@@ -125,14 +131,13 @@ def draw_plan(
     timer_s: float,
     server_requests: int = 0,
     server_phases: tuple[str, ...] = ("before apply", "after apply"),
+    how: How | None = None,
 ) -> KillPlan:
     """A kill point: ``events`` are the callbacks the run will make (name → how many),
-    ``timer_s`` bounds a kill by delay, ``server_requests`` (if any) the requests it will send."""
-    # Parent kills twice as often: they land anywhere between two callbacks.
-    kinds: list[How] = ["self", "parent", "parent", "timer"]
-    if server_requests:
-        kinds.append("server")
-    how = rng.choice(kinds)
+    ``timer_s`` bounds a kill by delay, ``server_requests`` (if any) the requests it will send;
+    ``how`` imposes the kind of point."""
+    if how is None:
+        how = rng.choice(kill_kinds(server_requests > 0))
     if how == "timer":
         return KillPlan("timer", delay_s=round(rng.uniform(0, timer_s), 3))
     if how == "server":
@@ -384,6 +389,13 @@ class Trial:
         elif plan is not None:
             self.outcome.missed.append(plan.describe())
         return result
+
+    def first_plan(self, events: dict[str, int], **kwargs: Any) -> KillPlan:
+        """The first run's kill point. Its kind rotates with the seed, so that the default
+        seeds kill every source at every kind of point; the rest is drawn at random."""
+        kinds = kill_kinds(bool(kwargs.get("server_requests")))
+        how = kinds[self.outcome.seed % len(kinds)]
+        return draw_plan(self.rng, events, how=how, **kwargs)
 
     def second_crash(self) -> bool:
         return self.rng.random() < SECOND_CRASH_ODDS

@@ -30,6 +30,7 @@ from medallion_platform_tests.faults.harness import (
     KillPlan,
     Trial,
     draw_plan,
+    kill_kinds,
     reading,
     run_child,
     trial_seeds,
@@ -145,15 +146,16 @@ def test_cdc_capture_killed_then_rerun_loses_and_doubles_nothing(
             env={PASSWORD_ENV: postgres.password},
         )
         transactions = trial.rng.randint(60, 150)
-        if seed % 4 == 0:  # killed in its first run: the snapshot, then changes
+        # Killed in its first run (the snapshot, then changes) at a random time, on the seeds
+        # whose kill point is a timer (see Trial.first_plan); else while streaming.
+        kinds = kill_kinds(server=False)
+        if kinds[seed % len(kinds)] == "timer":
             _transactions(db, trial.rng, range(transactions))
             plan = KillPlan("timer", delay_s=round(trial.rng.uniform(0, 0.25), 3))
         else:  # killed while streaming: the snapshot was taken by an earlier run
             trial.expect(trial.run(job).status == "done", "the snapshot run did not finish")
             _transactions(db, trial.rng, range(transactions))
-            plan = draw_plan(
-                trial.rng, {"committed": max(1, 2 * transactions // batch)}, timer_s=0.3
-            )
+            plan = trial.first_plan({"committed": max(1, 2 * transactions // batch)}, timer_s=0.3)
         with _writing(db, trial, 1_000):
             killed = trial.run(job, plan).status == "killed"
         if killed:

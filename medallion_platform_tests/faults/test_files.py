@@ -95,7 +95,7 @@ def test_files_killed_then_rerun_lose_and_double_nothing(
             "appended": sum(ceil(len(s) / BATCH_ROWS) for s in files.values()),
             "committed": len(files),
         }
-        first = trial.run(job, draw_plan(trial.rng, events, timer_s=0.4))
+        first = trial.run(job, trial.first_plan(events, timer_s=0.4))
         if first.status == "killed":
             _check_committed(trial, warehouse, files, landing, products_feed, "after the kill")
             if trial.second_crash():

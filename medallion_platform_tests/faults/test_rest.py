@@ -155,8 +155,7 @@ def test_rest_sync_killed_then_rerun_loses_and_doubles_nothing(
                 env={source.auth.token_env: TOKEN},
             )
             commits = ceil(pages / endpoint.pages_per_commit)
-            plan = draw_plan(
-                trial.rng,
+            plan = trial.first_plan(
                 {"committed": commits},
                 timer_s=0.3,
                 server_requests=pages,

@@ -90,7 +90,7 @@ def _trial(
     acknowledged: Callable[[], dict[str, str]],
 ) -> None:
     """Kill, check, maybe kill the rerun too, rerun; ``acknowledged`` reads the broker side."""
-    plan = draw_plan(trial.rng, {"acknowledged": ceil(messages / batch)}, timer_s=0.3)
+    plan = trial.first_plan({"acknowledged": ceil(messages / batch)}, timer_s=0.3)
     if trial.run(job, plan).status == "killed":
         _check_positions(trial, warehouse, name, order, acknowledged(), "after the kill")
         if trial.second_crash():

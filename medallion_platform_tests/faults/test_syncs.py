@@ -129,7 +129,7 @@ def test_sync_killed_then_rerun_loses_and_duplicates_nothing(
         calls = sum(engine_calls(spec, n) for n in (sends, removals))
         writes = sum(write_requests(spec, n) for n in (sends, removals))
         switch = KillSwitch()
-        plan = draw_plan(trial.rng, {"confirmed": calls}, timer_s=0.3, server_requests=writes)
+        plan = trial.first_plan({"confirmed": calls}, timer_s=0.3, server_requests=writes)
         if plan.how == "server":
             emulator.arm(switch, plan.at, plan.phase)
         first = trial.run(job, plan, switch=switch)
