@@ -106,7 +106,7 @@ class KillPlan:
             return f"parent {self.fraction:.0%} of a cycle after {self.event}#{self.at}"
         if self.how == "timer":
             return f"timer {self.delay_s * 1000:.0f} ms after start"
-        return f"server at request #{self.at}, {self.phase}"
+        return f"server at #{self.at} ({self.phase})"
 
     @property
     def category(self) -> str:

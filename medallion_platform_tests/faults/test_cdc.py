@@ -1,6 +1,7 @@
 """CDC: ``ingest_cdc`` against the real PostgreSQL killed during the snapshot, right after a
-warehouse commit (the slot not yet advanced), a random fraction into the next batch, or
-anywhere, while the application keeps writing; then more writes and a rerun.
+warehouse commit (the slot not yet advanced), right after the slot advanced, a random fraction
+into the next batch, or anywhere, while the application keeps writing; then more writes and a
+rerun.
 
 Truth: the source database. After any kill, no change is in bronze twice and the committed
 position is exactly the last change bronze holds; after the reruns, replaying each table's
@@ -28,6 +29,7 @@ from medallion_platform_tests.connectors.cdc.test_ingest import replay
 from medallion_platform_tests.faults.children import Job
 from medallion_platform_tests.faults.harness import (
     KillPlan,
+    KillSwitch,
     Trial,
     draw_plan,
     kill_kinds,
@@ -99,6 +101,37 @@ def _writing(db: Db, trial: Trial, start: int) -> Iterator[None]:
         writer.join(timeout=30)
 
 
+@contextmanager
+def _killing_after_slot_advance(db: Db, plan: KillPlan, switch: KillSwitch) -> Iterator[None]:
+    """For a ``server`` plan: PostgreSQL is the server here, and the point is the slot's
+    ``plan.at``-th advance. A watcher polls the slot and kills the capture as soon as it moved:
+    everything the slot now skips must already be in the warehouse."""
+    if plan.how != "server":
+        yield
+        return
+    stop = threading.Event()
+
+    def watch() -> None:
+        sql = "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %s"
+        with db.connect() as conn:
+            last, moves = conn.execute(sql, [db.spec.slot_name]).fetchone(), 0
+            while not stop.wait(0.002):
+                now = conn.execute(sql, [db.spec.slot_name]).fetchone()
+                if now != last:
+                    last, moves = now, moves + 1
+                    if moves == plan.at:
+                        switch.fire(f"slot advanced to {now[0]} (advance {moves})")
+                        return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+
+
 def _check_committed(
     trial: Trial, warehouse: Path, db: Db, when: str, *, final: bool = False
 ) -> None:
@@ -148,16 +181,23 @@ def test_cdc_capture_killed_then_rerun_loses_and_doubles_nothing(
         transactions = trial.rng.randint(60, 150)
         # Killed in its first run (the snapshot, then changes) at a random time, on the seeds
         # whose kill point is a timer (see Trial.first_plan); else while streaming.
-        kinds = kill_kinds(server=False)
+        kinds = kill_kinds(server=True)
         if kinds[seed % len(kinds)] == "timer":
             _transactions(db, trial.rng, range(transactions))
             plan = KillPlan("timer", delay_s=round(trial.rng.uniform(0, 0.25), 3))
         else:  # killed while streaming: the snapshot was taken by an earlier run
             trial.expect(trial.run(job).status == "done", "the snapshot run did not finish")
             _transactions(db, trial.rng, range(transactions))
-            plan = trial.first_plan({"committed": max(1, 2 * transactions // batch)}, timer_s=0.3)
-        with _writing(db, trial, 1_000):
-            killed = trial.run(job, plan).status == "killed"
+            commits = max(1, 2 * transactions // batch)
+            plan = trial.first_plan(
+                {"committed": commits},
+                timer_s=0.3,
+                server_requests=commits,
+                server_phases=("after slot advance",),
+            )
+        switch = KillSwitch()
+        with _writing(db, trial, 1_000), _killing_after_slot_advance(db, plan, switch):
+            killed = trial.run(job, plan, switch=switch).status == "killed"
         if killed:
             _check_committed(trial, warehouse, db, "after the kill")
             _transactions(db, trial.rng, range(2_000, 2_000 + trial.rng.randint(5, 40)))
