@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SCALE  ?= 1
 
-.PHONY: install demo test lint format dev bench bench-streams bench-cdc lock clean
+.PHONY: install demo test soak lint format dev bench bench-streams bench-cdc lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,14 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+## Fault soak: every source and sync killed at many more seeded points than `make test` does
+## (medallion_platform_tests/faults); FAULT_TRIALS=40 per source, from FAULT_SEED=1000.
+FAULT_TRIALS ?= 40
+FAULT_SEED   ?= 1000
+soak: $(STAMP)
+	MEDALLION_FAULT_TRIALS=$(FAULT_TRIALS) MEDALLION_FAULT_SEED=$(FAULT_SEED) \
+		$(BIN)/pytest medallion_platform_tests/faults -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -336,8 +336,9 @@ class _Capture:
         last_end: int | None = None
         # Everything committed before this WAL position is read now; afterwards the slot can
         # move up to it even when its last transactions published nothing of ours (else the
-        # lag the sensor watches would never drain).
-        upto = state.current_lsn
+        # lag the sensor watches would never drain). The flush position, unless decoding up
+        # to it would wait for WAL that nothing flushes (see readable_upto).
+        upto = self.source.readable_upto(state.current_lsn)
         for lsn, data in self.source.changes(upto):
             message = decode(data)
             if isinstance(message, Relation):

@@ -278,6 +278,35 @@ class PostgresChangeSource:
             log.info("%s: created slot %s at %s", self.name, self.spec.slot_name, consistent)
             yield Snapshot(name=name, consistent_lsn=lsn_to_int(consistent))
 
+    def readable_upto(self, flushed: int) -> int:
+        """A WAL position the capture can decode up to now without waiting: ``flushed`` (the
+        flush position), unless that lies inside a record.
+
+        WAL that no commit asked to flush (pages pruned on access by a read that ended in
+        ROLLBACK, the snapshot's own COPY among them) is flushed by the WAL writer a whole page
+        at a time. The flush position then sits on a page boundary, inside the record that
+        spans it, and decoding up to it waits for the rest of that record until something
+        flushes it (the background writer's next running-xacts record, up to 15 s later). In
+        that case only, a transaction with an XID is committed: its commit flushes every
+        record before it, and the insert position read before it is where a record starts.
+        (Only then: the commit is WAL the slot has not confirmed, and a capture that wrote WAL
+        every time would keep the sensor's lag from ever reaching zero.)"""
+        with self.connect() as conn:
+            block, inserted = conn.execute(
+                "SELECT current_setting('wal_block_size')::int, "
+                "(pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint"
+            ).fetchone()
+        if flushed % block or inserted <= flushed:
+            return flushed
+        with self.connect(autocommit=False) as conn:
+            conn.execute("SET LOCAL synchronous_commit = on")
+            row = conn.execute(
+                "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint "
+                "FROM pg_current_xact_id()"
+            ).fetchone()
+            conn.commit()
+        return int(row[0])
+
     def advance(self, lsn: int, conn: psycopg.Connection[Any] | None = None) -> None:
         """Tell the server everything before ``lsn`` is safely in the warehouse."""
         with _maybe(conn, self.connect) as c:

@@ -4,8 +4,9 @@ Reverse-ETL syncs are tested against these servers, so what they share is what a
 a loopback HTTP server on a background thread, bearer/basic auth checked in constant time, an
 exact sliding-window rate limiter (``time.monotonic``) that also remembers the busiest window it
 saw, a thread-safe record store with atomic transactions (for all-or-none batches), a request log
-and faults injected on demand (an error status, a slow answer, a dropped connection before or
-after the write was committed). Each emulator supplies its routes and its API's error bodies.
+and faults injected on demand (an error status before or after the write was committed, a slow
+answer, a dropped connection before or after the write was committed). Each emulator supplies its
+routes and its API's error bodies.
 """
 
 from __future__ import annotations
@@ -390,7 +391,7 @@ class EmulatorStats(BaseModel):
     peak_in_flight: int  # most requests being served at once
 
 
-FaultKind = Literal["status", "slow", "drop", "drop_after"]
+FaultKind = Literal["status", "status_after", "slow", "drop", "drop_after"]
 
 
 @dataclass
@@ -578,12 +579,16 @@ class EmulatorServer:
         status: int = 500,
         path: str = "/",
         retry_after: float | None = None,
+        after_processing: bool = False,
     ) -> None:
         """The next ``count`` requests under ``path`` get ``status`` (the API's own error body)
-        without being processed; 429 is the API's rate-limit answer, 502/504 a proxy's HTML."""
+        without being processed; 429 is the API's rate-limit answer, 502/504 a proxy's HTML.
+        With ``after_processing`` the write is committed first and the error answered anyway
+        (a gateway or the API failing after the work was done: the client cannot tell)."""
         if not 400 <= status <= 599:
             raise ValueError(f"status must be an HTTP error status, got {status}")
-        self._faults.add(Fault("status", count, path, status=status, retry_after=retry_after))
+        kind: FaultKind = "status_after" if after_processing else "status"
+        self._faults.add(Fault(kind, count, path, status=status, retry_after=retry_after))
 
     def slow_next(self, count: int = 1, *, seconds: float, path: str = "/") -> None:
         """The next ``count`` requests under ``path`` are answered after ``seconds``."""
@@ -734,6 +739,8 @@ class EmulatorServer:
                 response = self._internal_error()
         if fault is not None and fault.kind == "drop_after":
             return None, False
+        if fault is not None and fault.kind == "status_after":
+            return self._fault(fault.status, fault.retry_after), False
         return response.with_headers(limit_headers), False
 
 

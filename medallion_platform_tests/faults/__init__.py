@@ -1,0 +1,1 @@
+"""Fault trials: every source and every reverse-ETL sync, killed at seeded random points."""
