@@ -7,7 +7,7 @@ Every connector writes bronze through here, so every bronze table carries the sa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import duckdb
 import pyarrow as pa
@@ -23,6 +23,9 @@ BRONZE_SCHEMA = "bronze"
 ROW_NUMBER = "_row_number"
 PARSE_ERROR = "_parse_error"
 EXTRA_FIELDS = "_extra_fields"
+ROW_GROUP_ROWS = 122_880
+"""DuckDB's row group: an INSERT of whole row groups is compressed and written to the database
+file as it runs; a smaller one waits in memory for COMMIT. Batch appends in multiples of it."""
 LINEAGE_COLUMNS: dict[str, str] = {
     "_batch_id": "BIGINT",
     "_ingested_at": "TIMESTAMPTZ",
@@ -44,6 +47,19 @@ def ensure_bronze_table(
         conn.execute(f"CREATE TABLE {qualified(BRONZE_SCHEMA, table)} ({ddl})")
 
 
+def add_data_columns(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: Iterable[str],
+    lineage: Mapping[str, str] | None = None,
+) -> None:
+    """Schema evolution by addition: data columns new to ``bronze.<table>`` are added as
+    VARCHAR (older rows read NULL)."""
+    reserved = set(LINEAGE_COLUMNS) | set(lineage or {})
+    data_columns = {name: "VARCHAR" for name in columns if name not in reserved}
+    add_missing_columns(conn, BRONZE_SCHEMA, table, data_columns)
+
+
 def append_batch(
     conn: duckdb.DuckDBPyConnection,
     table: str,
@@ -53,17 +69,18 @@ def append_batch(
     source: str | None = None,
     constants: Mapping[str, str] | None = None,
     lineage: Mapping[str, str] | None = None,
+    evolve: bool = True,
 ) -> int:
     """Append ``batch`` (text columns + ``_row_number``) to ``bronze.<table>``.
 
     New data columns are added as VARCHAR first (older rows read NULL); ``_source`` becomes
     ``<source>#row=<n>`` (or comes with the batch when ``source`` is None, for batches that
     span several origins); ``constants`` are per-batch lineage values (e.g. ``_file_hash``).
-    Returns the number of rows appended.
+    ``evolve=False`` skips the column check, for a caller that ran :func:`add_data_columns`
+    once for a stream of batches of one shape. Returns the number of rows appended.
     """
-    reserved = set(LINEAGE_COLUMNS) | set(lineage or {})
-    data_columns = {name: "VARCHAR" for name in batch.column_names if name not in reserved}
-    add_missing_columns(conn, BRONZE_SCHEMA, table, data_columns)
+    if evolve:
+        add_data_columns(conn, table, batch.column_names, lineage)
     if batch.num_rows == 0:
         return 0
     constants = dict(constants or {})

@@ -25,13 +25,21 @@ import logging
 import stat
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import duckdb
+import pyarrow as pa
 from pydantic import BaseModel
 
-from medallion_platform.connectors.bronze import append_batch, ensure_bronze_table
+from medallion_platform.connectors.bronze import (
+    BRONZE_SCHEMA,
+    ROW_GROUP_ROWS,
+    add_data_columns,
+    append_batch,
+    ensure_bronze_table,
+)
 from medallion_platform.connectors.files.landing import (
     archive_path,
     feed_dir,
@@ -41,10 +49,15 @@ from medallion_platform.connectors.files.landing import (
     rejected_path,
     sha256_file,
 )
-from medallion_platform.connectors.files.readers import FileReadError, read_batches
+from medallion_platform.connectors.files.readers import FileReadError, read_ahead, read_batches
 from medallion_platform.connectors.files.spec import FileFeed
 from medallion_platform.warehouse import Warehouse
-from medallion_platform.warehouse.warehouse import next_batch_id, set_position, transaction
+from medallion_platform.warehouse.warehouse import (
+    next_batch_id,
+    set_position,
+    table_columns,
+    transaction,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +111,10 @@ class IngestReport(BaseModel):
         return sum(1 for f in self.files if f.status == status)
 
 
+BATCH_ROWS = 4 * ROW_GROUP_ROWS
+"""Rows per INSERT: whole DuckDB row groups are compressed and written as they come (not all at
+COMMIT), several at once on DuckDB's threads; about 50 MB of Arrow for a 100-byte row."""
+
 ProgressHook = Callable[[str, int], None]
 """Called with a file's landing path and its rows so far, after each appended batch."""
 CommitHook = Callable[[str], None]
@@ -111,7 +128,7 @@ def ingest_files(
     relpaths: Sequence[str] | None = None,
     *,
     run_id: str | None = None,
-    batch_rows: int = 100_000,
+    batch_rows: int = BATCH_ROWS,
     on_progress: ProgressHook | None = None,
     on_committed: CommitHook | None = None,
 ) -> IngestReport:
@@ -137,12 +154,21 @@ def ingest_files(
     with warehouse.connect() as conn:
         with transaction(conn):
             ensure_feed_table(conn, feed)
+        group = _SmallFiles(conn, feed, landing_root, run_id, on_progress, on_committed)
         for rel in pending:
-            outcome = _ingest_one(
-                conn, feed, landing_root, rel, run_id, batch_rows, on_progress, on_committed
+            ready = _read_small(conn, feed, landing_root, rel, batch_rows, group.hashes)
+            if ready is not None:
+                outcomes += group.add(ready)
+                continue
+            outcomes += group.load()  # files load in arrival order, batch ids rise with it
+            outcomes.append(
+                _ingest_one(
+                    conn, feed, landing_root, rel, run_id, batch_rows, on_progress, on_committed
+                )
             )
-            log.info("%s: %s %s", feed.name, outcome.status, outcome.path)
-            outcomes.append(outcome)
+        outcomes += group.load()
+    for outcome in outcomes:
+        log.info("%s: %s %s", feed.name, outcome.status, outcome.path)
     return IngestReport(feed=feed.name, files=outcomes)
 
 
@@ -202,11 +228,7 @@ def _ingest_one(
     except FileNotFoundError:
         return _vanished(rel, "before it could be read")
     with transaction(conn):
-        earlier = conn.execute(
-            "SELECT path, batch_id, stored_at FROM _meta.files WHERE feed = ? AND file_hash = ? "
-            "AND status = 'loaded' ORDER BY batch_id LIMIT 1",
-            [feed.name, file_hash],
-        ).fetchone()
+        earlier = _earlier(conn, feed, file_hash)
         if earlier and earlier[0] == rel and not _archived(earlier[2]):
             # Committed by an earlier run that stopped before moving the file: finish the move.
             batch_id = int(earlier[1])
@@ -241,23 +263,216 @@ def _ingest_one(
             )
             if _identity(path) != before:  # still being written: what we read is not the file
                 raise FileChangedError
-            _register(conn, feed, file_hash, rel, size, rows, batch_id, "loaded", None, target)
-            _record_columns(conn, feed, batch_id, columns)
+            _register(
+                conn, feed, file_hash, rel, size, rows, batch_id, "loaded", None, target,
+                columns=columns,
+            )  # fmt: skip
             set_position(conn, source, "last_file", rel, batch_id)
     except FileReadError as exc:
         return _reject(conn, feed, landing_root, rel, run_id, file_hash, size, exc.reason)
     except FileNotFoundError:
         return _vanished(rel, "while it was being read")
     except FileChangedError:
-        reason = "the file changed while it was being loaded; it stays for the next run"
-        log.warning("%s: %s: %s", feed.name, rel, reason)
-        return FileOutcome(path=rel, status="changing", file_hash=None, reason=reason)
+        return _changing(feed, rel)
     loaded = FileOutcome(
         path=rel, status="loaded", rows=rows, file_hash=file_hash, batch_id=batch_id
     )
     if on_committed is not None:
         on_committed(rel)
     return _archive_loaded(conn, feed, landing_root, path, target, before, loaded)
+
+
+def _earlier(
+    conn: duckdb.DuckDBPyConnection, feed: FileFeed, file_hash: str
+) -> tuple[str, int, str | None] | None:
+    """The first loaded file of the feed with these bytes: (path, batch id, where it is)."""
+    return conn.execute(
+        "SELECT path, batch_id, stored_at FROM _meta.files WHERE feed = ? AND file_hash = ? "
+        "AND status = 'loaded' ORDER BY batch_id LIMIT 1",
+        [feed.name, file_hash],
+    ).fetchone()
+
+
+def _changing(feed: FileFeed, rel: str) -> FileOutcome:
+    reason = "the file changed while it was being loaded; it stays for the next run"
+    log.warning("%s: %s: %s", feed.name, rel, reason)
+    return FileOutcome(path=rel, status="changing", file_hash=None, reason=reason)
+
+
+SMALL_FILE_BYTES = 8 << 20
+"""A file up to this size is read whole before its transaction, so that several share one."""
+GROUP_BYTES = 64 << 20
+"""Arrow bytes of the small files one transaction holds at most (the memory it costs)."""
+GROUP_FILES = 256
+
+
+@dataclass
+class _Ready:
+    """A small file read whole: its rows wait in memory for the group's transaction."""
+
+    rel: str
+    path: Path
+    size: int
+    identity: tuple[int, int, int]
+    file_hash: str
+    tables: list[pa.Table]
+    columns: list[str]
+    rows: int
+    nbytes: int
+
+
+def _read_small(
+    conn: duckdb.DuckDBPyConnection,
+    feed: FileFeed,
+    landing_root: Path,
+    rel: str,
+    batch_rows: int,
+    pending_hashes: set[str],
+) -> _Ready | None:
+    """A small regular file inside the feed's folder, read whole and found loadable (readable,
+    not loaded before, unchanged while read); None for any other, which the one-file path
+    then loads or turns down with its reason. Nothing here writes or moves anything."""
+    path = landing_root / rel
+    try:
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > SMALL_FILE_BYTES:
+            return None  # symlinks, FIFOs and big files take the one-file path
+        if not _inside(path, feed_dir(landing_root, feed), landing_root):
+            return None
+        if outside_landing_reason(landing_root, feed, path):
+            return None
+        identity = _identity(path)
+        file_hash = sha256_file(path)
+        if identity is None or file_hash in pending_hashes or _earlier(conn, feed, file_hash):
+            return None
+        tables: list[pa.Table] = []
+        columns: list[str] = []
+        rows = nbytes = 0
+        for table in read_batches(path, feed, batch_rows):
+            tables.append(table)
+            columns += [c for c in table.column_names if c not in columns and c[0] != "_"]
+            rows += table.num_rows
+            nbytes += table.nbytes
+            if nbytes > GROUP_BYTES:  # decompresses to more than a group holds: stream it
+                return None
+        if _identity(path) != identity:
+            return None
+    except (FileReadError, OSError):
+        return None
+    return _Ready(rel, path, st.st_size, identity, file_hash, tables, columns, rows, nbytes)
+
+
+class _SmallFiles:
+    """Small files loaded several to a transaction: each keeps its own batch id and
+    ``_meta.files`` record, committed with its rows, and is archived after the COMMIT.
+
+    Each file was read whole before (:func:`_read_small`), so the transaction holds only
+    appends and bookkeeping. A file that changed or vanished since it was read is left out:
+    the transaction is rolled back and run again without it, from memory.
+    """
+
+    def __init__(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        feed: FileFeed,
+        landing_root: Path,
+        run_id: str | None,
+        on_progress: ProgressHook | None,
+        on_committed: CommitHook | None,
+    ) -> None:
+        self.conn = conn
+        self.feed = feed
+        self.landing_root = landing_root
+        self.run_id = run_id
+        self.on_progress = on_progress
+        self.on_committed = on_committed
+        self.files: list[_Ready] = []
+        self.hashes: set[str] = set()
+
+    def add(self, ready: _Ready) -> list[FileOutcome]:
+        """Take ``ready``; load the group once it is full (the outcomes, else nothing yet)."""
+        self.files.append(ready)
+        self.hashes.add(ready.file_hash)
+        full = sum(f.nbytes for f in self.files) >= GROUP_BYTES or len(self.files) >= GROUP_FILES
+        return self.load() if full else []
+
+    def load(self) -> list[FileOutcome]:
+        """Load the files taken so far, in one transaction; their outcomes in arrival order."""
+        files, self.files, self.hashes = self.files, [], set()
+        order = {ready.rel: i for i, ready in enumerate(files)}
+        left_out: dict[str, FileOutcome] = {}
+        committed: list[tuple[_Ready, int, Path]] = []
+        while files and not committed:
+            try:
+                committed = self._transaction(files)
+            except _LeftOut as out:
+                left_out[out.ready.rel] = out.outcome
+                files = [f for f in files if f is not out.ready]
+        outcomes = dict(left_out)
+        for ready, batch_id, target in committed:
+            loaded = FileOutcome(
+                path=ready.rel,
+                status="loaded",
+                rows=ready.rows,
+                file_hash=ready.file_hash,
+                batch_id=batch_id,
+            )
+            if self.on_committed is not None:
+                self.on_committed(ready.rel)
+            outcomes[ready.rel] = _archive_loaded(
+                self.conn, self.feed, self.landing_root, ready.path, target, ready.identity, loaded
+            )
+        return sorted(outcomes.values(), key=lambda outcome: order[outcome.path])
+
+    def _transaction(self, files: list[_Ready]) -> list[tuple[_Ready, int, Path]]:
+        conn, feed = self.conn, self.feed
+        source = f"files:{feed.name}"
+        done = []
+        with transaction(conn):
+            known = set(table_columns(conn, BRONZE_SCHEMA, feed.bronze_table))
+            for ready in files:
+                batch_id = next_batch_id(conn, source, self.run_id)
+                target = archive_path(self.landing_root, feed, batch_id, ready.rel)
+                new = [c for c in ready.columns if c not in known]
+                if new:
+                    add_data_columns(conn, feed.bronze_table, new, FILE_LINEAGE)
+                    known.update(new)
+                rows = 0
+                for table in ready.tables:
+                    rows += append_batch(
+                        conn,
+                        feed.bronze_table,
+                        table,
+                        batch_id=batch_id,
+                        source=ready.rel,
+                        constants={"_file_hash": ready.file_hash},
+                        lineage=FILE_LINEAGE,
+                        evolve=False,
+                    )
+                    if self.on_progress and table.num_rows:
+                        self.on_progress(ready.rel, rows)
+                done.append((ready, batch_id, target))
+            for ready, batch_id, target in done:  # every file as it was read, up to COMMIT
+                now = _identity(ready.path)
+                if now is None:
+                    raise _LeftOut(ready, _vanished(ready.rel, "while it was being loaded"))
+                if now != ready.identity:
+                    raise _LeftOut(ready, _changing(feed, ready.rel))
+                _register(
+                    conn, feed, ready.file_hash, ready.rel, ready.size, ready.rows, batch_id,
+                    "loaded", None, target, columns=ready.columns,
+                )  # fmt: skip
+            set_position(conn, source, "last_file", done[-1][0].rel, done[-1][1])
+        return done
+
+
+class _LeftOut(Exception):
+    """A file of a group changed or vanished before COMMIT: the group runs again without it."""
+
+    def __init__(self, ready: _Ready, outcome: FileOutcome) -> None:
+        super().__init__(ready.rel)
+        self.ready = ready
+        self.outcome = outcome
 
 
 def _archive_loaded(
@@ -343,8 +558,11 @@ def _append_file(
     """Append the file's rows; (rows, the file's own columns in header order)."""
     rows = 0
     columns: list[str] = []
-    for batch in read_batches(path, feed, batch_rows):
-        columns += [c for c in batch.column_names if c not in columns and not c.startswith("_")]
+    for batch in read_ahead(read_batches(path, feed, batch_rows)):
+        new = [c for c in batch.column_names if c not in columns and not c.startswith("_")]
+        if new:  # a CSV's header, once; a JSON line may bring keys at any point
+            add_data_columns(conn, feed.bronze_table, new, FILE_LINEAGE)
+            columns += new
         rows += append_batch(
             conn,
             feed.bronze_table,
@@ -353,20 +571,11 @@ def _append_file(
             source=rel,
             constants={"_file_hash": file_hash},
             lineage=FILE_LINEAGE,
+            evolve=False,
         )
         if on_progress and batch.num_rows:
             on_progress(rel, rows)
     return rows, columns
-
-
-def _record_columns(
-    conn: duckdb.DuckDBPyConnection, feed: FileFeed, batch_id: int, columns: list[str]
-) -> None:
-    """The file's own columns (its header), for drift reports: bronze holds the union."""
-    conn.execute(
-        "UPDATE _meta.files SET columns = ? WHERE feed = ? AND batch_id = ?",
-        [json.dumps(columns), feed.name, batch_id],
-    )
 
 
 def _register(
@@ -380,10 +589,13 @@ def _register(
     status: str,
     reason: str | None,
     stored_at: Path | None,
+    *,
+    columns: list[str] | None = None,
 ) -> None:
     conn.execute(
         "INSERT INTO _meta.files (feed, file_hash, path, size_bytes, rows, batch_id, status, "
-        "reason, stored_at, registered_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+        "reason, stored_at, registered_at, columns) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?)",
         [
             feed.name,
             file_hash or "",
@@ -394,6 +606,7 @@ def _register(
             status,
             reason,
             str(stored_at) if stored_at else None,
+            json.dumps(columns) if columns is not None else None,
         ],
     )
 

@@ -7,6 +7,10 @@ byte in a field is kept the same way, flagged wherever it is in the file (silver
 it). A file that cannot be read at all (empty, UTF-16, binary, not valid in its encoding)
 raises :class:`FileReadError` with the reason, and the caller rejects it whole. Files
 compressed with gzip or zstd are read transparently (recognized by their first bytes).
+
+CSV rows are parsed by Arrow's C++ reader (no Python object per row): Python reads only the
+header, and re-reads the rare row of the wrong width that Arrow hands back. The stored bytes
+can be hashed on the same pass (``digest``), so a file is read once.
 """
 
 from __future__ import annotations
@@ -15,20 +19,42 @@ import codecs
 import csv
 import io
 import json
+from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
-from itertools import islice
 from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from medallion_platform.connectors.bronze import EXTRA_FIELDS, PARSE_ERROR, ROW_NUMBER
+from medallion_platform.connectors.bronze import (
+    EXTRA_FIELDS,
+    PARSE_ERROR,
+    ROW_GROUP_ROWS,
+    ROW_NUMBER,
+)
 from medallion_platform.connectors.files.spec import FileFeed
 from medallion_platform.warehouse.identifiers import normalize_column_name
 
 DEFAULT_BATCH_ROWS = 100_000
+ARROW_BLOCK_BYTES = 4 << 20
+"""Bytes Arrow parses at a time: large enough to amortize the call, small enough to stay out
+of the memory budget."""
+HEADER_MAX_BYTES = 16 << 20
+COMBINE_MAX_BYTES = 1 << 30
+"""A batch is regrouped into row-group chunks (a copy) only below this size; a string column
+past 2 GiB in one chunk would not fit Arrow's 32-bit offsets."""
+
+
+class Digest(Protocol):
+    """What ``hashlib.sha256()`` offers: the reader feeds it the file's stored bytes."""
+
+    def update(self, data: bytes, /) -> None: ...
 
 
 class FileReadError(Exception):
@@ -65,17 +91,22 @@ def _unique_names(keys: tuple[str, ...]) -> list[str]:
 
 
 def read_batches(
-    path: Path, feed: FileFeed, batch_rows: int = DEFAULT_BATCH_ROWS
+    path: Path,
+    feed: FileFeed,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    *,
+    digest: Digest | None = None,
 ) -> Iterator[pa.Table]:
     """Yield the file as Arrow tables of text columns plus ``_row_number`` and error columns.
 
     Any failure to read the file, at any point in it, is a :class:`FileReadError`: the caller
-    rolls back what it appended and rejects the file, and the other files still load.
+    rolls back what it appended and rejects the file, and the other files still load. With
+    ``digest``, every stored byte of the file is fed to it once the last table is yielded.
     """
     _check_readable(path, feed)
     readers = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}
     try:
-        yield from readers[feed.format](path, feed, batch_rows)
+        yield from readers[feed.format](path, feed, batch_rows, digest)
     except (FileReadError, FileNotFoundError):  # a vanished file is not a bad file
         raise
     except (OSError, pa.ArrowException) as exc:
@@ -112,6 +143,131 @@ def open_binary(path: Path) -> io.BufferedIOBase:
     if kind is None:
         return path.open("rb")
     return io.BufferedReader(pa.CompressedInputStream(pa.OSFile(str(path)), kind))
+
+
+class _RawTap:
+    """The file's stored bytes as the parser pulls them, fed to ``digest`` on the way."""
+
+    def __init__(self, path: Path, digest: Digest | None) -> None:
+        self._fh = path.open("rb")
+        self._digest = digest
+        self.closed = False
+
+    def read(self, size: int = -1) -> bytes:
+        block = self._fh.read(size)
+        if self._digest is not None and block:
+            self._digest.update(block)
+        return block
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        """Hash what the parser left unread (bytes after a compressed stream's end)."""
+        while self.read(1 << 20):
+            pass
+
+    def close(self) -> None:
+        self._fh.close()
+        self.closed = True
+
+
+_UTF8 = ("utf-8", "utf-8-sig")
+
+
+class _TextTap:
+    """The decompressed text on its way to Arrow: transcoded to UTF-8 when the feed's encoding
+    is another (strictly: a byte the encoding lacks raises), watched for NUL bytes and line
+    ends, with a look ahead at the first bytes for the header."""
+
+    def __init__(self, stream: _RawTap | pa.NativeFile, encoding: str) -> None:
+        self._stream = stream
+        self._decoder = (
+            None if encoding in _UTF8 else codecs.getincrementaldecoder(encoding)("strict")
+        )
+        self._buffer = b""
+        self._eof = False
+        self.closed = False
+        self.saw_nul = False
+        self.newlines = 0
+        self.tail = b""
+
+    def _pull(self, size: int) -> bytes:
+        while True:
+            block = self._stream.read(size)
+            if self._decoder is None:
+                return block
+            text = self._decoder.decode(block, final=not block)
+            if text or not block:
+                return text.encode("utf-8")
+
+    def peek(self, size: int) -> tuple[bytes, bool]:
+        """At least ``size`` bytes from the start, unless the stream is shorter (then True)."""
+        while len(self._buffer) < size and not self._eof:
+            block = self._pull(size - len(self._buffer))
+            self._eof = not block
+            self._buffer += block
+        return self._buffer, self._eof
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._buffer:
+            self._buffer = self._pull(size)
+        if size < 0 or len(self._buffer) <= size:
+            block, self._buffer = self._buffer, b""
+        else:
+            block, self._buffer = self._buffer[:size], self._buffer[size:]
+        if block:
+            self.saw_nul = self.saw_nul or b"\x00" in block
+            self.newlines += block.count(b"\n")
+            self.tail = (self.tail + block)[-8:]
+        return block
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@contextmanager
+def _open_text(path: Path, encoding: str, digest: Digest | None) -> Iterator[_TextTap]:
+    """The file's text as UTF-8 bytes, decompressed; ``digest`` gets every stored byte once
+    the caller is done with it (not when the read fails: the file is hashed again then)."""
+    raw = _RawTap(path, digest)
+    try:
+        kind = compression_of(path)
+        if kind is None:
+            yield _TextTap(raw, encoding)
+        else:
+            stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), kind)
+            yield _TextTap(stream, encoding)
+        raw.drain()
+    finally:
+        raw.close()
+
+
+def _first_undecodable(path: Path, encoding: str) -> UnicodeDecodeError | None:
+    """The first byte of the file its encoding cannot decode, if any (an error path only)."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    with open_binary(path) as fh:
+        try:
+            while block := fh.read(1 << 20):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            return exc
+    return None
+
+
+def _csv_error(path: Path, encoding: str, exc: pa.ArrowInvalid) -> FileReadError | pa.ArrowInvalid:
+    """Arrow's verdict in our words: invalid UTF-8 names its byte, as Python's decoder did."""
+    message = str(exc)
+    if "UTF8" not in message and "CSV parse error" not in message:
+        return exc  # a decompression error: read_batches words it
+    bad = _first_undecodable(path, encoding)
+    if bad is not None:
+        return _decode_error(bad, encoding)
+    return FileReadError(f"not a readable CSV file: {message}")
 
 
 def _check_readable(path: Path, feed: FileFeed) -> None:
@@ -153,95 +309,263 @@ def _decode_error(exc: UnicodeDecodeError, encoding: str) -> FileReadError:
     )
 
 
-def _read_csv(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Table]:
+def _read_csv(
+    path: Path, feed: FileFeed, batch_rows: int, digest: Digest | None
+) -> Iterator[pa.Table]:
     opts = feed.csv
-    # Strict decoding: a wrong encoding rejects the file instead of silently mangling values.
-    raw = open_binary(path)
-    with io.TextIOWrapper(raw, encoding=opts.encoding, errors="strict", newline="") as fh:
-        reader = csv.reader(fh, delimiter=opts.delimiter, quotechar=opts.quotechar, strict=True)
+    with _open_text(path, opts.encoding, digest) as tap:
         try:
-            try:
-                header = next(reader)
-            except StopIteration:
-                raise FileReadError("file has no header row") from None
+            header = _csv_header(tap, feed)
             columns = unique_column_names(header)
             _check_required(columns, feed)
-            width = len(columns)
-            for table in _csv_batches(reader, columns, width, batch_rows):
-                yield flag_nul_bytes(table)
-        except UnicodeDecodeError as exc:
+            yield from _csv_tables(tap, feed, columns, batch_rows)
+        except UnicodeDecodeError as exc:  # the header, or a non-UTF-8 feed while transcoding
             raise _decode_error(exc, opts.encoding) from exc
+        except pa.ArrowInvalid as exc:
+            raise _csv_error(path, opts.encoding, exc) from exc
+
+
+def _csv_header(tap: _TextTap, feed: FileFeed) -> list[str]:
+    """The header row, parsed by Python's csv module from the first bytes of the file.
+
+    Arrow then numbers the header as record 1 and every data row after it, so the two agree
+    on where the header ends (quoted newlines included).
+    """
+    opts = feed.csv
+    size = 1 << 16
+    while True:
+        prefix, at_eof = tap.peek(size)
+        codec = "utf-8-sig" if opts.encoding == "utf-8-sig" else "utf-8"  # transcoded: UTF-8
+        decoder = codecs.getincrementaldecoder(codec)(errors="strict")
+        text = decoder.decode(prefix, final=at_eof)
+        reader = csv.reader(
+            io.StringIO(text, newline=""),
+            delimiter=opts.delimiter,
+            quotechar=opts.quotechar,
+            strict=True,
+        )
+        try:
+            header = next((record for record in reader if record), None)
         except csv.Error as exc:
-            raise FileReadError(f"not a readable CSV file (line {reader.line_num}): {exc}") from exc
+            if at_eof:
+                raise FileReadError(
+                    f"not a readable CSV file (line {reader.line_num}): {exc}"
+                ) from exc
+            header = None
+        if header is not None:
+            try:
+                more = next(reader, None) is not None
+            except csv.Error:
+                more = True  # a data row follows; Arrow judges it
+            if more or at_eof:  # the header row ended inside what was read
+                return header
+        elif at_eof:
+            raise FileReadError("file has no header row")
+        if size >= HEADER_MAX_BYTES:
+            raise FileReadError(f"the header row is longer than {HEADER_MAX_BYTES:,} bytes")
+        size *= 4
 
 
-def _csv_batches(
-    reader: Iterator[list[str]], columns: list[str], width: int, batch_rows: int
+def _csv_tables(
+    tap: _TextTap, feed: FileFeed, columns: list[str], batch_rows: int
 ) -> Iterator[pa.Table]:
-    """Batches of rows; a batch whose rows all fit the header takes a fast path (no per-row
-    bookkeeping), and only a batch with a blank or wrong-width line is walked row by row."""
-    next_number = 1
-    yielded = False
-    while chunk := list(islice(reader, batch_rows)):
-        if all(len(record) == width for record in chunk):
-            numbers = list(range(next_number, next_number + len(chunk)))
-            next_number += len(chunk)
-            yield _table(columns, chunk, numbers, None, None)
-        else:
-            table, next_number = _checked_chunk(chunk, columns, width, next_number)
-            yield table
-        yielded = True
-    if not yielded:
-        yield _table(columns, [], [], None, None)
+    """Arrow's C++ reader parses the rows; Python sees only whole batches and the rare
+    wrong-width row (Arrow hands it over with its record number, see :class:`_CsvRows`)."""
+    opts = feed.csv
+    rows = _CsvRows(columns, opts.delimiter, opts.quotechar)
+    reader = pacsv.open_csv(
+        tap,
+        read_options=pacsv.ReadOptions(
+            use_threads=False,  # record numbers are known only to a serial reader
+            block_size=ARROW_BLOCK_BYTES,
+            autogenerate_column_names=True,  # the header is record 1, dropped below
+        ),
+        parse_options=pacsv.ParseOptions(
+            delimiter=opts.delimiter,
+            quote_char=opts.quotechar,
+            double_quote=True,
+            escape_char=False,
+            newlines_in_values=True,
+            ignore_empty_lines=True,  # a blank line is not a row (as for Python's csv)
+            invalid_row_handler=rows.invalid,
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={f"f{i}": pa.string() for i in range(len(columns))},
+            check_utf8=True,
+            strings_can_be_null=False,  # "", "NA", "NULL" are text like any other
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    if len(reader.schema) != len(columns):
+        raise FileReadError(
+            f"not a readable CSV file: its header has {len(columns)} fields for Python's csv "
+            f"module and {len(reader.schema)} for Arrow's reader"
+        )
+    chunks = _Rechunk(batch_rows)
+    first = True
+    for batch in reader:
+        if first:
+            batch, first = batch.slice(1), False  # the header row
+        for table in chunks.add(rows.number(batch)):
+            yield _flag(table, tap)
+    last = rows.finish()
+    _check_last_quote(rows.last_good, tap, opts.quotechar, len(columns))
+    for table in chunks.add(last):
+        yield _flag(table, tap)
+    tail = chunks.flush()
+    if tail is not None or not chunks.emitted:
+        yield _flag(tail if tail is not None else rows.empty(), tap)
 
 
-def _checked_chunk(
-    chunk: list[list[str]], columns: list[str], width: int, next_number: int
-) -> tuple[pa.Table, int]:
-    rows: list[list[str | None]] = []
-    numbers: list[int] = []
-    errors: list[str | None] = []
-    extras: list[str | None] = []
-    for record in chunk:
-        n = len(record)
-        if n == 0:  # a blank line is not a row
-            continue
-        if n == width:
-            rows.append(record)  # type: ignore[arg-type]
-            errors.append(None)
-            extras.append(None)
-        else:
-            if n < width:
-                rows.append(record + [None] * (width - n))
-                extras.append(None)
-            else:
-                rows.append(record[:width])  # type: ignore[arg-type]
-                extras.append(json.dumps(record[width:]))
-            errors.append(f"row {next_number}: expected {width} fields, found {n}")
-        numbers.append(next_number)
-        next_number += 1
-    return _table(columns, rows, numbers, errors, extras), next_number
+def _flag(table: pa.Table, tap: _TextTap) -> pa.Table:
+    """NUL bytes are looked for only once the file is known to hold one (a memchr per block)."""
+    return flag_nul_bytes(table) if tap.saw_nul else table
 
 
-def _table(
-    columns: list[str],
-    rows: list[list[str]] | list[list[str | None]],
-    numbers: list[int],
-    errors: list[str | None] | None,
-    extras: list[str | None] | None,
-) -> pa.Table:
-    n = len(rows)
-    if rows:
-        data = {
-            name: pa.array(values, pa.string())
-            for name, values in zip(columns, zip(*rows, strict=True), strict=True)
-        }
-    else:
-        data = {name: pa.array([], pa.string()) for name in columns}
-    data[ROW_NUMBER] = pa.array(numbers, pa.int64())
-    data[PARSE_ERROR] = pa.array(errors, pa.string()) if errors else pa.nulls(n, pa.string())
-    data[EXTRA_FIELDS] = pa.array(extras, pa.string()) if extras else pa.nulls(n, pa.string())
-    return pa.table(data)
+class _CsvRows:
+    """Numbers Arrow's batches of well-formed rows and rebuilds the wrong-width rows it skips.
+
+    Arrow's serial reader numbers records from 1 (the header), skipping blank lines, and calls
+    :meth:`invalid` for each wrong-width row while parsing, before the batch that follows it
+    is returned (it may parse one block ahead: later rows wait in ``_bad``). So a batch of
+    ``m`` good rows holds the next ``m`` record numbers that are not wrong-width rows.
+    """
+
+    def __init__(self, columns: list[str], delimiter: str, quotechar: str) -> None:
+        self.columns = columns
+        self.width = len(columns)
+        self.delimiter = delimiter
+        self.quotechar = quotechar
+        self.schema = pa.schema(
+            [(name, pa.string()) for name in columns]
+            + [(ROW_NUMBER, pa.int64()), (PARSE_ERROR, pa.string()), (EXTRA_FIELDS, pa.string())]
+        )
+        self._bad: deque[pacsv.InvalidRow] = deque()
+        self._next = 2  # the record number of the first data row
+        self.last_good: pa.RecordBatch | None = None
+
+    def invalid(self, row: pacsv.InvalidRow) -> str:
+        if row.number is None or row.number < 0:  # only a threaded reader loses count
+            return "error"
+        self._bad.append(row)
+        return "skip"
+
+    def number(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        """``batch``'s rows with their numbers, and the wrong-width rows among them, in order."""
+        pieces: list[pa.RecordBatch] = []
+        offset, remaining = 0, batch.num_rows
+        while remaining:
+            gap = self._bad[0].number - self._next if self._bad else remaining
+            take = min(remaining, gap)
+            if take:
+                pieces.append(self._good(batch.slice(offset, take), self._next))
+                self.last_good = pieces[-1]
+                offset += take
+                remaining -= take
+                self._next += take
+            if remaining:  # the next record is a wrong-width row
+                pieces.append(self._wrong_width(self._bad.popleft()))
+                self._next += 1
+        return pieces
+
+    def finish(self) -> list[pa.RecordBatch]:
+        """The wrong-width rows after the last well-formed one."""
+        pieces = [self._wrong_width(row) for row in self._bad]
+        self._bad.clear()
+        if pieces:
+            self.last_good = None
+        return pieces
+
+    def empty(self) -> pa.Table:
+        return self.schema.empty_table()
+
+    def _good(self, batch: pa.RecordBatch, first_record: int) -> pa.RecordBatch:
+        n = batch.num_rows
+        numbers = np.arange(first_record - 1, first_record - 1 + n, dtype=np.int64)
+        arrays = [*batch.columns, pa.array(numbers), pa.nulls(n, pa.string())]
+        return pa.RecordBatch.from_arrays([*arrays, pa.nulls(n, pa.string())], schema=self.schema)
+
+    def _wrong_width(self, row: pacsv.InvalidRow) -> pa.RecordBatch:
+        number = row.number - 1
+        reader = csv.reader(
+            io.StringIO(row.text, newline=""),
+            delimiter=self.delimiter,
+            quotechar=self.quotechar,
+            strict=True,
+        )
+        try:
+            records = list(reader)
+        except csv.Error as exc:
+            raise FileReadError(f"not a readable CSV file (row {number}): {exc}") from exc
+        fields = [value for record in records for value in record]  # one record, always
+        n = len(fields)
+        values: list[str | None] = [*fields[: self.width], *[None] * (self.width - n)]
+        extras = json.dumps(fields[self.width :]) if n > self.width else None
+        error = f"row {number}: expected {self.width} fields, found {n}"
+        arrays = [pa.array([v], pa.string()) for v in values]
+        arrays += [
+            pa.array([number], pa.int64()),
+            pa.array([error]),
+            pa.array([extras], pa.string()),
+        ]
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+
+def _check_last_quote(
+    last: pa.RecordBatch | None, tap: _TextTap, quotechar: str, width: int
+) -> None:
+    """An unclosed quote swallows the rest of the file into the last field of one row, which
+    Arrow accepts: refuse it as Python's csv module did, don't guess where the row ended.
+
+    Only a field holding a line break can be one; it was quoted, so the file must end with
+    its closing quote (then line ends). An unclosed quote in an earlier field leaves a short
+    row, which :class:`_CsvRows` re-reads strictly.
+    """
+    if last is None or not last.num_rows:
+        return
+    value = last.column(width - 1)[last.num_rows - 1].as_py()
+    if "\n" not in value and "\r" not in value:
+        return
+    if tap.tail.rstrip(b"\r\n").endswith(quotechar.encode()):
+        return
+    row = last.column(ROW_NUMBER)[last.num_rows - 1].as_py()
+    line = max(1, tap.newlines - value.count("\n") + 1)
+    raise FileReadError(
+        f"not a readable CSV file (line {line}): row {row} opens a quoted field that is never "
+        "closed (it would swallow the rest of the file)"
+    )
+
+
+class _Rechunk:
+    """Regroups record batches into tables of exactly ``batch_rows`` rows (the last shorter)."""
+
+    def __init__(self, batch_rows: int) -> None:
+        self.batch_rows = max(1, batch_rows)
+        self.pending: list[pa.RecordBatch] = []
+        self.rows = 0
+        self.emitted = False
+
+    def add(self, pieces: list[pa.RecordBatch]) -> Iterator[pa.Table]:
+        for piece in pieces:
+            while piece.num_rows:
+                take = min(piece.num_rows, self.batch_rows - self.rows)
+                self.pending.append(piece.slice(0, take))
+                self.rows += take
+                piece = piece.slice(take)
+                if self.rows == self.batch_rows:
+                    yield self._emit()
+
+    def flush(self) -> pa.Table | None:
+        return self._emit() if self.rows else None
+
+    def _emit(self) -> pa.Table:
+        table = pa.Table.from_batches(self.pending)
+        self.pending, self.rows, self.emitted = [], 0, True
+        if table.num_rows > ROW_GROUP_ROWS and table.nbytes < COMBINE_MAX_BYTES:
+            # Chunks of one row group each: DuckDB inserts them on all its threads at once.
+            table = table.combine_chunks()
+            table = pa.Table.from_batches(table.to_batches(max_chunksize=ROW_GROUP_ROWS))
+        return table
 
 
 def flag_nul_bytes(table: pa.Table) -> pa.Table:
@@ -267,13 +591,15 @@ def flag_nul_bytes(table: pa.Table) -> pa.Table:
     return table.set_column(index, PARSE_ERROR, pa.array(errors, pa.string()))
 
 
-def _read_jsonl(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Table]:
+def _read_jsonl(
+    path: Path, feed: FileFeed, batch_rows: int, digest: Digest | None
+) -> Iterator[pa.Table]:
     decoder = codecs.getincrementaldecoder(feed.csv.encoding)(errors="strict")
     records: list[dict[str, str | None]] = []
     line_no = 0
-    with open_binary(path) as fh:
+    with _open_text(path, "utf-8", digest) as tap:  # the bytes as stored, decoded below
         try:
-            for raw in fh:
+            for raw in _lines(tap):
                 line_no += 1
                 text = decoder.decode(raw).strip()
                 if not text:
@@ -286,6 +612,17 @@ def _read_jsonl(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Tabl
             raise _decode_error(exc, feed.csv.encoding) from exc
     if records or line_no == 0:
         yield records_table(records)
+
+
+def _lines(tap: _TextTap) -> Iterator[bytes]:
+    """The stream's lines, split at ``\\n`` (a last line without one included)."""
+    pending = b""
+    while block := tap.read(1 << 20):
+        lines = (pending + block).split(b"\n")
+        pending = lines.pop()
+        yield from lines
+    if pending:
+        yield pending
 
 
 def _json_record(text: str, line_no: int, required: list[str]) -> dict[str, str | None]:
@@ -342,7 +679,9 @@ def records_table(records: list[dict[str, str | None]]) -> pa.Table:
     return pa.table(data)
 
 
-def _read_parquet(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Table]:
+def _read_parquet(
+    path: Path, feed: FileFeed, batch_rows: int, digest: Digest | None
+) -> Iterator[pa.Table]:
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -366,3 +705,47 @@ def _read_parquet(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Ta
         data[EXTRA_FIELDS] = pa.nulls(n, pa.string())
         offset += n
         yield pa.table(data)
+    if digest is not None:  # Parquet is read by column chunks: hash the file on its own
+        with path.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+
+
+def read_ahead(items: Iterator[pa.Table], depth: int = 1) -> Iterator[pa.Table]:
+    """``items``, produced one ahead on a thread of its own (Arrow's parser and hashlib release
+    the GIL, so reading the next batch overlaps with inserting this one)."""
+    import queue
+    import threading
+
+    done = object()
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put((done, exc))
+
+    worker = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, exc = slots.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
