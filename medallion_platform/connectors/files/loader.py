@@ -34,7 +34,6 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from medallion_platform.connectors.bronze import (
-    BRONZE_SCHEMA,
     ROW_GROUP_ROWS,
     add_data_columns,
     append_batch,
@@ -55,7 +54,6 @@ from medallion_platform.warehouse import Warehouse
 from medallion_platform.warehouse.warehouse import (
     next_batch_id,
     set_position,
-    table_columns,
     transaction,
 )
 
@@ -254,20 +252,29 @@ def _ingest_one(
             moved_to=_rel(target, landing_root),
         )
 
+    columns_first: list[str] = []
     try:
-        with transaction(conn):
-            batch_id = next_batch_id(conn, source, run_id)
-            target = archive_path(landing_root, feed, batch_id, rel)
-            rows, columns = _append_file(
-                conn, feed, path, rel, file_hash, batch_id, batch_rows, on_progress
-            )
-            if _identity(path) != before:  # still being written: what we read is not the file
-                raise FileChangedError
-            _register(
-                conn, feed, file_hash, rel, size, rows, batch_id, "loaded", None, target,
-                columns=columns,
-            )  # fmt: skip
-            set_position(conn, source, "last_file", rel, batch_id)
+        while True:
+            try:
+                with transaction(conn):
+                    batch_id = next_batch_id(conn, source, run_id)
+                    target = archive_path(landing_root, feed, batch_id, rel)
+                    rows, columns = _append_file(
+                        conn, feed, path, rel, file_hash, batch_id, batch_rows, on_progress,
+                        columns_first,
+                    )  # fmt: skip
+                    if _identity(path) != before:  # still being written: not the file we read
+                        raise FileChangedError
+                    _register(
+                        conn, feed, file_hash, rel, size, rows, batch_id, "loaded", None, target,
+                        columns=columns,
+                    )  # fmt: skip
+                    set_position(conn, source, "last_file", rel, batch_id)
+                break
+            except _LateColumns as late:  # rolled back: again, every column added first
+                if columns_first:
+                    raise FileChangedError from late  # the second read found other columns
+                columns_first = late.columns
     except FileReadError as exc:
         return _reject(conn, feed, landing_root, rel, run_id, file_hash, size, exc.reason)
     except FileNotFoundError:
@@ -429,14 +436,12 @@ class _SmallFiles:
         source = f"files:{feed.name}"
         done = []
         with transaction(conn):
-            known = set(table_columns(conn, BRONZE_SCHEMA, feed.bronze_table))
+            # Every file's columns before any row: see _LateColumns for why.
+            everyone = list(dict.fromkeys(c for ready in files for c in ready.columns))
+            add_data_columns(conn, feed.bronze_table, everyone, FILE_LINEAGE)
             for ready in files:
                 batch_id = next_batch_id(conn, source, self.run_id)
                 target = archive_path(self.landing_root, feed, batch_id, ready.rel)
-                new = [c for c in ready.columns if c not in known]
-                if new:
-                    add_data_columns(conn, feed.bronze_table, new, FILE_LINEAGE)
-                    known.update(new)
                 rows = 0
                 for table in ready.tables:
                     rows += append_batch(
@@ -464,6 +469,16 @@ class _SmallFiles:
                 )  # fmt: skip
             set_position(conn, source, "last_file", done[-1][0].rel, done[-1][1])
         return done
+
+
+class _LateColumns(Exception):
+    """Rows of the file were appended before a batch brought new columns. DuckDB 1.5 cannot
+    add a column to a table after a transaction appended a few row groups to it (an internal
+    error that invalidates the database), so the file is loaded again, all columns first."""
+
+    def __init__(self, columns: list[str]) -> None:
+        super().__init__(", ".join(columns))
+        self.columns = columns
 
 
 class _LeftOut(Exception):
@@ -554,15 +569,31 @@ def _append_file(
     batch_id: int,
     batch_rows: int,
     on_progress: ProgressHook | None,
+    columns_first: list[str],
 ) -> tuple[int, list[str]]:
-    """Append the file's rows; (rows, the file's own columns in header order)."""
+    """Append the file's rows; (rows, the file's own columns in header order).
+
+    Columns are added before the first row (a CSV's header, ``columns_first`` on a second
+    try). A JSON line bringing a new key later raises :class:`_LateColumns` once the rest of
+    the file has been read for its keys.
+    """
     rows = 0
     columns: list[str] = []
-    for batch in read_ahead(read_batches(path, feed, batch_rows)):
+    known = set(columns_first)
+    if columns_first:
+        add_data_columns(conn, feed.bronze_table, columns_first, FILE_LINEAGE)
+    batches = read_ahead(read_batches(path, feed, batch_rows))
+    for batch in batches:
         new = [c for c in batch.column_names if c not in columns and not c.startswith("_")]
-        if new:  # a CSV's header, once; a JSON line may bring keys at any point
-            add_data_columns(conn, feed.bronze_table, new, FILE_LINEAGE)
-            columns += new
+        columns += new
+        unknown = [c for c in new if c not in known]
+        if unknown and rows:
+            for rest in batches:
+                columns += [c for c in rest.column_names if c not in columns and c[0] != "_"]
+            raise _LateColumns(columns)
+        if unknown:
+            add_data_columns(conn, feed.bronze_table, unknown, FILE_LINEAGE)
+            known.update(unknown)
         rows += append_batch(
             conn,
             feed.bronze_table,

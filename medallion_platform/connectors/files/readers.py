@@ -406,11 +406,11 @@ def _csv_tables(
     for batch in reader:
         if first:
             batch, first = batch.slice(1), False  # the header row
-        for table in chunks.add(rows.number(batch)):
+        for table in chunks.add([rows.number(batch)]):
             yield _flag(table, tap)
     last = rows.finish()
-    _check_last_quote(rows.last_good, tap, opts.quotechar, len(columns))
-    for table in chunks.add(last):
+    _check_last_quote(rows, tap, opts.quotechar)
+    for table in chunks.add([last] if last is not None else []):
         yield _flag(table, tap)
     tail = chunks.flush()
     if tail is not None or not chunks.emitted:
@@ -428,11 +428,11 @@ class _CsvRows:
     Arrow's serial reader numbers records from 1 (the header), skipping blank lines, and calls
     :meth:`invalid` for each wrong-width row while parsing, before the batch that follows it
     is returned (it may parse one block ahead: later rows wait in ``_bad``). So a batch of
-    ``m`` good rows holds the next ``m`` record numbers that are not wrong-width rows.
+    ``m`` good rows holds the next ``m`` record numbers that are not wrong-width rows. The
+    wrong-width rows of a batch are rebuilt together and put back in place by one ``take``.
     """
 
     def __init__(self, columns: list[str], delimiter: str, quotechar: str) -> None:
-        self.columns = columns
         self.width = len(columns)
         self.delimiter = delimiter
         self.quotechar = quotechar
@@ -442,7 +442,9 @@ class _CsvRows:
         )
         self._bad: deque[pacsv.InvalidRow] = deque()
         self._next = 2  # the record number of the first data row
-        self.last_good: pa.RecordBatch | None = None
+        self.last_value: str | None = None
+        """The last field of the last row so far, when that row had the right width."""
+        self.last_row = 0
 
     def invalid(self, row: pacsv.InvalidRow) -> str:
         if row.number is None or row.number < 0:  # only a threaded reader loses count
@@ -450,70 +452,76 @@ class _CsvRows:
         self._bad.append(row)
         return "skip"
 
-    def number(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+    def number(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """``batch``'s rows with their numbers, and the wrong-width rows among them, in order."""
-        pieces: list[pa.RecordBatch] = []
-        offset, remaining = 0, batch.num_rows
-        while remaining:
-            gap = self._bad[0].number - self._next if self._bad else remaining
-            take = min(remaining, gap)
-            if take:
-                pieces.append(self._good(batch.slice(offset, take), self._next))
-                self.last_good = pieces[-1]
-                offset += take
-                remaining -= take
-                self._next += take
-            if remaining:  # the next record is a wrong-width row
-                pieces.append(self._wrong_width(self._bad.popleft()))
-                self._next += 1
-        return pieces
+        first, end = self._next, self._next + batch.num_rows
+        bad: list[pacsv.InvalidRow] = []
+        while self._bad and self._bad[0].number < end:
+            bad.append(self._bad.popleft())
+            end += 1
+        self._next = end
+        records = np.arange(first, end, dtype=np.int64)
+        if bad:
+            records = records[~np.isin(records, [row.number for row in bad])]
+        good = pa.RecordBatch.from_arrays(
+            [*batch.columns, pa.array(records - 1), *self._no_errors(batch.num_rows)],
+            schema=self.schema,
+        )
+        if good.num_rows and (not bad or bad[-1].number < records[-1]):
+            self.last_value = good.column(self.width - 1)[-1].as_py()
+            self.last_row = int(records[-1]) - 1
+        elif bad:
+            self.last_value = None
+        if not bad:
+            return good
+        merged = pa.Table.from_batches([good, self._wrong_width(bad)])
+        order = np.argsort(merged.column(ROW_NUMBER).to_numpy(), kind="stable")
+        return merged.take(order).combine_chunks().to_batches()[0]
 
-    def finish(self) -> list[pa.RecordBatch]:
+    def finish(self) -> pa.RecordBatch | None:
         """The wrong-width rows after the last well-formed one."""
-        pieces = [self._wrong_width(row) for row in self._bad]
-        self._bad.clear()
-        if pieces:
-            self.last_good = None
-        return pieces
+        if not self._bad:
+            return None
+        bad, self._bad = list(self._bad), deque()
+        self.last_value = None
+        return self._wrong_width(bad)
 
     def empty(self) -> pa.Table:
         return self.schema.empty_table()
 
-    def _good(self, batch: pa.RecordBatch, first_record: int) -> pa.RecordBatch:
-        n = batch.num_rows
-        numbers = np.arange(first_record - 1, first_record - 1 + n, dtype=np.int64)
-        arrays = [*batch.columns, pa.array(numbers), pa.nulls(n, pa.string())]
-        return pa.RecordBatch.from_arrays([*arrays, pa.nulls(n, pa.string())], schema=self.schema)
+    def _no_errors(self, n: int) -> list[pa.Array]:
+        return [pa.nulls(n, pa.string()), pa.nulls(n, pa.string())]
 
-    def _wrong_width(self, row: pacsv.InvalidRow) -> pa.RecordBatch:
-        number = row.number - 1
-        reader = csv.reader(
-            io.StringIO(row.text, newline=""),
-            delimiter=self.delimiter,
-            quotechar=self.quotechar,
-            strict=True,
-        )
-        try:
-            records = list(reader)
-        except csv.Error as exc:
-            raise FileReadError(f"not a readable CSV file (row {number}): {exc}") from exc
-        fields = [value for record in records for value in record]  # one record, always
-        n = len(fields)
-        values: list[str | None] = [*fields[: self.width], *[None] * (self.width - n)]
-        extras = json.dumps(fields[self.width :]) if n > self.width else None
-        error = f"row {number}: expected {self.width} fields, found {n}"
-        arrays = [pa.array([v], pa.string()) for v in values]
-        arrays += [
-            pa.array([number], pa.int64()),
-            pa.array([error]),
-            pa.array([extras], pa.string()),
-        ]
+    def _wrong_width(self, rows: list[pacsv.InvalidRow]) -> pa.RecordBatch:
+        """The rows Arrow skipped, re-read by Python's csv module: what fits the header in its
+        columns (NULL for what is missing), the rest as a JSON array, and the reason."""
+        columns: list[list[str | None]] = [[] for _ in range(self.width)]
+        numbers, errors, extras = [], [], []
+        for row in rows:
+            number = row.number - 1
+            reader = csv.reader(
+                io.StringIO(row.text, newline=""),
+                delimiter=self.delimiter,
+                quotechar=self.quotechar,
+                strict=True,
+            )
+            try:
+                fields = [value for record in reader for value in record]  # one record
+            except csv.Error as exc:
+                raise FileReadError(f"not a readable CSV file (row {number}): {exc}") from exc
+            n = len(fields)
+            for i, column in enumerate(columns):
+                column.append(fields[i] if i < n else None)
+            numbers.append(number)
+            errors.append(f"row {number}: expected {self.width} fields, found {n}")
+            extras.append(json.dumps(fields[self.width :]) if n > self.width else None)
+        arrays = [pa.array(column, pa.string()) for column in columns]
+        arrays += [pa.array(numbers, pa.int64()), pa.array(errors, pa.string())]
+        arrays.append(pa.array(extras, pa.string()))
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
 
-def _check_last_quote(
-    last: pa.RecordBatch | None, tap: _TextTap, quotechar: str, width: int
-) -> None:
+def _check_last_quote(rows: _CsvRows, tap: _TextTap, quotechar: str) -> None:
     """An unclosed quote swallows the rest of the file into the last field of one row, which
     Arrow accepts: refuse it as Python's csv module did, don't guess where the row ended.
 
@@ -521,18 +529,15 @@ def _check_last_quote(
     its closing quote (then line ends). An unclosed quote in an earlier field leaves a short
     row, which :class:`_CsvRows` re-reads strictly.
     """
-    if last is None or not last.num_rows:
-        return
-    value = last.column(width - 1)[last.num_rows - 1].as_py()
-    if "\n" not in value and "\r" not in value:
+    value = rows.last_value
+    if value is None or ("\n" not in value and "\r" not in value):
         return
     if tap.tail.rstrip(b"\r\n").endswith(quotechar.encode()):
         return
-    row = last.column(ROW_NUMBER)[last.num_rows - 1].as_py()
     line = max(1, tap.newlines - value.count("\n") + 1)
     raise FileReadError(
-        f"not a readable CSV file (line {line}): row {row} opens a quoted field that is never "
-        "closed (it would swallow the rest of the file)"
+        f"not a readable CSV file (line {line}): row {rows.last_row} opens a quoted field that "
+        "is never closed (it would swallow the rest of the file)"
     )
 
 
