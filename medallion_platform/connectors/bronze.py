@@ -65,17 +65,21 @@ def append_batch(
     table: str,
     batch: pa.Table,
     *,
-    batch_id: int,
+    batch_id: int | None,
     source: str | None = None,
     constants: Mapping[str, str] | None = None,
     lineage: Mapping[str, str] | None = None,
     evolve: bool = True,
+    source_column: str | None = None,
 ) -> int:
     """Append ``batch`` (text columns + ``_row_number``) to ``bronze.<table>``.
 
     New data columns are added as VARCHAR first (older rows read NULL); ``_source`` becomes
     ``<source>#row=<n>`` (or comes with the batch when ``source`` is None, for batches that
-    span several origins); ``constants`` are per-batch lineage values (e.g. ``_file_hash``).
+    span several origins), and so does ``_batch_id`` when ``batch_id`` is None (several
+    batches' rows in one append); ``source_column`` names a column of the batch holding each
+    row's origin instead (``_source`` is then ``<origin>#row=<n>``, the column not stored);
+    ``constants`` are per-batch lineage values (``_file_hash``).
     ``evolve=False`` skips the column check, for a caller that ran :func:`add_data_columns`
     once for a stream of batches of one shape. Returns the number of rows appended.
     """
@@ -84,24 +88,25 @@ def append_batch(
     if batch.num_rows == 0:
         return 0
     constants = dict(constants or {})
-    select_constants = "".join(f", ? AS {quote(name)}" for name in constants)
-    params: list = [batch_id, *constants.values()]
-    source_sql = ""
+    select = ["now() AS _ingested_at"]
+    params: list = []
+    if batch_id is not None:
+        select.append("?::BIGINT AS _batch_id")
+        params.append(batch_id)
+    star = "*"
     if source is not None:
-        source_sql = ", ? || '#row=' || _row_number AS _source"
-        params = [batch_id, source, *constants.values()]
+        select.append("? || '#row=' || _row_number AS _source")
+        params.append(source)
+    elif source_column is not None:
+        select.append(f"{quote(source_column)} || '#row=' || _row_number AS _source")
+        star = f"* EXCLUDE ({quote(source_column)})"
+    select += [f"? AS {quote(name)}" for name in constants]
+    params += constants.values()
     conn.register("_bronze_batch", batch)
     try:
         conn.execute(
-            f"""
-            INSERT INTO {qualified(BRONZE_SCHEMA, table)} BY NAME
-            SELECT ?::BIGINT AS _batch_id,
-                   now() AS _ingested_at
-                   {source_sql}
-                   {select_constants},
-                   *
-            FROM _bronze_batch
-            """,
+            f"INSERT INTO {qualified(BRONZE_SCHEMA, table)} BY NAME "
+            f"SELECT {', '.join(select)}, {star} FROM _bronze_batch",
             params,
         )
     finally:

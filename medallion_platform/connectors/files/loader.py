@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel
 
@@ -113,6 +114,12 @@ BATCH_ROWS = 4 * ROW_GROUP_ROWS
 """Rows per INSERT: whole DuckDB row groups are compressed and written as they come (not all at
 COMMIT), several at once on DuckDB's threads; about 50 MB of Arrow for a 100-byte row."""
 
+SMALL_FILE_BYTES = 8 << 20
+"""A file up to this size is read whole before its transaction, so that several share one."""
+GROUP_BYTES = 64 << 20
+"""Arrow bytes of the small files one transaction holds at most (the memory it costs)."""
+GROUP_FILES = 256
+
 ProgressHook = Callable[[str, int], None]
 """Called with a file's landing path and its rows so far, after each appended batch."""
 CommitHook = Callable[[str], None]
@@ -129,8 +136,13 @@ def ingest_files(
     batch_rows: int = BATCH_ROWS,
     on_progress: ProgressHook | None = None,
     on_committed: CommitHook | None = None,
+    small_file_bytes: int = SMALL_FILE_BYTES,
 ) -> IngestReport:
-    """Load ``relpaths`` (default: every file waiting for the feed) into bronze, exactly once."""
+    """Load ``relpaths`` (default: every file waiting for the feed) into bronze, exactly once.
+
+    Files up to ``small_file_bytes`` are read whole first and loaded several to a transaction
+    (0: each file in its own transaction, streamed).
+    """
     landing_root = landing_root.absolute()
     if relpaths is None:
         relpaths = [f.relpath for f in list_landing_files(landing_root, feed)]
@@ -154,7 +166,9 @@ def ingest_files(
             ensure_feed_table(conn, feed)
         group = _SmallFiles(conn, feed, landing_root, run_id, on_progress, on_committed)
         for rel in pending:
-            ready = _read_small(conn, feed, landing_root, rel, batch_rows, group.hashes)
+            ready = _read_small(
+                conn, feed, landing_root, rel, batch_rows, group.hashes, small_file_bytes
+            )
             if ready is not None:
                 outcomes += group.add(ready)
                 continue
@@ -306,13 +320,6 @@ def _changing(feed: FileFeed, rel: str) -> FileOutcome:
     return FileOutcome(path=rel, status="changing", file_hash=None, reason=reason)
 
 
-SMALL_FILE_BYTES = 8 << 20
-"""A file up to this size is read whole before its transaction, so that several share one."""
-GROUP_BYTES = 64 << 20
-"""Arrow bytes of the small files one transaction holds at most (the memory it costs)."""
-GROUP_FILES = 256
-
-
 @dataclass
 class _Ready:
     """A small file read whole: its rows wait in memory for the group's transaction."""
@@ -335,6 +342,7 @@ def _read_small(
     rel: str,
     batch_rows: int,
     pending_hashes: set[str],
+    small_file_bytes: int,
 ) -> _Ready | None:
     """A small regular file inside the feed's folder, read whole and found loadable (readable,
     not loaded before, unchanged while read); None for any other, which the one-file path
@@ -342,7 +350,7 @@ def _read_small(
     path = landing_root / rel
     try:
         st = path.lstat()
-        if not stat.S_ISREG(st.st_mode) or st.st_size > SMALL_FILE_BYTES:
+        if not stat.S_ISREG(st.st_mode) or st.st_size > small_file_bytes:
             return None  # symlinks, FIFOs and big files take the one-file path
         if not _inside(path, feed_dir(landing_root, feed), landing_root):
             return None
@@ -439,24 +447,29 @@ class _SmallFiles:
             # Every file's columns before any row: see _LateColumns for why.
             everyone = list(dict.fromkeys(c for ready in files for c in ready.columns))
             add_data_columns(conn, feed.bronze_table, everyone, FILE_LINEAGE)
+            parts = []
             for ready in files:
                 batch_id = next_batch_id(conn, source, self.run_id)
                 target = archive_path(self.landing_root, feed, batch_id, ready.rel)
-                rows = 0
-                for table in ready.tables:
-                    rows += append_batch(
-                        conn,
-                        feed.bronze_table,
-                        table,
-                        batch_id=batch_id,
-                        source=ready.rel,
-                        constants={"_file_hash": ready.file_hash},
-                        lineage=FILE_LINEAGE,
-                        evolve=False,
-                    )
-                    if self.on_progress and table.num_rows:
-                        self.on_progress(ready.rel, rows)
+                parts += [_with_lineage(t, batch_id, ready) for t in ready.tables if t.num_rows]
                 done.append((ready, batch_id, target))
+            # All the group's rows in one append of whole row groups (see BATCH_ROWS).
+            rows = pa.concat_tables(parts, promote_options="default") if parts else None
+            if rows is not None:
+                if rows.num_rows > ROW_GROUP_ROWS:
+                    rows = rows.combine_chunks()
+                    rows = pa.Table.from_batches(rows.to_batches(max_chunksize=ROW_GROUP_ROWS))
+                append_batch(
+                    conn, feed.bronze_table, rows, batch_id=None, lineage=FILE_LINEAGE,
+                    evolve=False, source_column=SOURCE_FILE,
+                )  # fmt: skip
+            if self.on_progress:  # as the one-file path reports: rows so far, batch by batch
+                for ready in files:
+                    so_far = 0
+                    for table in ready.tables:
+                        so_far += table.num_rows
+                        if table.num_rows:
+                            self.on_progress(ready.rel, so_far)
             for ready, batch_id, target in done:  # every file as it was read, up to COMMIT
                 now = _identity(ready.path)
                 if now is None:
@@ -469,6 +482,21 @@ class _SmallFiles:
                 )  # fmt: skip
             set_position(conn, source, "last_file", done[-1][0].rel, done[-1][1])
         return done
+
+
+def _with_lineage(table: pa.Table, batch_id: int, ready: _Ready) -> pa.Table:
+    """A small file's rows with the lineage that differs from file to file in a group
+    (file and hash as one-entry dictionaries: no copy of the text per row)."""
+    n = table.num_rows
+    zeros = pa.array(np.zeros(n, dtype=np.int32))
+    return (
+        table.append_column("_batch_id", pa.array(np.full(n, batch_id, dtype=np.int64)))
+        .append_column(SOURCE_FILE, pa.DictionaryArray.from_arrays(zeros, [ready.rel]))
+        .append_column("_file_hash", pa.DictionaryArray.from_arrays(zeros, [ready.file_hash]))
+    )
+
+
+SOURCE_FILE = "_source_file"
 
 
 class _LateColumns(Exception):

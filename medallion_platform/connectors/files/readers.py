@@ -8,9 +8,9 @@ it). A file that cannot be read at all (empty, UTF-16, binary, not valid in its 
 raises :class:`FileReadError` with the reason, and the caller rejects it whole. Files
 compressed with gzip or zstd are read transparently (recognized by their first bytes).
 
-CSV rows are parsed by Arrow's C++ reader (no Python object per row): Python reads only the
-header, and re-reads the rare row of the wrong width that Arrow hands back. The stored bytes
-can be hashed on the same pass (``digest``), so a file is read once.
+CSV rows are parsed by Arrow's C++ reader and JSON lines by DuckDB's JSON functions, with no
+Python object per row: Python reads a CSV's header, re-reads the rare row of the wrong width
+that Arrow hands back, and words the rare invalid JSON line's error.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,7 +39,7 @@ from medallion_platform.connectors.bronze import (
     ROW_NUMBER,
 )
 from medallion_platform.connectors.files.spec import FileFeed
-from medallion_platform.warehouse.identifiers import normalize_column_name
+from medallion_platform.warehouse.identifiers import normalize_column_name, quote
 
 DEFAULT_BATCH_ROWS = 100_000
 ARROW_BLOCK_BYTES = 4 << 20
@@ -49,12 +49,6 @@ HEADER_MAX_BYTES = 16 << 20
 COMBINE_MAX_BYTES = 1 << 30
 """A batch is regrouped into row-group chunks (a copy) only below this size; a string column
 past 2 GiB in one chunk would not fit Arrow's 32-bit offsets."""
-
-
-class Digest(Protocol):
-    """What ``hashlib.sha256()`` offers: the reader feeds it the file's stored bytes."""
-
-    def update(self, data: bytes, /) -> None: ...
 
 
 class FileReadError(Exception):
@@ -94,19 +88,16 @@ def read_batches(
     path: Path,
     feed: FileFeed,
     batch_rows: int = DEFAULT_BATCH_ROWS,
-    *,
-    digest: Digest | None = None,
 ) -> Iterator[pa.Table]:
     """Yield the file as Arrow tables of text columns plus ``_row_number`` and error columns.
 
     Any failure to read the file, at any point in it, is a :class:`FileReadError`: the caller
-    rolls back what it appended and rejects the file, and the other files still load. With
-    ``digest``, every stored byte of the file is fed to it once the last table is yielded.
+    rolls back what it appended and rejects the file, and the other files still load.
     """
     _check_readable(path, feed)
     readers = {"csv": _read_csv, "jsonl": _read_jsonl, "parquet": _read_parquet}
     try:
-        yield from readers[feed.format](path, feed, batch_rows, digest)
+        yield from readers[feed.format](path, feed, batch_rows)
     except (FileReadError, FileNotFoundError):  # a vanished file is not a bad file
         raise
     except (OSError, pa.ArrowException) as exc:
@@ -145,33 +136,6 @@ def open_binary(path: Path) -> io.BufferedIOBase:
     return io.BufferedReader(pa.CompressedInputStream(pa.OSFile(str(path)), kind))
 
 
-class _RawTap:
-    """The file's stored bytes as the parser pulls them, fed to ``digest`` on the way."""
-
-    def __init__(self, path: Path, digest: Digest | None) -> None:
-        self._fh = path.open("rb")
-        self._digest = digest
-        self.closed = False
-
-    def read(self, size: int = -1) -> bytes:
-        block = self._fh.read(size)
-        if self._digest is not None and block:
-            self._digest.update(block)
-        return block
-
-    def readable(self) -> bool:
-        return True
-
-    def drain(self) -> None:
-        """Hash what the parser left unread (bytes after a compressed stream's end)."""
-        while self.read(1 << 20):
-            pass
-
-    def close(self) -> None:
-        self._fh.close()
-        self.closed = True
-
-
 _UTF8 = ("utf-8", "utf-8-sig")
 
 
@@ -180,7 +144,7 @@ class _TextTap:
     is another (strictly: a byte the encoding lacks raises), watched for NUL bytes and line
     ends, with a look ahead at the first bytes for the header."""
 
-    def __init__(self, stream: _RawTap | pa.NativeFile, encoding: str) -> None:
+    def __init__(self, stream: io.BufferedIOBase, encoding: str) -> None:
         self._stream = stream
         self._decoder = (
             None if encoding in _UTF8 else codecs.getincrementaldecoder(encoding)("strict")
@@ -230,20 +194,10 @@ class _TextTap:
 
 
 @contextmanager
-def _open_text(path: Path, encoding: str, digest: Digest | None) -> Iterator[_TextTap]:
-    """The file's text as UTF-8 bytes, decompressed; ``digest`` gets every stored byte once
-    the caller is done with it (not when the read fails: the file is hashed again then)."""
-    raw = _RawTap(path, digest)
-    try:
-        kind = compression_of(path)
-        if kind is None:
-            yield _TextTap(raw, encoding)
-        else:
-            stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), kind)
-            yield _TextTap(stream, encoding)
-        raw.drain()
-    finally:
-        raw.close()
+def _open_text(path: Path, encoding: str) -> Iterator[_TextTap]:
+    """The file's text as UTF-8 bytes, decompressed."""
+    with open_binary(path) as stream:
+        yield _TextTap(stream, encoding)
 
 
 def _first_undecodable(path: Path, encoding: str) -> UnicodeDecodeError | None:
@@ -309,11 +263,9 @@ def _decode_error(exc: UnicodeDecodeError, encoding: str) -> FileReadError:
     )
 
 
-def _read_csv(
-    path: Path, feed: FileFeed, batch_rows: int, digest: Digest | None
-) -> Iterator[pa.Table]:
+def _read_csv(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Table]:
     opts = feed.csv
-    with _open_text(path, opts.encoding, digest) as tap:
+    with _open_text(path, opts.encoding) as tap:
         try:
             header = _csv_header(tap, feed)
             columns = unique_column_names(header)
@@ -596,38 +548,178 @@ def flag_nul_bytes(table: pa.Table) -> pa.Table:
     return table.set_column(index, PARSE_ERROR, pa.array(errors, pa.string()))
 
 
-def _read_jsonl(
-    path: Path, feed: FileFeed, batch_rows: int, digest: Digest | None
-) -> Iterator[pa.Table]:
-    decoder = codecs.getincrementaldecoder(feed.csv.encoding)(errors="strict")
-    records: list[dict[str, str | None]] = []
+JSON_BLOCK_BYTES = 16 << 20
+"""Bytes of JSON lines DuckDB flattens at a time."""
+
+
+def _read_jsonl(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Table]:
+    """JSON lines, flattened by DuckDB's JSON functions a block of lines at a time.
+
+    A block whose keys collide once normalized ("id" and "ID") or repeat within an object
+    takes the Python path, which names such keys record by record as before.
+    """
+    encoding = feed.csv.encoding
     line_no = 0
-    with _open_text(path, "utf-8", digest) as tap:  # the bytes as stored, decoded below
+    yielded = False
+    with _open_text(path, encoding) as tap, duckdb.connect() as conn:
         try:
-            for raw in _lines(tap):
-                line_no += 1
-                text = decoder.decode(raw).strip()
-                if not text:
-                    continue
-                records.append(_json_record(text, line_no, feed.required_columns))
-                if len(records) >= batch_rows:
-                    yield records_table(records)
-                    records = []
+            for block in _line_blocks(tap, strip_bom=encoding == "utf-8-sig"):
+                lines = _line_array(block)
+                table = _json_block(conn, lines, line_no, feed.required_columns)
+                line_no += len(lines)
+                for offset in range(0, table.num_rows, max(1, batch_rows)):
+                    yield table.slice(offset, batch_rows)
+                    yielded = True
+        except pa.ArrowInvalid as exc:  # not valid UTF-8 (other encodings are transcoded)
+            bad = _first_undecodable(path, encoding)
+            if bad is None:
+                raise
+            raise _decode_error(bad, encoding) from exc
         except UnicodeDecodeError as exc:
-            raise _decode_error(exc, feed.csv.encoding) from exc
-    if records or line_no == 0:
-        yield records_table(records)
+            raise _decode_error(exc, encoding) from exc
+    if not yielded:
+        yield records_table([])
 
 
-def _lines(tap: _TextTap) -> Iterator[bytes]:
-    """The stream's lines, split at ``\\n`` (a last line without one included)."""
+def _line_blocks(tap: _TextTap, *, strip_bom: bool) -> Iterator[bytes]:
+    """The stream in blocks of whole lines (each ending in ``\\n``, but maybe the last)."""
     pending = b""
-    while block := tap.read(1 << 20):
-        lines = (pending + block).split(b"\n")
-        pending = lines.pop()
-        yield from lines
+    first = True
+    while block := tap.read(JSON_BLOCK_BYTES):
+        if first and strip_bom and block.startswith(codecs.BOM_UTF8):
+            block = block[len(codecs.BOM_UTF8) :]
+        first = False
+        data = pending + block
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            yield data[:cut]
+        pending = data[cut:]
     if pending:
         yield pending
+
+
+def _line_array(block: bytes) -> pa.StringArray:
+    """The block's lines as one Arrow string array over the block's own bytes (no copy, no
+    Python object per line); invalid UTF-8 raises ArrowInvalid."""
+    ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10) + 1
+    if not len(ends) or ends[-1] != len(block):
+        ends = np.append(ends, len(block))
+    offsets = np.concatenate([[0], ends]).astype(np.int32)
+    lines = pa.StringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(block))
+    lines.validate(full=True)
+    return lines
+
+
+def _pointer(key: str) -> str:
+    """A JSON Pointer (RFC 6901) to a top-level key, whatever characters it holds."""
+    return "/" + key.replace("~", "~0").replace("/", "~1")
+
+
+def _json_block(
+    conn: duckdb.DuckDBPyConnection, lines: pa.StringArray, before: int, required: list[str]
+) -> pa.Table:
+    """One block of lines (the first is line ``before + 1``) as bronze text columns."""
+    numbers = pa.array(np.arange(before + 1, before + 1 + len(lines), dtype=np.int64))
+    conn.register("_lines", pa.table({"n": numbers, "line": lines}))
+    conn.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE _json AS
+        WITH texts AS (
+            SELECT n, trim(line, ' \t\r\n') AS text FROM _lines
+        ), checked AS (
+            SELECT n, text, json_valid(text) AS ok FROM texts WHERE text <> ''
+        ), typed AS (
+            SELECT *, CASE WHEN ok THEN json_type(text) = 'OBJECT' ELSE false END AS obj
+            FROM checked
+        )
+        SELECT *, CASE WHEN obj THEN json_keys(text) END AS keys FROM typed
+        """
+    )
+    conn.unregister("_lines")
+    keys = [
+        key
+        for (key,) in conn.execute(
+            """
+            SELECT key FROM (
+                SELECT n, unnest(keys) AS key, generate_subscripts(keys, 1) AS pos
+                FROM _json WHERE obj
+            ) GROUP BY key ORDER BY min(n), arg_min(pos, n)
+            """
+        ).fetchall()
+    ]
+    names = [_unique_names((key,))[0] for key in keys]
+    repeated = conn.execute(
+        "SELECT coalesce(bool_or(len(list_distinct(keys)) < len(keys)), false) FROM _json"
+    ).fetchone()[0]
+    if len(set(names)) < len(names) or repeated:
+        return _json_block_in_python(conn, required)
+    by_name = dict(zip(names, keys, strict=True))
+    missing = [
+        f"CASE WHEN NOT list_contains(keys, {_sql_text(by_name[r])}) THEN {_sql_text(r)} END"
+        if r in by_name
+        else _sql_text(r)
+        for r in required
+    ]
+    missing_sql = f"nullif(concat_ws(', ', {', '.join(missing)}), '')" if missing else "NULL"
+    values = ", ".join(f"vals[{i + 1}] AS {quote(name)}" for i, name in enumerate(names))
+    paths = "[" + ", ".join(_sql_text(_pointer(key)) for key in keys) + "]"
+    table = conn.execute(
+        f"""
+        SELECT {values + "," if values else ""}
+            n AS {ROW_NUMBER},
+            CASE
+                WHEN NOT ok THEN NULL
+                WHEN NOT obj THEN 'line ' || n || ': not a JSON object'
+                ELSE 'line ' || n || ': missing required field(s) ' || {missing_sql}
+            END AS {PARSE_ERROR},
+            CASE WHEN NOT obj THEN to_json([text]) END AS {EXTRA_FIELDS},
+            ok AS _ok
+        FROM (
+            SELECT *, CASE WHEN obj THEN json_extract_string(text, {paths if keys else "[]"}) END
+                AS vals
+            FROM _json
+        )
+        ORDER BY n
+        """
+    ).fetch_arrow_table()
+    ok = table.column("_ok")  # data columns never start with "_"
+    table = table.drop_columns(["_ok"])
+    if not pc.all(ok).as_py():  # invalid lines: Python's parser says what is wrong
+        table = _invalid_json_reasons(conn, table, ok)
+    return table
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _invalid_json_reasons(
+    conn: duckdb.DuckDBPyConnection, table: pa.Table, ok: pa.ChunkedArray
+) -> pa.Table:
+    bad = pc.invert(ok)
+    texts = conn.execute("SELECT n, text FROM _json WHERE NOT ok ORDER BY n").fetchall()
+    reasons = []
+    for n, text in texts:
+        try:
+            json.loads(text)
+            reasons.append(f"line {n}: invalid JSON")
+        except json.JSONDecodeError as exc:
+            reasons.append(f"line {n}: invalid JSON ({exc.msg})")
+        except ValueError as exc:
+            reasons.append(f"line {n}: invalid JSON ({exc})")
+    errors = pc.replace_with_mask(
+        table.column(PARSE_ERROR).combine_chunks(), bad.combine_chunks(), pa.array(reasons)
+    )
+    return table.set_column(table.column_names.index(PARSE_ERROR), PARSE_ERROR, errors)
+
+
+def _json_block_in_python(conn: duckdb.DuckDBPyConnection, required: list[str]) -> pa.Table:
+    """The block record by record in Python (keys colliding once normalized, or repeated)."""
+    records = [
+        _json_record(text, n, required)
+        for n, text in conn.execute("SELECT n, text FROM _json ORDER BY n").fetchall()
+    ]
+    return records_table(records)
 
 
 def _json_record(text: str, line_no: int, required: list[str]) -> dict[str, str | None]:
@@ -684,9 +776,7 @@ def records_table(records: list[dict[str, str | None]]) -> pa.Table:
     return pa.table(data)
 
 
-def _read_parquet(
-    path: Path, feed: FileFeed, batch_rows: int, digest: Digest | None
-) -> Iterator[pa.Table]:
+def _read_parquet(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Table]:
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -710,10 +800,6 @@ def _read_parquet(
         data[EXTRA_FIELDS] = pa.nulls(n, pa.string())
         offset += n
         yield pa.table(data)
-    if digest is not None:  # Parquet is read by column chunks: hash the file on its own
-        with path.open("rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
 
 
 def read_ahead(items: Iterator[pa.Table], depth: int = 1) -> Iterator[pa.Table]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from medallion_platform.connectors.files import ingest_files, list_landing_files
+from medallion_platform.connectors.files import FileFeed, ingest_files, list_landing_files
 from medallion_platform.warehouse.warehouse import table_columns
 from medallion_platform_tests.conftest import settled, settled_write, write_csv
 
@@ -590,3 +590,27 @@ def test_a_small_file_that_changes_before_its_group_commits_is_left_out(
     settled(late)
     [again] = ingest_files(warehouse, products_feed, landing).files
     assert (again.path, again.status, again.rows) == ("products/b.csv", "loaded", 2)
+
+
+def test_json_lines_whose_keys_grow_deep_into_a_big_file_still_load(warehouse, landing):
+    """A key first seen after a few hundred thousand rows: DuckDB 1.5 cannot add a column to
+    a table its open transaction appended row groups to (an internal error that invalidates
+    the database), so the file is loaded again with every column added first."""
+    feed = FileFeed(
+        name="events", description="x", folder="events", glob="*.jsonl",
+        format="jsonl", contract="events", required_columns=["id"],
+    )  # fmt: skip
+    lines = [f'{{"id":"{i}","kind":"view"}}\n' for i in range(300_000)]
+    lines += [f'{{"id":"L{i}","kind":"buy","late":"{i}"}}\n' for i in range(10)]
+    write_csv(landing, "events/big.jsonl", "".join(lines))
+
+    [outcome] = ingest_files(warehouse, feed, landing, batch_rows=100_000, small_file_bytes=0).files
+
+    assert (outcome.status, outcome.rows) == ("loaded", 300_010)
+    assert _query(
+        warehouse, "SELECT count(*), count(late), count(DISTINCT id) FROM bronze.files_events"
+    ) == [(300_010, 10, 300_010)]
+    [entry] = _registry(warehouse)
+    with warehouse.connect() as conn:
+        columns = conn.execute("SELECT columns FROM _meta.files").fetchone()[0]
+    assert json.loads(columns) == ["id", "kind", "late"] and entry["rows"] == 300_010
