@@ -63,7 +63,7 @@ def add_data_columns(
 def append_batch(
     conn: duckdb.DuckDBPyConnection,
     table: str,
-    batch: pa.Table,
+    batch: pa.Table | pa.RecordBatchReader,
     *,
     batch_id: int | None,
     source: str | None = None,
@@ -81,11 +81,14 @@ def append_batch(
     row's origin instead (``_source`` is then ``<origin>#row=<n>``, the column not stored);
     ``constants`` are per-batch lineage values (``_file_hash``).
     ``evolve=False`` skips the column check, for a caller that ran :func:`add_data_columns`
-    once for a stream of batches of one shape. Returns the number of rows appended.
+    once for a stream of batches of one shape. A RecordBatchReader is appended in one INSERT
+    that DuckDB feeds from it as it goes, on all its threads (the caller counts its rows).
+    Returns the number of rows appended (0 for a reader).
     """
     if evolve:
-        add_data_columns(conn, table, batch.column_names, lineage)
-    if batch.num_rows == 0:
+        add_data_columns(conn, table, batch.schema.names, lineage)
+    rows = batch.num_rows if isinstance(batch, pa.Table) else 0
+    if isinstance(batch, pa.Table) and rows == 0:
         return 0
     constants = dict(constants or {})
     select = ["now() AS _ingested_at"]
@@ -111,4 +114,4 @@ def append_batch(
         )
     finally:
         conn.unregister("_bronze_batch")
-    return batch.num_rows
+    return rows

@@ -20,11 +20,12 @@ disappears before it is read is ``vanished``, and the other files still load.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -601,9 +602,10 @@ def _append_file(
 ) -> tuple[int, list[str]]:
     """Append the file's rows; (rows, the file's own columns in header order).
 
-    Columns are added before the first row (a CSV's header, ``columns_first`` on a second
-    try). A JSON line bringing a new key later raises :class:`_LateColumns` once the rest of
-    the file has been read for its keys.
+    Batches of one shape (all of a CSV's) stream into one INSERT, parsed one ahead on a
+    thread of their own. Columns are added before the first row (a CSV's header,
+    ``columns_first`` on a second try); a JSON line bringing a new key later raises
+    :class:`_LateColumns` once the rest of the file has been read for its keys.
     """
     rows = 0
     columns: list[str] = []
@@ -611,30 +613,71 @@ def _append_file(
     if columns_first:
         add_data_columns(conn, feed.bronze_table, columns_first, FILE_LINEAGE)
     batches = read_ahead(read_batches(path, feed, batch_rows))
-    for batch in batches:
-        new = [c for c in batch.column_names if c not in columns and not c.startswith("_")]
-        columns += new
-        unknown = [c for c in new if c not in known]
-        if unknown and rows:
-            for rest in batches:
-                columns += [c for c in rest.column_names if c not in columns and c[0] != "_"]
-            raise _LateColumns(columns)
-        if unknown:
-            add_data_columns(conn, feed.bronze_table, unknown, FILE_LINEAGE)
-            known.update(unknown)
-        rows += append_batch(
-            conn,
-            feed.bronze_table,
-            batch,
-            batch_id=batch_id,
-            source=rel,
-            constants={"_file_hash": file_hash},
-            lineage=FILE_LINEAGE,
-            evolve=False,
-        )
-        if on_progress and batch.num_rows:
-            on_progress(rel, rows)
+    try:
+        for _, run in itertools.groupby(batches, key=lambda table: table.schema):
+            first, tables = _peek(run)
+            new = [c for c in first.column_names if c not in columns and not c.startswith("_")]
+            columns += new
+            unknown = [c for c in new if c not in known]
+            if unknown and rows:
+                for rest in itertools.chain(tables, batches):
+                    columns += [c for c in rest.column_names if c not in columns and c[0] != "_"]
+                raise _LateColumns(columns)
+            if unknown:
+                add_data_columns(conn, feed.bronze_table, unknown, FILE_LINEAGE)
+                known.update(unknown)
+            stream = _Stream(tables, rel, rows, on_progress)
+            try:
+                append_batch(
+                    conn,
+                    feed.bronze_table,
+                    pa.RecordBatchReader.from_batches(first.schema, stream.batches()),
+                    batch_id=batch_id,
+                    source=rel,
+                    constants={"_file_hash": file_hash},
+                    lineage=FILE_LINEAGE,
+                    evolve=False,
+                )
+            except Exception:
+                if stream.failure is not None:  # the reader's own error, not DuckDB's words
+                    raise stream.failure from None
+                raise
+            rows = stream.rows
+    finally:
+        batches.close()
     return rows, columns
+
+
+def _peek(tables: Iterator[pa.Table]) -> tuple[pa.Table, Iterator[pa.Table]]:
+    """The first table, and all of them."""
+    first = next(tables)
+    return first, itertools.chain([first], tables)
+
+
+class _Stream:
+    """Tables of one shape as the record batches of one INSERT: counts the rows handed over
+    (``on_progress`` after each table) and keeps the reader's exception, which DuckDB would
+    otherwise report in its own words."""
+
+    def __init__(
+        self, tables: Iterator[pa.Table], rel: str, rows: int, on_progress: ProgressHook | None
+    ) -> None:
+        self.tables = tables
+        self.rel = rel
+        self.rows = rows
+        self.on_progress = on_progress
+        self.failure: BaseException | None = None
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        try:
+            for table in self.tables:
+                yield from table.to_batches()
+                self.rows += table.num_rows
+                if self.on_progress and table.num_rows:
+                    self.on_progress(self.rel, self.rows)
+        except BaseException as exc:
+            self.failure = exc
+            raise
 
 
 def _register(

@@ -253,10 +253,12 @@ def test_rejected_files_are_recorded_moved_aside_and_the_batch_goes_on(
     assert list_landing_files(landing, products_feed) == []
 
 
+@pytest.mark.parametrize("small_file_bytes", [8 << 20, 0], ids=["read-whole", "streamed"])
 def test_read_error_late_in_a_file_rolls_back_its_earlier_batches(
-    warehouse, landing, products_feed
+    warehouse, landing, products_feed, small_file_bytes
 ):
-    """Batches already inserted are rolled back when a later part of the file is unreadable."""
+    """Batches already inserted are rolled back when a later part of the file is unreadable,
+    whether the file was read whole first or streamed into its INSERT."""
     data = (
         b"sku,name\n" + b"".join(b"S%d,n\n" % i for i in range(5_000)) + "Z,Café\n".encode("cp1252")
     )
@@ -264,7 +266,9 @@ def test_read_error_late_in_a_file_rolls_back_its_earlier_batches(
     settled_write(landing / "products" / "a_late.csv", data)
     write_csv(landing, "products/b_good.csv", _products("B"))
 
-    report = ingest_files(warehouse, products_feed, landing, batch_rows=1_000)
+    report = ingest_files(
+        warehouse, products_feed, landing, batch_rows=1_000, small_file_bytes=small_file_bytes
+    )
 
     assert [(f.path, f.status) for f in report.files] == [
         ("products/a_late.csv", "rejected"),
