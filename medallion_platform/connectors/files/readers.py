@@ -19,11 +19,14 @@ import codecs
 import csv
 import io
 import json
+import queue
+import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -42,6 +45,7 @@ from medallion_platform.connectors.files.spec import FileFeed
 from medallion_platform.warehouse.identifiers import normalize_column_name, quote
 
 DEFAULT_BATCH_ROWS = 100_000
+T = TypeVar("T")
 ARROW_BLOCK_BYTES = 4 << 20
 """Bytes Arrow parses at a time: large enough to amortize the call, small enough to stay out
 of the memory budget."""
@@ -802,30 +806,31 @@ def _read_parquet(path: Path, feed: FileFeed, batch_rows: int) -> Iterator[pa.Ta
         yield pa.table(data)
 
 
-def read_ahead(items: Iterator[pa.Table], depth: int = 1) -> Iterator[pa.Table]:
-    """``items``, produced one ahead on a thread of its own (Arrow's parser and hashlib release
-    the GIL, so reading the next batch overlaps with inserting this one)."""
-    import queue
-    import threading
-
+def read_ahead(items: Iterable[T], depth: int = 1) -> Iterator[T]:
+    """``items``, produced ``depth`` ahead on a thread of its own (Arrow's parser and hashlib
+    release the GIL, so reading the next batch or file overlaps with inserting this one).
+    The producer's exception is raised here; closing this generator stops the producer."""
     done = object()
     slots: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
+    def offer(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for item in items:
-                while not stop.is_set():
-                    try:
-                        slots.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not offer((item, None)):
                     return
-            slots.put((done, None))
+            offer((done, None))
         except BaseException as exc:  # handed to the consumer, raised there
-            slots.put((done, exc))
+            offer((done, exc))
 
     worker = threading.Thread(target=produce, name="read-ahead", daemon=True)
     worker.start()
