@@ -59,8 +59,61 @@ def _duckdb_config(memory_limit: str | None) -> dict[str, str]:
 # --- phases (each runs in a child process: ``--phase NAME``) ---------------------------------
 
 
-def phase_generate(workdir: Path, rows: int, memory_limit: str | None) -> Result:
-    """Write the landing files at the smallest tried scale whose loadable rows reach ``rows``."""
+WIDE_FEED = "wide"
+WIDE_COLUMNS = 19
+
+
+def generate_wide_csv(path: Path, rows: int, seed: int = 7) -> None:
+    """A wide CSV as pandas writes it (``df.to_csv``): 19 columns of ids, integers with gaps
+    (written 517.0), floats, text with commas, quotes and line breaks, dates, booleans and
+    empty fields; input the platform did not make, in 100,000-row pieces."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    words = np.array(["Tent", "Stove, 2-burner", 'Boots "Alpine"', "Pack\n65L", "Café", ""])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for start in range(0, rows, 100_000):
+        n = min(100_000, rows - start)
+        frame = pd.DataFrame({"id": np.arange(start, start + n)})
+        for i in range(1, WIDE_COLUMNS):
+            kind = i % 6
+            if kind == 0:
+                col = pd.Series(rng.integers(0, 10_000, n)).where(rng.random(n) > 0.1)
+            elif kind == 1:
+                col = pd.Series(rng.normal(100, 30, n).round(4))
+            elif kind == 2:
+                col = pd.Series(rng.choice(words, n))
+            elif kind == 3:
+                col = pd.Series(
+                    pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 10**7, n), "s")
+                )
+            elif kind == 4:
+                col = pd.Series(rng.random(n) > 0.5)
+            else:
+                col = pd.Series(rng.integers(0, 10**9, n)).astype(str).str.zfill(12)
+            frame[f"Field {i}"] = col
+        frame.to_csv(path, mode="a" if start else "w", header=not start, index=False)
+
+
+def phase_generate(
+    workdir: Path, rows: int, memory_limit: str | None, shape: str = "demo"
+) -> Result:
+    """Write the landing files at the smallest tried scale whose loadable rows reach ``rows``
+    (``shape`` wide: one pandas-written 19-column CSV of ``rows`` rows instead)."""
+    if shape == WIDE_FEED:
+        path = workdir / "landing" / WIDE_FEED / "wide.csv"
+        start = time.perf_counter()
+        generate_wide_csv(path, rows)
+        return {
+            "rows": rows,
+            "seconds": time.perf_counter() - start,
+            "scale": 0.0,
+            "shape": WIDE_FEED,
+            "files": {WIDE_FEED: [str(path)]},
+            "file_kinds": {"wide": 1},
+            "landing_mib": path.stat().st_size / 2**20,
+        }
     from medallion_platform.demo.generator import generate_landing_files
 
     landing = workdir / "landing"
@@ -207,6 +260,19 @@ def phase_bronze(workdir: Path, rows: int, memory_limit: str | None) -> Result:
     from medallion_platform.warehouse import Warehouse
 
     feeds = platform_config().feeds
+    if json.loads((workdir / "generate.json").read_text()).get("shape") == WIDE_FEED:
+        from medallion_platform.connectors.files import FileFeed
+
+        feeds = [
+            FileFeed(
+                name=WIDE_FEED,
+                description="a pandas-written wide CSV",
+                folder=WIDE_FEED,
+                contract=WIDE_FEED,
+                required_columns=["id"],
+                settle_seconds=0,
+            )
+        ]
     start = time.perf_counter()
     warehouse = Warehouse(workdir / "warehouse.duckdb", memory_limit=memory_limit)
     loaded: dict[str, int] = {}
@@ -324,27 +390,34 @@ PHASE_FUNCS = {
 }
 
 
-def run_child_phase(name: str, workdir: Path, rows: int, memory_limit: str | None) -> None:
+def run_child_phase(
+    name: str, workdir: Path, rows: int, memory_limit: str | None, shape: str = "demo"
+) -> None:
     """Child side: run one phase, add RSS figures, write ``<workdir>/<name>.json``."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     for module in PHASE_IMPORTS[name]:
         importlib.import_module(module)
     rss_start = _peak_rss_mib()
-    result = PHASE_FUNCS[name](workdir, rows, memory_limit)
+    if name == "generate":
+        result = phase_generate(workdir, rows, memory_limit, shape)
+    else:
+        result = PHASE_FUNCS[name](workdir, rows, memory_limit)
     result["rss_after_imports_mib"] = rss_start
     result["peak_rss_mib"] = _peak_rss_mib()
     (workdir / f"{name}.json").write_text(json.dumps(result, indent=2))
 
 
-def spawn_phase(name: str, workdir: Path, rows: int, memory_limit: str | None) -> Result | None:
+def spawn_phase(
+    name: str, workdir: Path, rows: int, memory_limit: str | None, shape: str = "demo"
+) -> Result | None:
     """Parent side: run one phase in a fresh interpreter and return what it reported (None for
     the dlt phase when dlt is not installed)."""
     if name == "dlt" and importlib.util.find_spec("dlt") is None:
         print("... dlt: not installed, skipped (pip install -e '.[bench]')", flush=True)
         return None
     cmd = [sys.executable, str(Path(__file__).resolve()), "--phase", name]
-    cmd += ["--workdir", str(workdir), "--rows", str(rows)]
+    cmd += ["--workdir", str(workdir), "--rows", str(rows), "--shape", shape]
     if memory_limit:
         cmd += ["--memory-limit", memory_limit]
     print(f"... {name}", flush=True)
@@ -452,6 +525,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-limit", help="DuckDB memory_limit, e.g. '2GB'")
     parser.add_argument("--json", action="store_true", help="also print the result as JSON")
     parser.add_argument(
+        "--shape",
+        choices=("demo", WIDE_FEED),
+        default="demo",
+        help="demo: the demo's landing files; wide: one pandas-written 19-column CSV "
+        "(raw, dlt and bronze only)",
+    )
+    parser.add_argument(
         "--upto",
         choices=("bronze", "gold"),
         default="gold",
@@ -461,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.phase:
-        run_child_phase(args.phase, args.workdir, args.rows, args.memory_limit)
+        run_child_phase(args.phase, args.workdir, args.rows, args.memory_limit, args.shape)
         return 0
 
     if args.workdir:
@@ -475,8 +555,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results: dict[str, Result | None] = {}
         # raw and dlt run before bronze: the platform moves the files it loads into _archive/.
-        for name in PHASES[: PHASES.index(args.upto) + 1]:
-            results[name] = spawn_phase(name, workdir, args.rows, args.memory_limit)
+        upto = "bronze" if args.shape == WIDE_FEED else args.upto  # no contract for it
+        for name in PHASES[: PHASES.index(upto) + 1]:
+            results[name] = spawn_phase(name, workdir, args.rows, args.memory_limit, args.shape)
         if results["bronze"]["rows"] < args.rows:
             print(f"error: bronze loaded {results['bronze']['rows']:,} < {args.rows:,} rows")
             return 1
