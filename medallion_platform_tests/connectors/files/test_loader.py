@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from medallion_platform.connectors.files import FileFeed, ingest_files, list_landing_files
+from medallion_platform.connectors.files.readers import JSON_BLOCK_BYTES
 from medallion_platform.warehouse.warehouse import table_columns
 from medallion_platform_tests.conftest import settled, settled_write, write_csv
 
@@ -597,16 +598,19 @@ def test_a_small_file_that_changes_before_its_group_commits_is_left_out(
 
 
 def test_json_lines_whose_keys_grow_deep_into_a_big_file_still_load(warehouse, landing):
-    """A key first seen after a few hundred thousand rows: DuckDB 1.5 cannot add a column to
-    a table its open transaction appended row groups to (an internal error that invalidates
-    the database), so the file is loaded again with every column added first."""
+    """A key first seen in a later block of the reader, after 300,000 rows went in: the file is
+    loaded again with every column added before its first row (DuckDB 1.5 can fail, and
+    invalidate the database, on ALTER TABLE after its open transaction appended row groups
+    in parallel), once, with its columns recorded in order."""
     feed = FileFeed(
         name="events", description="x", folder="events", glob="*.jsonl",
         format="jsonl", contract="events", required_columns=["id"],
     )  # fmt: skip
-    lines = [f'{{"id":"{i}","kind":"view"}}\n' for i in range(300_000)]
+    pad = "x" * 40  # past the reader's first 16 MiB block, so the late key comes later
+    lines = [f'{{"id":"{i}","kind":"view","pad":"{pad}"}}\n' for i in range(300_000)]
     lines += [f'{{"id":"L{i}","kind":"buy","late":"{i}"}}\n' for i in range(10)]
-    write_csv(landing, "events/big.jsonl", "".join(lines))
+    path = write_csv(landing, "events/big.jsonl", "".join(lines))
+    assert path.stat().st_size > JSON_BLOCK_BYTES
 
     [outcome] = ingest_files(warehouse, feed, landing, batch_rows=100_000, small_file_bytes=0).files
 
@@ -617,4 +621,4 @@ def test_json_lines_whose_keys_grow_deep_into_a_big_file_still_load(warehouse, l
     [entry] = _registry(warehouse)
     with warehouse.connect() as conn:
         columns = conn.execute("SELECT columns FROM _meta.files").fetchone()[0]
-    assert json.loads(columns) == ["id", "kind", "late"] and entry["rows"] == 300_010
+    assert json.loads(columns) == ["id", "kind", "pad", "late"] and entry["rows"] == 300_010
