@@ -7,7 +7,7 @@ Every connector writes bronze through here, so every bronze table carries the sa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import duckdb
 import pyarrow as pa
@@ -23,6 +23,9 @@ BRONZE_SCHEMA = "bronze"
 ROW_NUMBER = "_row_number"
 PARSE_ERROR = "_parse_error"
 EXTRA_FIELDS = "_extra_fields"
+ROW_GROUP_ROWS = 122_880
+"""DuckDB's row group: an INSERT of whole row groups is compressed and written to the database
+file as it runs; a smaller one waits in memory for COMMIT. Batch appends in multiples of it."""
 LINEAGE_COLUMNS: dict[str, str] = {
     "_batch_id": "BIGINT",
     "_ingested_at": "TIMESTAMPTZ",
@@ -44,49 +47,71 @@ def ensure_bronze_table(
         conn.execute(f"CREATE TABLE {qualified(BRONZE_SCHEMA, table)} ({ddl})")
 
 
+def add_data_columns(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: Iterable[str],
+    lineage: Mapping[str, str] | None = None,
+) -> None:
+    """Schema evolution by addition: data columns new to ``bronze.<table>`` are added as
+    VARCHAR (older rows read NULL)."""
+    reserved = set(LINEAGE_COLUMNS) | set(lineage or {})
+    data_columns = {name: "VARCHAR" for name in columns if name not in reserved}
+    add_missing_columns(conn, BRONZE_SCHEMA, table, data_columns)
+
+
 def append_batch(
     conn: duckdb.DuckDBPyConnection,
     table: str,
-    batch: pa.Table,
+    batch: pa.Table | pa.RecordBatchReader,
     *,
-    batch_id: int,
+    batch_id: int | None,
     source: str | None = None,
     constants: Mapping[str, str] | None = None,
     lineage: Mapping[str, str] | None = None,
+    evolve: bool = True,
+    source_column: str | None = None,
 ) -> int:
     """Append ``batch`` (text columns + ``_row_number``) to ``bronze.<table>``.
 
     New data columns are added as VARCHAR first (older rows read NULL); ``_source`` becomes
     ``<source>#row=<n>`` (or comes with the batch when ``source`` is None, for batches that
-    span several origins); ``constants`` are per-batch lineage values (e.g. ``_file_hash``).
-    Returns the number of rows appended.
+    span several origins), and so does ``_batch_id`` when ``batch_id`` is None (several
+    batches' rows in one append); ``source_column`` names a column of the batch holding each
+    row's origin instead (``_source`` is then ``<origin>#row=<n>``, the column not stored);
+    ``constants`` are per-batch lineage values (``_file_hash``).
+    ``evolve=False`` skips the column check, for a caller that ran :func:`add_data_columns`
+    once for a stream of batches of one shape. A RecordBatchReader is appended in one INSERT
+    that DuckDB feeds from it as it goes, on all its threads (the caller counts its rows).
+    Returns the number of rows appended (0 for a reader).
     """
-    reserved = set(LINEAGE_COLUMNS) | set(lineage or {})
-    data_columns = {name: "VARCHAR" for name in batch.column_names if name not in reserved}
-    add_missing_columns(conn, BRONZE_SCHEMA, table, data_columns)
-    if batch.num_rows == 0:
+    if evolve:
+        add_data_columns(conn, table, batch.schema.names, lineage)
+    rows = batch.num_rows if isinstance(batch, pa.Table) else 0
+    if isinstance(batch, pa.Table) and rows == 0:
         return 0
     constants = dict(constants or {})
-    select_constants = "".join(f", ? AS {quote(name)}" for name in constants)
-    params: list = [batch_id, *constants.values()]
-    source_sql = ""
+    select = ["now() AS _ingested_at"]
+    params: list = []
+    if batch_id is not None:
+        select.append("?::BIGINT AS _batch_id")
+        params.append(batch_id)
+    star = "*"
     if source is not None:
-        source_sql = ", ? || '#row=' || _row_number AS _source"
-        params = [batch_id, source, *constants.values()]
+        select.append("? || '#row=' || _row_number AS _source")
+        params.append(source)
+    elif source_column is not None:
+        select.append(f"{quote(source_column)} || '#row=' || _row_number AS _source")
+        star = f"* EXCLUDE ({quote(source_column)})"
+    select += [f"? AS {quote(name)}" for name in constants]
+    params += constants.values()
     conn.register("_bronze_batch", batch)
     try:
         conn.execute(
-            f"""
-            INSERT INTO {qualified(BRONZE_SCHEMA, table)} BY NAME
-            SELECT ?::BIGINT AS _batch_id,
-                   now() AS _ingested_at
-                   {source_sql}
-                   {select_constants},
-                   *
-            FROM _bronze_batch
-            """,
+            f"INSERT INTO {qualified(BRONZE_SCHEMA, table)} BY NAME "
+            f"SELECT {', '.join(select)}, {star} FROM _bronze_batch",
             params,
         )
     finally:
         conn.unregister("_bronze_batch")
-    return batch.num_rows
+    return rows

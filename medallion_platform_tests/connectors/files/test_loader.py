@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from medallion_platform.connectors.files import ingest_files, list_landing_files
+from medallion_platform.connectors.files import FileFeed, ingest_files, list_landing_files
+from medallion_platform.connectors.files.readers import JSON_BLOCK_BYTES
 from medallion_platform.warehouse.warehouse import table_columns
 from medallion_platform_tests.conftest import settled, settled_write, write_csv
 
@@ -253,10 +254,12 @@ def test_rejected_files_are_recorded_moved_aside_and_the_batch_goes_on(
     assert list_landing_files(landing, products_feed) == []
 
 
+@pytest.mark.parametrize("small_file_bytes", [8 << 20, 0], ids=["read-whole", "streamed"])
 def test_read_error_late_in_a_file_rolls_back_its_earlier_batches(
-    warehouse, landing, products_feed
+    warehouse, landing, products_feed, small_file_bytes
 ):
-    """Batches already inserted are rolled back when a later part of the file is unreadable."""
+    """Batches already inserted are rolled back when a later part of the file is unreadable,
+    whether the file was read whole first or streamed into its INSERT."""
     data = (
         b"sku,name\n" + b"".join(b"S%d,n\n" % i for i in range(5_000)) + "Z,Café\n".encode("cp1252")
     )
@@ -264,7 +267,9 @@ def test_read_error_late_in_a_file_rolls_back_its_earlier_batches(
     settled_write(landing / "products" / "a_late.csv", data)
     write_csv(landing, "products/b_good.csv", _products("B"))
 
-    report = ingest_files(warehouse, products_feed, landing, batch_rows=1_000)
+    report = ingest_files(
+        warehouse, products_feed, landing, batch_rows=1_000, small_file_bytes=small_file_bytes
+    )
 
     assert [(f.path, f.status) for f in report.files] == [
         ("products/a_late.csv", "rejected"),
@@ -502,3 +507,118 @@ def test_a_parquet_file_corrupt_past_its_footer_is_rejected_and_the_batch_goes_o
     reason = next(f.reason for f in report.files if f.status == "rejected")
     assert reason.startswith("cannot read the file")
     assert _query(warehouse, "SELECT count(*) FROM bronze.files_events_pq") == [(50_000,)]
+
+
+def test_small_files_loaded_together_each_keep_their_own_batch_and_record(
+    warehouse, landing, products_feed
+):
+    """Small files share a transaction, yet each has its batch id (rising in arrival order),
+    its registry row with its own columns, its archive; a twin dropped in the same run is a
+    duplicate of the first, and a bad file between them is rejected on its own."""
+    names = ["a.csv", "b.csv", "c_bad.csv", "d.csv", "e_twin_of_a.csv"]
+    texts = {
+        "a.csv": _products("A1", "A2"),
+        "b.csv": "sku,name,Season\nB1,b,summer\n",
+        "c_bad.csv": "name,unit_price\nno sku,1\n",
+        "d.csv": _products("D1"),
+        "e_twin_of_a.csv": _products("A1", "A2"),
+    }
+    for age, name in enumerate(names):
+        path = write_csv(landing, f"products/{name}", texts[name])
+        os.utime(path, (1_700_000_000 + age, 1_700_000_000 + age))
+
+    report = ingest_files(warehouse, products_feed, landing)
+
+    assert [(f.path.removeprefix("products/"), f.status, f.rows) for f in report.files] == [
+        ("a.csv", "loaded", 2),
+        ("b.csv", "loaded", 1),
+        ("c_bad.csv", "rejected", 0),
+        ("d.csv", "loaded", 1),
+        ("e_twin_of_a.csv", "duplicate", 0),
+    ]
+    ids = [f.batch_id for f in report.files]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    registry = {e["path"].removeprefix("products/"): e for e in _registry(warehouse)}
+    assert [registry[n]["batch_id"] for n in names] == ids
+    with warehouse.connect() as conn:
+        columns = dict(conn.execute("SELECT path, columns FROM _meta.files").fetchall())
+    assert json.loads(columns["products/b.csv"]) == ["sku", "name", "season"]
+    assert json.loads(columns["products/a.csv"]) == ["sku", "name", "unit_price"]
+    per_file = dict(
+        _query(
+            warehouse,
+            f"SELECT split_part(_source, '#', 1), min(_batch_id) FROM {BRONZE} "
+            "GROUP BY 1 HAVING min(_batch_id) = max(_batch_id)",
+        )
+    )
+    assert per_file == {f.path: f.batch_id for f in report.files if f.status == "loaded"}
+    assert _bronze_rows(warehouse) == 4
+    assert all((landing / f.moved_to).exists() for f in report.files)
+    positions = _query(warehouse, "SELECT position, batch_id FROM _meta.positions")
+    assert positions == [("products/d.csv", outcome_id(report, "d.csv"))]
+
+
+def outcome_id(report, name: str) -> int:
+    return next(f.batch_id for f in report.files if f.path == f"products/{name}")
+
+
+def test_a_small_file_that_changes_before_its_group_commits_is_left_out(
+    warehouse, landing, products_feed
+):
+    """Small files are read whole before their shared transaction; one rewritten after that
+    read is not committed with the bytes of before: it stays for the next run, and the
+    others of its group still load."""
+    write_csv(landing, "products/a.csv", _products("A1", "A2"))
+    late = write_csv(landing, "products/b.csv", _products("B1"))
+    write_csv(landing, "products/c.csv", _products("C1"))
+
+    def rewrite_b_while_a_is_appended(rel: str, rows: int) -> None:
+        if rel == "products/a.csv":
+            late.write_text(_products("B1", "B2"), encoding="utf-8")
+
+    report = ingest_files(
+        warehouse, products_feed, landing, on_progress=rewrite_b_while_a_is_appended
+    )
+
+    assert [(f.path, f.status) for f in report.files] == [
+        ("products/a.csv", "loaded"),
+        ("products/b.csv", "changing"),
+        ("products/c.csv", "loaded"),
+    ]
+    assert _bronze_rows(warehouse, "products/b.csv") == 0
+    assert _bronze_rows(warehouse) == 3
+    assert late.exists() and [e["path"] for e in _registry(warehouse)] == [
+        "products/a.csv",
+        "products/c.csv",
+    ]
+
+    settled(late)
+    [again] = ingest_files(warehouse, products_feed, landing).files
+    assert (again.path, again.status, again.rows) == ("products/b.csv", "loaded", 2)
+
+
+def test_json_lines_whose_keys_grow_deep_into_a_big_file_still_load(warehouse, landing):
+    """A key first seen in a later block of the reader, after 300,000 rows went in: the file is
+    loaded again with every column added before its first row (DuckDB 1.5 can fail, and
+    invalidate the database, on ALTER TABLE after its open transaction appended row groups
+    in parallel), once, with its columns recorded in order."""
+    feed = FileFeed(
+        name="events", description="x", folder="events", glob="*.jsonl",
+        format="jsonl", contract="events", required_columns=["id"],
+    )  # fmt: skip
+    pad = "x" * 40  # past the reader's first 16 MiB block, so the late key comes later
+    lines = [f'{{"id":"{i}","kind":"view","pad":"{pad}"}}\n' for i in range(300_000)]
+    lines += [f'{{"id":"L{i}","kind":"buy","late":"{i}"}}\n' for i in range(10)]
+    path = write_csv(landing, "events/big.jsonl", "".join(lines))
+    assert path.stat().st_size > JSON_BLOCK_BYTES
+
+    [outcome] = ingest_files(warehouse, feed, landing, batch_rows=100_000, small_file_bytes=0).files
+
+    assert (outcome.status, outcome.rows) == ("loaded", 300_010)
+    assert _query(
+        warehouse, "SELECT count(*), count(late), count(DISTINCT id) FROM bronze.files_events"
+    ) == [(300_010, 10, 300_010)]
+    [entry] = _registry(warehouse)
+    with warehouse.connect() as conn:
+        columns = conn.execute("SELECT columns FROM _meta.files").fetchone()[0]
+    assert json.loads(columns) == ["id", "kind", "pad", "late"] and entry["rows"] == 300_010

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
+import random
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from medallion_platform.connectors.files import FileFeed, FileReadError
-from medallion_platform.connectors.files.readers import read_batches, unique_column_names
+from medallion_platform.connectors.files.readers import (
+    ARROW_BLOCK_BYTES,
+    read_batches,
+    unique_column_names,
+)
+from medallion_platform.connectors.files.spec import CsvOptions
 from medallion_platform.warehouse.identifiers import validate_identifier
-from medallion_platform_tests.conftest import write_csv
+from medallion_platform_tests.conftest import settled, write_csv
 
 LINEAGE = ("_row_number", "_parse_error", "_extra_fields")
 
@@ -380,3 +389,137 @@ def test_compressed_files_are_read_transparently(landing, products_feed, compres
     result = _rows(path, products_feed, batch_rows=1_000)
     assert [r["sku"] for r in result] == [f"SKU-{i}" for i in range(5_000)]
     assert [r["_row_number"] for r in result] == list(range(1, 5_001))
+
+
+def _python_csv_rows(path: Path, encoding: str = "utf-8-sig") -> list[dict]:
+    """The reference: what Python's csv module reads from the file, with bronze's rules for a
+    row of the wrong width (the reader before Arrow did exactly this, row by row)."""
+    with path.open(encoding=encoding, newline="") as fh:
+        records = [record for record in csv.reader(fh, strict=True) if record]
+    header, data = unique_column_names(records[0]), records[1:]
+    width = len(header)
+    rows = []
+    for number, record in enumerate(data, start=1):
+        n = len(record)
+        row = dict(zip(header, record[:width] + [None] * (width - n), strict=True))
+        row["_row_number"] = number
+        row["_parse_error"] = (
+            None if n == width else f"row {number}: expected {width} fields, found {n}"
+        )
+        row["_extra_fields"] = json.dumps(record[width:]) if n > width else None
+        rows.append(row)
+    return rows
+
+
+_PLAIN = ["", "N/A", "NULL", "12,99", '5" stake', "Crème brûlée", "日本語", "Tent 2p", "0.50", "-"]
+_QUOTED = ["a,b", 'say ""hi""', "ünïcode, too", "", "two\nlines", "crlf\r\nline", "x\n\ny"]
+
+
+def _messy_field(rng: random.Random) -> str:
+    if rng.random() < 0.7:
+        value = rng.choice(_PLAIN)
+        return f"{value} {rng.randint(0, 999)}" if value and rng.random() < 0.5 else value
+    return f'"{rng.choice(_QUOTED)}"'
+
+
+def _messy_csv(seed: int, rows: int, width: int) -> str:
+    """Quotes, commas and line breaks in values, blank lines, CRLF, rows of the wrong width."""
+    rng = random.Random(seed)
+    lines = [",".join(f"Col {i}" for i in range(width)) + "\n"]
+    for _ in range(rows):
+        n = width if rng.random() > 0.01 else rng.choice([1, width - 1, width + 1, width + 4])
+        lines.append(",".join(_messy_field(rng) for _ in range(n)) + rng.choice(["\n", "\r\n"]))
+        if rng.random() < 0.005:
+            lines.append(rng.choice(["\n", "\r\n"]))  # a blank line is not a row
+    return "".join(lines)
+
+
+def test_csv_rows_match_pythons_csv_module_across_many_parser_blocks(landing, products_feed):
+    """Arrow's reader parses the rows now; every value, row number, NULL pad, extra field and
+    error must still be what Python's csv module gives, also where Arrow's blocks (4 MiB)
+    and our batches (here 7,000 rows) split the file, and for rows that span lines."""
+    text = _messy_csv(seed=11, rows=100_000, width=6).replace("Col 0", "sku", 1)
+    path = write_csv(landing, "products/messy.csv", text)
+    assert path.stat().st_size > ARROW_BLOCK_BYTES  # two blocks at least
+
+    expected = _python_csv_rows(path)
+    got = _rows(path, products_feed, batch_rows=7_000)
+
+    assert sum(1 for r in expected if r["_parse_error"]) > 300  # the file is as messy as meant
+    assert len(got) == len(expected)
+    assert got == expected
+
+
+def test_a_wide_csv_written_by_pandas_reads_back_as_written(landing, products_feed):
+    """Input we did not make: pandas' to_csv of a wide frame (gaps written as '' and integer
+    columns with gaps as 517.0, quoting only where needed) comes back value for value."""
+    rng = np.random.default_rng(3)
+    n = 5_000
+    frame = pd.DataFrame({"sku": [f"SKU-{i:06d}" for i in range(n)]})
+    for i in range(18):
+        kind = i % 6
+        if kind == 0:
+            col = pd.Series(rng.integers(0, 1000, n)).where(rng.random(n) > 0.1)  # 517.0, ''
+        elif kind == 1:
+            col = pd.Series(rng.normal(100, 30, n).round(3))
+        elif kind == 2:
+            col = pd.Series(
+                rng.choice(["Tent, 2-person", 'Boots "Alpine"', "Stove\nburner", "Café"], n)
+            )
+        elif kind == 3:
+            col = pd.Series(pd.date_range("2026-01-01", periods=n, freq="37min"))
+        elif kind == 4:
+            col = pd.Series(rng.random(n) > 0.5)
+        else:
+            col = pd.Series(rng.choice(["", "NA", "n/a", "-"], n))
+        frame[f"Field {i} ({kind})"] = col
+    path = landing / "products" / "wide.csv"
+    path.parent.mkdir(parents=True)
+    frame.to_csv(path, index=False)
+    settled(path)
+
+    assert _rows(path, products_feed, batch_rows=1_000) == _python_csv_rows(path)
+
+
+def test_a_quote_left_open_in_an_earlier_field_rejects_the_file(tmp_path, products_feed):
+    """An unclosed quote before the last field leaves a short last row: still refused."""
+    path = write_csv(tmp_path, "products/open.csv", 'sku,name,price\nS1,"Tent,1\nS2,Stove,2\n')
+    with pytest.raises(FileReadError, match=r"not a readable CSV file"):
+        _rows(path, products_feed)
+
+
+def test_a_closed_quoted_last_field_with_line_breaks_at_the_end_is_fine(tmp_path, products_feed):
+    """The end-of-file check refuses only an open quote: a closed multi-line value is data."""
+    for ending in ("", "\n", "\r\n", "\n\n"):
+        path = write_csv(tmp_path, "products/end.csv", f'sku,name\nS1,"Tent\nfor two"{ending}')
+        assert _rows(path, products_feed)[-1]["name"] == "Tent\nfor two"
+
+
+def test_invalid_utf8_in_a_row_of_the_wrong_width_names_the_byte(landing, products_feed):
+    """Arrow cannot hand such a row over as text; the file is still refused with its byte."""
+    path = landing / "products" / "short.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"sku,name,unit_price\nA,plain,1\nB,Caf\xe9\n")
+    with pytest.raises(FileReadError, match=r"not valid utf-8(-sig)? text \(byte 0xe9"):
+        _rows(path, products_feed)
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "cp1252"])
+def test_a_feed_in_another_encoding_is_read_as_that_encoding(landing, encoding):
+    """latin-1 and cp1252 feeds are transcoded strictly: text comes back right, and a byte
+    cp1252 has no character for rejects the file naming it."""
+    feed = FileFeed(
+        name="legacy",
+        description="x",
+        folder="legacy",
+        contract="legacy",
+        csv=CsvOptions(encoding=encoding),
+    )
+    path = landing / "legacy" / "old.csv"
+    path.parent.mkdir(parents=True)
+    path.write_bytes('sku,name\nA,Crème brûlée\nB,"Gâteau,\nnoix"\n'.encode(encoding))
+    assert [r["name"] for r in _rows(path, feed)] == ["Crème brûlée", "Gâteau,\nnoix"]
+    if encoding == "cp1252":
+        path.write_bytes(b"sku,name\n" + b"A,x\n" * 20_000 + b"B,\x81\n")
+        with pytest.raises(FileReadError, match=r"not valid cp1252 text \(byte 0x81"):
+            _rows(path, feed)
