@@ -33,7 +33,7 @@ from medallion_platform.defs.files import (
 from medallion_platform.defs.gold import build_gold_asset, build_gold_checks, gold_key
 from medallion_platform.defs.io_manager import WarehouseIOManager
 from medallion_platform.defs.ml import build_ml_assets
-from medallion_platform.defs.reports import build_kpi_report_asset
+from medallion_platform.defs.reports import KPI_REPORT_DEPS, build_kpi_report_asset
 from medallion_platform.defs.resources import LandingZoneResource, WarehouseResource
 from medallion_platform.defs.rest import (
     build_api_spec,
@@ -88,6 +88,14 @@ def downstream_of_bronze(config: PlatformConfig, table: str) -> list[AssetKey]:
     return keys
 
 
+def _declares_kpi_report_inputs(config: PlatformConfig) -> bool:
+    """The KPI report reads the demo's gold tables and churn scores: a configuration directory
+    of a team's own (``MEDALLION_CONFIG_DIR``) without them simply has no report."""
+    gold = {f"{m.layer}/{m.name}" for m in config.sql_models}
+    needed = {"/".join(k.path) for k in KPI_REPORT_DEPS if k.path[0] == "gold"}
+    return config.churn is not None and needed <= gold
+
+
 def build_definitions(
     settings: PlatformSettings | None = None, config: PlatformConfig | None = None
 ) -> Definitions:
@@ -112,7 +120,8 @@ def build_definitions(
     checks += [
         build_orphans_check(c) for c in config.contracts if c.references and c.source in producers
     ]
-    assets.append(build_kpi_report_asset(settings))
+    if _declares_kpi_report_inputs(config):
+        assets.append(build_kpi_report_asset(settings))
     sync_assets, sync_checks, destination_resources = build_reverse_etl_defs(config.syncs)
     assets += sync_assets
     checks += sync_checks

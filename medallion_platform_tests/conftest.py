@@ -27,6 +27,10 @@ from medallion_platform.demo.payments_api import (
 from medallion_platform.settings import PlatformSettings
 from medallion_platform.warehouse import Warehouse
 
+# The suite tests the packaged demo declarations; a team's own MEDALLION_CONFIG_DIR in the
+# shell must not change what it builds (tests that use the variable set it themselves).
+os.environ.pop("MEDALLION_CONFIG_DIR", None)
+
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PlatformSettings]:

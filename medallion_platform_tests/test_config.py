@@ -51,6 +51,7 @@ def test_packaged_config_loads(config: PlatformConfig) -> None:
 def config_dir(tmp_path: Path) -> Path:
     target = tmp_path / "config"
     shutil.copytree(CONFIG_DIR, target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    shutil.copytree(MODELS_DIR.parent, target / "models")  # <dir>/models/<layer>/<name>.sql
     assert load_config(target).contracts  # the copy itself is valid
     return target
 

@@ -1,11 +1,14 @@
 """The platform's declarative configuration: feeds, contracts and gold models, validated.
 
-Adding a source, a contract or a gold model is an edit to a YAML file here; loading it checks
-names, types and cross-references before anything reaches Dagster or SQL.
+Adding a source, a contract or a gold model is an edit to a YAML file; loading it checks
+names, types and cross-references before anything reaches Dagster or SQL. The files here are
+the demo's; ``MEDALLION_CONFIG_DIR`` points the platform at a team's own directory (same
+file names, SQL under ``<dir>/models/<layer>/``), so its sources live in its own repository.
 """
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 from typing import TypeVar
@@ -18,11 +21,12 @@ from medallion_platform.connectors.files.spec import FileFeed
 from medallion_platform.connectors.rest.spec import RestSource
 from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.contracts.spec import Contract
-from medallion_platform.gold.spec import SqlModel
+from medallion_platform.gold.spec import MODELS_ROOT, SqlModel
 from medallion_platform.ml.spec import ChurnSpec, load_churn_spec
 from medallion_platform.reverse_etl.spec import SyncSpec, load_syncs, validate_syncs
 
-CONFIG_DIR = Path(__file__).resolve().parent
+CONFIG_DIR = Path(__file__).resolve().parent  # the packaged demo declarations
+CONFIG_DIR_ENV = "MEDALLION_CONFIG_DIR"
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -30,7 +34,26 @@ class ConfigError(ValueError):
     """A configuration file is invalid; the message names the file and the entry."""
 
 
-def _load(path: Path, key: str, model: type[M]) -> list[M]:
+def config_dir() -> Path:
+    """``MEDALLION_CONFIG_DIR`` when set, else the packaged demo declarations."""
+    value = os.environ.get(CONFIG_DIR_ENV, "").strip()
+    if not value:
+        return CONFIG_DIR
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError(f"{CONFIG_DIR_ENV}={value}: no such directory")
+    return path
+
+
+def models_dir(directory: Path) -> Path:
+    """Where a configuration directory's SQL models live: ``<dir>/models/<layer>/<name>.sql``
+    (the packaged declarations keep theirs in ``medallion_platform/models``)."""
+    return MODELS_ROOT if directory.resolve() == CONFIG_DIR else directory / "models"
+
+
+def _load(
+    path: Path, key: str, model: type[M], context: dict[str, object] | None = None
+) -> list[M]:
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -40,7 +63,7 @@ def _load(path: Path, key: str, model: type[M]) -> list[M]:
     items = []
     for i, raw in enumerate(document.get(key, [])):
         try:
-            items.append(model.model_validate(raw))
+            items.append(model.model_validate(raw, context=context))
         except ValueError as exc:
             name = raw.get("name", f"#{i + 1}") if isinstance(raw, dict) else f"#{i + 1}"
             raise ConfigError(f"{path}: {key} entry {name!r} is invalid: {exc}") from exc
@@ -52,13 +75,13 @@ def _load(path: Path, key: str, model: type[M]) -> list[M]:
 
 
 class PlatformConfig(BaseModel):
-    feeds: list[FileFeed]
+    feeds: list[FileFeed] = []
     rest_sources: list[RestSource] = []
     streams: list[StreamSpec] = []
     cdc_sources: list[CdcSource] = []
-    contracts: list[Contract]
+    contracts: list[Contract] = []
     silver_models: list[SqlModel] = []
-    gold_models: list[SqlModel]
+    gold_models: list[SqlModel] = []
     churn: ChurnSpec | None = None
     syncs: list[SyncSpec] = []
 
@@ -84,13 +107,15 @@ class PlatformConfig(BaseModel):
 
 
 def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
-    feeds = _load(config_dir / "file_feeds.yaml", "feeds", FileFeed)
+    """Every declaration in ``config_dir``, validated together; each file is optional."""
+    sql = {"models_root": models_dir(config_dir)}
+    feeds = _optional(config_dir / "file_feeds.yaml", "feeds", FileFeed)
     rest_sources = _optional(config_dir / "rest_sources.yaml", "sources", RestSource)
     streams = _optional(config_dir / "streams.yaml", "streams", StreamSpec)
     cdc_sources = _optional(config_dir / "cdc_sources.yaml", "sources", CdcSource)
-    contracts = _load(config_dir / "contracts.yaml", "contracts", Contract)
-    silver_models = _optional(config_dir / "silver_models.yaml", "models", SqlModel)
-    models = _load(config_dir / "gold_models.yaml", "models", SqlModel)
+    contracts = _optional(config_dir / "contracts.yaml", "contracts", Contract)
+    silver_models = _optional(config_dir / "silver_models.yaml", "models", SqlModel, sql)
+    models = _optional(config_dir / "gold_models.yaml", "models", SqlModel, sql)
     for model in silver_models:
         if model.layer != "silver":
             raise ConfigError(f"silver_models.yaml: model {model.name} must have layer: silver")
@@ -190,11 +215,18 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
     return config
 
 
-def _optional(path: Path, key: str, model: type[M]) -> list[M]:
-    return _load(path, key, model) if path.exists() else []
+def _optional(
+    path: Path, key: str, model: type[M], context: dict[str, object] | None = None
+) -> list[M]:
+    return _load(path, key, model, context) if path.exists() else []
+
+
+def platform_config() -> PlatformConfig:
+    """The configuration in force (``MEDALLION_CONFIG_DIR`` or the packaged demo's), loaded
+    once per process and directory."""
+    return _load_once(config_dir())
 
 
 @cache
-def platform_config() -> PlatformConfig:
-    """The packaged configuration, loaded once per process."""
-    return load_config()
+def _load_once(directory: Path) -> PlatformConfig:
+    return load_config(directory)

@@ -1,5 +1,9 @@
 """A SQL model, as declared in ``config/gold_models.yaml`` (or ``silver_models.yaml`` for
-silver tables built from other silver tables); its SQL lives in ``models/<layer>/<name>.sql``."""
+silver tables built from other silver tables); its SQL lives in ``models/<layer>/<name>.sql``.
+
+The packaged models live in ``medallion_platform/models``; a team's own configuration directory
+(``MEDALLION_CONFIG_DIR``) keeps its SQL in ``<dir>/models``, passed in as the validation
+context ``{"models_root": ...}`` by the config loader."""
 
 from __future__ import annotations
 
@@ -7,7 +11,15 @@ from pathlib import Path
 from typing import Literal
 
 import sqlglot
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from sqlglot import exp
 
 from medallion_platform.contracts.spec import validate_references
@@ -82,6 +94,8 @@ class SqlModel(BaseModel):
     )
     freshness_hours: float = Field(default=24, gt=0)
     owner: str = "team:analytics"
+    # Where ``<layer>/<name>.sql`` is read from: the packaged models unless the loader says.
+    _models_root: Path = PrivateAttr(default=MODELS_ROOT)
 
     @field_validator("name")
     @classmethod
@@ -105,7 +119,7 @@ class SqlModel(BaseModel):
 
     @property
     def sql_path(self) -> Path:
-        return MODELS_ROOT / self.layer / f"{self.name}.sql"
+        return self._models_root / self.layer / f"{self.name}.sql"
 
     @property
     def sql(self) -> str:
@@ -113,7 +127,7 @@ class SqlModel(BaseModel):
 
     @property
     def reconcile_path(self) -> Path:
-        return MODELS_ROOT / self.layer / "reconcile" / f"{self.name}.sql"
+        return self._models_root / self.layer / "reconcile" / f"{self.name}.sql"
 
     @property
     def reconcile_sql(self) -> str:
@@ -128,7 +142,10 @@ class SqlModel(BaseModel):
         return sorted(tables_read(self.reconcile_sql))
 
     @model_validator(mode="after")
-    def _sql_matches_declaration(self) -> SqlModel:
+    def _sql_matches_declaration(self, info: ValidationInfo) -> SqlModel:
+        root = (info.context or {}).get("models_root")
+        if root is not None:
+            self._models_root = Path(root)
         if not self.sql_path.is_file():
             raise ValueError(f"{self.layer} model {self.name}: {self.sql_path} does not exist")
         referenced = tables_read(self.sql)
