@@ -57,7 +57,9 @@ def _check_positions(
         positions = dict(
             q("SELECT key, position FROM _meta.positions WHERE source = ?", [f"stream:{name}"])
         )
-        rows = q(f"SELECT _partition, _offset FROM bronze.{TABLE}")
+        # Bronze types positions (BIGINT partition; Kafka offsets BIGINT, Redis entry IDs
+        # text); _meta.positions and the broker's order name them as text.
+        rows = q(f"SELECT _partition::VARCHAR, _offset::VARCHAR FROM bronze.{TABLE}")
     landed: dict[str, list[str]] = {}
     for partition, offset in rows:
         landed.setdefault(partition, []).append(offset)
