@@ -25,7 +25,7 @@ from medallion_platform.config import platform_config
 from medallion_platform.connectors.rest import Credentials, RestClient, sync_endpoint
 from medallion_platform.connectors.rest.pager import iter_pages
 from medallion_platform.contracts import apply_contract
-from medallion_platform.services import start_payments_api
+from medallion_platform.devkit.services import start_payments_api
 from medallion_platform.warehouse import Warehouse
 
 

@@ -1,7 +1,7 @@
 """Reverse-ETL benchmark: records/s through the sync engine or a client, against the rate limit.
 
 For each destination (Salesforce, HubSpot, Zendesk) the emulator runs as its own process
-(``python -m medallion_platform.demo.destinations <api>``) with its default, real limits:
+(``python -m medallion_platform.devkit.demo.destinations <api>``) with its default, real limits:
 
 - HubSpot: 100 requests per rolling 10 s (a private app on Free/Starter), 100 contacts a call;
 - Zendesk: 700 requests per minute (the Enterprise plan the emulator models), 100 users a job,
@@ -121,7 +121,7 @@ def start_emulator(api: str, token: str, timeout_s: float = 60) -> tuple[subproc
     """The emulator as its own process on a free loopback port, and its base URL."""
     env = {**os.environ, TOKEN_ENVS[api]: token, "ZENDESK_EMAIL": ZENDESK_EMAIL}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "medallion_platform.demo.destinations", api, "--port", "0"],
+        [sys.executable, "-m", "medallion_platform.devkit.demo.destinations", api, "--port", "0"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

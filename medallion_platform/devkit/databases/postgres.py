@@ -75,7 +75,7 @@ DEFAULT_SETTINGS: dict[str, str] = {
 
 # Written over initdb's: TCP from loopback, SCRAM only; nothing for unix sockets (disabled).
 PG_HBA = """\
-# Written by medallion_platform.databases.postgres: loopback TCP, SCRAM passwords only.
+# Written by medallion_platform.devkit.databases.postgres: loopback TCP, SCRAM passwords only.
 # TYPE  DATABASE     USER  ADDRESS       METHOD
 host    all          all   127.0.0.1/32  scram-sha-256
 host    replication  all   127.0.0.1/32  scram-sha-256

@@ -86,7 +86,14 @@ def start_payments_api(
     with the app database; otherwise it serves ``charges`` generated charges."""
     source = ["--orders-file", str(orders_file)] if orders_file else ["--charges", str(charges)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "medallion_platform.demo.payments_api", "--port", "0", *source],
+        [
+            sys.executable,
+            "-m",
+            "medallion_platform.devkit.demo.payments_api",
+            "--port",
+            "0",
+            *source,
+        ],
         env={**os.environ, "PAYMENTS_API_TOKEN": token},
         stdout=subprocess.PIPE,
         stderr=stderr,
@@ -208,7 +215,15 @@ def start_destination_emulator(
     process on a free loopback port; its token comes in ``env`` (never on the command line,
     where ``ps`` shows it). Returns the process and its base URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "medallion_platform.demo.destinations", api, "--port", "0", *args],
+        [
+            sys.executable,
+            "-m",
+            "medallion_platform.devkit.demo.destinations",
+            api,
+            "--port",
+            "0",
+            *args,
+        ],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=stderr,
@@ -269,10 +284,10 @@ def up_kafka(
     """Start the Kafka-compatible broker and publish the demo clickstream to it."""
     if (info := _running(settings, KAFKA)) is not None:
         return info
-    from medallion_platform.brokers.tansu import TansuBroker
     from medallion_platform.connectors.streams.kafka import create_topic, produce
-    from medallion_platform.demo.calendar import CLICKSTREAM_DAYS, days_before
-    from medallion_platform.demo.clickstream import iter_clickstream
+    from medallion_platform.devkit.brokers.tansu import TansuBroker
+    from medallion_platform.devkit.demo.calendar import CLICKSTREAM_DAYS, days_before
+    from medallion_platform.devkit.demo.clickstream import iter_clickstream
 
     broker = TansuBroker(_dir(settings), start_timeout_s=timeout_s)
     broker.start()
@@ -314,10 +329,10 @@ def up_postgres(
     a workload to it; seed it first if it is new."""
     if (info := _running(settings, POSTGRES)) is not None:
         return info
-    from medallion_platform.databases.postgres import PostgresServer
-    from medallion_platform.demo.app_db import apply_workload
-    from medallion_platform.demo.app_db import seed as seed_app_db
-    from medallion_platform.demo.calendar import ORDER_HISTORY_DAYS, order_history_start
+    from medallion_platform.devkit.databases.postgres import PostgresServer
+    from medallion_platform.devkit.demo.app_db import apply_workload
+    from medallion_platform.devkit.demo.app_db import seed as seed_app_db
+    from medallion_platform.devkit.demo.calendar import ORDER_HISTORY_DAYS, order_history_start
 
     folder = _dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
@@ -378,7 +393,7 @@ def _orders_path(settings: PlatformSettings) -> Path:
 
 def _write_orders(conn, path: Path) -> None:
     """The app database's orders, for the payments emulator to charge (JSON lines)."""
-    from medallion_platform.demo.app_db import orders_to_charge
+    from medallion_platform.devkit.demo.app_db import orders_to_charge
 
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as out:
