@@ -65,8 +65,7 @@ def run(charges: int, workdir: Path) -> dict:
             bronze[endpoint.name] = {"records": report.records, "pages": report.pages}
         bronze_s = time.perf_counter() - t0
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        proc.stop(timeout_s=30)
     records = sum(b["records"] for b in bronze.values())
     t1 = time.perf_counter()
     with warehouse.transaction() as conn:
