@@ -122,6 +122,9 @@ class LocalProcess:
         if self.running:
             raise RuntimeError(f"{self.name} is already running (pid {self.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if stdout == subprocess.PIPE:
+            # Unbuffered, so no line read ahead hides in a buffer while ``read_line`` polls.
+            popen.setdefault("bufsize", 0)
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with open(fd, "ab") as log:
             self._process = subprocess.Popen(

@@ -127,3 +127,17 @@ def test_free_port_is_bindable_on_loopback() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def test_read_line_skips_other_output_printed_in_the_same_write(tmp_path: Path) -> None:
+    """A warning and the URL in one write: the URL is still found, not left in a buffer."""
+    code = (
+        "import sys, time; sys.stdout.write('warming up\\nhttp://127.0.0.1:2\\n'); "
+        "sys.stdout.flush(); time.sleep(120)"
+    )
+    process = LocalProcess("chatty", tmp_path / "chatty.log")
+    process.spawn(_python(code), stdout=subprocess.PIPE)
+    try:
+        assert process.read_line(b"http", time.monotonic() + 10) == "http://127.0.0.1:2"
+    finally:
+        process.stop()
