@@ -119,7 +119,7 @@ def _change_source(opts: argparse.Namespace, slot: str | None = None) -> Any:
 
 def phase_seed(workdir: Path, opts: argparse.Namespace) -> Result:
     """The initial state: customers, 3x orders and their lines (app_db.seed, by COPY)."""
-    from medallion_platform.demo import app_db
+    from medallion_platform.devkit.demo import app_db
 
     start = time.perf_counter()
     with _connect_pg(opts) as conn:
@@ -227,7 +227,7 @@ def phase_snapshot(workdir: Path, opts: argparse.Namespace) -> Result:
 
 def phase_workload(workdir: Path, opts: argparse.Namespace) -> Result:
     """Not measured: ``--transactions`` small storefront transactions (app_db.apply_workload)."""
-    from medallion_platform.demo import app_db
+    from medallion_platform.devkit.demo import app_db
 
     start = time.perf_counter()
     with _connect_pg(opts) as conn:
@@ -246,7 +246,7 @@ def phase_workload(workdir: Path, opts: argparse.Namespace) -> Result:
 
 def phase_bulk(workdir: Path, opts: argparse.Namespace) -> Result:
     """Not measured: one transaction inserting ``--large-rows`` rows (app_db.bulk_update)."""
-    from medallion_platform.demo import app_db
+    from medallion_platform.devkit.demo import app_db
 
     start = time.perf_counter()
     with _connect_pg(opts) as conn:
@@ -379,11 +379,11 @@ _CAPTURE_IMPORTS = [
 ]
 # Imported before the phase's clock and RSS baseline start, so neither counts import costs.
 PHASE_IMPORTS = {
-    "seed": ["medallion_platform.demo.app_db", "psycopg"],
+    "seed": ["medallion_platform.devkit.demo.app_db", "psycopg"],
     "raw_snapshot": ["duckdb", "psycopg"],
     "snapshot": _CAPTURE_IMPORTS,
-    "workload": ["medallion_platform.demo.app_db", "psycopg"],
-    "bulk": ["medallion_platform.demo.app_db", "psycopg"],
+    "workload": ["medallion_platform.devkit.demo.app_db", "psycopg"],
+    "bulk": ["medallion_platform.devkit.demo.app_db", "psycopg"],
     "changes": _CAPTURE_IMPORTS,
     "raw_changes": ["duckdb", "pyarrow", "psycopg"],
     "large": _CAPTURE_IMPORTS,
@@ -626,7 +626,7 @@ def _prepare_workdir(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 def run_all(args: argparse.Namespace, workdir: Path) -> int:
     """Parent: the server, the phases in order, the slots in between, the report."""
     from medallion_platform.config import platform_config
-    from medallion_platform.databases.postgres import PostgresServer
+    from medallion_platform.devkit.databases.postgres import PostgresServer
 
     spec = platform_config().cdc_sources[0]
     args.tables = ",".join(t.qualified for t in spec.tables)

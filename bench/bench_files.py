@@ -114,7 +114,7 @@ def phase_generate(
             "file_kinds": {"wide": 1},
             "landing_mib": path.stat().st_size / 2**20,
         }
-    from medallion_platform.demo.generator import generate_landing_files
+    from medallion_platform.devkit.demo.generator import generate_landing_files
 
     landing = workdir / "landing"
     scale = max(rows / ROWS_PER_SCALE * 1.001, 0.001)
@@ -373,7 +373,7 @@ def phase_gold(workdir: Path, rows: int, memory_limit: str | None) -> Result:
 
 # Imported before the phase's clock and RSS baseline start, so neither counts import costs.
 PHASE_IMPORTS = {
-    "generate": ["medallion_platform.demo.generator"],
+    "generate": ["medallion_platform.devkit.demo.generator"],
     "raw": ["duckdb"],
     "dlt": ["dlt", "dlt.sources.filesystem", "pyarrow.csv", "duckdb"],
     "bronze": ["medallion_platform.connectors.files.loader", "medallion_platform.config"],

@@ -25,7 +25,7 @@ from medallion_platform.config import platform_config
 from medallion_platform.connectors.rest import Credentials, RestClient, sync_endpoint
 from medallion_platform.connectors.rest.pager import iter_pages
 from medallion_platform.contracts import apply_contract
-from medallion_platform.services import start_payments_api
+from medallion_platform.devkit.services import start_payments_api
 from medallion_platform.warehouse import Warehouse
 
 
@@ -65,8 +65,7 @@ def run(charges: int, workdir: Path) -> dict:
             bronze[endpoint.name] = {"records": report.records, "pages": report.pages}
         bronze_s = time.perf_counter() - t0
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        proc.stop(timeout_s=30)
     records = sum(b["records"] for b in bronze.values())
     t1 = time.perf_counter()
     with warehouse.transaction() as conn:

@@ -1,7 +1,7 @@
 """Reverse-ETL benchmark: records/s through the sync engine or a client, against the rate limit.
 
 For each destination (Salesforce, HubSpot, Zendesk) the emulator runs as its own process
-(``python -m medallion_platform.demo.destinations <api>``) with its default, real limits:
+(``python -m medallion_platform.devkit.demo.destinations <api>``) with its default, real limits:
 
 - HubSpot: 100 requests per rolling 10 s (a private app on Free/Starter), 100 contacts a call;
 - Zendesk: 700 requests per minute (the Enterprise plan the emulator models), 100 users a job,
@@ -53,10 +53,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -70,6 +68,7 @@ import common
 import duckdb
 
 from medallion_platform.config import platform_config
+from medallion_platform.devkit.services import start_destination_emulator
 from medallion_platform.reverse_etl import engine
 from medallion_platform.reverse_etl.destinations.base import DestinationRecord
 from medallion_platform.reverse_etl.destinations.hubspot import HubSpotDestination
@@ -85,7 +84,6 @@ from medallion_platform.reverse_etl.spec import (
 from medallion_platform.warehouse.identifiers import qualified
 from medallion_platform.warehouse.warehouse import Warehouse
 
-ROOT = Path(__file__).resolve().parent.parent
 DESTINATIONS = ("salesforce", "hubspot", "zendesk")
 MODES = ("sync", "client")
 SYNCS = {  # the packaged sync of each destination (config/syncs.yaml)
@@ -117,36 +115,15 @@ Result = dict[str, Any]
 # --------------------------------------------------------------------------------------------
 
 
-def start_emulator(api: str, token: str, timeout_s: float = 60) -> tuple[subprocess.Popen, str]:
-    """The emulator as its own process on a free loopback port, and its base URL."""
-    env = {**os.environ, TOKEN_ENVS[api]: token, "ZENDESK_EMAIL": ZENDESK_EMAIL}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "medallion_platform.demo.destinations", api, "--port", "0"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout_s
-    line = b""
-    while time.monotonic() < deadline and proc.poll() is None:
-        line = proc.stdout.readline() if proc.stdout else b""
-        if line.startswith(b"http"):
-            return proc, line.decode().strip()
-    proc.kill()
-    proc.wait(timeout=10)
-    raise RuntimeError(f"the {api} emulator did not start")
-
-
 @contextmanager
 def emulator(api: str, token: str) -> Iterator[str]:
-    proc, base_url = start_emulator(api, token)
+    """The emulator as its own process on a free loopback port; yields its base URL."""
+    env = {TOKEN_ENVS[api]: token, "ZENDESK_EMAIL": ZENDESK_EMAIL}
+    process, base_url = start_destination_emulator(api, env, timeout_s=60)
     try:
         yield base_url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        process.stop(timeout_s=30)
 
 
 class CallSampler:

@@ -123,7 +123,7 @@ def broker_memory_mib(pid: int | None) -> dict[str, float]:
 def phase_publish(workdir: Path, events: int, opts: argparse.Namespace) -> Result:
     """Publish the clickstream to the topic and write the same values as JSON lines."""
     from medallion_platform.connectors.streams.kafka import create_topic, produce
-    from medallion_platform.demo.clickstream import clickstream_manifest, iter_clickstream
+    from medallion_platform.devkit.demo.clickstream import clickstream_manifest, iter_clickstream
 
     jsonl = workdir / "clickstream.jsonl"
     written = {"lines": 0, "bytes": 0}
@@ -385,7 +385,7 @@ def phase_silver(workdir: Path, events: int, opts: argparse.Namespace) -> Result
 PHASE_IMPORTS = {
     "publish": [
         "medallion_platform.connectors.streams.kafka",
-        "medallion_platform.demo.clickstream",
+        "medallion_platform.devkit.demo.clickstream",
     ],
     "raw_text": ["duckdb"],
     "raw_json": ["duckdb"],
@@ -560,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         WORK_ROOT.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(prefix="bench-streams-", dir=WORK_ROOT))
 
-    from medallion_platform.brokers.tansu import TansuBroker
+    from medallion_platform.devkit.brokers.tansu import TansuBroker
 
     broker = TansuBroker(workdir / "tansu")
     try:

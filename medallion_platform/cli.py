@@ -15,8 +15,8 @@ from medallion_platform.settings import PlatformSettings
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from medallion_platform import services
-    from medallion_platform.demo.run import run_main_job, seed
+    from medallion_platform.devkit import services
+    from medallion_platform.devkit.demo.run import run_main_job, seed
     from medallion_platform.status import format_status, read_status
 
     settings = PlatformSettings.from_env()
@@ -232,7 +232,7 @@ def dev_command(port: int) -> list[str]:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from medallion_platform import services
+    from medallion_platform.devkit import services
     from medallion_platform.instance import use_instance
 
     settings = PlatformSettings.from_env()
@@ -252,7 +252,7 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _services(args: argparse.Namespace) -> int:
-    from medallion_platform import services
+    from medallion_platform.devkit import services
 
     settings = PlatformSettings.from_env()
     if args.action == "up":

@@ -16,7 +16,7 @@ from psycopg.conninfo import make_conninfo
 from medallion_platform.connectors.cdc.postgres import PostgresChangeSource
 from medallion_platform.connectors.cdc.spec import CdcSource, CdcTable
 from medallion_platform.contracts import Contract
-from medallion_platform.databases.postgres import PostgresServer
+from medallion_platform.devkit.databases.postgres import PostgresServer
 from medallion_platform.warehouse import Warehouse
 from medallion_platform_tests.conftest import PG_TEST_PASSWORD, fresh_database
 

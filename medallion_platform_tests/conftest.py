@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from medallion_platform.brokers.tansu import TansuBroker
 from medallion_platform.config import PlatformConfig, platform_config
 from medallion_platform.connectors.files import FileFeed
 from medallion_platform.connectors.streams.kafka import create_topic, produce
 from medallion_platform.contracts import Contract
-from medallion_platform.databases.postgres import PostgresServer
-from medallion_platform.demo.app_db import apply_workload, orders_to_charge
-from medallion_platform.demo.app_db import seed as seed_app_db
-from medallion_platform.demo.calendar import ORDER_HISTORY_DAYS, order_history_start
-from medallion_platform.demo.clickstream import ClickstreamManifest, generate_clickstream
-from medallion_platform.demo.payments_api import (
+from medallion_platform.devkit.brokers.tansu import TansuBroker
+from medallion_platform.devkit.databases.postgres import PostgresServer
+from medallion_platform.devkit.demo.app_db import apply_workload, orders_to_charge
+from medallion_platform.devkit.demo.app_db import seed as seed_app_db
+from medallion_platform.devkit.demo.calendar import ORDER_HISTORY_DAYS, order_history_start
+from medallion_platform.devkit.demo.clickstream import ClickstreamManifest, generate_clickstream
+from medallion_platform.devkit.demo.payments_api import (
     PaymentsApi,
     generate_payments,
     payments_for_orders,

@@ -133,3 +133,59 @@ def test_plain_python_cores_import_no_dagster(module: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]", f"{module} imports Dagster: {out[:300]}"
+
+
+# What ships as the product: everything but the dev harness (``devkit``) and the CLI, whose
+# dev commands (demo, services, dev) import the harness inside themselves.
+PRODUCT_PACKAGES = (
+    "medallion_platform.connectors",
+    "medallion_platform.contracts",
+    "medallion_platform.warehouse",
+    "medallion_platform.gold",
+    "medallion_platform.defs",
+    "medallion_platform.definitions",
+    "medallion_platform.reverse_etl",
+    "medallion_platform.ml",
+    "medallion_platform.reports",
+    "medallion_platform.lineage",
+    "medallion_platform.config",
+    "medallion_platform.status",
+)
+
+_IMPORT_ALL_CHECK_DEVKIT = """
+import importlib, pkgutil, sys
+
+def harness():
+    return sorted(m for m in sys.modules if m.startswith("medallion_platform.devkit"))
+
+for name in sys.argv[1:]:
+    module = importlib.import_module(name)
+    found = [name]
+    if hasattr(module, "__path__"):
+        found += [m.name for m in pkgutil.walk_packages(module.__path__, name + ".")]
+    for each in found:
+        importlib.import_module(each)
+        if harness():
+            print(f"{each} imports {harness()}")
+            sys.exit(0)
+from medallion_platform.definitions import build_definitions
+
+build_definitions()  # what only runs when Dagster loads the code location
+print(f"building the definitions imports {harness()}" if harness() else "clean")
+"""
+
+
+def test_the_product_never_imports_the_dev_harness(tmp_path: Path) -> None:
+    """Every module of the product, imported one by one in a fresh interpreter, and the code
+    location built there: ``medallion_platform.devkit`` stays out of ``sys.modules``, so the
+    emulators, demo generators and local services never reach a production deployment."""
+    env = {**os.environ, "MEDALLION_HOME": str(tmp_path / "home")}
+    env.pop("MEDALLION_CONFIG_DIR", None)
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ALL_CHECK_DEVKIT, *PRODUCT_PACKAGES],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout
+    assert out.strip().splitlines()[-1] == "clean", out[-2000:]

@@ -7,9 +7,9 @@ from __future__ import annotations
 import httpx
 import psycopg
 
-from medallion_platform import services
 from medallion_platform.connectors.streams.kafka import KafkaSource
-from medallion_platform.demo.clickstream import clickstream_manifest
+from medallion_platform.devkit import services
+from medallion_platform.devkit.demo.clickstream import clickstream_manifest
 from medallion_platform.reverse_etl.spec import load_syncs, open_destination
 
 

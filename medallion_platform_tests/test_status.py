@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from medallion_platform.brokers.tansu import TansuBroker
 from medallion_platform.connectors.cdc.ingest import ingest_cdc
 from medallion_platform.connectors.streams import ingest_stream
 from medallion_platform.connectors.streams.kafka import create_topic, produce
 from medallion_platform.connectors.streams.spec import StreamSpec
-from medallion_platform.databases.postgres import PostgresServer
+from medallion_platform.devkit.brokers.tansu import TansuBroker
+from medallion_platform.devkit.databases.postgres import PostgresServer
 from medallion_platform.status import format_status, read_status
 from medallion_platform_tests.cdc_db import cdc_database, insert_customers
 from medallion_platform_tests.conftest import PG_TEST_PASSWORD

@@ -13,7 +13,7 @@ from medallion_platform.connectors.files import FileFeed
 from medallion_platform.connectors.files.landing import list_landing_files
 from medallion_platform.connectors.files.loader import ingest_files
 from medallion_platform.contracts import Column, Contract, Rule, SilverRunStats, apply_contract
-from medallion_platform.demo.generator import generate_landing_files
+from medallion_platform.devkit.demo.generator import generate_landing_files
 from medallion_platform.settings import PlatformSettings
 from medallion_platform.warehouse import Warehouse
 from medallion_platform_tests.conftest import write_csv

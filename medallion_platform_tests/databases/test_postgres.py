@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from medallion_platform.databases.postgres import (
+from medallion_platform.devkit.databases.postgres import (
     PostgresServer,
     cluster_processes,
     postgres_bin_dir,

@@ -24,7 +24,6 @@ from dagster import (
 
 from medallion_platform.config import PlatformConfig
 from medallion_platform.connectors.cdc.ingest import ingest_cdc
-from medallion_platform.databases.postgres import PostgresServer
 from medallion_platform.definitions import build_definitions
 from medallion_platform.defs.cdc import (
     CdcDatabaseResource,
@@ -35,6 +34,7 @@ from medallion_platform.defs.cdc import (
 )
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.defs.silver import build_silver_assets
+from medallion_platform.devkit.databases.postgres import PostgresServer
 from medallion_platform.settings import PlatformSettings
 from medallion_platform.warehouse import Warehouse
 from medallion_platform_tests.cdc_db import Db, cdc_database, insert_customers, orders_contract

@@ -12,10 +12,10 @@ from dagster import AssetKey, DagsterInstance, build_sensor_context
 
 from medallion_platform.definitions import MAIN_JOB, build_definitions
 from medallion_platform.defs.resources import LandingZoneResource
-from medallion_platform.demo.app_db import apply_workload
-from medallion_platform.demo.app_db import snapshot as app_db_snapshot
-from medallion_platform.demo.clickstream import generate_clickstream
-from medallion_platform.demo.generator import generate_landing_files
+from medallion_platform.devkit.demo.app_db import apply_workload
+from medallion_platform.devkit.demo.app_db import snapshot as app_db_snapshot
+from medallion_platform.devkit.demo.clickstream import generate_clickstream
+from medallion_platform.devkit.demo.generator import generate_landing_files
 from medallion_platform.settings import PlatformSettings
 from medallion_platform_tests.clickstream_truth import sessionize, truth
 from medallion_platform_tests.conftest import CLICKSTREAM_EVENTS, write_csv

@@ -15,7 +15,7 @@ from medallion_platform.defs.rest import (
     build_rest_bronze_asset,
     rest_resource_key,
 )
-from medallion_platform.demo.payments_api import generate_payments
+from medallion_platform.devkit.demo.payments_api import generate_payments
 from medallion_platform_tests.conftest import PAYMENTS_CHARGES, PAYMENTS_TOKEN
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "DEBUG"}}}}

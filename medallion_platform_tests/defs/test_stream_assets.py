@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterInstance, build_sensor_context
 
-from medallion_platform.brokers.redis_server import RedisServer
 from medallion_platform.config import PlatformConfig
 from medallion_platform.connectors.streams.kafka import create_topic
 from medallion_platform.connectors.streams.redis_streams import produce
 from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.definitions import MAIN_JOB, build_definitions
+from medallion_platform.devkit.brokers.redis_server import RedisServer
 from medallion_platform_tests.connectors.streams.foreign_producer import click_event, send
 
 SPEC = StreamSpec(

@@ -16,9 +16,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from medallion_platform.databases.postgres import PostgresServer
-from medallion_platform.demo import app_db
-from medallion_platform.demo.generator import generate_landing_files
+from medallion_platform.devkit.databases.postgres import PostgresServer
+from medallion_platform.devkit.demo import app_db
+from medallion_platform.devkit.demo.generator import generate_landing_files
 from medallion_platform_tests.conftest import fresh_database
 
 CUSTOMERS = 200

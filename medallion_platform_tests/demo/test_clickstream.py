@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from medallion_platform.demo.clickstream import (
+from medallion_platform.devkit.demo.clickstream import (
     ClickstreamManifest,
     clickstream_manifest,
     generate_clickstream,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from medallion_platform.demo.generator import (
+from medallion_platform.devkit.demo.generator import (
     AD_SPEND_HEADER,
     CHANNELS,
     DRIFTED_AD_SPEND_HEADER,

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from medallion_platform.demo.payments_api import (
+from medallion_platform.devkit.demo.payments_api import (
     DEFAULT_START,
     TOKEN_ENV,
     PaymentsApi,
@@ -411,7 +411,7 @@ def test_only_loopback_hosts_are_accepted(small: PaymentsData) -> None:
 
 def test_module_runs_as_a_process_and_stops_on_sigterm() -> None:
     env = {**os.environ, TOKEN_ENV: TOKEN, "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "medallion_platform.demo.payments_api", "--port", "0"]
+    command = [sys.executable, "-m", "medallion_platform.devkit.demo.payments_api", "--port", "0"]
     process = subprocess.Popen(
         [*command, "--charges", "50", "--seed", "5"],
         cwd=REPO_ROOT,
@@ -457,7 +457,7 @@ def test_module_refuses_to_start_without_a_token(
 def test_payments_for_orders_agree_with_the_orders() -> None:
     """The demo charges the app database's orders: one charge each, for the order's total,
     with refunds where the order's story implies them."""
-    from medallion_platform.demo.payments_api import OrderToCharge, payments_for_orders
+    from medallion_platform.devkit.demo.payments_api import OrderToCharge, payments_for_orders
 
     statuses = ["delivered", "placed", "cancelled", "returned", "paid", "shipped"] * 400
     orders = [

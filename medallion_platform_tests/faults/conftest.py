@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from medallion_platform.brokers.redis_server import RedisServer
+from medallion_platform.devkit.brokers.redis_server import RedisServer
 from medallion_platform.warehouse import Warehouse
 from medallion_platform_tests.faults.harness import OUTCOMES, summary_lines
 from medallion_platform_tests.reverse_etl import create_gold

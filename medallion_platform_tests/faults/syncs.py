@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from medallion_platform.demo.destinations import (
+from medallion_platform.devkit.demo.destinations import (
     HubSpotEmulator,
     SalesforceEmulator,
     ZendeskEmulator,
 )
-from medallion_platform.demo.destinations.common import Request, Response
+from medallion_platform.devkit.demo.destinations.common import Request, Response
 from medallion_platform.reverse_etl.spec import SyncSpec, destination_info
 from medallion_platform_tests.faults.harness import KillSwitch
 from medallion_platform_tests.reverse_etl import (

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from medallion_platform.connectors.cdc.ingest import Position
-from medallion_platform.databases.postgres import PostgresServer
+from medallion_platform.devkit.databases.postgres import PostgresServer
 from medallion_platform_tests.cdc_db import Db, cdc_database, insert_customers
 from medallion_platform_tests.connectors.cdc.test_ingest import replay
 from medallion_platform_tests.faults.children import Job

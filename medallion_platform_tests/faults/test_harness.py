@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from medallion_platform.config import PlatformConfig
-from medallion_platform.demo.payments_api import PaymentsApi, generate_payments
+from medallion_platform.devkit.demo.payments_api import PaymentsApi, generate_payments
 from medallion_platform_tests.faults.children import Job
 from medallion_platform_tests.faults.harness import KillPlan, run_child
 

@@ -20,7 +20,7 @@ import pytest
 from medallion_platform.config import PlatformConfig
 from medallion_platform.connectors.rest import RestSource, SyncState
 from medallion_platform.connectors.rest.sync import state_key
-from medallion_platform.demo.payments_api import PaymentsApi, generate_payments
+from medallion_platform.devkit.demo.payments_api import PaymentsApi, generate_payments
 from medallion_platform_tests.faults.children import Job
 from medallion_platform_tests.faults.harness import (
     KillSwitch,

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 import redis
 
-from medallion_platform.brokers.redis_server import RedisServer
-from medallion_platform.brokers.tansu import TansuBroker
 from medallion_platform.connectors.streams.kafka import KafkaSource, create_topic
 from medallion_platform.connectors.streams.kafka import produce as kafka_produce
 from medallion_platform.connectors.streams.redis_streams import committed_key
 from medallion_platform.connectors.streams.redis_streams import produce as redis_produce
+from medallion_platform.devkit.brokers.redis_server import RedisServer
+from medallion_platform.devkit.brokers.tansu import TansuBroker
 from medallion_platform_tests.faults.children import Job
 from medallion_platform_tests.faults.harness import Trial, draw_plan, query, reading, trial_seeds
 

@@ -19,11 +19,11 @@ import httpx
 import pytest
 from dagster import AssetCheckSeverity, DagsterInstance
 
-from medallion_platform.databases.postgres import PostgresServer
 from medallion_platform.definitions import MAIN_JOB, build_definitions
-from medallion_platform.demo.app_db import orders_to_charge
-from medallion_platform.demo.generator import generate_landing_files
-from medallion_platform.demo.payments_api import PaymentsApi, payments_for_orders
+from medallion_platform.devkit.databases.postgres import PostgresServer
+from medallion_platform.devkit.demo.app_db import orders_to_charge
+from medallion_platform.devkit.demo.generator import generate_landing_files
+from medallion_platform.devkit.demo.payments_api import PaymentsApi, payments_for_orders
 from medallion_platform.settings import PlatformSettings
 from medallion_platform_tests.conftest import PAYMENTS_TOKEN
 

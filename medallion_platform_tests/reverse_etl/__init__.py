@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from medallion_platform.config import platform_config
-from medallion_platform.demo.destinations import (
+from medallion_platform.devkit.demo.destinations import (
     HubSpotEmulator,
     SalesforceEmulator,
     ZendeskEmulator,

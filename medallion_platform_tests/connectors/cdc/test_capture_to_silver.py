@@ -18,8 +18,8 @@ from medallion_platform.config import PlatformConfig
 from medallion_platform.connectors.cdc.ingest import ingest_cdc
 from medallion_platform.connectors.cdc.postgres import PostgresChangeSource
 from medallion_platform.contracts import Contract, apply_contract
-from medallion_platform.databases.postgres import PostgresServer
-from medallion_platform.demo import app_db
+from medallion_platform.devkit.databases.postgres import PostgresServer
+from medallion_platform.devkit.demo import app_db
 from medallion_platform.warehouse import Warehouse
 from medallion_platform_tests.cdc_db import kill_capture
 from medallion_platform_tests.conftest import fresh_database

@@ -14,7 +14,7 @@ import pytest
 
 from medallion_platform.connectors.cdc.ingest import ingest_cdc
 from medallion_platform.contracts import CheckOutcome, Contract, apply_contract, run_contract_checks
-from medallion_platform.databases.postgres import PostgresServer
+from medallion_platform.devkit.databases.postgres import PostgresServer
 from medallion_platform.warehouse import Warehouse
 from medallion_platform_tests.cdc_db import Db, cdc_database, insert_customers, orders_contract
 

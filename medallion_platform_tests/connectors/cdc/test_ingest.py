@@ -23,7 +23,7 @@ import pytest
 
 from medallion_platform.connectors.cdc.ingest import Position, ingest_cdc
 from medallion_platform.connectors.cdc.postgres import CdcConfigError, PostgresChangeSource
-from medallion_platform.databases.postgres import PostgresServer
+from medallion_platform.devkit.databases.postgres import PostgresServer
 from medallion_platform.warehouse import Warehouse
 from medallion_platform_tests.cdc_db import (
     CAPTURE_SCRIPT,

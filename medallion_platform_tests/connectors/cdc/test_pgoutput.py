@@ -37,7 +37,7 @@ from medallion_platform.connectors.cdc.pgoutput import (
     int_to_lsn,
     lsn_to_int,
 )
-from medallion_platform.databases.postgres import PostgresServer
+from medallion_platform.devkit.databases.postgres import PostgresServer
 from medallion_platform_tests.conftest import fresh_database
 
 # -- a small encoder, straight from "Logical Replication Message Formats" (protocol 1) -------

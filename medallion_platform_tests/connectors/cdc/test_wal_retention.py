@@ -14,8 +14,8 @@ import pytest
 from dagster import AssetKey, build_sensor_context
 
 from medallion_platform.connectors.cdc.ingest import ingest_cdc
-from medallion_platform.databases.postgres import PostgresServer
 from medallion_platform.defs.cdc import build_cdc_sensor
+from medallion_platform.devkit.databases.postgres import PostgresServer
 from medallion_platform.warehouse import Warehouse
 from medallion_platform_tests.cdc_db import Db, cdc_database, insert_customers
 

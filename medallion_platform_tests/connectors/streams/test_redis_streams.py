@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from medallion_platform.brokers.redis_server import RedisServer
 from medallion_platform.connectors.streams.base import BrokerUnavailable, StreamMessage
 from medallion_platform.connectors.streams.redis_streams import (
     RedisStreamSource,
     committed_key,
     produce,
 )
+from medallion_platform.devkit.brokers.redis_server import RedisServer
 
 PASSWORD = "s3cret-redis-pw-do-not-log"
 ENTRIES = 2_000

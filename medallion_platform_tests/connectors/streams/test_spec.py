@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from medallion_platform.brokers.tansu import TansuBroker
 from medallion_platform.connectors.streams import BrokerUnavailable
 from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.defs.streams import build_stream_resource
+from medallion_platform.devkit.brokers.tansu import TansuBroker
 
 SECRET = "s3cret-Pa55word"
 SASL = {"protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "username_env": "EV_USER"}

@@ -14,10 +14,10 @@ import random
 import pytest
 from pydantic import ValidationError
 
-from medallion_platform.brokers.tansu import TansuBroker
 from medallion_platform.connectors.streams import ingest_stream
 from medallion_platform.connectors.streams.kafka import KafkaSource, create_topic
 from medallion_platform.contracts import Contract, apply_contract
+from medallion_platform.devkit.brokers.tansu import TansuBroker
 from medallion_platform.warehouse import Warehouse
 from medallion_platform_tests.connectors.streams.foreign_producer import Record, send
 

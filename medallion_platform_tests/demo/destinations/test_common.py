@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from medallion_platform.demo.destinations.common import (
+from medallion_platform.devkit.demo.destinations.common import (
     Fault,
     FaultPlan,
     RateLimit,

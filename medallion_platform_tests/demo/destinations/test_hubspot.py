@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from medallion_platform.demo.destinations.common import RateLimit
-from medallion_platform.demo.destinations.hubspot import HubSpotEmulator
+from medallion_platform.devkit.demo.destinations.common import RateLimit
+from medallion_platform.devkit.demo.destinations.hubspot import HubSpotEmulator
 
 TOKEN = "pat-eu1-0000aaaa-bbbb-cccc-dddd-eeeeffff9876"
 UPSERT = "/crm/v3/objects/contacts/batch/upsert"

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from medallion_platform.demo.destinations import hubspot, salesforce, zendesk
-from medallion_platform.demo.destinations.__main__ import _parser, build, main
-from medallion_platform.demo.destinations.common import RateLimit
+from medallion_platform.devkit.demo.destinations import hubspot, salesforce, zendesk
+from medallion_platform.devkit.demo.destinations.__main__ import _parser, build, main
+from medallion_platform.devkit.demo.destinations.common import RateLimit
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "process-mode-token-0000000000009876"
@@ -33,7 +33,7 @@ def test_runs_as_a_process_and_stops_on_sigterm() -> None:
     # seconds importing the platform package); Zendesk also has its job worker to stop.
     env = {**os.environ, zendesk.TOKEN_ENV: TOKEN, "PYTHONUNBUFFERED": "1"}
     env.pop(zendesk.EMAIL_ENV, None)
-    command = [sys.executable, "-m", "medallion_platform.demo.destinations", "zendesk"]
+    command = [sys.executable, "-m", "medallion_platform.devkit.demo.destinations", "zendesk"]
     process = subprocess.Popen(
         [*command, "--port", "0", "--job-delay", "0"],
         cwd=REPO_ROOT,

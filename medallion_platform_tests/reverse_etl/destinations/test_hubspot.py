@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from medallion_platform.demo.destinations.common import RateLimit as EmulatorRateLimit
-from medallion_platform.demo.destinations.hubspot import HubSpotEmulator
+from medallion_platform.devkit.demo.destinations.common import RateLimit as EmulatorRateLimit
+from medallion_platform.devkit.demo.destinations.hubspot import HubSpotEmulator
 from medallion_platform.reverse_etl.destinations.base import (
     DestinationAuthError,
     DestinationError,

@@ -51,7 +51,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from medallion_platform.demo.generator import CATEGORIES
+from medallion_platform.devkit.demo.generator import CATEGORIES
 
 EVENT_TYPES = ("page_view", "product_view", "add_to_cart", "checkout_started", "purchase")
 CHANNELS = ("google_ads", "meta_ads", "tiktok_ads", "email", "organic", "direct")

@@ -11,16 +11,15 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import os
-import signal
 import socket
 import stat
-import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+
+from medallion_platform.devkit.process import LocalProcess, LocalServer, NotReady, free_port
 
 DEFAULT_STORAGE_ENGINE = "memory://tansu/"
 log = logging.getLogger(__name__)
@@ -41,18 +40,12 @@ def tansu_binary() -> Path:
     return path
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class TansuBroker:
+class TansuBroker(LocalServer):
     """A Tansu subprocess on 127.0.0.1: ``with TansuBroker(log_dir) as b: b.bootstrap_servers``.
 
     Output goes to ``log_dir/tansu.log`` (appended across restarts), never to our stdout.
-    ``restart`` keeps the port so clients reconnect to the same bootstrap servers.
+    ``restart`` keeps the port so clients reconnect to the same bootstrap servers (the data is
+    lost unless ``persistent``).
     """
 
     def __init__(
@@ -67,7 +60,7 @@ class TansuBroker:
         self.port = port or free_port()
         self.storage_engine = storage_engine
         self.start_timeout_s = start_timeout_s
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._process = LocalProcess("tansu", self.log_dir / "tansu.log")
 
     @property
     def bootstrap_servers(self) -> str:
@@ -75,20 +68,12 @@ class TansuBroker:
 
     @property
     def log_path(self) -> Path:
-        return self.log_dir / "tansu.log"
+        return self._process.log_path
 
     @property
     def persistent(self) -> bool:
         """Whether topics and messages survive ``restart`` (not with ``memory://``)."""
         return not self.storage_engine.startswith("memory:")
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def command(self) -> list[str]:
         url = f"tcp://127.0.0.1:{self.port}"
@@ -103,83 +88,37 @@ class TansuBroker:
             self.storage_engine,
         ]
 
-    def start(self) -> None:
+    def start(self) -> TansuBroker:
         """Spawn the broker and return once it answers a metadata request."""
         if self.running:
-            return
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C in the test runner does not reach it first
-            )
+            return self
+        self._process.spawn(self.command())
         try:
-            self._wait_ready()
+            self._process.wait_ready(
+                self._answers,
+                time.monotonic() + self.start_timeout_s,
+                where=self.bootstrap_servers,
+            )
         except BaseException:
             self.stop()
             raise
+        return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
-        last_error = "not started"
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"tansu exited with code {self._proc.returncode}; see {self.log_path}"
-                )
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    pass
-                admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": log})
-                admin.list_topics(timeout=2.0)
-                return
-            except (OSError, KafkaException) as exc:
-                last_error = str(exc)
-                time.sleep(0.1)
-        raise RuntimeError(
-            f"tansu on {self.bootstrap_servers} not ready after {self.start_timeout_s:.0f} s "
-            f"({last_error}); see {self.log_path}"
-        )
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                pass
+            admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": log})
+            admin.list_topics(timeout=2.0)
+        except (OSError, KafkaException) as exc:
+            raise NotReady(str(exc)) from None
+        return True
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """SIGTERM the broker by pid, SIGKILL it if it has not exited within ``timeout_s``."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        try:
-            os.kill(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=timeout_s)
-        except ProcessLookupError:
-            proc.wait(timeout=timeout_s)
+        self._process.stop(timeout_s=timeout_s)
 
     def detach(self) -> int:
         """Leave the broker running after this object is gone (``medallion services up``);
         return its pid, by which it is stopped later."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            raise RuntimeError(f"tansu on {self.bootstrap_servers} is not running")
-        return proc.pid
-
-    def restart(self) -> None:
-        """Stop, then start on the same port (data is lost unless ``persistent``)."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> TansuBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return self._process.detach()

@@ -51,9 +51,9 @@ from pydantic import BaseModel
 
 # The catalog's SKU format, and how many SKUs every demo source agrees on (SKU-000001 ..
 # SKU-000500 are in the catalog the file generator writes at scale >= 0.25).
-from medallion_platform.demo.clickstream import N_SKUS
-from medallion_platform.demo.generator import catalog_sku
-from medallion_platform.demo.payments_api import OrderToCharge
+from medallion_platform.devkit.demo.clickstream import N_SKUS
+from medallion_platform.devkit.demo.generator import catalog_sku
+from medallion_platform.devkit.demo.payments_api import OrderToCharge
 
 DEFAULT_START = datetime(2025, 10, 1, tzinfo=UTC)  # as the payments emulator's DEFAULT_START
 SEED_DAYS = 30

@@ -1,8 +1,8 @@
 """Run one destination emulator as a process, for the demo and for clients in other processes.
 
-    SALESFORCE_ACCESS_TOKEN=... python -m medallion_platform.demo.destinations salesforce --port 0
-    HUBSPOT_ACCESS_TOKEN=...    python -m medallion_platform.demo.destinations hubspot
-    ZENDESK_API_TOKEN=...       python -m medallion_platform.demo.destinations zendesk
+    SALESFORCE_ACCESS_TOKEN=... python -m medallion_platform.devkit.demo.destinations salesforce
+    HUBSPOT_ACCESS_TOKEN=...    python -m medallion_platform.devkit.demo.destinations hubspot
+    ZENDESK_API_TOKEN=...       python -m medallion_platform.devkit.demo.destinations zendesk
 
 The token comes from the environment (never the command line, where ``ps`` shows it). The base
 URL is printed on stdout once the server accepts connections; it serves until SIGTERM or SIGINT.
@@ -14,8 +14,8 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from medallion_platform.demo.destinations import hubspot, salesforce, zendesk
-from medallion_platform.demo.destinations.common import (
+from medallion_platform.devkit.demo.destinations import hubspot, salesforce, zendesk
+from medallion_platform.devkit.demo.destinations.common import (
     EmulatorServer,
     RateLimit,
     serve_until_signal,
@@ -30,7 +30,7 @@ TOKEN_ENVS = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m medallion_platform.demo.destinations",
+        prog="python -m medallion_platform.devkit.demo.destinations",
         description="Serve a reverse-ETL destination emulator on 127.0.0.1. The token clients "
         "must present is read from the environment: "
         + ", ".join(f"${env} ({name})" for name, env in TOKEN_ENVS.items())

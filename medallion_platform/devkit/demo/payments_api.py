@@ -10,7 +10,7 @@ bound to loopback; the data is seeded and never depends on the clock.
 
 As a process (the token comes from the environment so it never shows in ``ps``)::
 
-    PAYMENTS_API_TOKEN=sk_test_... python -m medallion_platform.demo.payments_api --port 8765
+    PAYMENTS_API_TOKEN=sk_test_... python -m medallion_platform.devkit.demo.payments_api --port 8765
 
 prints its base URL on stdout once it accepts connections and serves until SIGTERM or SIGINT.
 """
@@ -996,7 +996,7 @@ def serve_forever(data: PaymentsData, token: str, port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m medallion_platform.demo.payments_api",
+        prog="python -m medallion_platform.devkit.demo.payments_api",
         description="Serve the Acme Outfitters payments API emulator on 127.0.0.1. "
         f"The bearer token clients must present is read from ${TOKEN_ENV}.",
     )

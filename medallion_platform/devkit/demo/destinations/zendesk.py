@@ -11,7 +11,7 @@ every response.
 
 As a process (the token comes from the environment so it never shows in ``ps``)::
 
-    ZENDESK_API_TOKEN=... python -m medallion_platform.demo.destinations zendesk
+    ZENDESK_API_TOKEN=... python -m medallion_platform.devkit.demo.destinations zendesk
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from medallion_platform.demo.destinations.common import (
+from medallion_platform.devkit.demo.destinations.common import (
     Admission,
     EmulatorServer,
     Headers,

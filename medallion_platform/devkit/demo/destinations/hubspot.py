@@ -9,7 +9,7 @@ updated), 207 Multi-Status with per-input ``errors`` when some inputs are invali
 
 As a process (the token comes from the environment so it never shows in ``ps``)::
 
-    HUBSPOT_ACCESS_TOKEN=... python -m medallion_platform.demo.destinations hubspot
+    HUBSPOT_ACCESS_TOKEN=... python -m medallion_platform.devkit.demo.destinations hubspot
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from medallion_platform.demo.destinations.common import (
+from medallion_platform.devkit.demo.destinations.common import (
     Admission,
     ApiError,
     EmulatorServer,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dagster import DagsterInstance
 
-from medallion_platform.demo.calendar import AD_SPEND_DAYS, days_before
-from medallion_platform.demo.generator import DemoManifest, generate_landing_files
+from medallion_platform.devkit.demo.calendar import AD_SPEND_DAYS, days_before
+from medallion_platform.devkit.demo.generator import DemoManifest, generate_landing_files
 from medallion_platform.instance import use_instance
 from medallion_platform.settings import PlatformSettings
 

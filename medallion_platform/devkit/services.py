@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from medallion_platform.devkit.process import LocalProcess, pid_alive, stop_pid
 from medallion_platform.settings import PlatformSettings
 
 PAYMENTS = "payments_api"
@@ -45,16 +45,7 @@ class ServiceInfo(BaseModel):
     note: str = ""
 
     def running(self) -> bool:
-        try:
-            if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
-                return False  # our own child, and it has exited
-        except ChildProcessError:
-            pass  # not our child (started by another `medallion` process)
-        try:
-            os.kill(self.pid, 0)
-        except OSError:
-            return False
-        return True
+        return pid_alive(self.pid)
 
 
 def _dir(settings: PlatformSettings) -> Path:
@@ -72,36 +63,52 @@ def status(settings: PlatformSettings) -> list[ServiceInfo]:
     return [ServiceInfo.model_validate_json(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
+def start_emulator(
+    name: str,
+    module: str,
+    args: tuple[str, ...],
+    env: dict[str, str],
+    log_path: Path,
+    timeout_s: float = 30,
+) -> tuple[LocalProcess, str]:
+    """Start an API emulator (``python -m module --port 0 *args``) as its own process on a free
+    loopback port, its stderr appended to ``log_path``; its token comes in ``env`` (never on
+    the command line, where ``ps`` shows it). Returns the process once it has printed its base
+    URL, and that URL; stops it if it does not within ``timeout_s``."""
+    process = LocalProcess(name, log_path)
+    process.spawn(
+        [sys.executable, "-m", module, "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    try:
+        return process, process.read_line(b"http", time.monotonic() + timeout_s)
+    except BaseException:
+        process.stop()
+        raise
+
+
 def start_payments_api(
     token: str,
     *,
     charges: int,
     orders_file: Path | None = None,
-    stderr=subprocess.DEVNULL,
+    log_path: Path = Path(os.devnull),
     timeout_s: float = 30,
-) -> tuple[subprocess.Popen, str]:
-    """Start the emulator as its own process on a free loopback port; return it and its URL.
+) -> tuple[LocalProcess, str]:
+    """Start the payments API emulator on a free loopback port; return it and its URL.
 
     With ``orders_file`` (JSON lines of orders) it charges those orders, so payments agree
     with the app database; otherwise it serves ``charges`` generated charges."""
     source = ["--orders-file", str(orders_file)] if orders_file else ["--charges", str(charges)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "medallion_platform.demo.payments_api", "--port", "0", *source],
-        env={**os.environ, "PAYMENTS_API_TOKEN": token},
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        start_new_session=True,
+    return start_emulator(
+        "the payments API emulator",
+        "medallion_platform.devkit.demo.payments_api",
+        tuple(source),
+        {"PAYMENTS_API_TOKEN": token},
+        log_path,
+        timeout_s,
     )
-    deadline = time.monotonic() + timeout_s
-    line = b""
-    while time.monotonic() < deadline and proc.poll() is None:
-        line = proc.stdout.readline() if proc.stdout else b""
-        if line.startswith(b"http"):
-            break
-    if not line.startswith(b"http"):
-        proc.kill()
-        raise RuntimeError("the payments API emulator did not start")
-    return proc, line.decode().strip()
 
 
 def _running(settings: PlatformSettings, name: str) -> ServiceInfo | None:
@@ -163,24 +170,19 @@ def up_payments_api(
         return info
     _dir(settings).mkdir(parents=True, exist_ok=True)
     token = "sk_test_" + secrets.token_urlsafe(24)  # a demo credential, never a real one
-    log_path = _dir(settings) / f"{PAYMENTS}.log"
-    with log_path.open("ab") as log:
-        try:
-            orders_file = _orders_path(settings)
-            proc, base_url = start_payments_api(
-                token,
-                charges=charges,
-                orders_file=orders_file if orders_file.exists() else None,
-                stderr=log,
-                timeout_s=timeout_s,
-            )
-        except RuntimeError as exc:
-            raise RuntimeError(f"{exc}; see {log_path}") from None
+    orders_file = _orders_path(settings)
+    process, base_url = start_payments_api(
+        token,
+        charges=charges,
+        orders_file=orders_file if orders_file.exists() else None,
+        log_path=_dir(settings) / f"{PAYMENTS}.log",
+        timeout_s=timeout_s,
+    )
     return _record(
         settings,
         ServiceInfo(
             name=PAYMENTS,
-            pid=proc.pid,
+            pid=process.detach(),
             base_url=base_url,
             env={"PAYMENTS_API_BASE_URL": base_url, "PAYMENTS_API_TOKEN": token},
         ),
@@ -201,30 +203,19 @@ def start_destination_emulator(
     env: dict[str, str],
     *,
     args: tuple[str, ...] = (),
-    stderr=subprocess.DEVNULL,
+    log_path: Path = Path(os.devnull),
     timeout_s: float = 30,
-) -> tuple[subprocess.Popen, str]:
+) -> tuple[LocalProcess, str]:
     """Start one SaaS API emulator (``salesforce``, ``hubspot``, ``zendesk``) as its own
-    process on a free loopback port; its token comes in ``env`` (never on the command line,
-    where ``ps`` shows it). Returns the process and its base URL."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "medallion_platform.demo.destinations", api, "--port", "0", *args],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        start_new_session=True,
+    process on a free loopback port, its token in ``env``. Returns the process and its base URL."""
+    return start_emulator(
+        f"the {api} emulator",
+        "medallion_platform.devkit.demo.destinations",
+        (api, *args),
+        env,
+        log_path,
+        timeout_s,
     )
-    deadline = time.monotonic() + timeout_s
-    line = b""
-    while time.monotonic() < deadline and proc.poll() is None:
-        line = proc.stdout.readline() if proc.stdout else b""
-        if line.startswith(b"http"):
-            break
-    if not line.startswith(b"http"):
-        proc.kill()
-        proc.wait()
-        raise RuntimeError(f"the {api} emulator did not start")
-    return proc, line.decode().strip()
 
 
 def up_destination(settings: PlatformSettings, api: str, *, timeout_s: float = 30) -> ServiceInfo:
@@ -243,19 +234,14 @@ def up_destination(settings: PlatformSettings, api: str, *, timeout_s: float = 3
         server_env[client.email_env] = ZENDESK_DEMO_EMAIL
     # Zendesk jobs wait 0.5 s by default before running; the demo needs no such patience.
     args = ("--job-delay", "0.05") if api == ZENDESK else ()
-    log_path = _dir(settings) / f"{api}.log"
-    with log_path.open("ab") as log:
-        try:
-            proc, base_url = start_destination_emulator(
-                api, server_env, args=args, stderr=log, timeout_s=timeout_s
-            )
-        except RuntimeError as exc:
-            raise RuntimeError(f"{exc}; see {log_path}") from None
+    process, base_url = start_destination_emulator(
+        api, server_env, args=args, log_path=_dir(settings) / f"{api}.log", timeout_s=timeout_s
+    )
     return _record(
         settings,
         ServiceInfo(
             name=api,
-            pid=proc.pid,
+            pid=process.detach(),
             base_url=base_url,
             env={client.url_env: base_url, **server_env},
             note=f"{api} API emulator (records in memory)",
@@ -269,10 +255,10 @@ def up_kafka(
     """Start the Kafka-compatible broker and publish the demo clickstream to it."""
     if (info := _running(settings, KAFKA)) is not None:
         return info
-    from medallion_platform.brokers.tansu import TansuBroker
     from medallion_platform.connectors.streams.kafka import create_topic, produce
-    from medallion_platform.demo.calendar import CLICKSTREAM_DAYS, days_before
-    from medallion_platform.demo.clickstream import iter_clickstream
+    from medallion_platform.devkit.brokers.tansu import TansuBroker
+    from medallion_platform.devkit.demo.calendar import CLICKSTREAM_DAYS, days_before
+    from medallion_platform.devkit.demo.clickstream import iter_clickstream
 
     broker = TansuBroker(_dir(settings), start_timeout_s=timeout_s)
     broker.start()
@@ -314,10 +300,10 @@ def up_postgres(
     a workload to it; seed it first if it is new."""
     if (info := _running(settings, POSTGRES)) is not None:
         return info
-    from medallion_platform.databases.postgres import PostgresServer
-    from medallion_platform.demo.app_db import apply_workload
-    from medallion_platform.demo.app_db import seed as seed_app_db
-    from medallion_platform.demo.calendar import ORDER_HISTORY_DAYS, order_history_start
+    from medallion_platform.devkit.databases.postgres import PostgresServer
+    from medallion_platform.devkit.demo.app_db import apply_workload
+    from medallion_platform.devkit.demo.app_db import seed as seed_app_db
+    from medallion_platform.devkit.demo.calendar import ORDER_HISTORY_DAYS, order_history_start
 
     folder = _dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
@@ -378,7 +364,7 @@ def _orders_path(settings: PlatformSettings) -> Path:
 
 def _write_orders(conn, path: Path) -> None:
     """The app database's orders, for the payments emulator to charge (JSON lines)."""
-    from medallion_platform.demo.app_db import orders_to_charge
+    from medallion_platform.devkit.demo.app_db import orders_to_charge
 
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as out:
@@ -391,14 +377,7 @@ def down(settings: PlatformSettings) -> list[str]:
     """Stop every recorded service by its pid; return the names stopped."""
     stopped = []
     for info in status(settings):
-        if info.running():
-            os.kill(info.pid, signal.SIGTERM)
-            for _ in range(50):
-                if not info.running():
-                    break
-                time.sleep(0.1)
-            else:
-                os.kill(info.pid, signal.SIGKILL)
+        if stop_pid(info.pid, timeout_s=5.0):
             stopped.append(info.name)
         _info_path(settings, info.name).unlink(missing_ok=True)
     return stopped

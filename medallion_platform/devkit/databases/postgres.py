@@ -24,24 +24,23 @@ import os
 import pwd
 import secrets
 import signal
-import socket
 import stat
 import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from medallion_platform.devkit.process import HOST, LocalProcess, LocalServer, NotReady, free_port
+
 SERVICE_USER = "medallion-pg"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
-HOST = "127.0.0.1"
 
 StopMode = Literal["smart", "fast", "immediate"]
 # pg_ctl's shutdown modes are these signals to the postmaster.
@@ -75,7 +74,7 @@ DEFAULT_SETTINGS: dict[str, str] = {
 
 # Written over initdb's: TCP from loopback, SCRAM only; nothing for unix sockets (disabled).
 PG_HBA = """\
-# Written by medallion_platform.databases.postgres: loopback TCP, SCRAM passwords only.
+# Written by medallion_platform.devkit.databases.postgres: loopback TCP, SCRAM passwords only.
 # TYPE  DATABASE     USER  ADDRESS       METHOD
 host    all          all   127.0.0.1/32  scram-sha-256
 host    replication  all   127.0.0.1/32  scram-sha-256
@@ -104,13 +103,6 @@ def postgres_bin_dir() -> Path:
             # too, since as root the binaries run as the service user.
             exe.chmod(exe.stat().st_mode | execute)
     return bin_dir
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (a small race is accepted)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_service_user(name: str = SERVICE_USER) -> pwd.struct_passwd:
@@ -162,13 +154,6 @@ def _grant_search(path: Path, account: pwd.struct_passwd) -> None:
             parent.chmod(parent.stat().st_mode | stat.S_IXOTH)
 
 
-def _read_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def cluster_processes(data_dir: Path, executable: Path) -> list[int]:
     """Pids of live ``postgres`` processes working in ``data_dir``: the postmaster and its
     children. Found by executable and working directory, not parentage: children call
@@ -185,7 +170,7 @@ def cluster_processes(data_dir: Path, executable: Path) -> list[int]:
     return pids
 
 
-class PostgresServer:
+class PostgresServer(LocalServer):
     """A ``postgres`` subprocess on 127.0.0.1: ``with PostgresServer(dir) as pg: pg.connect()``.
 
     ``data_dir`` is the cluster (initdb'd on first start, kept across restarts); the server's
@@ -224,11 +209,11 @@ class PostgresServer:
         self.bin_dir = Path(bin_dir) if bin_dir is not None else postgres_bin_dir()
         # PostgreSQL will not run as root: then initdb and postgres run as the service user.
         self.account = ensure_service_user() if os.geteuid() == 0 else None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process = LocalProcess("postgres", self.data_dir / "postgres.log")
 
     @property
     def log_path(self) -> Path:
-        return self.data_dir / "postgres.log"
+        return self._process.log_path
 
     @property
     def dsn(self) -> str:
@@ -238,15 +223,6 @@ class PostgresServer:
     @property
     def password(self) -> str:
         return self._password
-
-    @property
-    def pid(self) -> int | None:
-        """The postmaster's pid while it runs."""
-        return self._process.pid if self.running and self._process is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
 
     def command(self) -> list[str]:
         """The postmaster's argv: settings only, no secret."""
@@ -271,11 +247,9 @@ class PostgresServer:
         self._prepare_data_dir()
         if not (self.data_dir / "PG_VERSION").is_file():
             self._initdb(deadline)
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with open(fd, "ab") as log:
-            self._process = self._spawn(self.command(), stdout=log)
+        self._process.spawn(self.command(), **self._popen_options())
         try:
-            self._wait_ready(deadline)
+            self._process.wait_ready(self._accepts, deadline, where=f"{HOST}:{self.port}")
             self._ensure_database()
         except BaseException:
             self.stop(mode="immediate")
@@ -285,24 +259,10 @@ class PostgresServer:
     def stop(self, mode: StopMode = "fast", timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Signal the postmaster by pid (pg_ctl's modes) and wait; if it lingers past
         ``timeout_s``, an immediate shutdown, then SIGKILL."""
-        signum = _STOP_SIGNALS[mode]
-        process, self._process = self._process, None
-        if process is None:
+        if self._process.process is None:
             return
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signum)
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(process.pid, signal.SIGQUIT)
-                try:
-                    process.wait(timeout=5.0)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(process.pid, signal.SIGKILL)
-                    process.wait()
+        signals = (_STOP_SIGNALS[mode], signal.SIGQUIT)
+        self._process.stop(signals=signals, timeout_s=timeout_s, grace_s=5.0)
         self._wait_children_gone()
 
     def restart(self, timeout_s: float = START_TIMEOUT_S) -> PostgresServer:
@@ -313,39 +273,24 @@ class PostgresServer:
     def kill(self) -> None:
         """SIGKILL the postmaster: a crash, for tests. Its children notice and exit (we wait for
         that, so the port and shared memory are free); the next ``start()`` runs crash recovery."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if not self._process.running:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, signal.SIGKILL)
-        process.wait()
+        self._process.kill()
         self._wait_children_gone()
 
     def detach(self) -> int:
         """Leave the server running after this object is gone (``medallion services up``);
         return the postmaster's pid, by which it is stopped later (SIGTERM: a smart shutdown)."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        if not self.running:
             raise RuntimeError(f"PostgreSQL on {HOST}:{self.port} is not running")
-        return process.pid
-
-    def __enter__(self) -> PostgresServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return self._process.detach()
 
     # -- internals -------------------------------------------------------------------------
 
-    def _spawn(self, argv: list[str], *, stdout: Any) -> subprocess.Popen[bytes]:
-        """Run a PostgreSQL binary, as the service user when we are root, in its own session
-        (a Ctrl-C of the test run must not race our own shutdown), with a minimal environment
-        so none of our secrets (API tokens in env vars) end up in the server's."""
+    def _popen_options(self) -> dict[str, Any]:
+        """How a PostgreSQL binary runs: as the service user when we are root, in the data
+        directory, with a minimal environment so none of our secrets (API tokens in env vars)
+        end up in the server's."""
         as_user: dict[str, Any] = {}
         if self.account is not None:
             as_user = {
@@ -353,16 +298,8 @@ class PostgresServer:
                 "group": self.account.pw_gid,
                 "extra_groups": [],
             }
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-            env={"PATH": os.defpath, "LC_ALL": "C", "TZ": "UTC"},
-            start_new_session=True,
-            **as_user,
-        )
+        env = {"PATH": os.defpath, "LC_ALL": "C", "TZ": "UTC"}
+        return {"cwd": self.data_dir, "env": env, **as_user}
 
     def _prepare_data_dir(self) -> None:
         """Create ``data_dir`` (0700, as PostgreSQL demands) owned by whoever runs the server."""
@@ -394,16 +331,20 @@ class PostgresServer:
                 "--locale", "C",
                 "--no-instructions",
             ]  # fmt: skip
-            with tempfile.TemporaryFile() as out:
-                process = self._spawn(argv, stdout=out)
-                try:
-                    code = process.wait(timeout=max(deadline - time.monotonic(), 1.0))
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-                    code = None
-                out.seek(0)
-                output = out.read().decode(errors="replace")
+            try:
+                done = subprocess.run(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    timeout=max(deadline - time.monotonic(), 1.0),
+                    check=False,
+                    start_new_session=True,  # a Ctrl-C of the test run must not reach it first
+                    **self._popen_options(),
+                )
+                code, output = done.returncode, done.stdout.decode(errors="replace")
+            except subprocess.TimeoutExpired as exc:
+                code, output = None, (exc.output or b"").decode(errors="replace")
         finally:
             os.unlink(pwfile)
         if code != 0:
@@ -420,30 +361,19 @@ class PostgresServer:
         if self.account is not None:
             os.chown(path, self.account.pw_uid, self.account.pw_gid)
 
-    def _wait_ready(self, deadline: float) -> None:
-        last_error = "not started"
-        while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
+    def _accepts(self) -> bool:
+        """Ready once a real connection succeeds; a refused password is final."""
+        try:
+            with self.connect(dbname="postgres", connect_timeout=2):
+                return True
+        except psycopg.OperationalError as exc:
+            reason = str(exc).strip()
+            if "password authentication failed" in reason:
                 raise RuntimeError(
-                    f"postgres exited with {self._process.returncode}; "
-                    f"{self.log_path}:\n{_read_tail(self.log_path)}"
-                )
-            try:
-                with self.connect(dbname="postgres", connect_timeout=2):
-                    return
-            except psycopg.OperationalError as exc:
-                last_error = str(exc).strip()
-                if "password authentication failed" in last_error:
-                    raise RuntimeError(
-                        f"the cluster in {self.data_dir} rejects our password for user "
-                        f"{self.user!r}: it was created with another one"
-                    ) from None
-            time.sleep(0.05)
-        raise TimeoutError(
-            f"postgres on {HOST}:{self.port} not ready ({last_error}); "
-            f"{self.log_path}:\n{_read_tail(self.log_path)}"
-        )
+                    f"the cluster in {self.data_dir} rejects our password for user "
+                    f"{self.user!r}: it was created with another one"
+                ) from None
+            raise NotReady(reason) from None
 
     def _ensure_database(self) -> None:
         with self.connect(dbname="postgres") as conn:
