@@ -25,6 +25,7 @@ from medallion_platform.connectors.rest.spec import RestSource
 from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.contracts.spec import Contract
 from medallion_platform.gold.spec import MODELS_ROOT, SqlModel
+from medallion_platform.lineage.tables import TableGraph
 from medallion_platform.ml.spec import ChurnSpec, load_churn_spec
 from medallion_platform.reverse_etl.spec import SyncSpec, load_syncs, validate_syncs
 
@@ -76,6 +77,10 @@ class PlatformConfig(BaseModel):
             for table in source.tables:
                 tables[source.bronze_table(table)] = f"CDC {source.name}.{table.qualified}"
         return tables
+
+    def table_graph(self) -> TableGraph:
+        """Bronze -> contracts -> SQL models: the build order and what each table feeds."""
+        return TableGraph(self.contracts, self.sql_models)
 
     def contract(self, name: str) -> Contract:
         return next(c for c in self.contracts if c.name == name)
@@ -185,6 +190,10 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
         silver_models=silver_models,
         gold_models=models,
     )
+    try:
+        config.table_graph().order()
+    except ValueError as exc:
+        raise ConfigError(f"{config_dir}: {exc}") from None
     # Each mapping against the declared schemas of its source and the destination's fields.
     validate_syncs(syncs, config, path=syncs_path)
     return config

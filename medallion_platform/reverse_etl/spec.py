@@ -41,6 +41,7 @@ from medallion_platform.contracts.changes import history_columns
 from medallion_platform.contracts.compile import QUARANTINE_COLUMNS, silver_columns
 from medallion_platform.contracts.spec import Contract
 from medallion_platform.gold.spec import SqlModel, tables_read
+from medallion_platform.lineage.tables import TableGraph
 from medallion_platform.ml.features import FEATURES_TABLE, ML_SCHEMA, features_sql
 from medallion_platform.ml.scoring import SCORES_COLUMNS, SCORES_TABLE
 from medallion_platform.ml.spec import ChurnSpec
@@ -480,18 +481,13 @@ def declared_catalog(config: Declarations) -> duckdb.DuckDBPyConnection:
         create_table("quarantine", contract.name, QUARANTINE_COLUMNS)  # gold may read it
         if contract.changes is not None and contract.changes.history:
             create_table("silver", contract.changes.history, history_columns(contract))
-    pending = list(config.sql_models)
-    while pending:  # models read other models: create each once its inputs exist
-        waiting = []
-        for model in pending:
-            try:
-                conn.execute(f"CREATE VIEW {qualified(model.layer, model.name)} AS {model.sql}")
-            except duckdb.CatalogException:
-                waiting.append(model)
-        if len(waiting) == len(pending):
-            names = ", ".join(f"{m.layer}.{m.name}" for m in waiting)
-            raise SyncSpecError(f"cannot derive the declared schemas of {names}")
-        pending = waiting
+    for model in TableGraph(config.contracts, config.sql_models).models_in_order():
+        try:
+            conn.execute(f"CREATE VIEW {qualified(model.layer, model.name)} AS {model.sql}")
+        except duckdb.Error as exc:
+            raise SyncSpecError(
+                f"cannot derive the declared schema of {model.layer}.{model.name}: {exc}"
+            ) from None
     if config.churn is not None:
         conn.execute(
             f"CREATE VIEW {qualified(ML_SCHEMA, FEATURES_TABLE)} AS {features_sql(config.churn)}"
