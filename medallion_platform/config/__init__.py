@@ -24,8 +24,8 @@ from medallion_platform.connectors.files.spec import FileFeed
 from medallion_platform.connectors.rest.spec import RestSource
 from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.contracts.spec import Contract
+from medallion_platform.gold.graph import TableGraph
 from medallion_platform.gold.spec import MODELS_ROOT, SqlModel
-from medallion_platform.lineage.tables import TableGraph
 from medallion_platform.ml.spec import ChurnSpec, load_churn_spec
 from medallion_platform.reverse_etl.spec import SyncSpec, load_syncs, validate_syncs
 

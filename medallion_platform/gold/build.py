@@ -10,8 +10,8 @@ from collections.abc import Iterable
 
 import duckdb
 
+from medallion_platform.gold.graph import TableGraph
 from medallion_platform.gold.spec import SqlModel
-from medallion_platform.lineage.tables import TableGraph
 from medallion_platform.warehouse.identifiers import qualified, quote
 
 

@@ -40,8 +40,8 @@ from medallion_platform.config_files import CONFIG_DIR, ConfigError, load_entrie
 from medallion_platform.contracts.changes import history_columns
 from medallion_platform.contracts.compile import QUARANTINE_COLUMNS, silver_columns
 from medallion_platform.contracts.spec import Contract
+from medallion_platform.gold.graph import TableGraph
 from medallion_platform.gold.spec import SqlModel, tables_read
-from medallion_platform.lineage.tables import TableGraph
 from medallion_platform.ml.features import FEATURES_TABLE, ML_SCHEMA, features_sql
 from medallion_platform.ml.scoring import SCORES_COLUMNS, SCORES_TABLE
 from medallion_platform.ml.spec import ChurnSpec

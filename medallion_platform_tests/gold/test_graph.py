@@ -8,8 +8,8 @@ import pytest
 
 from medallion_platform.config import PlatformConfig
 from medallion_platform.gold.build import in_dependency_order
+from medallion_platform.gold.graph import TableGraph
 from medallion_platform.gold.spec import SqlModel
-from medallion_platform.lineage.tables import TableGraph
 
 
 def model(root: Path, name: str, sql: str) -> SqlModel:
