@@ -30,7 +30,7 @@ from medallion_platform.defs.files import (
     build_landing_spec,
     build_landing_zone_sensor,
 )
-from medallion_platform.defs.gold import build_gold_asset, build_gold_checks, gold_key
+from medallion_platform.defs.gold import build_gold_asset, build_gold_checks
 from medallion_platform.defs.io_manager import WarehouseIOManager
 from medallion_platform.defs.ml import build_ml_assets
 from medallion_platform.defs.reports import KPI_REPORT_DEPS, build_kpi_report_asset
@@ -49,9 +49,6 @@ from medallion_platform.defs.reverse_etl import (
 from medallion_platform.defs.silver import (
     build_orphans_check,
     build_silver_assets,
-    history_key,
-    quarantine_key,
-    silver_key,
 )
 from medallion_platform.defs.streams import (
     build_event_stream_sensor,
@@ -67,25 +64,7 @@ EXTERNAL_GROUPS = ("landing", "api")
 
 def downstream_of_bronze(config: PlatformConfig, table: str) -> list[AssetKey]:
     """A bronze table's asset and everything built from it: contracts, then SQL models."""
-    keys = [AssetKey(["bronze", table])]
-    reached: set[str] = set()
-    for contract in config.contracts:
-        if contract.source == table:
-            keys += [silver_key(contract), quarantine_key(contract)]
-            reached.add(f"silver.{contract.name}")
-            if contract.changes is not None and contract.changes.history:
-                keys.append(history_key(contract))
-                reached.add(f"silver.{contract.changes.history}")
-    changed = True
-    while changed:  # models may read other models
-        changed = False
-        for model in config.sql_models:
-            name = f"{model.layer}.{model.name}"
-            if name not in reached and reached & set(model.depends_on):
-                reached.add(name)
-                keys.append(gold_key(model))
-                changed = True
-    return keys
+    return [AssetKey(t.split(".")) for t in config.table_graph().downstream(f"bronze.{table}")]
 
 
 def _declares_kpi_report_inputs(config: PlatformConfig) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Callable
@@ -13,7 +14,10 @@ import yaml
 from pydantic import ValidationError
 
 from medallion_platform.config import CONFIG_DIR, ConfigError, PlatformConfig, load_config
+from medallion_platform.definitions import build_definitions
 from medallion_platform.gold.spec import MODELS_DIR, GoldModel
+from medallion_platform.settings import PlatformSettings
+from medallion_platform_tests.test_definitions import SNAPSHOT, _graph
 
 Edit = Callable[[dict[str, Any]], None]
 
@@ -96,6 +100,41 @@ def test_gold_model_whose_depends_on_disagrees_with_its_sql(config_dir: Path) ->
     assert "silver.products" in message and "silver.ad_spend" in message
 
 
+def test_models_without_depends_on_read_their_inputs_from_the_sql(
+    config_dir: Path, config: PlatformConfig, tmp_path: Path
+) -> None:
+    """``depends_on`` is optional: left out of every model, the inputs come from the SQL, and
+    they are the ones the packaged files declare, down to the asset graph Dagster builds."""
+
+    def strip(document: dict[str, Any]) -> None:
+        for model in document["models"]:
+            model.pop("depends_on")
+
+    edit(config_dir, "gold_models.yaml", strip)
+    edit(config_dir, "silver_models.yaml", strip)
+    inferred = load_config(config_dir)
+    declared = {m.name: m.depends_on for m in config.sql_models}
+    assert {m.name: m.depends_on for m in inferred.sql_models} == {
+        name: sorted(inputs) for name, inputs in declared.items()
+    }
+    assert inferred.table_graph().order() == config.table_graph().order()
+    settings = PlatformSettings(home=tmp_path / "home")
+    assert _graph(build_definitions(settings, inferred)) == json.loads(SNAPSHOT.read_text())
+
+
+def test_models_reading_each_other_in_a_cycle(config_dir: Path) -> None:
+    (config_dir / "models" / "gold" / "sessions.sql").write_text(
+        "SELECT date AS session_id FROM gold.funnel_daily"
+    )
+    edit(config_dir, "gold_models.yaml", _set("models", 2, depends_on=[]))
+    with pytest.raises(ConfigError) as info:
+        load_config(config_dir)
+    assert str(info.value) == (
+        f"{config_dir}: tables read each other in a cycle: "
+        "gold.funnel_daily -> gold.sessions -> gold.funnel_daily"
+    )
+
+
 def test_gold_model_reference_to_an_unknown_table(config_dir: Path) -> None:
     fct = _set("models", 6, references={"customer_id": "gold.dim_customers.customer_id"})
     edit(config_dir, "gold_models.yaml", fct)
@@ -126,6 +165,7 @@ def test_gold_model_built_directly_checks_its_sql() -> None:
     assert GoldModel(name="dim_product", depends_on=["silver.products"], **base).sql.startswith(
         "-- Grain"
     )
+    assert GoldModel(name="dim_product", **base).depends_on == ["silver.products"]
     with pytest.raises(ValidationError, match=r"gold model dim_product: SQL reads") as info:
         GoldModel(name="dim_product", depends_on=["silver.ad_spend"], **base)
     assert "['silver.products']" in str(info.value)

@@ -4,6 +4,9 @@ Adding a source, a contract or a gold model is an edit to a YAML file; loading i
 names, types and cross-references before anything reaches Dagster or SQL. The files here are
 the demo's; ``MEDALLION_CONFIG_DIR`` points the platform at a team's own directory (same
 file names, SQL under ``<dir>/models/<layer>/``), so its sources live in its own repository.
+
+Each file is read by ``medallion_platform.config_files`` (one loader, one ``ConfigError``,
+re-exported here); this module only assembles the files and checks them against each other.
 """
 
 from __future__ import annotations
@@ -13,25 +16,21 @@ from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
-import yaml
 from pydantic import BaseModel
 
+from medallion_platform.config_files import CONFIG_DIR, ConfigError, load_entries
 from medallion_platform.connectors.cdc.spec import CdcSource
 from medallion_platform.connectors.files.spec import FileFeed
 from medallion_platform.connectors.rest.spec import RestSource
 from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.contracts.spec import Contract
+from medallion_platform.gold.graph import TableGraph
 from medallion_platform.gold.spec import MODELS_ROOT, SqlModel
 from medallion_platform.ml.spec import ChurnSpec, load_churn_spec
 from medallion_platform.reverse_etl.spec import SyncSpec, load_syncs, validate_syncs
 
-CONFIG_DIR = Path(__file__).resolve().parent  # the packaged demo declarations
 CONFIG_DIR_ENV = "MEDALLION_CONFIG_DIR"
 M = TypeVar("M", bound=BaseModel)
-
-
-class ConfigError(ValueError):
-    """A configuration file is invalid; the message names the file and the entry."""
 
 
 def config_dir() -> Path:
@@ -49,29 +48,6 @@ def models_dir(directory: Path) -> Path:
     """Where a configuration directory's SQL models live: ``<dir>/models/<layer>/<name>.sql``
     (the packaged declarations keep theirs in ``medallion_platform/models``)."""
     return MODELS_ROOT if directory.resolve() == CONFIG_DIR else directory / "models"
-
-
-def _load(
-    path: Path, key: str, model: type[M], context: dict[str, object] | None = None
-) -> list[M]:
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(document, dict) or not isinstance(document.get(key, []), list):
-        raise ConfigError(f"{path}: expected a mapping with a list under {key!r}")
-    items = []
-    for i, raw in enumerate(document.get(key, [])):
-        try:
-            items.append(model.model_validate(raw, context=context))
-        except ValueError as exc:
-            name = raw.get("name", f"#{i + 1}") if isinstance(raw, dict) else f"#{i + 1}"
-            raise ConfigError(f"{path}: {key} entry {name!r} is invalid: {exc}") from exc
-    names = [getattr(item, "name", None) for item in items]
-    duplicates = {n for n in names if names.count(n) > 1}
-    if duplicates:
-        raise ConfigError(f"{path}: duplicate {key} names {sorted(duplicates)}")
-    return items
 
 
 class PlatformConfig(BaseModel):
@@ -101,6 +77,10 @@ class PlatformConfig(BaseModel):
             for table in source.tables:
                 tables[source.bronze_table(table)] = f"CDC {source.name}.{table.qualified}"
         return tables
+
+    def table_graph(self) -> TableGraph:
+        """Bronze -> contracts -> SQL models: the build order and what each table feeds."""
+        return TableGraph(self.contracts, self.sql_models)
 
     def contract(self, name: str) -> Contract:
         return next(c for c in self.contracts if c.name == name)
@@ -210,6 +190,10 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
         silver_models=silver_models,
         gold_models=models,
     )
+    try:
+        config.table_graph().order()
+    except ValueError as exc:
+        raise ConfigError(f"{config_dir}: {exc}") from None
     # Each mapping against the declared schemas of its source and the destination's fields.
     validate_syncs(syncs, config, path=syncs_path)
     return config
@@ -218,7 +202,7 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
 def _optional(
     path: Path, key: str, model: type[M], context: dict[str, object] | None = None
 ) -> list[M]:
-    return _load(path, key, model, context) if path.exists() else []
+    return load_entries(path, key, model, context) if path.exists() else []
 
 
 def platform_config() -> PlatformConfig:

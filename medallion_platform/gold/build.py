@@ -10,27 +10,14 @@ from collections.abc import Iterable
 
 import duckdb
 
+from medallion_platform.gold.graph import TableGraph
 from medallion_platform.gold.spec import SqlModel
 from medallion_platform.warehouse.identifiers import qualified, quote
 
 
 def in_dependency_order(models: Iterable[SqlModel]) -> list[SqlModel]:
-    """Models sorted so each comes after the models it reads (a cycle is an error)."""
-    pending = {f"{m.layer}.{m.name}": m for m in models}
-    ordered: list[SqlModel] = []
-    done: set[str] = set()
-    while pending:
-        ready = [
-            name
-            for name, model in pending.items()
-            if all(dep in done or dep not in pending for dep in model.depends_on)
-        ]
-        if not ready:
-            raise ValueError(f"models depend on each other in a cycle: {sorted(pending)}")
-        for name in ready:
-            ordered.append(pending.pop(name))
-            done.add(name)
-    return ordered
+    """Models sorted so each comes after the models it reads (a cycle is a ``ValueError``)."""
+    return TableGraph(models=models).models_in_order()
 
 
 def build_models(conn: duckdb.DuckDBPyConnection, models: Iterable[SqlModel]) -> dict[str, int]:

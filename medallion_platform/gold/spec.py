@@ -82,7 +82,9 @@ class SqlModel(BaseModel):
     grain: str = Field(description="What one row of the table is.")
     key: list[str] = Field(min_length=1, description="Columns unique per row (checked).")
     depends_on: list[str] = Field(
-        min_length=1, description="Tables the SQL reads, as schema.table (checked against SQL)."
+        default_factory=list,
+        description="Tables the SQL reads, as schema.table: read from the SQL when left out; "
+        "when given, an assertion (it must name exactly what the SQL reads).",
     )
     references: dict[str, str] = Field(
         default_factory=dict,
@@ -148,9 +150,17 @@ class SqlModel(BaseModel):
             self._models_root = Path(root)
         if not self.sql_path.is_file():
             raise ValueError(f"{self.layer} model {self.name}: {self.sql_path} does not exist")
-        referenced = tables_read(self.sql)
+        try:
+            referenced = tables_read(self.sql)
+        except ValueError as exc:
+            raise ValueError(f"{self.layer} model {self.name}: {self.sql_path}: {exc}") from None
+        if not referenced:
+            raise ValueError(f"{self.layer} model {self.name}: its SQL reads no table")
         declared = {d.lower() for d in self.depends_on}
-        if referenced != declared:
+        if not self.depends_on:
+            # Frozen after validation; the inputs are filled in once, here, from the SQL.
+            self.__dict__["depends_on"] = sorted(referenced)
+        elif referenced != declared:
             raise ValueError(
                 f"{self.layer} model {self.name}: SQL reads {sorted(referenced)} but depends_on "
                 f"declares {sorted(declared)}"

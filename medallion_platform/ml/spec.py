@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# Not imported from medallion_platform.config: that package loads this module.
-ML_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "ml.yaml"
+from medallion_platform.config_files import CONFIG_DIR, load_section
+
+ML_CONFIG_PATH = CONFIG_DIR / "ml.yaml"
 
 Estimator = Literal["hist_gradient_boosting", "logistic_regression"]
 
@@ -85,16 +85,4 @@ class ChurnSpec(BaseModel):
 
 def load_churn_spec(path: Path | str | None = None) -> ChurnSpec:
     """The ``churn`` section of ``config/ml.yaml`` (or of ``path``), validated."""
-    from medallion_platform.config import ConfigError  # the package imports this module
-
-    path = Path(path) if path is not None else ML_CONFIG_PATH
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot be read as YAML: {exc}") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("churn"), dict):
-        raise ConfigError(f"{path}: expected a mapping with a 'churn' section")
-    try:
-        return ChurnSpec.model_validate(document["churn"])
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: churn is invalid: {exc}") from exc
+    return load_section(Path(path) if path is not None else ML_CONFIG_PATH, "churn", ChurnSpec)

@@ -29,15 +29,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import duckdb
 import sqlglot
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlglot import exp
 
-from medallion_platform.gold.spec import tables_read
+from medallion_platform.config_files import CONFIG_DIR, ConfigError, load_entries
+from medallion_platform.contracts.changes import history_columns
+from medallion_platform.contracts.compile import QUARANTINE_COLUMNS, silver_columns
+from medallion_platform.contracts.spec import Contract
+from medallion_platform.gold.graph import TableGraph
+from medallion_platform.gold.spec import SqlModel, tables_read
+from medallion_platform.ml.features import FEATURES_TABLE, ML_SCHEMA, features_sql
+from medallion_platform.ml.scoring import SCORES_COLUMNS, SCORES_TABLE
+from medallion_platform.ml.spec import ChurnSpec
 from medallion_platform.reverse_etl.destinations.base import Destination, FieldSpec
 from medallion_platform.reverse_etl.transforms import (
     DIALECT,
@@ -51,12 +58,9 @@ from medallion_platform.reverse_etl.transforms import (
     validate_tag,
     value_type,
 )
-from medallion_platform.warehouse.identifiers import validate_identifier
+from medallion_platform.warehouse.identifiers import qualified, quote, validate_identifier
 
-if TYPE_CHECKING:
-    from medallion_platform.config import PlatformConfig
-
-SYNCS_PATH = Path(__file__).resolve().parent.parent / "config" / "syncs.yaml"
+SYNCS_PATH = CONFIG_DIR / "syncs.yaml"
 
 DestinationName = Literal["salesforce", "hubspot", "zendesk"]
 Mode = Literal["upsert", "update_only", "mirror"]
@@ -444,18 +448,26 @@ def field_types(spec: SyncSpec, columns: Mapping[str, str]) -> dict[str, ValueTy
     return types
 
 
-def declared_catalog(config: PlatformConfig) -> duckdb.DuckDBPyConnection:
+class Declarations(Protocol):
+    """What the declared schemas derive from: a ``medallion_platform.config.PlatformConfig``
+    (named by shape, not imported: that module loads this one to check the syncs)."""
+
+    @property
+    def contracts(self) -> list[Contract]: ...
+
+    @property
+    def sql_models(self) -> list[SqlModel]: ...
+
+    @property
+    def churn(self) -> ChurnSpec | None: ...
+
+
+def declared_catalog(config: Declarations) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB holding every declared table's schema, and no rows (see module doc).
 
     Silver tables come from the contracts' declared columns; silver and gold SQL models are
     views over them (created in dependency order); the churn tables come from ``ml``'s SQL and
     DDL when the platform declares the churn model."""
-    from medallion_platform.contracts.changes import history_columns
-    from medallion_platform.contracts.compile import QUARANTINE_COLUMNS, silver_columns
-    from medallion_platform.ml.features import FEATURES_TABLE, ML_SCHEMA, features_sql
-    from medallion_platform.ml.scoring import SCORES_COLUMNS, SCORES_TABLE
-    from medallion_platform.warehouse.identifiers import qualified, quote
-
     conn = duckdb.connect(":memory:")
     for schema in ("silver", "quarantine", "gold", ML_SCHEMA):
         conn.execute(f"CREATE SCHEMA {quote(schema)}")
@@ -469,18 +481,13 @@ def declared_catalog(config: PlatformConfig) -> duckdb.DuckDBPyConnection:
         create_table("quarantine", contract.name, QUARANTINE_COLUMNS)  # gold may read it
         if contract.changes is not None and contract.changes.history:
             create_table("silver", contract.changes.history, history_columns(contract))
-    pending = list(config.sql_models)
-    while pending:  # models read other models: create each once its inputs exist
-        waiting = []
-        for model in pending:
-            try:
-                conn.execute(f"CREATE VIEW {qualified(model.layer, model.name)} AS {model.sql}")
-            except duckdb.CatalogException:
-                waiting.append(model)
-        if len(waiting) == len(pending):
-            names = ", ".join(f"{m.layer}.{m.name}" for m in waiting)
-            raise SyncSpecError(f"cannot derive the declared schemas of {names}")
-        pending = waiting
+    for model in TableGraph(config.contracts, config.sql_models).models_in_order():
+        try:
+            conn.execute(f"CREATE VIEW {qualified(model.layer, model.name)} AS {model.sql}")
+        except duckdb.Error as exc:
+            raise SyncSpecError(
+                f"cannot derive the declared schema of {model.layer}.{model.name}: {exc}"
+            ) from None
     if config.churn is not None:
         conn.execute(
             f"CREATE VIEW {qualified(ML_SCHEMA, FEATURES_TABLE)} AS {features_sql(config.churn)}"
@@ -517,12 +524,10 @@ def validate_sync(spec: SyncSpec, catalog: duckdb.DuckDBPyConnection) -> dict[st
 
 
 def validate_syncs(
-    syncs: Iterable[SyncSpec], config: PlatformConfig, *, path: Path | str = SYNCS_PATH
+    syncs: Iterable[SyncSpec], config: Declarations, *, path: Path | str = SYNCS_PATH
 ) -> None:
     """:func:`validate_sync` every sync against the declared schemas; ``ConfigError`` naming
     the file, the sync and the field."""
-    from medallion_platform.config import ConfigError  # that package may load this module
-
     catalog = declared_catalog(config)
     try:
         for spec in syncs:
@@ -534,41 +539,10 @@ def validate_syncs(
         catalog.close()
 
 
-def load_syncs(
-    path: Path | str = SYNCS_PATH, config: PlatformConfig | None = None
-) -> list[SyncSpec]:
+def load_syncs(path: Path | str = SYNCS_PATH, config: Declarations | None = None) -> list[SyncSpec]:
     """The ``syncs`` of a YAML file, validated; with ``config``, also against the declared
     schemas (:func:`validate_syncs`). Raises ``ConfigError`` naming the file and the sync."""
-    from medallion_platform.config import ConfigError  # that package may load this module
-
-    path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot be read as YAML: {exc}") from exc
-    if not isinstance(document, dict) or not isinstance(document.get("syncs", []), list):
-        raise ConfigError(f"{path}: expected a mapping with a list under 'syncs'")
-    syncs: list[SyncSpec] = []
-    for i, raw in enumerate(document.get("syncs") or []):
-        name = raw.get("name", f"#{i + 1}") if isinstance(raw, dict) else f"#{i + 1}"
-        try:
-            syncs.append(SyncSpec.model_validate(raw))
-        except ValidationError as exc:
-            raise ConfigError(f"{path}: sync {name!r} is invalid: {_errors(exc)}") from None
-    names = [s.name for s in syncs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ConfigError(f"{path}: duplicate sync names {duplicates}")
+    syncs = load_entries(Path(path), "syncs", SyncSpec)
     if config is not None:
         validate_syncs(syncs, config, path=path)
     return syncs
-
-
-def _errors(exc: ValidationError) -> str:
-    """Pydantic's errors as ``field.path: message`` lines, without its URLs and input dumps."""
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        lines.append(f"{where}: {message}" if where else message)
-    return "; ".join(lines)

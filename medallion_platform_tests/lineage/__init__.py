@@ -29,11 +29,7 @@ def create_model_tables(conn: duckdb.DuckDBPyConnection, config: PlatformConfig)
     for contract in config.contracts:  # gold reads a quarantine (a quarantined charge's order)
         conn.execute(f"CREATE TABLE {qualified('quarantine', contract.name)} ({quarantine_ddl})")
         built.add(f"quarantine.{contract.name}")
-    pending = list(config.sql_models)
-    while pending:
-        ready = [m for m in pending if set(m.depends_on) <= built]
-        assert ready, f"models with unbuildable inputs: {[m.name for m in pending]}"
-        for model in ready:
-            conn.execute(f"CREATE TABLE {qualified(model.layer, model.name)} AS {model.sql}")
-            built.add(f"{model.layer}.{model.name}")
-            pending.remove(model)
+    for model in config.table_graph().models_in_order():
+        assert set(model.depends_on) <= built, f"{model.name} has unbuildable inputs"
+        conn.execute(f"CREATE TABLE {qualified(model.layer, model.name)} AS {model.sql}")
+        built.add(f"{model.layer}.{model.name}")

@@ -24,6 +24,7 @@ from medallion_platform.defs.reports import (
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.reports import CHARTS, build_kpi_report, write_kpi_report
 from medallion_platform.reports import kpi_report as kpi_module
+from medallion_platform.reports.formats import EN_DASH, TIMES
 from medallion_platform.settings import PlatformSettings
 from medallion_platform_tests.reports import (
     EVIL_CHANNEL,
@@ -33,7 +34,7 @@ from medallion_platform_tests.reports import (
     make_warehouse,
 )
 
-X, DASH = kpi_module.TIMES, kpi_module.EN_DASH  # multiplication sign, en dash
+X, DASH = TIMES, EN_DASH  # multiplication sign, en dash
 GENERATED_AT = datetime(2026, 10, 3, 7, 30, tzinfo=UTC)
 
 
@@ -139,7 +140,20 @@ def test_long_periods_are_summed_per_week(conn, days: int, title: str, points: i
 def test_values_from_the_data_are_escaped(tiny: str) -> None:
     assert EVIL_CHANNEL not in tiny
     assert "<script" not in tiny.lower()
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in figure(tiny, "funnel")
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in figure(tiny, "funnel")
+
+
+def test_values_drawn_in_the_charts_are_escaped(conn) -> None:
+    """The chart kit writes SVG itself (not through the template): a channel name reaches a
+    bar's tooltip and an axis label as text, never as markup."""
+    load_tiny(conn)
+    day = conn.execute("SELECT max(date) FROM gold.marketing_roas_daily").fetchone()[0]
+    insert(conn, "gold.marketing_roas_daily", [(day, EVIL_CHANNEL, 10, 100, 5, 1, 30, 3.0)])
+    page = build_kpi_report(conn)
+    roas = figure(page, "roas_by_channel")
+    assert "<script" not in page.lower()
+    assert f"{EVIL_CHANNEL} · spend USD 10.00" in text(roas)  # the bar's tooltip
+    assert re.search(r'<text class="tick"[^>]*>&lt;script&gt;alert…<title>&lt;script', roas)
 
 
 def test_the_page_is_self_contained(tiny: str) -> None:

@@ -156,12 +156,14 @@ def test_unknown_destination_object_and_mode(tmp_path) -> None:
 
 
 def test_duplicate_names_and_bad_yaml(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="duplicate sync names"):
+    with pytest.raises(ConfigError, match=r"duplicate syncs names \[.salesforce_contacts.\]"):
         _load(tmp_path, _raw(), _raw())
     path = tmp_path / "broken.yaml"
     path.write_text("syncs: [")
-    with pytest.raises(ConfigError, match="cannot be read as YAML"):
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML"):
         load_syncs(path)
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot be read as YAML"):
+        load_syncs(tmp_path / "missing.yaml")
 
 
 def test_the_fingerprint_follows_the_mapping_not_its_order_or_prose() -> None:
