@@ -9,16 +9,20 @@ from decimal import Decimal
 import duckdb
 import pytest
 from dagster import AssetKey, DagsterInstance, build_sensor_context
+from psycopg.conninfo import make_conninfo
 
 from medallion_platform.definitions import MAIN_JOB, build_definitions
 from medallion_platform.defs.resources import LandingZoneResource
-from medallion_platform.devkit.demo.app_db import apply_workload
+from medallion_platform.devkit.brokers.tansu import TansuBroker
+from medallion_platform.devkit.databases.postgres import PostgresServer
+from medallion_platform.devkit.demo.app_db import apply_workload, orders_to_charge
 from medallion_platform.devkit.demo.app_db import snapshot as app_db_snapshot
-from medallion_platform.devkit.demo.clickstream import generate_clickstream
+from medallion_platform.devkit.demo.clickstream import ClickstreamManifest, generate_clickstream
 from medallion_platform.devkit.demo.generator import generate_landing_files
+from medallion_platform.devkit.demo.payments_api import PaymentsApi, payments_for_orders
 from medallion_platform.settings import PlatformSettings
 from medallion_platform_tests.clickstream_truth import sessionize, truth
-from medallion_platform_tests.conftest import CLICKSTREAM_EVENTS, write_csv
+from medallion_platform_tests.conftest import CLICKSTREAM_EVENTS, PAYMENTS_TOKEN, write_csv
 
 FUNNEL_STAGES = ("product_view", "add_to_cart", "checkout_started", "purchase")
 # The app database sells SKU-000001..500: the catalog has them all from scale 0.25 on, as
@@ -99,17 +103,39 @@ def demo_run(settings: PlatformSettings):
     return manifest, result
 
 
-@pytest.fixture
-def demo_run_with_ml(settings: PlatformSettings):
-    """The whole medallion_job: sources to gold, the churn model and the KPI report."""
-    manifest = generate_landing_files(settings.landing_dir, scale=FULL_CATALOG)
-    result = _run(settings, ml=True)
+@pytest.fixture(scope="module")
+def demo_run_with_ml(
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres: PostgresServer,
+    demo_app_db: str,
+    kafka_broker: TansuBroker,
+    demo_clickstream: ClickstreamManifest,
+):
+    """The whole medallion_job once for the tests that only read what it built (sources to
+    gold, the churn model and the KPI report): its own home, payments API and variables."""
+    settings = PlatformSettings(home=tmp_path_factory.mktemp("demo_with_ml") / "home")
+    settings.ensure_dirs()
+    with postgres.connect(dbname=demo_app_db) as conn:
+        orders = orders_to_charge(conn)
+    with (
+        pytest.MonkeyPatch.context() as env,
+        PaymentsApi(payments_for_orders(orders), token=PAYMENTS_TOKEN) as api,
+    ):
+        env.setenv("MEDALLION_HOME", str(settings.home))
+        env.setenv("DAGSTER_HOME", str(settings.dagster_home))
+        env.setenv("PAYMENTS_API_BASE_URL", api.base_url)
+        env.setenv("PAYMENTS_API_TOKEN", PAYMENTS_TOKEN)
+        env.setenv("EVENTS_KAFKA_BOOTSTRAP", kafka_broker.bootstrap_servers)
+        env.setenv("APP_DB_DSN", make_conninfo(postgres.dsn, dbname=demo_app_db))
+        env.setenv("APP_DB_PASSWORD", postgres.password)
+        manifest = generate_landing_files(settings.landing_dir, scale=FULL_CATALOG)
+        result = _run(settings, ml=True)
     assert result.success
-    return manifest, result
+    return settings, manifest, result
 
 
-def test_demo_flows_from_files_to_gold_and_counts_reconcile(settings, demo_run_with_ml) -> None:
-    manifest, result = demo_run_with_ml
+def test_demo_flows_from_files_to_gold_and_counts_reconcile(demo_run_with_ml) -> None:
+    settings, manifest, result = demo_run_with_ml
     mats = _materializations(result)
     assert {k for k in mats if "payments" not in k} == {
         "bronze/files_products",
@@ -306,8 +332,9 @@ def test_marketing_spend_daily_figures_are_right(settings) -> None:
 
 
 def test_funnel_daily_matches_counts_computed_from_the_published_events(
-    settings, demo_run, clickstream
+    demo_run_with_ml, clickstream
 ) -> None:
+    settings, _manifest, _result = demo_run_with_ml
     messages, manifest = generate_clickstream(CLICKSTREAM_EVENTS, seed=11)
     assert manifest == clickstream  # the very events the fixture published
     first, _malformed = truth(messages)
@@ -342,9 +369,9 @@ def test_funnel_daily_matches_counts_computed_from_the_published_events(
 
 
 def test_silver_events_are_stored_by_day_and_the_run_says_which_days_it_touched(
-    settings, demo_run, clickstream
+    demo_run_with_ml, clickstream
 ) -> None:
-    _manifest, result = demo_run
+    settings, _manifest, result = demo_run_with_ml
     meta = _materializations(result)["silver/events"]
     days = meta["days_touched"]
     assert days == sorted(days) and len(days) == clickstream.days
@@ -402,10 +429,10 @@ def test_app_database_tables_in_silver_equal_the_source(
 
 
 def test_churn_model_retrained_with_the_same_seed_gives_the_same_model(
-    settings, demo_run_with_ml
+    demo_run_with_ml,
 ) -> None:
     """Training is deterministic: same data, same seed, same version and metrics."""
-    _, first = demo_run_with_ml
+    settings, _, first = demo_run_with_ml
     before = _materializations(first)["ml/churn_model"]
     again = _run(settings, asset_selection=[AssetKey(["ml", "churn_model"])])
     assert again.success
