@@ -100,8 +100,7 @@ def test_two_dagster_job_executes_at_once_both_succeed(
     assert not any(m in logs for m in ("could not set lock", "conflicting lock", "warehousebusy"))
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
         rows, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT (_source, _row_number)) "
-            "FROM bronze.files_products"
+            "SELECT count(*), count(DISTINCT (_source, _row_number)) FROM bronze.files_products"
         ).fetchone()
         (charges,) = conn.execute("SELECT count(*) FROM bronze.payments_charges").fetchone()
     assert rows > 0 and rows == distinct  # each file's rows once, whichever run took it
