@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from medallion_platform.http.core import RetryPolicy as CoreRetryPolicy
 from medallion_platform.warehouse.identifiers import validate_identifier
 
 _ENV = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -108,22 +109,20 @@ class IncrementalSpec(BaseModel):
     initial_value: int = Field(default=0, description="First run starts here (epoch seconds).")
 
 
-class RetryPolicy(BaseModel):
+class RetryPolicy(CoreRetryPolicy):
     """Exponential backoff with full jitter on 429 / 5xx / timeouts, bounded in total.
 
     ``timeout_s`` bounds each socket operation (httpx's timeout), so a server that sends a
     byte now and then passes it forever; ``deadline_s`` bounds the whole request (connect,
     headers and body) and a request past it is a transient failure like a timeout.
+    ``should_retry_header`` names the API's own verdict (``Stripe-Should-Retry``): ``true``
+    retries whatever the status, ``false`` fails at once.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     max_attempts: int = Field(default=8, ge=1)
-    backoff_base_s: float = Field(default=0.5, gt=0)
-    backoff_max_s: float = Field(default=30.0, gt=0)
-    max_total_s: float = Field(default=300.0, gt=0, description="Give up after this long.")
+    max_total_s: float | None = Field(default=300.0, gt=0, description="Give up after this long.")
     timeout_s: float = Field(default=30.0, gt=0, description="Per socket read/write/connect.")
-    deadline_s: float = Field(
+    deadline_s: float | None = Field(
         default=120.0, gt=0, description="Whole request: connect + headers + body."
     )
 
@@ -194,6 +193,10 @@ class RestSource(BaseModel):
     base_url_env: str = Field(description="Environment variable holding the base URL.")
     auth: AuthSpec = Field(default_factory=AuthSpec)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Fixed request headers, e.g. an API version pin (Stripe-Version).",
+    )
     budget: SyncBudget = Field(default_factory=SyncBudget, description="Per endpoint sync.")
     endpoints: list[RestEndpoint] = Field(min_length=1)
     schedule: str = Field(default="*/15 * * * *", description="Cron of the source's job.")
