@@ -33,7 +33,9 @@ class RestApiResource(ConfigurableResource):
 
     def client(self, source: RestSource) -> RestClient:
         credentials = Credentials(token=self.token, username=self.username, password=self.password)
-        return RestClient(self.base_url, source.auth, credentials, source.retry)
+        return RestClient(
+            self.base_url, source.auth, credentials, source.retry, headers=source.headers
+        )
 
 
 def rest_resource_key(source: RestSource) -> str:

@@ -339,9 +339,56 @@ def test_after_and_count_count_matching_requests_only(
 # -- payouts ---------------------------------------------------------------------------------
 
 
-def test_payouts_follow_link_headers_to_the_last_page(
+def test_payouts_are_a_stripe_cursor_list_and_per_page_is_refused(
     small: PaymentsData, client: httpx.Client
 ) -> None:
+    """As Stripe's: limit, starting_after, created filters; an unknown parameter is a 400."""
+    refused = client.get("/v1/payouts?per_page=4")
+    assert refused.status_code == 400
+    assert refused.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "Received unknown parameter: per_page",
+        "param": "per_page",
+    }
+    first = client.get("/v1/payouts?limit=4").json()
+    assert first["object"] == "list" and first["has_more"] is True and len(first["data"]) == 4
+    rest = client.get(f"/v1/payouts?limit=4&starting_after={first['data'][-1]['id']}").json()
+    assert rest["has_more"] is False
+    newest_first = [p["id"] for p in reversed(small.payouts)]
+    assert [p["id"] for p in first["data"] + rest["data"]] == newest_first
+    since = small.payouts[3]["created"]
+    recent = client.get(f"/v1/payouts?created[gte]={since}").json()["data"]
+    assert [p["id"] for p in recent] == newest_first[:3]
+
+
+def test_a_refund_after_creation_changes_the_charge_and_is_listed_in_events(
+    small: PaymentsData, api: PaymentsApi, client: httpx.Client
+) -> None:
+    charge = next(c for c in small.charges if c["status"] == "succeeded" and not c["refunded"])
+    newest = client.get("/v1/events?limit=1").json()["data"][0]
+    refund = api.refund_charge(charge["id"], charge["amount"], at=charge["created"] + 2 * 86_400)
+    changed = client.get(f"/v1/charges/{charge['id']}").json()
+    assert changed["refunded"] is True and changed["amount_refunded"] == charge["amount"]
+    assert changed["created"] == charge["created"]  # a created filter never shows it again
+    events = client.get(f"/v1/events?type=charge.*&created[gte]={newest['created']}").json()
+    refunded = [e for e in events["data"] if e["type"] == "charge.refunded"]
+    assert refunded[0]["data"]["object"] == changed  # newest first
+    assert refunded[0]["created"] >= newest["created"]  # the log only grows forward
+    refunds = client.get(f"/v1/refunds?limit=100&created[gte]={refund['created']}").json()["data"]
+    assert refund["id"] in [r["id"] for r in refunds]
+    assert all(e["type"].startswith("charge.") for e in events["data"])
+
+
+def test_payouts_follow_link_headers_to_the_last_page_when_asked(small: PaymentsData) -> None:
+    """The gentler GitHub-style payouts stay available, for the pager's tests."""
+    with (
+        PaymentsApi(small, token=TOKEN, payouts_pagination="link_header") as api,
+        _client(api) as client,
+    ):
+        _walk_link_headers(small, client)
+
+
+def _walk_link_headers(small: PaymentsData, client: httpx.Client) -> None:
     assert len(small.payouts) == 6
     url: str | None = "/v1/payouts?per_page=4"
     seen: list[str] = []

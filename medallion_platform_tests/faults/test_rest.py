@@ -42,7 +42,7 @@ class KillingPaymentsApi(PaymentsApi):
     kill_at = 0
     switch: KillSwitch | None = None
 
-    def _respond(self, method: str, target: str, authorization: str | None):  # type: ignore[no-untyped-def]
+    def _respond(self, method: str, target: str, authorization: str | None, *more):  # type: ignore[no-untyped-def]
         served = sum(1 for r in self.requests if r.path == "/v1/charges")
         if (
             self.switch is not None
@@ -50,7 +50,7 @@ class KillingPaymentsApi(PaymentsApi):
             and served + 1 == self.kill_at
         ):
             self.switch.fire(f"while serving page {self.kill_at}")
-        return super()._respond(method, target, authorization)
+        return super()._respond(method, target, authorization, *more)
 
 
 def _state(q: Query, key: str) -> SyncState:

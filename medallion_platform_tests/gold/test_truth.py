@@ -192,3 +192,52 @@ def test_gold_net_revenue_equals_the_sources_with_refunded_charges_in_quarantine
     assert orphans.metadata["orphans"].value == len(lost)
     sample = " ".join(orphans.metadata["sample"].value)
     assert all(c["id"] in sample for c in broken if c["amount_refunded"])
+
+
+def test_a_charge_captured_then_refunded_days_later_reaches_silver_and_gold_on_the_next_sync(
+    settings: PlatformSettings,
+    postgres: PostgresServer,
+    app_db: str,
+    clickstream,
+    app_payments_api: PaymentsApi,
+) -> None:
+    """A placed order's charge is pending at the first sync; a day later it succeeds, two
+    days after creation it is refunded in full. Its ``created`` never changes, so the
+    charges list (filtered on ``created``, an hour of lookback) never shows it again: before
+    the change log was read, silver kept it pending and gold called the order 'pending'."""
+    api = app_payments_api
+    generate_landing_files(settings.landing_dir, scale=0.05)
+    assert _run(settings).success
+    charge = next(c for c in _list(api, "/v1/charges") if c["status"] == "pending")
+    order_id = charge["metadata"]["order_id"]
+    day = 86_400
+    api.update_charge(
+        charge["id"],
+        {"status": "succeeded", "paid": True},
+        at=charge["created"] + day,
+        event="charge.succeeded",
+    )
+    api.refund_charge(charge["id"], charge["amount"], at=charge["created"] + 2 * day)
+
+    assert _run(settings).success
+    amount = Decimal(charge["amount"]) / 100
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        silver = conn.execute(
+            "SELECT status, amount_refunded FROM silver.payments_charges WHERE charge_id = ?",
+            [charge["id"]],
+        ).fetchone()
+        payment = conn.execute(
+            "SELECT status, refunded_amount, net_amount FROM silver.payments WHERE charge_id = ?",
+            [charge["id"]],
+        ).fetchone()
+        gold = conn.execute(
+            "SELECT payment_status, refunded_amount FROM gold.fct_orders WHERE order_id = ?",
+            [order_id],
+        ).fetchone()
+        gold_net = dict(
+            conn.execute("SELECT currency, sum(net) FROM gold.daily_revenue GROUP BY 1").fetchall()
+        )
+    assert silver == ("succeeded", amount)
+    assert payment == ("succeeded", amount, Decimal(0))
+    assert gold == ("refunded", amount)
+    assert gold_net == _truth(postgres, app_db, api)["net"]

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from medallion_platform.http.core import RetryPolicy as CoreRetryPolicy
 from medallion_platform.warehouse.identifiers import validate_identifier
 
 _ENV = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -108,22 +109,52 @@ class IncrementalSpec(BaseModel):
     initial_value: int = Field(default=0, description="First run starts here (epoch seconds).")
 
 
-class RetryPolicy(BaseModel):
+class ChangesSpec(BaseModel):
+    """Where changes to records already read are listed (Stripe's ``/v1/events``).
+
+    A list filtered on ``created`` never shows a record again once it is older than the
+    lookback: a charge refunded or captured two days later would keep its first version. The
+    change log lists such changes; each entry holds the record's new version at
+    ``record_field``. It is walked after the endpoint (same pagination), from the newest
+    change seen (``cursor_field``, sent as ``param``); the record lands in the endpoint's
+    bronze table stamped with the change's time in ``version_field``, so a contract can order
+    versions by it (``latest_by``) whatever order pages arrive in. A first sync reads every
+    record's current version, so its change log starts at the newest change then.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(description="The change log, e.g. /v1/events.")
+    params: dict[str, str] = Field(default_factory=dict, description="e.g. type: charge.*")
+    record_path: str = "data"
+    record_field: str = Field(default="data.object", description="The record in a change.")
+    cursor_field: str = "created"
+    param: str = "created[gte]"
+    lookback_seconds: int = Field(default=0, ge=0)
+    version_field: str = Field(default="_changed_at", description="Stamped on landed records.")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/") or "://" in value:
+            raise ValueError(f"path {value!r} must be a path on the source's base URL")
+        return value
+
+
+class RetryPolicy(CoreRetryPolicy):
     """Exponential backoff with full jitter on 429 / 5xx / timeouts, bounded in total.
 
     ``timeout_s`` bounds each socket operation (httpx's timeout), so a server that sends a
     byte now and then passes it forever; ``deadline_s`` bounds the whole request (connect,
     headers and body) and a request past it is a transient failure like a timeout.
+    ``should_retry_header`` names the API's own verdict (``Stripe-Should-Retry``): ``true``
+    retries whatever the status, ``false`` fails at once.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     max_attempts: int = Field(default=8, ge=1)
-    backoff_base_s: float = Field(default=0.5, gt=0)
-    backoff_max_s: float = Field(default=30.0, gt=0)
-    max_total_s: float = Field(default=300.0, gt=0, description="Give up after this long.")
+    max_total_s: float | None = Field(default=300.0, gt=0, description="Give up after this long.")
     timeout_s: float = Field(default=30.0, gt=0, description="Per socket read/write/connect.")
-    deadline_s: float = Field(
+    deadline_s: float | None = Field(
         default=120.0, gt=0, description="Whole request: connect + headers + body."
     )
 
@@ -169,6 +200,9 @@ class RestEndpoint(BaseModel):
         default=None, description="Overrides the source's budget, field by field."
     )
     incremental: IncrementalSpec | None = None
+    changes: ChangesSpec | None = Field(
+        default=None, description="A change log that re-lists records changed after creation."
+    )
     contract: str | None = Field(default=None, description="Silver contract for its records.")
 
     @field_validator("name")
@@ -183,6 +217,26 @@ class RestEndpoint(BaseModel):
             raise ValueError(f"path {value!r} must be a path on the source's base URL")
         return value
 
+    def changes_feed(self) -> RestEndpoint | None:
+        """The change log walked as an endpoint of its own (same pagination and page size)."""
+        changes = self.changes
+        if changes is None:
+            return None
+        return self.model_copy(
+            update={
+                "path": changes.path,
+                "record_path": changes.record_path,
+                "params": dict(changes.params),
+                "incremental": IncrementalSpec(
+                    cursor_field=changes.cursor_field,
+                    param=changes.param,
+                    lookback_seconds=changes.lookback_seconds,
+                ),
+                "changes": None,
+                "budget": None,
+            }
+        )
+
 
 class RestSource(BaseModel):
     """A REST API (one base URL, one credential) and the endpoints read from it."""
@@ -194,6 +248,10 @@ class RestSource(BaseModel):
     base_url_env: str = Field(description="Environment variable holding the base URL.")
     auth: AuthSpec = Field(default_factory=AuthSpec)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Fixed request headers, e.g. an API version pin (Stripe-Version).",
+    )
     budget: SyncBudget = Field(default_factory=SyncBudget, description="Per endpoint sync.")
     endpoints: list[RestEndpoint] = Field(min_length=1)
     schedule: str = Field(default="*/15 * * * *", description="Cron of the source's job.")

@@ -10,6 +10,11 @@ crash leaves the state of the last committed page: the rerun resumes at the next
 high-water mark moves only when the last page commits, because list APIs such as Stripe's
 return newest first: an early page's maximum says nothing about the pages after it.
 
+An endpoint that declares a change log (``changes``, Stripe's ``/v1/events``) has it walked
+the same way after the endpoint, under its own state (``rest:<source>.<endpoint>:changes``):
+each change's record lands in the endpoint's table stamped with the change's time. The first
+sync only notes where the log stands (its newest entry): the endpoint was just read whole.
+
 A sync reads at most its budget (``max_pages`` pages, ``max_seconds`` seconds, see
 :class:`~.spec.SyncBudget`): past it, the pages read are committed with the next page's
 resume token, the report says which budget was reached, and the next run continues there.
@@ -29,8 +34,20 @@ from pydantic import BaseModel, Field
 from medallion_platform.connectors.bronze import append_batch, ensure_bronze_table
 from medallion_platform.connectors.files.readers import flatten_object, records_table
 from medallion_platform.connectors.rest.client import RestClient
-from medallion_platform.connectors.rest.pager import Page, Resume, describe, iter_pages
-from medallion_platform.connectors.rest.spec import RestEndpoint, RestSource
+from medallion_platform.connectors.rest.pager import (
+    Page,
+    PaginationError,
+    Resume,
+    _dig,
+    describe,
+    iter_pages,
+)
+from medallion_platform.connectors.rest.spec import (
+    ChangesSpec,
+    RestEndpoint,
+    RestSource,
+    SyncBudget,
+)
 from medallion_platform.warehouse import Warehouse
 from medallion_platform.warehouse.warehouse import next_batch_id, set_position, transaction
 
@@ -64,6 +81,9 @@ class SyncReport(BaseModel):
     api_calls: int
     retries: int
     complete: bool = Field(description="The last page was read; false when a budget stopped it.")
+    changed_records: int = Field(
+        default=0, description="Records landed again from the change log (changed after creation)."
+    )
     budget_reached: str | None = Field(
         default=None, description="Which budget stopped the sync, e.g. 'max_pages=3'."
     )
@@ -71,6 +91,10 @@ class SyncReport(BaseModel):
 
 def state_key(source: RestSource, endpoint: RestEndpoint) -> str:
     return f"rest:{source.name}.{endpoint.name}"
+
+
+def changes_key(source: RestSource, endpoint: RestEndpoint) -> str:
+    return f"{state_key(source, endpoint)}:changes"
 
 
 def load_state(conn: duckdb.DuckDBPyConnection, key: str) -> SyncState:
@@ -101,17 +125,111 @@ def sync_endpoint(
     on_page: PageHook | None = None,
 ) -> SyncReport:
     """Fetch every page since the committed mark into ``bronze.<source>_<endpoint>``, or as
-    many as the endpoint's budget allows (the next run continues)."""
-    table = source.bronze_table(endpoint)
-    key = state_key(source, endpoint)
-    incremental = endpoint.incremental
-    budget = source.budget_for(endpoint)
+    many as the endpoint's budget allows (the next run continues); then, once the endpoint
+    is complete, its change log (``changes``) the same way."""
     started = time.monotonic()
     calls_before, retries_before = client.calls, client.retries
+    report = _walk(
+        warehouse, source, endpoint, endpoint, client, state_key(source, endpoint), run_id, on_page
+    )
+    feed = endpoint.changes_feed()
+    if feed is not None and report.complete and endpoint.changes is not None:
+        spent = time.monotonic() - started
+        budget = source.budget_for(endpoint)
+        left = SyncBudget(
+            max_pages=max(1, budget.max_pages - report.pages),
+            max_seconds=max(1.0, budget.max_seconds - spent),
+        )
+        changed = _walk(
+            warehouse,
+            source,
+            endpoint,
+            feed,
+            client,
+            changes_key(source, endpoint),
+            run_id,
+            on_page,
+            changes=endpoint.changes,
+            budget=left,
+        )
+        report = report.model_copy(
+            update={
+                "changed_records": changed.records,
+                "batch_ids": report.batch_ids + changed.batch_ids,
+                "complete": changed.complete,
+                "budget_reached": changed.budget_reached,
+            }
+        )
+    return report.model_copy(
+        update={
+            "api_calls": client.calls - calls_before,
+            "retries": client.retries - retries_before,
+        }
+    )
+
+
+def _landing_order(buffer: list[Page], oldest_first: bool) -> list[Page]:
+    """A change log lists newest first; its entries land oldest first, so two changes of one
+    record within the same second still end with the newer one last (arrival order breaks a
+    tie of ``latest_by``)."""
+    return list(reversed(buffer)) if oldest_first else buffer
+
+
+def _numbered(records: list[dict[str, Any]], oldest_first: bool) -> list[tuple[int, Any]]:
+    numbered = list(enumerate(records, start=1))
+    return list(reversed(numbered)) if oldest_first else numbered
+
+
+def _newest_change(client: RestClient, feed: RestEndpoint, changes: ChangesSpec) -> int | None:
+    """The ``cursor_field`` of the change log's newest entry (one record asked for)."""
+    payload, _ = client.get_json(feed.path, {**feed.params, feed.page_size_param: 1})
+    entries = _dig(payload, feed.record_path) if feed.record_path else payload
+    if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
+        return None
+    return _cursor_value(entries[0], changes.cursor_field)
+
+
+def _walk(
+    warehouse: Warehouse,
+    source: RestSource,
+    endpoint: RestEndpoint,
+    feed: RestEndpoint,
+    client: RestClient,
+    key: str,
+    run_id: str | None,
+    on_page: PageHook | None,
+    *,
+    changes: ChangesSpec | None = None,
+    budget: SyncBudget | None = None,
+) -> SyncReport:
+    """Walk ``feed`` (the endpoint itself, or its change log) into the endpoint's table."""
+    table = source.bronze_table(endpoint)
+    incremental = feed.incremental
+    budget = budget or source.budget_for(endpoint)
+    started = time.monotonic()
     with warehouse.connect() as conn:
         with transaction(conn):
             ensure_bronze_table(conn, table, REST_LINEAGE)
             state = load_state(conn, key)
+        if changes is not None and state.high_water_mark is None and state.in_progress is None:
+            # First sync: the endpoint was just read whole; changes start from now on.
+            newest = _newest_change(client, feed, changes)
+            with transaction(conn):
+                state = SyncState(high_water_mark=newest if newest is not None else 0)
+                set_position(conn, key, "state", state.model_dump_json(), None)
+            return SyncReport(
+                endpoint=endpoint.name,
+                table=table,
+                resumed=False,
+                since=None,
+                pages=0,
+                records=0,
+                batch_ids=[],
+                high_water_mark=state.high_water_mark,
+                api_calls=0,
+                retries=0,
+                complete=True,
+            )
         hwm = state.high_water_mark
         last_page: str | None = None
         if state.in_progress is not None:
@@ -135,14 +253,28 @@ def sync_endpoint(
             with transaction(conn):
                 batch_id = next_batch_id(conn, key, run_id)
                 flat = []
-                for page in buffer:
-                    for n, record in enumerate(page.records, start=1):
-                        row = flatten_object(record, n, [endpoint.primary_key], where=f"record {n}")
+                for page in _landing_order(buffer, changes is not None):
+                    for n, entry in _numbered(page.records, changes is not None):
+                        record = entry
+                        if changes is not None:
+                            record = _dig(entry, changes.record_field)
+                            if not isinstance(record, dict):
+                                raise PaginationError(
+                                    f"GET {feed.path}: entry {n} of {page.url} has no object "
+                                    f"at {changes.record_field!r}"
+                                )
+                            version = entry.get(changes.cursor_field)
+                            record = {**record, changes.version_field: version}
+                        # A change's row number is its place in landing order (oldest first).
+                        number = len(flat) + 1 if changes is not None else n
+                        row = flatten_object(
+                            record, number, [endpoint.primary_key], where=f"record {n}"
+                        )
                         row["_raw"] = json.dumps(record, separators=(",", ":"))
                         row["_source"] = f"{page.url}#row={n}"
                         flat.append(row)
                         if incremental is not None:
-                            seen = _cursor_value(record, incremental.cursor_field)
+                            seen = _cursor_value(entry, incremental.cursor_field)
                             if seen is not None and (max_seen is None or seen > max_seen):
                                 max_seen = seen
                 append_batch(
@@ -176,7 +308,7 @@ def sync_endpoint(
 
         budget_reached: str | None = None
         fetched = 0
-        walk = iter_pages(client, endpoint, since=since, resume=resume, committed=last_page)
+        walk = iter_pages(client, feed, since=since, resume=resume, committed=last_page)
         try:
             for page in walk:
                 buffered.append(page)
@@ -187,7 +319,7 @@ def sync_endpoint(
                     elif time.monotonic() - started >= budget.max_seconds:
                         budget_reached = f"max_seconds={budget.max_seconds:g}"
                 last = page.next is None or budget_reached is not None
-                if len(buffered) >= endpoint.pages_per_commit or last:
+                if len(buffered) >= feed.pages_per_commit or last:
                     chunk, buffered = buffered, []
                     commit(chunk)
                 if budget_reached is not None:
@@ -213,8 +345,8 @@ def sync_endpoint(
         records=records,
         batch_ids=batch_ids,
         high_water_mark=state.high_water_mark,
-        api_calls=client.calls - calls_before,
-        retries=client.retries - retries_before,
+        api_calls=0,
+        retries=0,
         complete=state.in_progress is None,
         budget_reached=budget_reached,
     )

@@ -2,10 +2,14 @@
 
 The REST connector's retries, pagination and incremental sync are tested against this server, so
 it speaks the real shapes rather than a convenient approximation: Stripe's cursor-paginated lists
-(``/v1/charges``, ``/v1/refunds``) with ``created[...]`` filters, a GitHub-style page-numbered
-endpoint with a ``Link`` header (``/v1/payouts``), Stripe's error bodies and masked API keys, and
-faults injected on demand (rate limits, 5xx, slow, dripped and truncated responses, a repeated
-page, a redirect, an HTML page instead of JSON, schema drift, a revoked token). Stdlib HTTP only,
+(``/v1/charges``, ``/v1/refunds``, ``/v1/payouts``, ``/v1/events``) with ``created[...]`` filters
+and Stripe's 400 for an unknown parameter (``per_page``), records that change after creation (a
+charge refunded or captured days later) with the change listed in ``/v1/events`` as Stripe
+does, Stripe's error bodies, ``Stripe-Should-Retry`` and ``Stripe-Version`` headers and masked
+API keys, and faults injected on demand (rate limits, 5xx, a 409 lock timeout, slow, dripped and
+truncated responses, a repeated page, a redirect, an HTML page instead of JSON, schema drift, a
+revoked token). ``payouts_pagination="link_header"`` keeps the older, gentler GitHub-style
+page-numbered payouts (a bare array and a ``Link`` header) for the pager's tests. Stdlib HTTP only,
 bound to loopback; the data is seeded and never depends on the clock.
 
 As a process (the token comes from the environment so it never shows in ``ps``)::
@@ -287,6 +291,44 @@ def _generate_refunds(
     return refunds
 
 
+def _event(kind: str, obj: dict[str, Any], created: int, taken: set[str]) -> dict[str, Any]:
+    """A Stripe event: the object as it was right after the change, at ``data.object``."""
+    rng = random.Random(f"event:{kind}:{obj['id']}:{created}:{len(taken)}")
+    return {
+        "id": _new_id(rng, "evt_", taken),
+        "object": "event",
+        "api_version": STRIPE_VERSION,
+        "created": created,
+        "type": kind,
+        "data": {"object": copy.deepcopy(obj)},
+        "livemode": False,
+        "pending_webhooks": 0,
+        "request": {"id": None, "idempotency_key": None},
+    }
+
+
+def _change_events(data: PaymentsData) -> list[dict[str, Any]]:
+    """The events that changed records after creation in the seeded data: each refund's
+    ``refund.created`` and ``charge.refunded`` (the charge as it stood after that refund)."""
+    charges = {charge["id"]: charge for charge in data.charges}
+    refunded: dict[str, int] = {}
+    taken: set[str] = set()
+    events: list[dict[str, Any]] = []
+    for refund in sorted(data.refunds, key=lambda r: (r["created"], r["id"])):
+        charge = charges.get(refund["charge"])
+        events.append(_event("refund.created", refund, refund["created"], taken))
+        if charge is None:
+            continue
+        refunded[charge["id"]] = refunded.get(charge["id"], 0) + refund["amount"]
+        state = {
+            **charge,
+            "amount_refunded": refunded[charge["id"]],
+            "refunded": refunded[charge["id"]] >= charge["amount"],
+        }
+        events.append(_event("charge.refunded", state, refund["created"], taken))
+    return events
+
+
 def generate_payouts(
     n_payouts: int, *, seed: int = 7, start: int = DEFAULT_START, span_seconds: int = 30 * DAY
 ) -> list[dict[str, Any]]:
@@ -321,6 +363,7 @@ def generate_payouts(
 
 FaultKind = Literal[
     "429",
+    "409",  # Stripe's lock_timeout: another request holds the object (Stripe-Should-Retry: true)
     "500",
     "502",
     "503",
@@ -346,6 +389,7 @@ class _Fault:
     after: int
     retry_after: float | None
     delay: float
+    should_retry: bool | None = None
 
 
 class FaultPlan:
@@ -369,15 +413,17 @@ class FaultPlan:
         after: int = 0,
         retry_after: float | None = None,
         delay: float = 0.0,
+        should_retry: bool | None = None,
     ) -> None:
-        """Queue a fault; see the module's kinds. ``count`` is ignored by the permanent kinds."""
+        """Queue a fault; see the module's kinds. ``count`` is ignored by the permanent kinds.
+        ``should_retry`` sends ``Stripe-Should-Retry`` with an error status (as Stripe does)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
         if not path.startswith("/"):
             raise ValueError(f"path must start with '/', got {path!r}")
         if count < 1 or after < 0 or delay < 0 or (retry_after is not None and retry_after < 0):
             raise ValueError("count must be >= 1; after, delay and retry_after must be >= 0")
-        fault = _Fault(kind, path, count, after, retry_after, delay)
+        fault = _Fault(kind, path, count, after, retry_after, delay, should_retry)
         with self._lock:
             self._faults.append(fault)
 
@@ -487,8 +533,14 @@ _LIST_PARAMS = frozenset(
         "created[lt]",
     }
 )
-_LISTS = {"/v1/charges": "charge", "/v1/refunds": "refund"}
-_PAGED = frozenset({*_LISTS, "/v1/payouts"})
+_LISTS = {
+    "/v1/charges": "charge",
+    "/v1/refunds": "refund",
+    "/v1/payouts": "payout",
+    "/v1/events": "event",
+}
+_PAGED = frozenset(_LISTS)
+STRIPE_VERSION = "2024-06-20"
 _RETRIEVE = re.compile(r"/v1/(charges|refunds)/([^/]+)")
 
 
@@ -571,6 +623,7 @@ class PaymentsApi:
         host: str = "127.0.0.1",
         port: int = 0,
         max_page_size: int = 100,
+        payouts_pagination: Literal["cursor", "link_header"] = "cursor",
     ) -> None:
         if not token:
             raise ValueError("token must be a non-empty string")
@@ -590,7 +643,10 @@ class PaymentsApi:
         self._lock = threading.Lock()
         self._charges = _Listing(data.charges)
         self._refunds = _Listing(data.refunds)
+        self.payouts_pagination = payouts_pagination
         self._payouts = sorted(data.payouts, key=lambda payout: (payout["created"], payout["id"]))
+        self._payouts_list = _Listing(self._payouts)
+        self._events = _Listing(_change_events(data))
         self._request_ids = itertools.count(1)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -658,6 +714,62 @@ class PaymentsApi:
                 seen.add(charge["id"])
             self._charges = _Listing([*current.objects, *batch])
 
+    def refund_charge(self, charge_id: str, amount: int, *, at: int) -> dict[str, Any]:
+        """Refund ``amount`` cents of a charge at ``at`` (epoch seconds), as Stripe does it: a
+        new refund, the charge's ``amount_refunded``/``refunded`` updated in place, and the
+        ``refund.created`` and ``charge.refunded`` events listed. The charge keeps its
+        ``created``, so a list filtered on ``created`` never shows it again."""
+        with self._lock:
+            charge = self._charge(charge_id)
+            if amount < 1 or charge["amount_refunded"] + amount > charge["amount"]:
+                raise ValueError(f"cannot refund {amount} of {charge_id}")
+            taken = set(self._refunds.position) | set(self._events.position)
+            refund = {
+                "id": _new_id(random.Random(f"refund:{charge_id}:{at}"), "re_", taken),
+                "object": "refund",
+                "amount": amount,
+                "charge": charge_id,
+                "created": at,
+                "currency": charge["currency"],
+                "status": "succeeded",
+                "reason": "requested_by_customer",
+            }
+            charge["amount_refunded"] += amount
+            charge["refunded"] = charge["amount_refunded"] == charge["amount"]
+            self._refunds = _Listing([*self._refunds.objects, refund])
+            self._replace_charge(charge)
+            self._emit("refund.created", refund, at)
+            self._emit("charge.refunded", charge, at)
+            return copy.deepcopy(refund)
+
+    def update_charge(
+        self, charge_id: str, changes: dict[str, Any], *, at: int, event: str = "charge.updated"
+    ) -> None:
+        """Change a charge after its creation (``status`` pending -> succeeded, a dispute) and
+        list the change as ``event`` in ``/v1/events``."""
+        with self._lock:
+            charge = {**self._charge(charge_id), **copy.deepcopy(changes)}
+            self._replace_charge(charge)
+            self._emit(event, charge, at)
+
+    def _charge(self, charge_id: str) -> dict[str, Any]:
+        position = self._charges.position.get(charge_id)
+        if position is None:
+            raise KeyError(f"no such charge {charge_id!r}")
+        return copy.deepcopy(self._charges.objects[position])
+
+    def _replace_charge(self, charge: dict[str, Any]) -> None:
+        others = [c for c in self._charges.objects if c["id"] != charge["id"]]
+        self._charges = _Listing([*others, charge])
+
+    def _emit(self, kind: str, obj: dict[str, Any], at: int) -> None:
+        """Append an event; the log only grows forward in time, as Stripe's does (a change
+        made now is never dated before the newest event)."""
+        newest = self._events.objects[0]["created"] + 1 if self._events.objects else at
+        taken = set(self._events.position)
+        event = _event(kind, obj, max(at, newest), taken)
+        self._events = _Listing([*self._events.objects, event])
+
     def revoke_token(self) -> None:
         """From now on the token is refused with 401, as after a key roll."""
         with self._lock:
@@ -665,7 +777,13 @@ class PaymentsApi:
 
     # -- request handling ----------------------------------------------------------------------
 
-    def _respond(self, method: str, target: str, authorization: str | None) -> _Response:
+    def _respond(
+        self,
+        method: str,
+        target: str,
+        authorization: str | None,
+        stripe_version: str | None = None,
+    ) -> _Response:
         """Answer one request and record it; the handler only moves bytes."""
         received = time.time()
         split = urlsplit(target)
@@ -683,7 +801,7 @@ class PaymentsApi:
             time.sleep(fault.delay)
         with self._lock:
             previous = self._last_page.get(path)
-        if fault is not None and kind in {"429", "500", "502", "503", "redirect", "html"}:
+        if fault is not None and kind in {"409", "429", "500", "502", "503", "redirect", "html"}:
             response = _fault_response(fault, self.base_url, target)
         elif kind == "repeat_page" and previous is not None:
             response = previous
@@ -705,10 +823,13 @@ class PaymentsApi:
             if fault is not None and fault.kind == "drip":
                 response = replace(response, drip_s=max(fault.delay, 0.001))
         kinds = tuple(f.kind for f in sticky) + ((fault.kind,) if fault is not None else ())
-        response = replace(
-            response,
-            headers=(*response.headers, ("Request-Id", f"req_{next(self._request_ids):014d}")),
-        )
+        extra = [
+            ("Request-Id", f"req_{next(self._request_ids):014d}"),
+            ("Stripe-Version", stripe_version or STRIPE_VERSION),
+        ]
+        if fault is not None and fault.should_retry is not None:
+            extra.append(("Stripe-Should-Retry", "true" if fault.should_retry else "false"))
+        response = replace(response, headers=(*response.headers, *extra))
         record = RequestRecord(method, path, query, response.status, received, kinds)
         with self._lock:
             self.requests.append(record)
@@ -735,11 +856,11 @@ class PaymentsApi:
 
     def _route(self, method: str, path: str, query: dict[str, str]) -> _Response:
         retrieve = _RETRIEVE.fullmatch(path)
-        if path not in _LISTS and path != "/v1/payouts" and retrieve is None:
+        if path not in _LISTS and retrieve is None:
             return _stripe_error(404, f"Unrecognized request URL ({method}: {path}).")
         if method != "GET":
             return _stripe_error(405, f"This emulator is read-only; {method} is not allowed.")
-        if path == "/v1/payouts":
+        if path == "/v1/payouts" and self.payouts_pagination == "link_header":
             return self._payouts_page(query)
         if retrieve is not None:
             return self._retrieve(retrieve.group(1), retrieve.group(2), path)
@@ -763,8 +884,14 @@ class PaymentsApi:
     def _list(self, path: str, query: dict[str, str]) -> _Response:
         """Stripe list semantics: newest first, ``limit`` + cursor, ``created[...]`` window."""
         noun = _LISTS[path]
-        listing = self._charges if noun == "charge" else self._refunds
-        unknown = sorted(set(query) - _LIST_PARAMS)
+        listing = {
+            "charge": self._charges,
+            "refund": self._refunds,
+            "payout": self._payouts_list,
+            "event": self._events,
+        }[noun]
+        allowed = _LIST_PARAMS | ({"type"} if noun == "event" else set())
+        unknown = sorted(set(query) - allowed)
         if unknown:
             return _stripe_error(400, f"Received unknown parameter: {unknown[0]}", param=unknown[0])
         raw_limit = query.get("limit")
@@ -798,12 +925,22 @@ class PaymentsApi:
                 low = max(low, position + 1)
             else:
                 high = min(high, position)
-        if before is not None:
+        objects = listing.objects
+        if noun == "event" and query.get("type"):
+            # Stripe's type filter: one event name, or a group with * as a wildcard.
+            pattern = re.compile(re.escape(query["type"]).replace(r"\*", ".*"))
+            kept = [i for i in range(low, high) if pattern.fullmatch(objects[i]["type"])]
+            if before is not None:
+                kept = kept[-limit:] if len(kept) > limit else kept
+                page, has_more = [objects[i] for i in kept], len(kept) == limit
+            else:
+                page, has_more = [objects[i] for i in kept[:limit]], len(kept) > limit
+        elif before is not None:
             first = max(low, high - limit)
-            page, has_more = listing.objects[first:high], first > low
+            page, has_more = objects[first:high], first > low
         else:
             end = min(high, low + limit)
-            page, has_more = listing.objects[low:end], end < high
+            page, has_more = objects[low:end], end < high
         return _json(
             200,
             {
@@ -863,6 +1000,15 @@ def _fault_response(fault: _Fault, base_url: str, target: str) -> _Response:
         return _Response(200, page.encode(), "text/html; charset=utf-8")
     status = int(fault.kind)
     retry_after = () if fault.retry_after is None else (("Retry-After", str(fault.retry_after)),)
+    if status == 409:
+        return _stripe_error(
+            409,
+            "This object cannot be accessed right now because another API request or Stripe "
+            "process is currently accessing it. If you see this error intermittently, retry the "
+            "request.",
+            code="lock_timeout",
+            headers=retry_after,
+        )
     if status == 429:
         return _stripe_error(
             429,
@@ -946,7 +1092,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "GET":
             self.close_connection = True
         response = self.server.api._respond(
-            self.command, self.path, self.headers.get("Authorization")
+            self.command,
+            self.path,
+            self.headers.get("Authorization"),
+            self.headers.get("Stripe-Version"),
         )
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
+from medallion_platform.http.core import CallStats
+
 
 class DestinationRecord(BaseModel):
     """One record to write: its identity (external id or email) and its mapped fields."""
@@ -32,17 +34,20 @@ class RecordOutcome(BaseModel):
     error: str | None = None  # the destination's error, as it gave it
 
 
-class DestinationStats(BaseModel):
-    """Counters a run reports as metadata."""
-
-    api_calls: int = 0
-    retries: int = 0
-    rate_limited: int = 0  # responses that said "slow down" (429 / REQUEST_LIMIT_EXCEEDED)
-    waited_seconds: float = 0.0  # time spent waiting for the rate limit
+class DestinationStats(CallStats):
+    """Counters a run reports as metadata (``rate_limited``: 429s, REQUEST_LIMIT_EXCEEDED)."""
 
 
 class DestinationError(RuntimeError):
-    """A call failed for good (after retries); none of its records may be marked synced."""
+    """A call failed for good (after retries); none of its records may be marked synced.
+
+    ``status`` and ``body`` keep the API's answer when there was one (a whole batch refused
+    with 400/409 is split by the client to find the inputs at fault)."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
 
 
 class DestinationAuthError(DestinationError):

@@ -1,8 +1,10 @@
 """Plumbing the destination clients share: one paced, retrying, secret-safe HTTP call.
 
-Every request waits for the :class:`~.ratelimit.Pacer` first. Then:
+The call is the shared core's (:mod:`medallion_platform.http.core`); here it is set for
+destinations. Every request waits for the :class:`~.ratelimit.Pacer` first. Then:
 
-- 401: :class:`DestinationAuthError` at once (nothing of that call was applied);
+- 401: one chance for the client to renew its credentials (Salesforce's OAuth refresh), else
+  :class:`DestinationAuthError` at once (nothing of that call was applied);
 - "slow down" (429; Salesforce's 403 ``REQUEST_LIMIT_EXCEEDED``): counted in
   ``stats.rate_limited``, the pacer holds every request for ``Retry-After`` (or a growing
   backoff when the API gives no hint), then the call is sent again, for at most
@@ -11,7 +13,8 @@ Every request waits for the :class:`~.ratelimit.Pacer` first. Then:
   exponential backoff and full jitter, at most ``max_attempts`` attempts. The calls the clients
   retry are idempotent (upserts by identity, archives and deletes by id);
 - any other status: :class:`DestinationError` naming the destination, method, path (never the
-  query string) and the API's own error text.
+  query string) and the API's own error text (``.status`` and ``.body`` keep the answer, so a
+  client can split a batch the API refused as a whole).
 
 Every client method takes any number of records and sends them in calls of at most
 ``max_batch``, one after another (Zendesk pipelines its jobs); it returns one outcome per input,
@@ -36,18 +39,16 @@ import logging
 import math
 import random
 import re
-import threading
-import time
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from medallion_platform.http.core import Answer, HttpCore, api_message, describe_error, header_int
+from medallion_platform.http.core import RetryPolicy as CoreRetryPolicy
 from medallion_platform.reverse_etl.destinations.base import (
     DestinationAuthError,
     DestinationError,
@@ -58,50 +59,54 @@ from medallion_platform.reverse_etl.destinations.base import (
 )
 from medallion_platform.reverse_etl.destinations.ratelimit import Pacer, RateLimit
 
+__all__ = [
+    "ApiResponse",
+    "DestinationConfigError",
+    "HttpDestination",
+    "RetryPolicy",
+    "ValueRejected",
+    "api_message",
+    "chunks",
+    "describe_error",
+    "header_int",
+    "not_sent",
+    "prepare_fields",
+    "require_env",
+    "rounds",
+]
+
 logger = logging.getLogger("medallion_platform.reverse_etl.destinations")
 
-TRANSIENT_STATUS = frozenset({408, 500, 502, 503, 504})
 T = TypeVar("T")
+ApiResponse = Answer
 
 
 class DestinationConfigError(DestinationError):
     """The destination is not configured (a missing environment variable, a bad URL)."""
 
 
-class RetryPolicy(BaseModel):
-    """How long a client keeps trying one call."""
+class RetryPolicy(CoreRetryPolicy):
+    """How long a client keeps trying one call (the core's policy, destination defaults)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_attempts: int = Field(default=6, ge=1, description="Attempts on transient failures.")
-    backoff_base_s: float = Field(default=0.5, gt=0)
-    backoff_max_s: float = Field(default=30.0, gt=0)
-    rate_limit_patience_s: float = Field(
+    rate_limit_patience_s: float | None = Field(
         default=900.0, ge=0, description="Total wait on 'slow down' answers before giving up."
     )
     timeout_s: float = Field(default=60.0, gt=0, description="Per-request read/write timeout.")
-    connect_timeout_s: float = Field(default=10.0, gt=0)
+    connect_timeout_s: float | None = Field(default=10.0, gt=0)
 
 
-@dataclass(frozen=True, slots=True)
-class ApiResponse:
-    status: int
-    body: Any  # parsed JSON; None for an empty body
-    headers: httpx.Headers
-    sent_at: float  # time.monotonic() when the answered attempt left (after any pacing)
-    waited: float  # seconds the answered attempt waited for the pacer
-
-
-class HttpDestination:
+class HttpDestination(HttpCore):
     """The shared half of a destination client: the HTTP client, pacing, retries, stats.
 
-    Subclasses set ``name`` and ``max_batch`` and may override :meth:`_observe` (learn the rate
-    limit from headers) and :meth:`_is_rate_limited` (recognise the API's "slow down" answer, or
-    raise for a quota that waiting will not fix).
+    Subclasses set ``name`` and ``max_batch`` and may override :meth:`_announced_limit` (learn
+    the rate limit from headers), :meth:`_is_rate_limited` (recognise the API's "slow down"
+    answer, or raise for a quota that waiting will not fix) and :meth:`_reauthenticate`.
     """
 
     name = "destination"
     max_batch = 100
+    stats: DestinationStats
+    pacer: Pacer
 
     def __init__(
         self,
@@ -113,22 +118,15 @@ class HttpDestination:
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.base_url = check_base_url(self.name, base_url)
-        self.retry = retry or RetryPolicy()
-        self.stats = DestinationStats()
-        self.pacer = pacer
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-        self._rng = rng or random.Random()
-        self._stats_lock = threading.Lock()
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers={
-                "Accept": "application/json",
-                "User-Agent": "medallion-platform-reverse-etl",
-                **headers,
-            },
-            timeout=httpx.Timeout(self.retry.timeout_s, connect=self.retry.connect_timeout_s),
-            follow_redirects=False,  # a redirect must not carry the credential elsewhere
+        super().__init__(
+            check_base_url(self.name, base_url),
+            headers=headers,
+            secrets=secrets,
+            retry=retry or RetryPolicy(),
+            pacer=pacer,
+            stats=DestinationStats(),
+            rng=rng,
+            user_agent="medallion-platform-reverse-etl",
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -157,9 +155,6 @@ class HttpDestination:
             outcomes[position] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def close(self) -> None:
-        self._http.close()
-
     def __enter__(self) -> Self:
         return self
 
@@ -174,13 +169,6 @@ class HttpDestination:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
 
-    # -- secrets ----------------------------------------------------------------------------------
-
-    def mask(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "****")
-        return text
-
     # -- the call ---------------------------------------------------------------------------------
 
     def _call(
@@ -191,190 +179,67 @@ class HttpDestination:
         params: Mapping[str, str] | None = None,
         json_body: Any = None,
         accept: Iterable[int] = (200,),
+        headers: Mapping[str, str] | None = None,
     ) -> ApiResponse:
         """Send one call until it is answered with an accepted status (see the module doc)."""
-        accepted = frozenset(accept)
-        endpoint = f"{method} {path}"
-        attempt = 0
-        limited_answers = 0
-        limited_wait = 0.0
-        content = None if json_body is None else _dumps(json_body)
-        headers = {"Content-Type": "application/json"} if content is not None else None
-        while True:
-            response: httpx.Response | None = None
-            with self.pacer.slot() as waited:
-                self._count(api_calls=1, waited_seconds=waited)
-                sent_at = time.monotonic()
-                try:
-                    response = self._http.request(
-                        method, path, params=params, content=content, headers=headers
-                    )
-                except httpx.TransportError as error:  # timeouts and connection errors
-                    failure = f"{type(error).__name__}: {self.mask(str(error)) or 'no response'}"
-                else:
-                    limit, remaining = self._observe(response)
-                    self.pacer.observe(limit, remaining, sent_at=sent_at)
-            retry_after: float | None = None
-            if response is not None:
-                status = response.status_code
-                if status == 401:
-                    raise DestinationAuthError(
-                        f"{self.name}: {endpoint} was refused with HTTP 401 "
-                        f"({self._api_message(response)}): the credentials are wrong, expired or "
-                        "revoked; nothing of this call was applied"
-                    )
-                if self._is_rate_limited(response, endpoint):
-                    limited_answers += 1
-                    delay = _retry_after(response.headers.get("Retry-After"))
-                    if delay is None:
-                        delay = self._rate_limit_backoff(limited_answers)
-                    if limited_wait + delay > self.retry.rate_limit_patience_s:
-                        self._count(rate_limited=1)
-                        raise DestinationError(
-                            f"{self.name}: {endpoint} still rate limited (HTTP {status}) after "
-                            f"{limited_answers} answer(s) and {limited_wait:.0f}s of waiting; "
-                            f"gave up (rate_limit_patience_s={self.retry.rate_limit_patience_s:g})"
-                        )
-                    limited_wait += delay
-                    self._count(rate_limited=1, retries=1)
-                    logger.info(
-                        "%s: %s rate limited (HTTP %s); waiting %.2fs",
-                        self.name,
-                        endpoint,
-                        status,
-                        delay,
-                    )
-                    self.pacer.hold(delay)
-                    continue
-                if status in accepted:
-                    try:
-                        body = response.json() if response.content.strip() else None
-                    except ValueError:
-                        failure = f"HTTP {status} with a body that is not JSON (truncated?)"
-                    else:
-                        return ApiResponse(status, body, response.headers, sent_at, waited)
-                elif status in TRANSIENT_STATUS:
-                    failure = f"HTTP {status}: {self._api_message(response)}"
-                    retry_after = _retry_after(response.headers.get("Retry-After"))
-                else:
-                    raise DestinationError(
-                        f"{self.name}: {endpoint} failed with HTTP {status}: "
-                        f"{self._api_message(response)}"
-                    )
-            attempt += 1
-            if attempt >= self.retry.max_attempts:
-                raise DestinationError(
-                    f"{self.name}: {endpoint} failed after {attempt} attempt(s); "
-                    f"last failure: {failure}"
-                )
-            delay = self._backoff(attempt, retry_after)
-            self._count(retries=1)
-            logger.warning(
-                "%s: %s failed (%s); retry %d of %d in %.2fs",
-                self.name,
-                endpoint,
-                failure,
-                attempt,
-                self.retry.max_attempts - 1,
-                delay,
-            )
-            time.sleep(delay)
+        return self.send(
+            method,
+            path,
+            params=params,
+            json_body=json_body,
+            accept=accept,
+            headers=headers,
+            endpoint=f"{method} {path}",
+        )
 
     # -- hooks ------------------------------------------------------------------------------------
 
-    def _observe(self, response: httpx.Response) -> tuple[RateLimit | None, int | None]:
+    def _announced_limit(self, response: httpx.Response) -> tuple[RateLimit | None, int | None]:
         """The rate limit a response's headers announce, and the requests left in its window
         (``None``: not said); called for every response."""
         return None, None
 
-    def _is_rate_limited(self, response: httpx.Response, endpoint: str) -> bool:
-        """Whether the API said "slow down"; raise :class:`DestinationError` for a quota that
-        waiting within ``rate_limit_patience_s`` cannot fix (a daily limit)."""
-        return response.status_code == 429
+    def _observe(self, response: httpx.Response, sent_at: float) -> None:
+        limit, remaining = self._announced_limit(response)
+        self.pacer.observe(limit, remaining, sent_at=sent_at)
 
-    # -- helpers ----------------------------------------------------------------------------------
+    def _refuse(self, response: httpx.Response, endpoint: str, verdict: bool | None) -> None:
+        status = response.status_code
+        if status == 401:
+            raise DestinationAuthError(
+                f"{self.name}: {endpoint} was refused with HTTP 401 "
+                f"({self.api_message(response)}): the credentials are wrong, expired or "
+                "revoked; nothing of this call was applied"
+            )
+        raise DestinationError(
+            f"{self.name}: {endpoint} failed with HTTP {status}: {self.api_message(response)}",
+            status=status,
+            body=_json_or_none(response),
+        )
 
-    def _count(self, **increments: float) -> None:
-        with self._stats_lock:
-            for name, value in increments.items():
-                setattr(self.stats, name, getattr(self.stats, name) + value)
+    def _exhausted(self, endpoint: str, attempts: int, elapsed: float, failure: str) -> Exception:
+        return DestinationError(
+            f"{self.name}: {endpoint} failed after {attempts} attempt(s); last failure: {failure}"
+        )
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.retry.backoff_max_s)
-        ceiling = min(self.retry.backoff_max_s, self.retry.backoff_base_s * 2 ** (attempt - 1))
-        return self._rng.uniform(0, ceiling)
+    def _impatient(self, endpoint: str, status: int, answers: int, waited: float) -> Exception:
+        return DestinationError(
+            f"{self.name}: {endpoint} still rate limited (HTTP {status}) after {answers} "
+            f"answer(s) and {waited:.0f}s of waiting; gave up "
+            f"(rate_limit_patience_s={self.retry.rate_limit_patience_s:g})"
+        )
 
-    def _rate_limit_backoff(self, answers: int) -> float:
-        """No ``Retry-After``: start at one request's share of the window, double each time,
-        never more than a window (half to full of it, so retries spread but never come early)."""
-        limit = self.pacer.limit
-        window = limit.window_seconds if limit is not None else self.retry.backoff_max_s
-        base = limit.window_seconds / limit.max_requests if limit else self.retry.backoff_base_s
-        ceiling = min(window, self.retry.backoff_max_s, base * 2 ** (answers - 1))
-        return self._rng.uniform(ceiling / 2, ceiling)
 
-    def _api_message(self, response: httpx.Response) -> str:
-        return self.mask(api_message(response))
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------------------------------
-# Error bodies, headers, URLs
+# URLs and the environment
 # --------------------------------------------------------------------------------------------
-
-
-def api_message(response: httpx.Response) -> str:
-    """The API's own error text, whatever its shape: Salesforce's ``[{errorCode, message}]``,
-    HubSpot's ``{category, message}``, Zendesk's ``{error, description}``, or plain text/HTML."""
-    try:
-        body = response.json()
-    except ValueError:
-        text = response.text
-        title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
-        if title:
-            return title.group(1).strip()
-        return text[:300].strip() or response.reason_phrase
-    return describe_error(body) or response.reason_phrase
-
-
-def describe_error(body: Any) -> str:
-    """``CODE: message`` from one error object (or a list of them)."""
-    if isinstance(body, list):
-        return "; ".join(describe_error(item) for item in body if item)[:1000]
-    if not isinstance(body, dict):
-        return str(body)[:300]
-    code = body.get("errorCode") or body.get("statusCode") or body.get("category")
-    message = body.get("message") or body.get("description") or body.get("details")
-    error = body.get("error")
-    if isinstance(error, dict):
-        return describe_error(error)
-    if isinstance(error, str):
-        code, message = (error, message) if message else (code, error)
-    if code and message:
-        return f"{code}: {message}"
-    return str(message or code or json.dumps(body)[:300])
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def header_int(headers: httpx.Headers, name: str) -> int | None:
-    value = headers.get(name)
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def check_base_url(destination: str, url: str) -> str:

@@ -269,7 +269,7 @@ class HubSpotDestination(HttpDestination):
 
     # -- hooks ----------------------------------------------------------------------------------
 
-    def _observe(self, response: httpx.Response) -> tuple[RateLimit | None, int | None]:
+    def _announced_limit(self, response: httpx.Response) -> tuple[RateLimit | None, int | None]:
         headers = response.headers
         most = header_int(headers, "X-HubSpot-RateLimit-Max")
         interval_ms = header_int(headers, "X-HubSpot-RateLimit-Interval-Milliseconds")

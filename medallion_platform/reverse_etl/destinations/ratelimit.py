@@ -61,6 +61,12 @@ class Pacer:
         with self._cond:
             return self._limit
 
+    @property
+    def window(self) -> tuple[int, float] | None:
+        """(requests, seconds) of the current limit, for the core's rate-limit backoff."""
+        limit = self.limit
+        return None if limit is None else (limit.max_requests, limit.window_seconds)
+
     def free(self) -> int | None:
         """Requests that could leave now without waiting (``None``: no limit)."""
         with self._cond:

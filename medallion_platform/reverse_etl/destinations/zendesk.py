@@ -385,7 +385,7 @@ class ZendeskDestination(HttpDestination):
 
     # -- hooks ----------------------------------------------------------------------------------
 
-    def _observe(self, response: httpx.Response) -> tuple[RateLimit | None, int | None]:
+    def _announced_limit(self, response: httpx.Response) -> tuple[RateLimit | None, int | None]:
         most = header_int(response.headers, "X-Rate-Limit")
         learned = (
             RateLimit(max_requests=most, window_seconds=self._window) if most and most > 0 else None

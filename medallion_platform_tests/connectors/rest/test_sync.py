@@ -38,7 +38,12 @@ def big_data():
 
 @pytest.fixture
 def source(config: PlatformConfig) -> RestSource:
-    return config.rest_sources[0].model_copy(update={"retry": FAST_RETRY})
+    configured = config.rest_sources[0]
+    # Fast backoff, and the source's own should-retry header (Stripe-Should-Retry).
+    retry = FAST_RETRY.model_copy(
+        update={"should_retry_header": configured.retry.should_retry_header}
+    )
+    return configured.model_copy(update={"retry": retry})
 
 
 def _endpoint(source: RestSource, name: str):
@@ -89,7 +94,8 @@ def test_429_burst_500_and_truncated_body_mid_pagination_leave_no_gap_or_duplica
         report = sync_endpoint(warehouse, source, _endpoint(source, "charges"), client)
         statuses = [r.status for r in api.requests if r.path == "/v1/charges"]
     assert _counts(warehouse, "payments_charges") == (10_000, 10_000)
-    assert report.retries == 6 and report.api_calls == 106
+    # 100 pages, 6 retries, and one call noting where the event log stands (first sync).
+    assert report.retries == 6 and report.api_calls == 107
     assert statuses.count(429) == 3 and 500 in statuses and 502 in statuses
     assert delays[:3] == [0.05, 0.05, 0.05]  # Retry-After honored exactly
     assert all(0 <= d <= FAST_RETRY.backoff_max_s for d in delays[3:])  # jittered backoff
@@ -148,12 +154,17 @@ def test_the_next_run_starts_from_the_mark_minus_the_lookback(warehouse, source)
     assert second.high_water_mark == newest + 60
 
 
-def test_link_header_pagination_reads_every_payout_once(warehouse, source) -> None:
+def test_payouts_are_read_by_cursor_every_payout_once(warehouse, source) -> None:
+    """Stripe's payouts list takes limit/starting_after/created and refuses per_page with a
+    400 (before: read with per_page and a Link header, which the real API refuses)."""
     data = generate_payments(10_000)
     with PaymentsApi(data, token=TOKEN) as api:
         report = sync_endpoint(
             warehouse, source, _endpoint(source, "payouts"), _client(api, source)
         )
+        asked = [r for r in api.requests if r.path == "/v1/payouts"]
+    assert all(r.status == 200 and "per_page" not in r.query for r in asked)
+    assert all(r.query["limit"] == "100" for r in asked) and "starting_after" in asked[-1].query
     assert report.records == len(data.payouts) and report.pages >= 2
     assert _counts(warehouse, "payments_payouts") == (len(data.payouts), len(data.payouts))
 
@@ -325,3 +336,25 @@ def test_a_time_budget_ends_a_slow_sync_with_its_progress_committed(warehouse, s
     assert state.in_progress is not None and state.in_progress.pages == first.pages
     assert _counts(warehouse, "payments_charges") == (1_000, 1_000)
     assert second.resumed and second.complete and second.records == 1_000 - first.records
+
+
+def test_stripe_should_retry_overrides_the_status(warehouse, source) -> None:
+    """Stripe's verdict wins: a 409 lock_timeout with ``Stripe-Should-Retry: true`` is retried
+    (before: a 4xx, failed at once) and a 503 with ``false`` fails at once (before: retried)."""
+    data = generate_payments(300)
+    with PaymentsApi(data, token=TOKEN) as api:
+        api.faults.add("409", path="/v1/charges", after=1, should_retry=True)
+        report = sync_endpoint(
+            warehouse, source, _endpoint(source, "charges"), _client(api, source)
+        )
+        statuses = [r.status for r in api.requests if r.path == "/v1/charges"]
+        assert statuses == [200, 409, 200, 200] and report.retries == 1
+        assert _counts(warehouse, "payments_charges") == (300, 300)
+
+        api.faults.add("503", path="/v1/refunds", should_retry=False)
+        with pytest.raises(RestHttpError) as caught:
+            sync_endpoint(warehouse, source, _endpoint(source, "refunds"), _client(api, source))
+        refunds = [r.status for r in api.requests if r.path == "/v1/refunds"]
+    assert refunds == [503]
+    assert caught.value.status == 503
+    assert "Stripe-Should-Retry: false, not retried" in str(caught.value)
