@@ -131,6 +131,19 @@ def ad_spend_contract(config: PlatformConfig) -> Contract:
     return config.contract("ad_spend")
 
 
+def copy_packaged_config(target: Path) -> Path:
+    """The demo's declarations and SQL copied to ``target`` as a MEDALLION_CONFIG_DIR is laid
+    out (``*.yaml``, ``models/<layer>/*.sql``): tests edit the copy, never the package."""
+    import shutil
+
+    from medallion_platform.config import CONFIG_DIR
+    from medallion_platform.gold.spec import MODELS_ROOT
+
+    shutil.copytree(CONFIG_DIR, target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    shutil.copytree(MODELS_ROOT, target / "models")
+    return target
+
+
 def write_csv(landing: Path, relpath: str, text: str) -> Path:
     """Drop a file into the landing zone (creating the feed folder), as if an hour ago."""
     path = landing / relpath

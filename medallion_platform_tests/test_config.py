@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from medallion_platform.config import CONFIG_DIR, ConfigError, PlatformConfig, load_config
+from medallion_platform.config import ConfigError, PlatformConfig, load_config
 from medallion_platform.definitions import build_definitions
 from medallion_platform.gold.spec import MODELS_DIR, GoldModel
 from medallion_platform.settings import PlatformSettings
+from medallion_platform_tests.conftest import copy_packaged_config
 from medallion_platform_tests.test_definitions import SNAPSHOT, _graph
 
 Edit = Callable[[dict[str, Any]], None]
@@ -53,9 +53,7 @@ def test_packaged_config_loads(config: PlatformConfig) -> None:
 
 @pytest.fixture
 def config_dir(tmp_path: Path) -> Path:
-    target = tmp_path / "config"
-    shutil.copytree(CONFIG_DIR, target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    shutil.copytree(MODELS_DIR.parent, target / "models")  # <dir>/models/<layer>/<name>.sql
+    target = copy_packaged_config(tmp_path / "config")
     assert load_config(target).contracts  # the copy itself is valid
     return target
 

@@ -6,7 +6,6 @@ reviewed snapshot) exactly as it was.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import duckdb
@@ -22,9 +21,8 @@ from medallion_platform.config import (
     platform_config,
 )
 from medallion_platform.definitions import MAIN_JOB, build_definitions
-from medallion_platform.gold.spec import MODELS_ROOT
 from medallion_platform.settings import PlatformSettings
-from medallion_platform_tests.conftest import write_csv
+from medallion_platform_tests.conftest import copy_packaged_config, write_csv
 from medallion_platform_tests.test_definitions import _graph
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -96,10 +94,7 @@ def _team_repo(root: Path) -> Path:
 
 def _copy_of_packaged(root: Path) -> Path:
     """The demo's declarations and SQL, copied out of the package the way a team starts."""
-    directory = root / "demo_config"
-    shutil.copytree(CONFIG_DIR, directory, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    shutil.copytree(MODELS_ROOT, directory / "models")
-    return directory
+    return copy_packaged_config(root / "demo_config")
 
 
 def test_unset_means_the_packaged_declarations(monkeypatch: pytest.MonkeyPatch) -> None:

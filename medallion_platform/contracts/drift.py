@@ -76,7 +76,12 @@ def _read_names(contract: Contract) -> tuple[dict[str, list[str]], set[str]]:
     """Per contract column, the input names that carry it; and every name read at all."""
     names: dict[str, list[str]] = {}
     for column in contract.columns:
-        names[column.name] = [column.source or column.name, *column.aliases]
+        carriers = [column.source or column.name, *column.aliases]
+        if all(n.startswith("_") for n in carriers):
+            # Lineage the platform stamps (``_changed_at``, ``_ingested_at``), not a field the
+            # source sends: bronze gains it with its first stamped row, so absent is not drift.
+            continue
+        names[column.name] = carriers
     return names, {n for ns in names.values() for n in ns}
 
 

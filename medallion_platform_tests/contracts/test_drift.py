@@ -87,3 +87,21 @@ def test_status_lists_drift_of_a_packaged_contract(warehouse, settings, config) 
     text = format_status(status)
     assert "Schema drift in contract ad_spend" in text
     assert "column clicks: aliases: [click_count]" in text
+
+
+def test_a_column_read_from_platform_lineage_is_not_drift(warehouse, settings) -> None:
+    """``_changed_at`` is stamped by the REST connector on records from a change log: bronze
+    has no such column until the first change lands, and that is not the source drifting."""
+    _load(warehouse, settings)
+    contract = _contract(aliases=["delay_mins"]).model_copy(
+        update={
+            "columns": [
+                *_contract(aliases=["delay_mins"]).columns,
+                Column(name="changed_at", source="_changed_at", type="timestamp"),
+            ]
+        }
+    )
+    with warehouse.transaction() as conn:
+        report = detect_drift(conn, contract)
+    assert [f.missing for f in report.findings] == [[]]  # only 'gate' is news
+    assert [f.new for f in report.findings] == [["gate"]]

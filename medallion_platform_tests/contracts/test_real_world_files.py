@@ -18,7 +18,7 @@ from medallion_platform.connectors.files import FileFeed, ingest_files
 from medallion_platform.contracts import Column, Contract, apply_contract
 from medallion_platform.settings import PlatformSettings
 from medallion_platform.warehouse import Warehouse
-from medallion_platform_tests.conftest import settled
+from medallion_platform_tests.conftest import copy_packaged_config, settled
 
 
 def _feed(name: str, **kw) -> FileFeed:
@@ -114,16 +114,12 @@ def test_without_declared_markers_na_is_quarantined_not_guessed(warehouse, setti
 
 
 def test_a_feeds_null_values_reach_its_contract_through_the_config(tmp_path) -> None:
-    from medallion_platform.config import CONFIG_DIR, load_config
+    from medallion_platform.config import load_config
 
-    config_dir = tmp_path / "config"
-    config_dir.mkdir()
-    for path in CONFIG_DIR.glob("*.yaml"):
-        text = path.read_text()
-        if path.name == "file_feeds.yaml":
-            text = text.replace("    contract: ad_spend\n", "    contract: ad_spend\n"
-                                "    null_values: [NA, 'N/A']\n")  # fmt: skip
-        (config_dir / path.name).write_text(text)
+    config_dir = copy_packaged_config(tmp_path / "config")
+    feeds = config_dir / "file_feeds.yaml"
+    marker = "    contract: ad_spend\n"
+    feeds.write_text(feeds.read_text().replace(marker, marker + "    null_values: [NA, 'N/A']\n"))
     config = load_config(config_dir)
     ad_spend = config.contract("ad_spend")
     assert ad_spend.null_values == ["NA", "N/A"]

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 from pydantic import ValidationError
 
-from medallion_platform.config import CONFIG_DIR, ConfigError, PlatformConfig, load_config
+from medallion_platform.config import ConfigError, PlatformConfig, load_config
 from medallion_platform.contracts import Contract
 from medallion_platform.contracts.checks import ORPHANS_CHECK, orphan_references
 from medallion_platform.contracts.compile import silver_columns
 from medallion_platform.warehouse import Warehouse
 from medallion_platform.warehouse.identifiers import qualified, quote
+from medallion_platform_tests.conftest import copy_packaged_config
 
 
 def _create(conn, contract: Contract, rows: list[dict]) -> None:
@@ -121,8 +121,7 @@ def test_references_do_not_change_what_silver_holds(config: PlatformConfig) -> N
 
 
 def test_a_reference_to_an_unknown_table_is_a_config_error(tmp_path: Path) -> None:
-    target = tmp_path / "config"
-    shutil.copytree(CONFIG_DIR, target, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    target = copy_packaged_config(tmp_path / "config")
     path = target / "contracts.yaml"
     document = yaml.safe_load(path.read_text())
     refunds = next(c for c in document["contracts"] if c["name"] == "payments_refunds")
