@@ -31,6 +31,16 @@ from typing import Any
 import common
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _platform_memory_limit() -> str:
+    """What the platform's phases run with when --memory-limit is not given."""
+    sys.path.insert(0, str(ROOT))
+    from medallion_platform.settings import duckdb_memory_limit
+
+    return f"platform default {duckdb_memory_limit()} (raw phases: DuckDB's default)"
+
+
 WORK_ROOT = ROOT / "bench" / ".work"
 # Loaded data rows per unit of generator scale: products 2000 * (1 + 0.10 + 0.02 + 0.05),
 # ad spend 4 channels * 30 days * 10 campaigns. Only a first guess: the manifest decides.
@@ -462,7 +472,7 @@ def render(
         f"({gen['landing_mib']:.0f} MiB)",
         f"generation (not in the figures): {gen['seconds']:.1f}s, "
         f"peak RSS {gen['peak_rss_mib']:.0f} MiB",
-        f"memory limit: {args.memory_limit or 'DuckDB default'}",
+        f"memory limit: {args.memory_limit or _platform_memory_limit()}",
         "",
         "| phase                   |        rows |  seconds |      rows/s |  peak RSS MiB |",
         "|-------------------------|------------:|---------:|------------:|--------------:|",

@@ -12,6 +12,29 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 DEFAULT_HOME = ".medallion"
+MEMORY_FRACTION = 0.25
+"""DuckDB's default share of the machine's memory. DuckDB's own default (80 %) lets one silver
+run take most of a machine that also runs Dagster, a broker and PostgreSQL; past its limit
+DuckDB spills to disk (``temp_directory``) instead of growing."""
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory, or the cgroup's limit when the process runs in a smaller one."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
+
+
+def duckdb_memory_limit() -> str:
+    """``MEDALLION_DUCKDB_MEMORY_LIMIT`` (any DuckDB size, e.g. ``4GB``), else
+    :data:`MEMORY_FRACTION` of the machine's memory."""
+    configured = os.environ.get("MEDALLION_DUCKDB_MEMORY_LIMIT")
+    if configured:
+        return configured
+    return f"{int(machine_memory_bytes() * MEMORY_FRACTION) // 2**20}MiB"
 
 
 class PlatformSettings(BaseModel):
@@ -21,6 +44,7 @@ class PlatformSettings(BaseModel):
 
     home: Path
     duckdb_memory_limit: str | None = None
+    """DuckDB's ``memory_limit``; :func:`from_env` fills in :func:`duckdb_memory_limit`."""
     duckdb_threads: int | None = None
 
     @classmethod
@@ -29,7 +53,7 @@ class PlatformSettings(BaseModel):
         threads = os.environ.get("MEDALLION_DUCKDB_THREADS")
         return cls(
             home=Path(os.environ.get("MEDALLION_HOME", DEFAULT_HOME)).absolute(),
-            duckdb_memory_limit=os.environ.get("MEDALLION_DUCKDB_MEMORY_LIMIT") or None,
+            duckdb_memory_limit=duckdb_memory_limit(),
             duckdb_threads=int(threads) if threads else None,
         )
 

@@ -156,6 +156,85 @@ def _merge_latest(
     return latest - existing, updated, rows_by_day
 
 
+def _streams(
+    conn: duckdb.DuckDBPyConnection, contract: Contract, silver: str, bronze_cols: set[str]
+) -> bool:
+    """Whether the valid rows can go into silver in one streaming ``INSERT … SELECT``.
+
+    They can when no stored row competes with them: events (``keep: first`` appends new keys
+    only), or a silver table that is empty (a first run or a rebuild). Change logs, snapshot
+    feeds, tombstones that delete and a merge into stored versions go through ``_checked``,
+    which holds only the run's new rows (and spills past DuckDB's ``memory_limit``)."""
+    if contract.changes is not None or contract.mode == "snapshot":
+        return False
+    if contract.tombstones == "delete" and "_tombstone" in bronze_cols:
+        return False
+    if contract.keep == "first":
+        return True
+    return conn.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {silver})").fetchone()[0]
+
+
+def _insert_streamed(
+    conn: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    silver: str,
+    checked: str,
+    params: list[int],
+) -> tuple[int, dict[str, int]]:
+    """The winning version of each key, straight from bronze into silver: (inserted, rows by
+    day). Nothing is materialized but what DuckDB's window and sort hold, and they spill."""
+    keys = ", ".join(quote(k) for k in contract.business_key)
+    cols = ", ".join(quote(c) for c in silver_columns(contract))
+    join = " AND ".join(f"s.{quote(k)} = n.{quote(k)}" for k in contract.business_key)
+    # Only a key silver does not hold yet (keep: first); with latest, silver is empty here.
+    anti = f"ANTI JOIN {silver} s ON {join}" if contract.keep == "first" else ""
+    day = quote(contract.partition.name) if contract.partition else None
+    inserted = conn.execute(
+        f"""
+        INSERT INTO {silver} ({cols})
+        WITH checked AS ({checked}
+        ), winners AS (
+            SELECT {cols} FROM checked
+            WHERE len(_reasons) = 0 AND NOT _tombstone
+            QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order_by_latest(contract)}) = 1
+        )
+        SELECT n.* FROM winners n {anti}
+        {f"ORDER BY {day}" if day else ""}
+        """,
+        params,
+    ).fetchone()[0]
+    rows_by_day: dict[str, int] = {}
+    if day:  # rows of a day stored together: DuckDB's min/max zone maps then skip other days
+        rows_by_day = {
+            str(d): n
+            for d, n in conn.execute(
+                f"SELECT {day}, count(*) FROM {silver} "
+                "WHERE _batch_id > ? AND _batch_id <= ? GROUP BY 1 ORDER BY 1",
+                params,
+            ).fetchall()
+        }
+    return inserted, rows_by_day
+
+
+def _counts(
+    conn: duckdb.DuckDBPyConnection, contract: Contract, bronze_cols: set[str], low: int, high: int
+) -> tuple[int, int, int, int | None]:
+    """(rows in, failing, valid rows, valid tombstones or None without a ``_tombstone``
+    column): counted from bronze and ``_failed``, so valid rows need not be kept."""
+    tombstone = "coalesce(_tombstone, FALSE)" if "_tombstone" in bronze_cols else "FALSE"
+    rows_in, tombstones_in = conn.execute(
+        f"SELECT count(*), count(*) FILTER ({tombstone}) "
+        f"FROM {qualified('bronze', contract.source)} WHERE _batch_id > ? AND _batch_id <= ?",
+        [low, high],
+    ).fetchone()
+    failing, failing_tombstones = conn.execute(
+        "SELECT count(*), count(*) FILTER (_tombstone) FROM _failed"
+    ).fetchone()
+    tombstones = tombstones_in - failing_tombstones
+    valid = rows_in - failing - tombstones
+    return rows_in, failing, valid, tombstones if "_tombstone" in bronze_cols else None
+
+
 def apply_contract(
     conn: duckdb.DuckDBPyConnection,
     contract: Contract,
@@ -196,42 +275,50 @@ def apply_contract(
         f"SELECT coalesce(max(_batch_id), ?) FROM {qualified('bronze', contract.source)}", [low]
     ).fetchone()[0]
 
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE _checked AS {checked_rows_sql(contract, bronze_cols)}",
-        [low, high],
-    )
+    checked = checked_rows_sql(contract, bronze_cols)
+    streamed = _streams(conn, contract, silver, bronze_cols)
+    if streamed:
+        # Only the failing rows are kept (few); the valid ones stream into silver below.
+        conn.execute(
+            f"CREATE OR REPLACE TEMP TABLE _failed AS "
+            f"SELECT * FROM ({checked}) WHERE len(_reasons) > 0",
+            [low, high],
+        )
+    else:
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS {checked}", [low, high])
+        conn.execute(
+            "CREATE OR REPLACE TEMP TABLE _failed AS SELECT * FROM _checked WHERE len(_reasons) > 0"
+        )
     failed = f"""
         SELECT _batch_id, _source, _row_number, array_to_string(_reasons, '; ') AS _reason,
                {raw_json_sql(contract, bronze_cols)} AS _raw, now() AS _quarantined_at
-        FROM _checked WHERE len(_reasons) > 0
+        FROM _failed
     """
     if contract.mode == "snapshot":  # a bad row sent again in the next snapshot: once
         failed = quarantine_once_sql(contract, failed)
     added = conn.execute(f"INSERT INTO {quarantine} BY NAME {failed}").fetchone()[0]
-    rows_in, quarantined, valid, tombstones = conn.execute(
-        """SELECT count(*), count(*) FILTER (len(_reasons) > 0),
-                  count(*) FILTER (len(_reasons) = 0 AND NOT _tombstone),
-                  count(*) FILTER (len(_reasons) = 0 AND _tombstone)
-           FROM _checked"""
-    ).fetchone()
+    rows_in, quarantined, valid, tombstones = _counts(conn, contract, bronze_cols, low, high)
     reasons = dict(
         conn.execute(
             """SELECT regexp_extract(r, '^(row \\d+: |line \\d+: )?([a-z0-9_ ]+)', 2) AS kind,
-                      count(*) FROM (SELECT unnest(_reasons) AS r FROM _checked)
+                      count(*) FROM (SELECT unnest(_reasons) AS r FROM _failed)
                GROUP BY ALL ORDER BY 2 DESC"""
         ).fetchall()
     )
-    deleted = apply_tombstones(conn, contract)
-    unchanged = 0
+    deleted = unchanged = updated = 0
     rows_by_day: dict[str, int] = {}
-    if contract.changes is not None:
-        inserted, updated, deleted = merge_changes(conn, contract)
-        if contract.changes.history:
-            update_history(conn, contract, rebuild=rebuild)
-    elif contract.mode == "snapshot":
-        inserted, updated, unchanged, deleted = merge_snapshot(conn, contract)
+    if streamed:
+        inserted, rows_by_day = _insert_streamed(conn, contract, silver, checked, [low, high])
     else:
-        inserted, updated, rows_by_day = _merge_latest(conn, contract, silver)
+        deleted = apply_tombstones(conn, contract)
+        if contract.changes is not None:
+            inserted, updated, deleted = merge_changes(conn, contract)
+            if contract.changes.history:
+                update_history(conn, contract, rebuild=rebuild)
+        elif contract.mode == "snapshot":
+            inserted, updated, unchanged, deleted = merge_snapshot(conn, contract)
+        else:
+            inserted, updated, rows_by_day = _merge_latest(conn, contract, silver)
 
     stats = SilverRunStats(
         table=contract.name,
@@ -247,7 +334,7 @@ def apply_contract(
         updated=updated,
         superseded=valid - inserted,
         deleted=deleted,
-        tombstones=tombstones if "_tombstone" in bronze_cols else None,
+        tombstones=tombstones,
         reasons=reasons,
         rows_by_day=rows_by_day,
     )
@@ -269,6 +356,6 @@ def apply_contract(
             stats.superseded,
         ],
     )
-    for temp in ("_checked", "_latest", "_winners"):
+    for temp in ("_checked", "_failed", "_latest", "_winners"):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")
     return stats

@@ -166,55 +166,83 @@ def _typed(column: Column, raw: str) -> str:
     return cast
 
 
+Check = tuple[str, str]
+NO_REASONS = "CAST([] AS VARCHAR[])"
+"""A failure condition and the reason it gives (SQL): the row fails when the condition is TRUE."""
+
+
 def _reasons(
     contract: Contract, column: Column, bronze_columns: set[str], json_sources: dict[str, str]
-) -> list[str]:
-    """CASE expressions over ``r.<raw>`` and ``t.<typed>`` that yield a reason or NULL."""
+) -> list[Check]:
+    """The checks on a column, over ``r_<name>`` (its text) and ``<name>`` (its value)."""
     raw, typed, name = f"r_{column.name}", quote(column.name), column.name
-    checks = []
+    checks: list[Check] = []
     if column.json_path:
         source = column.source or column.name
         text = json_sources[_json_source(column, bronze_columns)]
         invalid = _json_invalid(column, bronze_columns, text)
         checks.append(
-            f"CASE WHEN {text} IS NOT NULL AND {invalid} THEN "
-            f"'{name}: {source} is not valid JSON, so {column.json_path} cannot be read' END"
+            (
+                f"{text} IS NOT NULL AND {invalid}",
+                f"'{name}: {source} is not valid JSON, so {column.json_path} cannot be read'",
+            )
         )
     if contract.is_required(column):
-        checks.append(f"CASE WHEN {raw} IS NULL THEN '{name}: required value is missing' END")
+        checks.append((f"{raw} IS NULL", f"'{name}: required value is missing'"))
     if column.type != "varchar":
         checks.append(
-            f"CASE WHEN {raw} IS NOT NULL AND {typed} IS NULL THEN "
-            f"'{name}: cannot parse ''' || {raw} || ''' as {column.type}' END"
+            (
+                f"{raw} IS NOT NULL AND {typed} IS NULL",
+                f"'{name}: cannot parse ''' || {raw} || ''' as {column.type}'",
+            )
         )
     if column.min is not None:
         checks.append(
-            f"CASE WHEN {typed} < {column.min} THEN "
-            f"'{name}: ' || CAST({typed} AS VARCHAR) || ' is below the minimum {column.min:g}' END"
+            (
+                f"{typed} < {column.min}",
+                f"'{name}: ' || CAST({typed} AS VARCHAR) || ' is below the minimum {column.min:g}'",
+            )
         )
     if column.max is not None:
         checks.append(
-            f"CASE WHEN {typed} > {column.max} THEN "
-            f"'{name}: ' || CAST({typed} AS VARCHAR) || ' is above the maximum {column.max:g}' END"
+            (
+                f"{typed} > {column.max}",
+                f"'{name}: ' || CAST({typed} AS VARCHAR) || ' is above the maximum {column.max:g}'",
+            )
         )
     if column.accepted_values is not None:
         values = ", ".join(_literal(v) for v in column.accepted_values)
         shown = ", ".join(column.accepted_values).replace("'", "''")
         checks.append(
-            f"CASE WHEN {typed} IS NOT NULL AND CAST({typed} AS VARCHAR) NOT IN ({values}) THEN "
-            f"'{name}: ''' || CAST({typed} AS VARCHAR) || ''' is not one of {shown}' END"
+            (
+                f"{typed} IS NOT NULL AND CAST({typed} AS VARCHAR) NOT IN ({values})",
+                f"'{name}: ''' || CAST({typed} AS VARCHAR) || ''' is not one of {shown}'",
+            )
         )
     if column.pattern is not None:
         checks.append(
-            f"CASE WHEN {raw} IS NOT NULL AND NOT "
-            f"regexp_full_match({raw}, {_literal(column.pattern)}) THEN "
-            f"'{name}: ''' || {raw} || ''' does not match the expected pattern' END"
+            (
+                f"{raw} IS NOT NULL AND NOT regexp_full_match({raw}, {_literal(column.pattern)})",
+                f"'{name}: ''' || {raw} || ''' does not match the expected pattern'",
+            )
         )
     return checks
 
 
+def _failing(checks: list[Check]) -> str:
+    """TRUE when a check fails: cheap to test on every row, unlike building the reasons."""
+    return " OR ".join(f"coalesce({cond}, FALSE)" for cond, _ in checks) or "FALSE"
+
+
+def _listed(checks: list[Check]) -> str:
+    """The reasons of the failing checks, in order (build it for failing rows only)."""
+    cases = ", ".join(f"CASE WHEN {cond} THEN {reason} END" for cond, reason in checks)
+    return f"list_filter([{cases}], x -> x IS NOT NULL)"
+
+
 def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
-    """SELECT over the bronze batches in ``(? , ?]`` with typed columns and ``_reasons``.
+    """SELECT over the bronze batches in ``(? , ?]`` with typed columns, ``_failing`` and
+    ``_reasons`` (empty unless ``_failing``).
 
     Parameters: the exclusive lower and inclusive upper ``_batch_id``.
     """
@@ -239,35 +267,41 @@ def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
         if contract.column(contract.partition.by).type == "timestamptz":
             by = f"timezone('UTC', {by})"  # the UTC day, whatever the session's time zone
         partition = f",\n  CAST({by} AS DATE) AS {quote(contract.partition.name)}"
-    reasons = ["_parse_error"]
-    key_reasons = ["_parse_error"]
+    checks: list[Check] = [("_parse_error IS NOT NULL", "_parse_error")]
+    key_checks = list(checks)
     for column in contract.columns:
-        column_reasons = _reasons(contract, column, bronze_columns, json_sources)
-        reasons.extend(column_reasons)
+        column_checks = _reasons(contract, column, bronze_columns, json_sources)
+        checks.extend(column_checks)
         if column.name in contract.business_key:
-            key_reasons.extend(column_reasons)
+            key_checks.extend(column_checks)
     for rule in contract.rules:
-        reasons.append(
-            f"CASE WHEN NOT coalesce(({rule.sql}), TRUE) THEN 'rule {rule.name} failed: "
-            f"{rule.sql.replace(chr(39), chr(39) * 2)}' END"
+        checks.append(
+            (
+                f"NOT coalesce(({rule.sql}), TRUE)",
+                f"'rule {rule.name} failed: {rule.sql.replace(chr(39), chr(39) * 2)}'",
+            )
         )
     parse_error = "_parse_error" if "_parse_error" in bronze_columns else "CAST(NULL AS VARCHAR)"
-    all_reasons = f"list_filter([{', '.join(reasons)}], x -> x IS NOT NULL)"
+    failing, reasons = _failing(checks), _listed(checks)  # the reasons: failing rows only
     tombstone = "FALSE"
     if "_tombstone" in bronze_columns:  # a stream's null value: the contract's policy, not a row
         tombstone = "coalesce(_tombstone, FALSE)"
-        kept = "CAST([] AS VARCHAR[])"
+        kept = ("FALSE", NO_REASONS)
         if contract.tombstones == "delete":  # it needs its key, nothing else
-            kept = f"list_filter([{', '.join(key_reasons)}], x -> x IS NOT NULL)"
-        all_reasons = f"CASE WHEN _tombstone THEN {kept} ELSE {all_reasons} END"
+            kept = (_failing(key_checks), _listed(key_checks))
+        failing = f"CASE WHEN _tombstone THEN {kept[0]} ELSE {failing} END"
+        reasons = f"CASE WHEN _tombstone THEN {kept[1]} ELSE {reasons} END"
     change_cols = ""
     if contract.changes is not None:
         # A delete only needs its key; a TRUNCATE has none: neither is checked like a row.
         change_cols = ", op AS _op, commit_lsn AS _commit_lsn, seq AS _seq, commit_ts AS _commit_ts"
-        all_reasons = (
-            "CASE WHEN _op = 't' THEN CAST([] AS VARCHAR[]) WHEN _op = 'd' THEN "
-            f"list_filter([{', '.join(key_reasons)}], x -> x IS NOT NULL) "
-            f"ELSE {all_reasons} END"
+        failing = (
+            f"CASE WHEN _op = 't' THEN FALSE WHEN _op = 'd' THEN {_failing(key_checks)} "
+            f"ELSE {failing} END"
+        )
+        reasons = (
+            f"CASE WHEN _op = 't' THEN {NO_REASONS} WHEN _op = 'd' THEN {_listed(key_checks)} "
+            f"ELSE {reasons} END"
         )
     return f"""
 WITH batches AS (
@@ -286,10 +320,13 @@ WITH batches AS (
   SELECT *,
   {typed_cols}
   FROM raw
+), judged AS (
+  SELECT *{partition},
+  {failing} AS _failing
+  FROM typed
 )
-SELECT *{partition},
-  {all_reasons} AS _reasons
-FROM typed
+SELECT *, CASE WHEN _failing THEN {reasons} ELSE {NO_REASONS} END AS _reasons
+FROM judged
 """
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from medallion_platform.settings import duckdb_memory_limit
 from medallion_platform.warehouse.identifiers import qualified, quote, validate_identifier
 from medallion_platform.warehouse.writer_lock import Holder, WarehouseBusyError, writer_lock
 
@@ -76,6 +77,10 @@ CREATE TABLE IF NOT EXISTS _meta.silver_runs (
 class Warehouse:
     """Opens the DuckDB file with the platform's settings and waits politely for its locks.
 
+    ``memory_limit`` defaults to :func:`~medallion_platform.settings.duckdb_memory_limit` (a
+    quarter of the machine unless ``MEDALLION_DUCKDB_MEMORY_LIMIT`` says otherwise); beyond it
+    DuckDB spills to :attr:`temp_directory`.
+
     DuckDB allows one read-write process or many read-only ones. A read-write connection first
     takes the platform's writer lock (:mod:`~medallion_platform.warehouse.writer_lock`, which a
     Dagster run holds for its whole length and the OS releases if the holder dies), then
@@ -98,13 +103,20 @@ class Warehouse:
             raise ValueError(f"{self.path.name}: a warehouse file cannot be named after a layer")
         self.read_only = read_only
         self.lock_timeout_s = lock_timeout_s
-        self.memory_limit = memory_limit
+        self.memory_limit = memory_limit or duckdb_memory_limit()
         self.threads = threads
 
+    @property
+    def temp_directory(self) -> Path:
+        """Where DuckDB spills past ``memory_limit``: beside the file (under the platform home),
+        so a large silver run writes to the warehouse's disk instead of growing in memory."""
+        return self.path.with_name(self.path.name + ".tmp")
+
     def _config(self) -> dict[str, str | int | bool]:
-        config: dict[str, str | int | bool] = {}
-        if self.memory_limit:
-            config["memory_limit"] = self.memory_limit
+        config: dict[str, str | int | bool] = {
+            "memory_limit": self.memory_limit,
+            "temp_directory": str(self.temp_directory),
+        }
         if self.threads:
             config["threads"] = self.threads
         return config

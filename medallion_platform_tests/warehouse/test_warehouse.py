@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from medallion_platform.settings import MEMORY_FRACTION, machine_memory_bytes
 from medallion_platform.warehouse import LAYER_SCHEMAS, Warehouse, WarehouseBusyError
 from medallion_platform.warehouse.identifiers import (
     InvalidIdentifierError,
@@ -295,3 +297,54 @@ def test_a_warehouse_file_named_after_a_layer_is_refused(tmp_path, name) -> None
     """DuckDB names the catalog after the file: bronze.duckdb makes bronze.x ambiguous."""
     with pytest.raises(ValueError, match="cannot be named after a layer"):
         Warehouse(tmp_path / name)
+
+
+def test_duckdb_memory_defaults_to_a_quarter_of_the_machine_and_spills_beside_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MEDALLION_DUCKDB_MEMORY_LIMIT", raising=False)
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb")
+    with warehouse.connect() as conn:
+        limit, temp = conn.execute(
+            "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+        ).fetchone()
+    assert temp == str(tmp_path / "warehouse.duckdb.tmp")
+    quarter = machine_memory_bytes() * MEMORY_FRACTION
+    assert abs(_bytes(limit) - quarter) < 0.05 * quarter, limit  # DuckDB shows 1 decimal
+
+
+def _bytes(size: str) -> float:
+    number, unit = size.split()
+    return float(number) * {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}[unit]
+
+
+SPILL = """
+import resource, sys
+from medallion_platform.warehouse import Warehouse
+with Warehouse(sys.argv[1]).connect() as conn:
+    conn.execute(
+        "CREATE TABLE t AS SELECT i, repeat(md5(i::VARCHAR), 4) AS s FROM range(1500000) r(i)"
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    conn.execute("CREATE TABLE u AS SELECT * FROM t ORDER BY s")
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    print(conn.execute("SELECT count(*) FROM u").fetchone()[0], grown // 1024)
+"""
+
+
+def test_the_memory_limit_from_the_environment_makes_a_big_sort_spill_instead_of_grow(
+    tmp_path: Path,
+) -> None:
+    """A sort of ~200 MB under MEDALLION_DUCKDB_MEMORY_LIMIT=128MB: every row arrives and the
+    process grows by far less than the data (DuckDB wrote the rest to its temp directory)."""
+    env = {**os.environ, "MEDALLION_DUCKDB_MEMORY_LIMIT": "128MB"}
+    done = subprocess.run(
+        [sys.executable, "-c", SPILL, str(tmp_path / "w.duckdb")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows, grown_mib = map(int, done.stdout.split()[-2:])  # after any progress bar
+    assert rows == 1_500_000
+    assert grown_mib < 150, f"the sort grew the process by {grown_mib} MiB"

@@ -9,11 +9,12 @@ tells the broker what the warehouse has committed, and is called only after that
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 Positions = dict[str, str]
 """Partition → last position consumed (inclusive). A missing partition reads from the start."""
+Headers = tuple[tuple[str | bytes, bytes | None], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +32,7 @@ class StreamMessage:
     """``None`` is a tombstone (Kafka's null value), never the same as ``b""``."""
     key: bytes | None = None
     timestamp_ms: int | None = None
-    headers: tuple[tuple[str | bytes, bytes | None], ...] | None = None
+    headers: Headers | None = None
     """Kafka's record headers in order (keys may repeat; a value may be null). Redis Streams
     have no headers: an entry's fields other than its payload and key come here instead."""
     error: str | None = None
@@ -41,6 +42,43 @@ class StreamMessage:
     @property
     def tombstone(self) -> bool:
         return self.value is None and self.error is None
+
+
+@dataclass(slots=True)
+class MessageColumns:
+    """A batch as parallel lists, one per field, in the order of ``read_batch``.
+
+    What bronze is built from: a broker client that reads into these lists directly (Kafka's
+    ``read_columns``) creates no object per message, and bronze types whole columns at once."""
+
+    partition: list[str] | list[int] = field(default_factory=list)
+    offset: list[str] | list[int] = field(default_factory=list)
+    key: list[bytes | None] = field(default_factory=list)
+    value: list[bytes | None] = field(default_factory=list)
+    timestamp_ms: list[int | None] = field(default_factory=list)
+    headers: list[Headers | None] = field(default_factory=list)
+    error: list[str | None] | None = None
+    """Per message, what the client found wrong (see ``StreamMessage.error``); None: nothing."""
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    @classmethod
+    def from_messages(cls, messages: list[StreamMessage]) -> MessageColumns:
+        errors = [m.error for m in messages]
+        return cls(
+            partition=[m.partition for m in messages],
+            offset=[m.offset for m in messages],
+            key=[m.key for m in messages],
+            value=[m.value for m in messages],
+            timestamp_ms=[m.timestamp_ms for m in messages],
+            headers=[m.headers for m in messages],
+            error=errors if any(errors) else None,
+        )
+
+    def positions(self) -> Positions:
+        """The last position per partition (messages are in order within a partition)."""
+        return dict(zip(map(str, self.partition), map(str, self.offset), strict=True))
 
 
 class StreamSource(Protocol):

@@ -31,6 +31,7 @@ from typing import Literal
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from medallion_platform.connectors.bronze import (
@@ -39,9 +40,9 @@ from medallion_platform.connectors.bronze import (
     ensure_bronze_table,
 )
 from medallion_platform.connectors.streams.base import (
+    MessageColumns,
     PositionPastEnd,
     Positions,
-    StreamMessage,
     StreamSource,
 )
 from medallion_platform.warehouse import Warehouse
@@ -158,56 +159,74 @@ class _Batch:
     binary_headers: int
 
 
-def _batch_table(
-    source: StreamSource, messages: list[StreamMessage], max_message_bytes: int
-) -> _Batch:
-    columns: dict[str, list] = {
-        name: [] for name in (*STREAM_LINEAGE, "_source", "_row_number", "_parse_error")
+def _texts(data: list[bytes | None]) -> tuple[pa.Array, list[int]]:
+    """The column as UTF-8 text in one cast; the rare value that is not UTF-8 becomes base64
+    (the rows where it did, returned)."""
+    binary = pa.array(data, pa.binary())
+    try:
+        return binary.cast(pa.string()), []
+    except pa.ArrowInvalid:
+        pass
+    decoded = [_text(d) for d in data]
+    return pa.array([t for t, _ in decoded], pa.string()), [
+        n for n, (_, ok) in enumerate(decoded) if not ok
+    ]
+
+
+def _batch_table(source: StreamSource, batch: MessageColumns, max_message_bytes: int) -> _Batch:
+    """Bronze rows for a batch, built column by column: Python touches only the rare message
+    that is flagged (not UTF-8, too large, an error) or has headers."""
+    count = len(batch)
+    payload, binary_rows = _texts(batch.value)
+    keys, _ = _texts(batch.key)
+    sizes = pc.binary_length(pa.array(batch.value, pa.binary()))
+    oversized = pc.fill_null(pc.greater(sizes, max_message_bytes), False)
+    errors = batch.error or [None] * count
+    tombstone = pc.and_(pc.is_null(payload), pa.array([e is None for e in errors]))
+    problems: dict[int, list[str]] = {n: [e] for n, e in enumerate(errors) if e}
+    for n in binary_rows:
+        problems.setdefault(n, []).append(
+            f"binary payload ({len(batch.value[n] or b'')} bytes), kept as base64"
+        )
+    for n in pc.indices_nonzero(oversized).to_pylist():
+        problems.setdefault(n, []).append(
+            f"message of {sizes[n].as_py()} bytes exceeds max_message_bytes ({max_message_bytes})"
+        )
+    parse_error: list[str | None] = [None] * count
+    for n, listed in problems.items():
+        parse_error[n] = "; ".join(listed)
+    headers: list[str | None] = [None] * count
+    binary_headers = 0
+    if any(batch.headers):
+        for n, pairs in enumerate(batch.headers):
+            headers[n], binary = headers_json(pairs)
+            binary_headers += binary
+    partitions = pa.array(batch.partition)
+    offsets = pa.array(batch.offset)
+    as_text = [a if a.type == pa.string() else a.cast(pa.string()) for a in (partitions, offsets)]
+    arrays = {
+        "_stream": pa.repeat(pa.scalar(source.name, pa.string()), count),
+        "_partition": partitions,
+        "_offset": offsets,
+        "_key": keys,
+        "_broker_timestamp_ms": pa.array(batch.timestamp_ms, pa.int64()),
+        "_payload_bytes": sizes.cast(pa.int64()),
+        "payload": payload,
+        "_tombstone": tombstone,
+        "_headers": pa.array(headers, pa.string()),
+        "_source": pc.binary_join_element_wise(f"{source.name}[", as_text[0], "]@", as_text[1], ""),
+        "_row_number": pa.array(range(1, count + 1), pa.int64()),
+        "_parse_error": pa.array(parse_error, pa.string()),
     }
-    flagged = tombstones = binary_headers = 0
-    for n, message in enumerate(messages, start=1):
-        value = message.value
-        payload, is_text = _text(value)
-        key, _ = _text(message.key)
-        headers, binary = headers_json(message.headers)
-        problems = [message.error] if message.error else []
-        if not is_text:
-            problems.append(f"binary payload ({len(value)} bytes), kept as base64")
-        if value is not None and len(value) > max_message_bytes:
-            problems.append(
-                f"message of {len(value)} bytes exceeds max_message_bytes ({max_message_bytes})"
-            )
-        flagged += bool(problems)
-        tombstones += message.tombstone
-        binary_headers += binary
-        columns["_stream"].append(source.name)
-        columns["_partition"].append(message.partition)
-        columns["_offset"].append(message.offset)
-        columns["_key"].append(key)
-        columns["_broker_timestamp_ms"].append(message.timestamp_ms)
-        columns["_payload_bytes"].append(None if value is None else len(value))
-        columns["payload"].append(payload)
-        columns["_tombstone"].append(message.tombstone)
-        columns["_headers"].append(headers)
-        columns["_source"].append(f"{source.name}[{message.partition}]@{message.offset}")
-        columns["_row_number"].append(n)
-        columns["_parse_error"].append("; ".join(problems) or None)
-    types = {
-        "_broker_timestamp_ms": pa.int64(),
-        "_payload_bytes": pa.int64(),
-        "_row_number": pa.int64(),
-        "_tombstone": pa.bool_(),
-    }
-    arrays = {k: pa.array(v, types.get(k, pa.string())) for k, v in columns.items()}
-    # Positions stay text in StreamMessage and _meta.positions; bronze types them (Arrow's
-    # cast fails loudly on anything that is not an integer).
+    # Bronze types the positions (Arrow's cast fails loudly on anything not an integer);
+    # they stay text in _meta.positions.
     for name, sql_type in stream_lineage(source).items():
-        if name in POSITION_COLUMNS and sql_type == "BIGINT":
-            arrays[name] = arrays[name].cast(pa.int64())
+        if name in POSITION_COLUMNS:
+            arrays[name] = arrays[name].cast(pa.int64() if sql_type == "BIGINT" else pa.string())
     return _Batch(
         table=pa.table(arrays),
-        flagged=flagged,
-        tombstones=tombstones,
+        flagged=len(problems),
+        tombstones=pc.sum(tombstone).as_py() or 0,
         binary_headers=binary_headers,
     )
 
@@ -258,6 +277,15 @@ def migrate_stream_table(
 BatchHook = Callable[[int, int], None]
 
 
+def _read(source: StreamSource, after: Positions, max_messages: int) -> MessageColumns:
+    """A batch as columns: straight from a client that reads into columns (Kafka), else from
+    its messages."""
+    read_columns = getattr(source, "read_columns", None)
+    if read_columns is not None:
+        return read_columns(after, max_messages)
+    return MessageColumns.from_messages(source.read_batch(after, max_messages))
+
+
 def ingest_stream(
     warehouse: Warehouse,
     table: str,
@@ -289,19 +317,17 @@ def ingest_stream(
         while max_messages is None or total < max_messages:
             want = batch_size if max_messages is None else min(batch_size, max_messages - total)
             try:
-                messages = source.read_batch(positions, want)
+                messages = _read(source, positions, want)
             except PositionPastEnd as exc:
                 if offset_reset != "earliest":
                     raise
                 log.warning("%s; reading %s from the start", exc, sorted(exc.partitions))
                 positions = {p: o for p, o in positions.items() if p not in exc.partitions}
-                messages = source.read_batch(positions, want)
-            if not messages:
+                messages = _read(source, positions, want)
+            if not len(messages):
                 break
             batch = _batch_table(source, messages, max_message_bytes)
-            reached = dict(positions)
-            for message in messages:  # ordered within each partition: the last one wins
-                reached[message.partition] = message.offset
+            reached = {**positions, **messages.positions()}
             with transaction(conn):
                 batch_id = next_batch_id(conn, position_source(source), run_id)
                 append_batch(conn, table, batch.table, batch_id=batch_id, lineage=lineage)

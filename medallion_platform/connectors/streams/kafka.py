@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from medallion_platform.connectors.streams.base import (
     BrokerUnavailable,
+    MessageColumns,
     PositionPastEnd,
     Positions,
     StreamMessage,
@@ -154,8 +155,61 @@ class KafkaSource(StreamSource):
         which stays right on brokers whose ListOffsets is off) or a poll returns nothing within
         ``timeout_s``. A position below the log start (retention) resumes at the log start.
         """
+        read: dict[tuple[int, int], StreamMessage] = {}
+
+        def keep(message: Message) -> None:
+            partition, offset = message.partition(), message.offset()
+            ts_type, ts = message.timestamp()
+            read[(partition, offset)] = StreamMessage(
+                partition=str(partition),
+                offset=str(offset),
+                key=message.key(),
+                value=message.value(),  # None for a tombstone (null value), b"" for an empty one
+                timestamp_ms=None if ts_type == 0 else ts,  # 0 = TIMESTAMP_NOT_AVAILABLE
+                headers=_headers(message),
+            )
+
+        self._read(after, max_messages, timeout_s, keep)
+        return [read[k] for k in sorted(read)][:max_messages]
+
+    def read_columns(
+        self, after: Positions, max_messages: int, timeout_s: float = 1.0
+    ) -> MessageColumns:
+        """``read_batch`` as columns: each message's fields go straight into per-partition
+        lists (no object per message), joined in partition order (offsets ascend within one)."""
+        buckets: dict[int, MessageColumns] = {}
+
+        def keep(message: Message) -> None:
+            partition = message.partition()
+            bucket = buckets.get(partition)
+            if bucket is None:
+                bucket = buckets[partition] = MessageColumns()
+            ts_type, ts = message.timestamp()
+            bucket.partition.append(partition)  # type: ignore[arg-type]
+            bucket.offset.append(message.offset())  # type: ignore[arg-type]
+            bucket.key.append(message.key())
+            bucket.value.append(message.value())
+            bucket.timestamp_ms.append(None if ts_type == 0 else ts)
+            bucket.headers.append(_headers(message))
+
+        self._read(after, max_messages, timeout_s, keep)
+        joined = MessageColumns()
+        for partition in sorted(buckets):
+            bucket = buckets[partition]
+            for name in ("partition", "offset", "key", "value", "timestamp_ms", "headers"):
+                getattr(joined, name).extend(getattr(bucket, name))
+        return joined
+
+    def _read(
+        self,
+        after: Positions,
+        max_messages: int,
+        timeout_s: float,
+        keep: Callable[[Message], None],
+    ) -> None:
+        """The reading loop of ``read_batch``: ``keep`` gets each wanted message once."""
         if max_messages <= 0:
-            return []
+            return
         starts: dict[int, int] = {}
         ends: dict[int, tuple[int, int]] = {}
         for partition in self._partitions():
@@ -163,20 +217,20 @@ class KafkaSource(StreamSource):
             key = str(partition)
             starts[partition] = max(int(after[key]) + 1, low) if key in after else low
         if not starts:
-            return []
+            return
         self._check_not_past_end(starts, ends)
         consumer = self.consumer
-        read: dict[tuple[int, int], StreamMessage] = {}
+        kept = 0
         next_offset = dict(starts)
         pending = set(starts)
         past_end: dict[str, str] = {}
         try:
             consumer.assign([TopicPartition(self.topic, p, o) for p, o in starts.items()])
             idle_until = time.monotonic() + timeout_s
-            while len(read) < max_messages and pending:
+            while kept < max_messages and pending:
                 # consume() waits its full timeout unless it gets num_messages, so poll in short
                 # slices: end-of-partition events then end the batch at once.
-                wanted = min(_CONSUME_CHUNK, max_messages - len(read))
+                wanted = min(_CONSUME_CHUNK, max_messages - kept)
                 messages = consumer.consume(num_messages=wanted, timeout=_POLL_SLICE_S)
                 if not messages:
                     if time.monotonic() >= idle_until:
@@ -184,14 +238,15 @@ class KafkaSource(StreamSource):
                     continue
                 idle_until = time.monotonic() + timeout_s
                 for message in messages:
-                    self._take(message, next_offset, pending, read, past_end)
+                    if self._wanted(message, next_offset, pending, past_end):
+                        keep(message)
+                        kept += 1
         except KafkaException as exc:
             raise _unavailable(self.bootstrap_servers, f"reading {self.topic!r}", exc) from exc
         finally:
             self._unassign()
         if past_end:
             raise PositionPastEnd(self.name, past_end)
-        return [read[k] for k in sorted(read)][:max_messages]
 
     def _check_not_past_end(self, starts: dict[int, int], ends: dict[int, tuple[int, int]]) -> None:
         """Raise ``PositionPastEnd`` if a start lies beyond its partition's end.
@@ -218,20 +273,20 @@ class KafkaSource(StreamSource):
         except KafkaException:  # pragma: no cover - only when the consumer is broken
             log.debug("unassign failed", exc_info=True)
 
-    def _take(
+    def _wanted(
         self,
         message: Message,
         next_offset: dict[int, int],
         pending: set[int],
-        read: dict[tuple[int, int], StreamMessage],
         past_end: dict[str, str],
-    ) -> None:
-        """Keep one consumed message unless it is an error event or before the wanted offset."""
+    ) -> bool:
+        """Whether to keep one consumed message: not an error event, not before the wanted
+        offset."""
         error = message.error()
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 pending.discard(message.partition())
-                return
+                return False
             if error.code() == KafkaError._AUTO_OFFSET_RESET:
                 # Position past the end: the topic was recreated or the log truncated. Never
                 # silently skip or reread; the caller decides (PositionPastEnd).
@@ -240,24 +295,16 @@ class KafkaSource(StreamSource):
                     f"wanted offset {next_offset.get(partition)}, broker says {error.str()}"
                 )
                 pending.discard(partition)
-                return
+                return False
             if error.fatal() or error.code() == KafkaError._ALL_BROKERS_DOWN:
                 raise KafkaException(error)
             log.warning("%s: consumer error on %r: %s", self.name, self.topic, error)
-            return
+            return False
         partition, offset = message.partition(), message.offset()
         if partition not in next_offset or offset < next_offset[partition]:
-            return  # stale prefetch from an earlier assignment
+            return False  # stale prefetch from an earlier assignment
         next_offset[partition] = offset + 1
-        ts_type, ts = message.timestamp()
-        read[(partition, offset)] = StreamMessage(
-            partition=str(partition),
-            offset=str(offset),
-            key=message.key(),
-            value=message.value(),  # None for a tombstone (null value), b"" for an empty one
-            timestamp_ms=None if ts_type == 0 else ts,  # 0 = TIMESTAMP_NOT_AVAILABLE
-            headers=_headers(message),
-        )
+        return True
 
     def _ends(self) -> dict[int, tuple[int, int]]:
         """(low, high) per partition; ``exact_high_watermark`` confirms high with a fetch."""
