@@ -334,7 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     services_cmd.add_argument("action", choices=["up", "down", "status", "env"])
     services_cmd.add_argument("--charges", type=int, default=5_000, help="Charges to serve.")
     services_cmd.add_argument(
-        "--events", type=int, default=100_000, help="Clickstream events to publish (0: no broker)."
+        "--events",
+        type=int,
+        default=100_000,
+        help="New clickstream events to publish when the broker starts, after those of earlier "
+        "runs (0: start it with none new).",
     )
     services_cmd.set_defaults(func=_services)
 
