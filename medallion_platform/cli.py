@@ -16,7 +16,7 @@ from medallion_platform.settings import PlatformSettings
 
 def _demo(args: argparse.Namespace) -> int:
     from medallion_platform.devkit import services
-    from medallion_platform.devkit.demo.run import run_main_job, seed
+    from medallion_platform.devkit.demo.run import seed
     from medallion_platform.status import format_status, read_status
 
     settings = PlatformSettings.from_env()
@@ -31,27 +31,23 @@ def _demo(args: argparse.Namespace) -> int:
         print("Not running the pipeline (--no-run).")
         return 0
     events = max(2_000, int(100_000 * args.scale))
+    customers = max(100, int(2_000 * args.scale))
     infos = services.up(
         settings,
         charges=max(200, int(5_000 * args.scale)),
         events=events,
-        customers=max(100, int(2_000 * args.scale)),
+        customers=customers,
         seed=args.seed,
     )
     for info in infos:
         note = f" ({info.note})" if info.note else ""
         print(f"Started {info.name} at {info.base_url}{note}, stopped when the demo ends.")
     print(f"The demo storefront published {events:,} clickstream events (plus redeliveries).")
-    print(
-        "Running medallion_job (files + payments API + clickstream + app database CDC → "
-        "bronze → silver → gold) "
-        "through Dagster …"
-    )
     logging.getLogger("dagster").setLevel(logging.WARNING)
     for info in infos:
         os.environ.update(info.env)
     try:
-        ok = run_main_job(settings)
+        ok = _demo_runs(settings, customers=customers, seed=args.seed)
         status = read_status(settings)  # while the broker is up: its lag is shown too
         synced = _demo_syncs(settings) if ok else []
     finally:
@@ -84,6 +80,30 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"  file://{report}  # the KPI report (open in a browser)")
     print("  medallion lineage gold/customer_360 [--columns]  # where a table comes from")
     return 0 if ok else 1
+
+
+def _demo_runs(settings: PlatformSettings, *, customers: int, seed: int) -> bool:
+    """The app database's snapshot first, then storefront activity on it, then the main job:
+    so the first demo already captures inserts, updates, deletes and key changes (bronze ops
+    c, u, d beside the snapshot's r) and silver keeps several versions of some customers."""
+    from medallion_platform.definitions import MAIN_JOB
+    from medallion_platform.devkit.demo.run import (
+        apply_app_changes,
+        cdc_bronze_keys,
+        demo_definitions,
+        run_job,
+    )
+
+    defs = demo_definitions(settings)
+    print("Capturing the app database (CDC): its snapshot first …")
+    captured = run_job(settings, MAIN_JOB, asset_selection=cdc_bronze_keys(), defs=defs)
+    changes = apply_app_changes(transactions=max(50, customers // 40), renumbered=3, seed=seed + 1)
+    print(f"… then the storefront kept going: {changes}.")
+    print(
+        "Running medallion_job (files + payments API + clickstream + app database CDC → "
+        "bronze → silver → gold → ML → report) through Dagster …"
+    )
+    return run_job(settings, MAIN_JOB, defs=defs) and captured
 
 
 def _demo_syncs(settings: PlatformSettings) -> list[str]:

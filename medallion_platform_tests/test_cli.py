@@ -51,6 +51,28 @@ def test_demo_then_status_json_shows_every_layer_with_rows(settings) -> None:
     instance_yaml = (settings.dagster_home / "dagster.yaml").read_text()
     assert "enabled: false" in instance_yaml and "class: LocalRunLauncher" in instance_yaml
     assert "pools" not in instance_yaml
+    _check_first_demo_captured_changes(settings)
+
+
+def _check_first_demo_captured_changes(settings: PlatformSettings) -> None:
+    """The first demo captures the app database's snapshot, then changes made after it: the
+    change logs hold inserts, updates and deletes (and a key change), and silver history has
+    several versions for some customers."""
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        ops = {
+            table: {
+                op for (op,) in conn.execute(f"SELECT DISTINCT op FROM bronze.{table}").fetchall()
+            }
+            for table in ("app_db_customers", "app_db_orders", "app_db_order_items")
+        }
+        history, current = conn.execute(
+            "SELECT (SELECT count(*) FROM silver.customers_history),"
+            " (SELECT count(*) FROM silver.customers)"
+        ).fetchone()
+    assert {"r", "c", "u"} <= ops["app_db_customers"], ops
+    assert {"r", "c", "u", "d"} <= ops["app_db_orders"] | ops["app_db_order_items"], ops
+    assert "d" in ops["app_db_order_items"], ops  # the renumbered lines' old keys, at least
+    assert history > current > 0
 
 
 def test_status_without_a_warehouse_says_what_to_do(settings) -> None:
@@ -100,8 +122,7 @@ def test_two_dagster_job_executes_at_once_both_succeed(
     assert not any(m in logs for m in ("could not set lock", "conflicting lock", "warehousebusy"))
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
         rows, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT (_source, _row_number)) "
-            "FROM bronze.files_products"
+            "SELECT count(*), count(DISTINCT (_source, _row_number)) FROM bronze.files_products"
         ).fetchone()
         (charges,) = conn.execute("SELECT count(*) FROM bronze.payments_charges").fetchone()
     assert rows > 0 and rows == distinct  # each file's rows once, whichever run took it
