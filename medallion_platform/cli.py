@@ -16,7 +16,7 @@ from medallion_platform.settings import PlatformSettings
 
 def _demo(args: argparse.Namespace) -> int:
     from medallion_platform.devkit import services
-    from medallion_platform.devkit.demo.run import seed
+    from medallion_platform.devkit.demo.run import evaluate_freshness, run_syncs, seed
     from medallion_platform.status import format_status, read_status
 
     settings = PlatformSettings.from_env()
@@ -49,16 +49,23 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         ok = _demo_runs(settings, customers=customers, seed=args.seed)
         status = read_status(settings)  # while the broker is up: its lag is shown too
-        synced = _demo_syncs(settings) if ok else []
+        synced = run_syncs(settings) if ok else []
     finally:
         services.down(settings)
+    freshness = evaluate_freshness(settings)
     print()
     print(format_status(status))
     print()
     if synced:
-        print("Reverse ETL to the local Salesforce, HubSpot and Zendesk emulators:")
+        print(
+            "Reverse ETL (reverse_etl_job) to the local Salesforce, HubSpot and Zendesk emulators:"
+        )
         for line in synced:
             print(f"  {line}")
+        print()
+    if freshness:
+        states = ", ".join(f"{n} {state}" for state, n in sorted(freshness.items()))
+        print(f"Freshness policies, evaluated as the UI shows them: {states}.")
         print()
     report = settings.reports_dir / "kpi_report.html"
     if settings.warehouse_path.exists():
@@ -104,22 +111,6 @@ def _demo_runs(settings: PlatformSettings, *, customers: int, seed: int) -> bool
         "bronze → silver → gold → ML → report) through Dagster …"
     )
     return run_job(settings, MAIN_JOB, defs=defs) and captured
-
-
-def _demo_syncs(settings: PlatformSettings) -> list[str]:
-    """Every declared sync, in full: the demo's emulators start empty each time (they keep
-    records in memory), while the warehouse remembers what it sent to the previous ones."""
-    from medallion_platform.config import platform_config
-    from medallion_platform.reverse_etl.engine import run_sync
-
-    syncs = platform_config().syncs
-    lines = []
-    for spec in syncs:
-        try:
-            lines.append(run_sync(spec.name, settings, full=True, syncs=syncs).summary())
-        except Exception as exc:  # the demo reports it and goes on; `medallion sync` retries
-            lines.append(f"{spec.name}: FAILED: {exc}")
-    return lines
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -52,6 +52,27 @@ def test_demo_then_status_json_shows_every_layer_with_rows(settings) -> None:
     assert "enabled: false" in instance_yaml and "class: LocalRunLauncher" in instance_yaml
     assert "pools" not in instance_yaml
     _check_first_demo_captured_changes(settings)
+    _check_syncs_and_freshness_are_on_the_instance(settings, demo.stdout)
+
+
+def _check_syncs_and_freshness_are_on_the_instance(settings: PlatformSettings, out: str) -> None:
+    """The syncs ran as Dagster materializations (with their figures), and every freshness
+    policy was evaluated: the UI shows them, not "Never materialized" / "Not evaluated"."""
+    from dagster import AssetKey, DagsterInstance
+
+    from medallion_platform.config import platform_config
+
+    assert "Freshness policies, evaluated" in out
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        for spec in platform_config().syncs:
+            event = instance.get_latest_materialization_event(AssetKey(["reverse_etl", spec.name]))
+            assert event is not None, spec.name
+            metadata = event.asset_materialization.metadata
+            assert metadata["rows_added"].value > 0 and metadata["rows_failed"].value == 0
+        keys = [AssetKey(["reverse_etl", s.name]) for s in platform_config().syncs]
+        keys += [AssetKey(["gold", "customer_360"]), AssetKey(["ml", "churn_scores"])]
+        states = instance.get_freshness_state_records(keys)
+    assert {k: r.freshness_state.value for k, r in states.items()} == dict.fromkeys(keys, "PASS")
 
 
 def _check_first_demo_captured_changes(settings: PlatformSettings) -> None:
