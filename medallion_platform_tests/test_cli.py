@@ -69,6 +69,12 @@ def _check_syncs_and_freshness_are_on_the_instance(settings: PlatformSettings, o
             assert event is not None, spec.name
             metadata = event.asset_materialization.metadata
             assert metadata["rows_added"].value > 0 and metadata["rows_failed"].value == 0
+        # A materialization keeps the columns' descriptions (the UI shows its schema).
+        for key, column in (("gold/customer_360", "lifetime_value"), ("silver/orders", "_source")):
+            event = instance.get_latest_materialization_event(AssetKey(key.split("/")))
+            assert event is not None, key
+            schema = event.asset_materialization.metadata["dagster/column_schema"].schema
+            assert next(c for c in schema.columns if c.name == column).description, key
         keys = [AssetKey(["reverse_etl", s.name]) for s in platform_config().syncs]
         keys += [AssetKey(["gold", "customer_360"]), AssetKey(["ml", "churn_scores"])]
         states = instance.get_freshness_state_records(keys)
