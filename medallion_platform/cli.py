@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -244,22 +245,35 @@ def dev_command(port: int) -> list[str]:
 
 def _dev(args: argparse.Namespace) -> int:
     from medallion_platform.devkit import services
+    from medallion_platform.devkit.process import stop_session
     from medallion_platform.instance import use_instance
 
     settings = PlatformSettings.from_env()
     use_instance(settings)
-    infos = services.up(settings)
+    infos = services.up(settings, events=args.events)
     for info in infos:
         os.environ.update(info.env)
-        print(f"{info.name} at {info.base_url}")
+        print(f"{info.name} at {info.base_url}", flush=True)
     command = dev_command(args.port)
-    print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']} {' '.join(command)}")
+    print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']} {' '.join(command)}", flush=True)
+    # Its own session: Ctrl-C and SIGTERM come to us, and we stop the whole group (dagster dev
+    # leaves its code server behind otherwise), then the services, within a few seconds.
+    process = subprocess.Popen(command, start_new_session=True)
+    stop: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+        while not stop and process.poll() is None:
+            time.sleep(0.1)
     finally:
+        stop_session(process, grace_s=2.0)
         services.down(settings)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0 if stop else int(process.returncode or 0)
 
 
 def _services(args: argparse.Namespace) -> int:
@@ -355,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     dev = sub.add_parser("dev", help="Start the Dagster UI and daemon on this platform home.")
     dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument(
+        "--events",
+        type=int,
+        default=100_000,
+        help="New clickstream events to publish if the broker starts (0: none).",
+    )
     dev.set_defaults(func=_dev)
     return parser
 
