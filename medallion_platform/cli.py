@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from medallion_platform.settings import PlatformSettings
 
 def _demo(args: argparse.Namespace) -> int:
     from medallion_platform.devkit import services
-    from medallion_platform.devkit.demo.run import run_main_job, seed
+    from medallion_platform.devkit.demo.run import evaluate_freshness, run_syncs, seed
     from medallion_platform.status import format_status, read_status
 
     settings = PlatformSettings.from_env()
@@ -31,38 +32,41 @@ def _demo(args: argparse.Namespace) -> int:
         print("Not running the pipeline (--no-run).")
         return 0
     events = max(2_000, int(100_000 * args.scale))
+    customers = max(100, int(2_000 * args.scale))
     infos = services.up(
         settings,
         charges=max(200, int(5_000 * args.scale)),
         events=events,
-        customers=max(100, int(2_000 * args.scale)),
+        customers=customers,
         seed=args.seed,
     )
     for info in infos:
         note = f" ({info.note})" if info.note else ""
         print(f"Started {info.name} at {info.base_url}{note}, stopped when the demo ends.")
     print(f"The demo storefront published {events:,} clickstream events (plus redeliveries).")
-    print(
-        "Running medallion_job (files + payments API + clickstream + app database CDC → "
-        "bronze → silver → gold) "
-        "through Dagster …"
-    )
     logging.getLogger("dagster").setLevel(logging.WARNING)
     for info in infos:
         os.environ.update(info.env)
     try:
-        ok = run_main_job(settings)
+        ok = _demo_runs(settings, customers=customers, seed=args.seed)
         status = read_status(settings)  # while the broker is up: its lag is shown too
-        synced = _demo_syncs(settings) if ok else []
+        synced = run_syncs(settings) if ok else []
     finally:
         services.down(settings)
+    freshness = evaluate_freshness(settings)
     print()
     print(format_status(status))
     print()
     if synced:
-        print("Reverse ETL to the local Salesforce, HubSpot and Zendesk emulators:")
+        print(
+            "Reverse ETL (reverse_etl_job) to the local Salesforce, HubSpot and Zendesk emulators:"
+        )
         for line in synced:
             print(f"  {line}")
+        print()
+    if freshness:
+        states = ", ".join(f"{n} {state}" for state, n in sorted(freshness.items()))
+        print(f"Freshness policies, evaluated as the UI shows them: {states}.")
         print()
     report = settings.reports_dir / "kpi_report.html"
     if settings.warehouse_path.exists():
@@ -86,20 +90,28 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _demo_syncs(settings: PlatformSettings) -> list[str]:
-    """Every declared sync, in full: the demo's emulators start empty each time (they keep
-    records in memory), while the warehouse remembers what it sent to the previous ones."""
-    from medallion_platform.config import platform_config
-    from medallion_platform.reverse_etl.engine import run_sync
+def _demo_runs(settings: PlatformSettings, *, customers: int, seed: int) -> bool:
+    """The app database's snapshot first, then storefront activity on it, then the main job:
+    so the first demo already captures inserts, updates, deletes and key changes (bronze ops
+    c, u, d beside the snapshot's r) and silver keeps several versions of some customers."""
+    from medallion_platform.definitions import MAIN_JOB
+    from medallion_platform.devkit.demo.run import (
+        apply_app_changes,
+        cdc_bronze_keys,
+        demo_definitions,
+        run_job,
+    )
 
-    syncs = platform_config().syncs
-    lines = []
-    for spec in syncs:
-        try:
-            lines.append(run_sync(spec.name, settings, full=True, syncs=syncs).summary())
-        except Exception as exc:  # the demo reports it and goes on; `medallion sync` retries
-            lines.append(f"{spec.name}: FAILED: {exc}")
-    return lines
+    defs = demo_definitions(settings)
+    print("Capturing the app database (CDC): its snapshot first …")
+    captured = run_job(settings, MAIN_JOB, asset_selection=cdc_bronze_keys(), defs=defs)
+    changes = apply_app_changes(transactions=max(50, customers // 40), renumbered=3, seed=seed + 1)
+    print(f"… then the storefront kept going: {changes}.")
+    print(
+        "Running medallion_job (files + payments API + clickstream + app database CDC → "
+        "bronze → silver → gold → ML → report) through Dagster …"
+    )
+    return run_job(settings, MAIN_JOB, defs=defs) and captured
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -233,22 +245,35 @@ def dev_command(port: int) -> list[str]:
 
 def _dev(args: argparse.Namespace) -> int:
     from medallion_platform.devkit import services
+    from medallion_platform.devkit.process import stop_session
     from medallion_platform.instance import use_instance
 
     settings = PlatformSettings.from_env()
     use_instance(settings)
-    infos = services.up(settings)
+    infos = services.up(settings, events=args.events)
     for info in infos:
         os.environ.update(info.env)
-        print(f"{info.name} at {info.base_url}")
+        print(f"{info.name} at {info.base_url}", flush=True)
     command = dev_command(args.port)
-    print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']} {' '.join(command)}")
+    print(f"DAGSTER_HOME={os.environ['DAGSTER_HOME']} {' '.join(command)}", flush=True)
+    # Its own session: Ctrl-C and SIGTERM come to us, and we stop the whole group (dagster dev
+    # leaves its code server behind otherwise), then the services, within a few seconds.
+    process = subprocess.Popen(command, start_new_session=True)
+    stop: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+        while not stop and process.poll() is None:
+            time.sleep(0.1)
     finally:
+        stop_session(process, grace_s=2.0)
         services.down(settings)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0 if stop else int(process.returncode or 0)
 
 
 def _services(args: argparse.Namespace) -> int:
@@ -334,12 +359,22 @@ def build_parser() -> argparse.ArgumentParser:
     services_cmd.add_argument("action", choices=["up", "down", "status", "env"])
     services_cmd.add_argument("--charges", type=int, default=5_000, help="Charges to serve.")
     services_cmd.add_argument(
-        "--events", type=int, default=100_000, help="Clickstream events to publish (0: no broker)."
+        "--events",
+        type=int,
+        default=100_000,
+        help="New clickstream events to publish when the broker starts, after those of earlier "
+        "runs (0: start it with none new).",
     )
     services_cmd.set_defaults(func=_services)
 
     dev = sub.add_parser("dev", help="Start the Dagster UI and daemon on this platform home.")
     dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument(
+        "--events",
+        type=int,
+        default=100_000,
+        help="New clickstream events to publish if the broker starts (0: none).",
+    )
     dev.set_defaults(func=_dev)
     return parser
 

@@ -25,6 +25,7 @@ from medallion_platform.defs.cdc import (
     build_cdc_sensor,
     cdc_resource_key,
 )
+from medallion_platform.defs.columns import cached_model_descriptions
 from medallion_platform.defs.files import (
     build_bronze_file_asset,
     build_landing_spec,
@@ -94,7 +95,13 @@ def build_definitions(
         for c in config.contracts
         if c.source in producers
     ]
-    assets += [build_gold_asset(model) for model in config.sql_models]
+    described = cached_model_descriptions(
+        config.sql_models, config.contracts, settings.home / "cache"
+    )
+    assets += [
+        build_gold_asset(model, described.get(f"{model.layer}.{model.name}"))
+        for model in config.sql_models
+    ]
     checks = [check for model in config.sql_models for check in build_gold_checks(model)]
     checks += [
         build_orphans_check(c) for c in config.contracts if c.references and c.source in producers

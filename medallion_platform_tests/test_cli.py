@@ -51,6 +51,55 @@ def test_demo_then_status_json_shows_every_layer_with_rows(settings) -> None:
     instance_yaml = (settings.dagster_home / "dagster.yaml").read_text()
     assert "enabled: false" in instance_yaml and "class: LocalRunLauncher" in instance_yaml
     assert "pools" not in instance_yaml
+    _check_first_demo_captured_changes(settings)
+    _check_syncs_and_freshness_are_on_the_instance(settings, demo.stdout)
+
+
+def _check_syncs_and_freshness_are_on_the_instance(settings: PlatformSettings, out: str) -> None:
+    """The syncs ran as Dagster materializations (with their figures), and every freshness
+    policy was evaluated: the UI shows them, not "Never materialized" / "Not evaluated"."""
+    from dagster import AssetKey, DagsterInstance
+
+    from medallion_platform.config import platform_config
+
+    assert "Freshness policies, evaluated" in out
+    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+        for spec in platform_config().syncs:
+            event = instance.get_latest_materialization_event(AssetKey(["reverse_etl", spec.name]))
+            assert event is not None, spec.name
+            metadata = event.asset_materialization.metadata
+            assert metadata["rows_added"].value > 0 and metadata["rows_failed"].value == 0
+        # A materialization keeps the columns' descriptions (the UI shows its schema).
+        for key, column in (("gold/customer_360", "lifetime_value"), ("silver/orders", "_source")):
+            event = instance.get_latest_materialization_event(AssetKey(key.split("/")))
+            assert event is not None, key
+            schema = event.asset_materialization.metadata["dagster/column_schema"].schema
+            assert next(c for c in schema.columns if c.name == column).description, key
+        keys = [AssetKey(["reverse_etl", s.name]) for s in platform_config().syncs]
+        keys += [AssetKey(["gold", "customer_360"]), AssetKey(["ml", "churn_scores"])]
+        states = instance.get_freshness_state_records(keys)
+    assert {k: r.freshness_state.value for k, r in states.items()} == dict.fromkeys(keys, "PASS")
+
+
+def _check_first_demo_captured_changes(settings: PlatformSettings) -> None:
+    """The first demo captures the app database's snapshot, then changes made after it: the
+    change logs hold inserts, updates and deletes (and a key change), and silver history has
+    several versions for some customers."""
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
+        ops = {
+            table: {
+                op for (op,) in conn.execute(f"SELECT DISTINCT op FROM bronze.{table}").fetchall()
+            }
+            for table in ("app_db_customers", "app_db_orders", "app_db_order_items")
+        }
+        history, current = conn.execute(
+            "SELECT (SELECT count(*) FROM silver.customers_history),"
+            " (SELECT count(*) FROM silver.customers)"
+        ).fetchone()
+    assert {"r", "c", "u"} <= ops["app_db_customers"], ops
+    assert {"r", "c", "u", "d"} <= ops["app_db_orders"] | ops["app_db_order_items"], ops
+    assert "d" in ops["app_db_order_items"], ops  # the renumbered lines' old keys, at least
+    assert history > current > 0
 
 
 def test_status_without_a_warehouse_says_what_to_do(settings) -> None:

@@ -90,6 +90,50 @@ def test_gold_assets_have_freshness_policies_and_silver_checks_block(tmp_path: P
             assert not any(s.blocking for s in specs if s.name in warnings), key
 
 
+def test_every_silver_and_gold_column_is_described_before_any_run(tmp_path: Path) -> None:
+    """The catalog shows column descriptions from the definitions alone: silver from the
+    contracts, gold declared by the model or inherited through column lineage; and each gold
+    asset points at `medallion lineage`."""
+    graph = build_definitions(PlatformSettings(home=tmp_path)).resolve_asset_graph()
+    described = {}
+    for key in graph.get_all_asset_keys():
+        if key.path[0] not in ("silver", "gold", "quarantine"):
+            continue
+        name = key.to_user_string()
+        schema = graph.get(key).metadata.get("dagster/column_schema")
+        assert schema is not None, name
+        schema = getattr(schema, "schema", schema)  # TableSchemaMetadataValue or TableSchema
+        columns = {c.name: c.description for c in schema.columns}
+        assert columns and all(text and text.strip() for text in columns.values()), name
+        described[name] = columns
+        if key.path[0] == "gold":
+            assert f"medallion lineage {name} --columns" in graph.get(key).description, name
+    # A contract's own words, inherited by the gold column the SKU passes through.
+    assert described["silver/products"]["sku"] == "Stock-keeping unit"
+    assert described["gold/dim_product"]["sku"] == "Stock-keeping unit"
+    # A declared gold column, and one the lineage says is computed.
+    assert described["gold/customer_360"]["lifetime_value"].startswith("Gross revenue minus")
+    assert described["gold/fct_order_items"]["line_total"].startswith("Computed from")
+    assert described["silver/customers_history"]["valid_from"].startswith("When this version")
+
+
+def test_a_model_describing_a_column_it_does_not_produce_is_refused(tmp_path: Path) -> None:
+    from medallion_platform.config import platform_config
+    from medallion_platform.defs.columns import model_descriptions
+
+    config = platform_config()
+    models = [
+        m.model_copy(update={"columns": {"lifetime_valeu": "typo"}})
+        if m.name == "customer_360"
+        else m
+        for m in config.sql_models
+    ]
+    with pytest.raises(
+        ValueError, match=r"gold\.customer_360: columns: lifetime_valeu not produced"
+    ):
+        model_descriptions(models, config.contracts)
+
+
 def test_packaged_definitions_load_for_the_workspace() -> None:
     """``workspace.yaml`` and ``dagster job execute -m medallion_platform`` find the code
     location the way Dagster does (module members), built lazily."""

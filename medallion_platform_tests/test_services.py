@@ -130,3 +130,49 @@ def _check_destination_emulators(infos: dict[str, services.ServiceInfo], exports
         finally:
             destination.close()
         assert outcome.ok and destination.stats.api_calls >= 1
+
+
+def _read_all(bootstrap: str, after: dict[str, str] | None = None) -> list[tuple[str, str, bytes]]:
+    with KafkaSource(
+        "events",
+        services.CLICKSTREAM_TOPIC,
+        bootstrap_servers=bootstrap,
+        group_id="journal-test",
+        exact_high_watermark=True,
+    ) as source:
+        read = source.read_batch(after or {}, max_messages=1_000_000, timeout_s=5.0)
+    return [(m.partition, m.offset, m.value) for m in read]
+
+
+def test_the_broker_keeps_its_log_across_down_and_up_and_appends_new_events(settings) -> None:
+    """The demo broker keeps topics in memory; its journal gives a restarted broker the same
+    messages at the same offsets, so positions committed before a restart stay valid (no
+    PositionPastEnd, nothing skipped), and new events come after them."""
+    first = services.up_kafka(settings, events=400, seed=11)
+    try:
+        before = _read_all(first.env["EVENTS_KAFKA_BOOTSTRAP"])
+        committed = {p: o for p, o, _ in before}  # as bronze commits them: the last read
+    finally:
+        services.down(settings)
+    assert len(before) == clickstream_manifest(400, seed=11).messages
+    second = services.up_kafka(settings, events=300, seed=11)
+    try:
+        assert second.env["EVENTS_KAFKA_BOOTSTRAP"] != "" and second.pid != first.pid
+        after = _read_all(second.env["EVENTS_KAFKA_BOOTSTRAP"])
+        # Same log, same offsets; then the new publish, with new event ids.
+        kept = {(p, o): v for p, o, v in after}
+        assert all(kept[(p, o)] == v for p, o, v in before)
+        new = _read_all(second.env["EVENTS_KAFKA_BOOTSTRAP"], after=committed)
+        assert len(new) == len(after) - len(before) == clickstream_manifest(300, seed=12).messages
+        assert not {v for *_, v in new} & {v for *_, v in before}
+        assert "messages kept from earlier runs" in second.note
+    finally:
+        services.down(settings)
+    # --events 0: the broker starts with what it had, and nothing new.
+    third = services.up(settings, charges=10, events=0, customers=0, destinations=False)
+    try:
+        (kafka,) = [i for i in third if i.name == services.KAFKA]
+        assert len(_read_all(kafka.env["EVENTS_KAFKA_BOOTSTRAP"])) == len(after)
+        assert kafka.note.endswith(", 0 new")
+    finally:
+        services.down(settings)

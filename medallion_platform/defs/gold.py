@@ -1,6 +1,7 @@
 """SQL models in Dagster (gold, and silver built from silver): one asset per declared model,
 built by SQL inside the warehouse through the lazy IO-manager type."""
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 from dagster import (
@@ -17,6 +18,7 @@ from dagster import (
     asset_check,
 )
 
+from medallion_platform.defs.columns import COLUMN_SCHEMA_KEY, column_schema
 from medallion_platform.defs.lineage import column_lineage_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.gold import GoldModel
@@ -38,8 +40,14 @@ def gold_key(model: GoldModel) -> AssetKey:
     return AssetKey([model.layer, model.name])
 
 
-def build_gold_asset(model: GoldModel) -> AssetsDefinition:
-    """``<layer>/<name>``: the model's SELECT, materialized atomically by the IO manager."""
+def build_gold_asset(
+    model: GoldModel, columns: Mapping[str, str] | None = None
+) -> AssetsDefinition:
+    """``<layer>/<name>``: the model's SELECT, materialized atomically by the IO manager.
+    ``columns``: the described columns (``defs.columns.model_descriptions``),
+    shown in the UI before the first materialization."""
+    name = f"{model.layer}/{model.name}"
+    described = {COLUMN_SCHEMA_KEY: column_schema(columns)} if columns else {}
 
     @asset(
         key=gold_key(model),
@@ -49,7 +57,10 @@ def build_gold_asset(model: GoldModel) -> AssetsDefinition:
             for dep in dict.fromkeys([*model.depends_on, *model.referenced_tables])
         ],
         group_name=model.layer,
-        description=f"{model.description.strip()}\n\nGrain: {model.grain}.",
+        description=(
+            f"{model.description.strip()}\n\nGrain: {model.grain}.\n\nWhere it comes from, "
+            f"back to the sources and column by column: `medallion lineage {name} --columns`."
+        ),
         owners=[model.owner],
         kinds={"duckdb", "sql"},
         tags={"layer": model.layer},
@@ -57,6 +68,12 @@ def build_gold_asset(model: GoldModel) -> AssetsDefinition:
             "grain": model.grain,
             "key": ", ".join(model.key),
             "sql": MetadataValue.md(f"```sql\n{model.sql}\n```"),
+            "lineage": MetadataValue.md(
+                f"`medallion lineage {name}`: the assets it is built from, back to the source "
+                f"systems, and what reads it. `medallion lineage {name} --columns`: where each "
+                "column comes from, through every SQL model."
+            ),
+            **described,
         },
         freshness_policy=FreshnessPolicy.time_window(
             fail_window=timedelta(hours=model.freshness_hours),

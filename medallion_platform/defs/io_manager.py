@@ -35,6 +35,14 @@ from medallion_platform.warehouse.tables import SqlQuery, TableRef, describe_tab
 from medallion_platform.warehouse.warehouse import add_missing_columns, table_columns
 
 
+def declared_descriptions(context: OutputContext) -> dict[str, str]:
+    """Column descriptions from the asset's definition metadata (``dagster/column_schema``)."""
+    declared = (context.definition_metadata or {}).get("dagster/column_schema")
+    schema = getattr(declared, "schema", declared)
+    columns = getattr(schema, "columns", None) or []
+    return {c.name: c.description for c in columns if c.description}
+
+
 def _write_relation(
     context: OutputContext, table_slice: TableSlice, conn: duckdb.DuckDBPyConnection, source: str
 ) -> dict[str, Any]:
@@ -49,7 +57,7 @@ def _write_relation(
         add_missing_columns(conn, schema, table, {row[0]: row[1] for row in incoming})
         conn.execute(f"INSERT INTO {target} BY NAME {source}")
     desc = describe_table(conn, schema, table)
-    metadata = table_metadata(desc)
+    metadata = table_metadata(desc, declared_descriptions(context))
     if table_slice.partition_dimensions:
         rows = conn.execute(f"SELECT count(*) FROM ({source})").fetchone()[0]
         metadata["dagster/partition_row_count"] = rows

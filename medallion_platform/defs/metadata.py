@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from dagster import MetadataValue, TableColumn, TableColumnConstraints, TableSchema
@@ -10,12 +11,18 @@ from dagster._core.definitions.metadata import TableMetadataSet
 from medallion_platform.warehouse.tables import TableDescription
 
 
-def table_metadata(desc: TableDescription) -> dict[str, Any]:
+def table_metadata(
+    desc: TableDescription, descriptions: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Row count, column schema (with ``descriptions`` by column name, as the asset's
+    definition declares them, so a materialization does not hide them) and a preview."""
+    descriptions = descriptions or {}
     schema = TableSchema(
         columns=[
             TableColumn(
                 name=c.name,
                 type=c.type,
+                description=descriptions.get(c.name),
                 constraints=TableColumnConstraints(nullable=c.nullable),
             )
             for c in desc.columns

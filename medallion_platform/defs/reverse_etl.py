@@ -8,7 +8,8 @@ open the warehouse and a destination client, call the engine and describe the re
   ``AutomationCondition.eager()``: it runs when an upstream table is updated, once the
   automation sensor (:func:`build_reverse_etl_automation_sensor`) is running. Each
   materialization carries the run's counts (added/changed/removed/failed/skipped), API calls,
-  retries, rate-limited answers and duration. Run config ``dry_run: true`` plans and records
+  retries, rate-limited answers and duration. Run config ``full: true`` resends every row
+  (``medallion sync --full``). Run config ``dry_run: true`` plans and records
   the diff, sends nothing and changes no state; it is reported as an observation, not a
   materialization, so a dry run never makes a sync look fresh.
 - check ``failure_rate_below_threshold`` (ERROR): the latest real run's failed / attempted
@@ -50,7 +51,7 @@ from medallion_platform.reverse_etl.destinations.base import Destination
 from medallion_platform.reverse_etl.engine import SyncResult, execute
 from medallion_platform.reverse_etl.spec import SyncSpec, destination_info, open_destination
 from medallion_platform.settings import PlatformSettings
-from medallion_platform.warehouse.warehouse import table_exists
+from medallion_platform.warehouse.warehouse import table_exists, transaction
 
 REVERSE_ETL_GROUP = "reverse_etl"
 CHECK_NAME = "failure_rate_below_threshold"
@@ -101,6 +102,12 @@ class SyncRunConfig(Config):
         default=False,
         description="Plan and record the diff (counts and a sample), send nothing and change "
         "no state. The sync's own dry_run setting also makes every run a dry run.",
+    )
+    full: bool = Field(
+        default=False,
+        description="Forget what was synced and send every row again (after the destination "
+        "was emptied or restored, as the demo's emulators are at every start; upserts by "
+        "identity make it safe). Not with dry_run.",
     )
 
 
@@ -197,8 +204,14 @@ def build_sync_asset(spec: SyncSpec) -> AssetsDefinition:
         # The client first: a destination that is not configured fails before the warehouse
         # is locked. A dry run needs no credentials at all.
         client = None if dry_run else getattr(context.resources, resource_key).client(spec)
+        if config.full and dry_run:
+            raise ValueError(f"{spec.name}: a full resync cannot be a dry run")
         try:
             with warehouse.warehouse().connect() as conn:
+                if config.full:
+                    with transaction(conn):
+                        state.ensure_sync_tables(conn)
+                        state.reset(conn, spec.name)
                 result = execute(
                     conn, spec, client, dry_run=dry_run, run_id=context.run_id, log=context.log.info
                 )

@@ -22,6 +22,7 @@ from medallion_platform.contracts import (
     apply_contract,
     run_contract_checks,
 )
+from medallion_platform.contracts.changes import history_columns
 from medallion_platform.contracts.checks import (
     HISTORY_CHECKS,
     ORPHANS_CHECK,
@@ -30,7 +31,15 @@ from medallion_platform.contracts.checks import (
     orphan_references,
     run_history_checks,
 )
+from medallion_platform.contracts.compile import QUARANTINE_COLUMNS, silver_columns
 from medallion_platform.contracts.drift import DriftReport, detect_drift
+from medallion_platform.defs.columns import (
+    COLUMN_SCHEMA_KEY,
+    column_schema,
+    history_descriptions,
+    quarantine_descriptions,
+    silver_descriptions,
+)
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.warehouse.identifiers import qualified, quote
@@ -190,7 +199,12 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
                 owners=[contract.owner],
                 kinds={"duckdb", "sql"},
                 tags={"layer": "silver", "scd": "2"},
-                metadata={"business_key": business_key},
+                metadata={
+                    "business_key": business_key,
+                    COLUMN_SCHEMA_KEY: column_schema(
+                        history_descriptions(contract), history_columns(contract)
+                    ),
+                },
             )
         )
 
@@ -212,6 +226,9 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
                 metadata={
                     "business_key": business_key,
                     "contract": MetadataValue.md(_columns_doc(contract)),
+                    COLUMN_SCHEMA_KEY: column_schema(
+                        silver_descriptions(contract), silver_columns(contract)
+                    ),
                 },
             ),
             *history_specs,
@@ -227,6 +244,11 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
                 owners=[contract.owner],
                 kinds={"duckdb", "sql"},
                 tags={"layer": "quarantine"},
+                metadata={
+                    COLUMN_SCHEMA_KEY: column_schema(
+                        quarantine_descriptions(contract), QUARANTINE_COLUMNS
+                    )
+                },
             ),
         ],
         check_specs=[
@@ -273,7 +295,7 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
         yield MaterializeResult(
             asset_key=key,
             metadata={
-                **table_metadata(silver_desc),
+                **table_metadata(silver_desc, silver_descriptions(contract)),
                 "bronze_batches": f"({stats.from_batch_id}, {stats.to_batch_id}]",
                 "rebuilt": stats.rebuilt,
                 "rows_in": stats.rows_in,
@@ -297,12 +319,15 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
         if history_specs:
             yield MaterializeResult(
                 asset_key=history_key(contract),
-                metadata={**table_metadata(history_desc), "rebuilt": stats.rebuilt},
+                metadata={
+                    **table_metadata(history_desc, history_descriptions(contract)),
+                    "rebuilt": stats.rebuilt,
+                },
             )
         yield MaterializeResult(
             asset_key=quarantine_key(contract),
             metadata={
-                **table_metadata(quarantine_desc),
+                **table_metadata(quarantine_desc, quarantine_descriptions(contract)),
                 "rows_added": stats.quarantined,
                 "reasons": MetadataValue.json(stats.reasons),
             },

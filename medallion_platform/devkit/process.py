@@ -271,3 +271,17 @@ class LocalServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def stop_session(process: subprocess.Popen[Any], *, grace_s: float = 3.0) -> None:
+    """Stop a child started with ``start_new_session=True`` and everything in its process
+    group: SIGTERM to the child (its own graceful shutdown), up to ``grace_s`` to exit, then
+    SIGKILL to whatever is left of the group, such as a gRPC code server ``dagster dev``
+    leaves behind as an orphan."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=grace_s)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

@@ -139,8 +139,9 @@ def up(
 ) -> list[ServiceInfo]:
     """Start what is not already running; return how to reach every service.
 
-    A new broker starts empty (Tansu keeps topics in memory) and the demo storefront then
-    publishes ``events`` clickstream events to it; a running one is reused as it is. The app
+    A new broker gets back every clickstream message published to the home's earlier brokers
+    (same partitions, same offsets), then the demo storefront publishes ``events`` new ones
+    after them; a running one is reused as it is. The app
     database keeps its data under the home: seeded with ``customers`` on first start, it gets
     a new workload of transactions at every start, so every demo run has changes to capture.
     With ``destinations``, the Salesforce, HubSpot and Zendesk emulators start too (their
@@ -156,7 +157,7 @@ def up(
     )
     return [
         up_payments_api(settings, charges=charges, timeout_s=timeout_s),
-        *([up_kafka(settings, events=events, seed=seed, timeout_s=timeout_s)] if events else []),
+        up_kafka(settings, events=events, seed=seed, timeout_s=timeout_s),
         *database,
         *(_up_destinations(settings, timeout_s) if destinations else []),
     ]
@@ -252,30 +253,34 @@ def up_destination(settings: PlatformSettings, api: str, *, timeout_s: float = 3
 def up_kafka(
     settings: PlatformSettings, *, events: int = 100_000, seed: int = 7, timeout_s: float = 30
 ) -> ServiceInfo:
-    """Start the Kafka-compatible broker and publish the demo clickstream to it."""
+    """Start the Kafka-compatible broker unless it is running: replay the clickstream published
+    so far (the broker keeps topics in memory; :mod:`~medallion_platform.devkit.brokers.journal`
+    keeps them on disk), then publish ``events`` new events after it (0: none)."""
     if (info := _running(settings, KAFKA)) is not None:
         return info
-    from medallion_platform.connectors.streams.kafka import create_topic, produce
+    from medallion_platform.connectors.streams.kafka import create_topic
+    from medallion_platform.devkit.brokers.journal import TopicJournal
     from medallion_platform.devkit.brokers.tansu import TansuBroker
     from medallion_platform.devkit.demo.calendar import CLICKSTREAM_DAYS, days_before
     from medallion_platform.devkit.demo.clickstream import iter_clickstream
 
+    journal = TopicJournal(_dir(settings) / KAFKA, CLICKSTREAM_TOPIC)
     broker = TansuBroker(_dir(settings), start_timeout_s=timeout_s)
     broker.start()
     try:
         create_topic(broker.bootstrap_servers, CLICKSTREAM_TOPIC, CLICKSTREAM_PARTITIONS)
-        produce(
+        replayed = journal.replay(broker.bootstrap_servers, timeout_s=max(60.0, timeout_s))
+        published = journal.publish(
             broker.bootstrap_servers,
-            CLICKSTREAM_TOPIC,
-            (
-                (key, value, None)
-                for key, value in iter_clickstream(
-                    events,
-                    seed=seed,
-                    start_date=days_before(CLICKSTREAM_DAYS),
-                    days=CLICKSTREAM_DAYS,
-                )
-            ),
+            iter_clickstream(
+                events,
+                # A new seed per publish: new event ids, not redeliveries of the last run's.
+                seed=seed + journal.batches,
+                start_date=days_before(CLICKSTREAM_DAYS),
+                days=CLICKSTREAM_DAYS,
+            )
+            if events
+            else (),
             timeout_s=max(60.0, events / 5_000),
         )
     except BaseException:
@@ -289,6 +294,10 @@ def up_kafka(
             pid=pid,
             base_url=broker.bootstrap_servers,
             env={"EVENTS_KAFKA_BOOTSTRAP": broker.bootstrap_servers},
+            note=(
+                f"{CLICKSTREAM_TOPIC}: {replayed.messages:,} messages kept from earlier runs, "
+                f"{published.messages:,} new"
+            ),
         ),
     )
 
@@ -375,12 +384,16 @@ def _write_orders(conn, path: Path) -> None:
 
 def down(settings: PlatformSettings) -> list[str]:
     """Stop every recorded service by its pid; return the names stopped."""
-    stopped = []
-    for info in status(settings):
-        if stop_pid(info.pid, timeout_s=5.0):
-            stopped.append(info.name)
+    infos = status(settings)
+    if not infos:
+        return []
+    # All at once: each is signalled and awaited on its own, so stopping takes as long as the
+    # slowest (seconds), not their sum.
+    with ThreadPoolExecutor(max_workers=len(infos)) as pool:
+        results = list(pool.map(lambda info: stop_pid(info.pid, timeout_s=5.0), infos))
+    for info in infos:
         _info_path(settings, info.name).unlink(missing_ok=True)
-    return stopped
+    return [info.name for info, was_running in zip(infos, results, strict=True) if was_running]
 
 
 def export_lines(infos: list[ServiceInfo]) -> str:

@@ -96,6 +96,11 @@ class SqlModel(BaseModel):
     )
     freshness_hours: float = Field(default=24, gt=0)
     owner: str = "team:analytics"
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Column -> description, shown in the UI. A column not listed here takes "
+        "the description of the one column it passes through (column lineage), if any.",
+    )
     # Where ``<layer>/<name>.sql`` is read from: the packaged models unless the loader says.
     _models_root: Path = PrivateAttr(default=MODELS_ROOT)
 
@@ -108,6 +113,15 @@ class SqlModel(BaseModel):
     @classmethod
     def _key(cls, value: list[str]) -> list[str]:
         return [validate_identifier(v) for v in value]
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            validate_identifier(name)
+            if not text.strip():
+                raise ValueError(f"column {name!r}: the description is empty")
+        return value
 
     @field_validator("references")
     @classmethod

@@ -3,7 +3,10 @@
 Why Tansu: a single static binary that speaks the Kafka protocol, so the Kafka connector is
 tested against a real broker without Docker or a JVM. The shipped build (Tansu 0.6.0, storage
 engines: ``dynostore`` only) accepts ``memory://`` and ``s3://`` storage URLs; ``file://`` and
-``sqlite://`` are rejected, so a local broker loses its data when it is restarted.
+``sqlite://`` are rejected, and although ``--help`` names ``postgres://``, this build exits with
+``FeatureNotEnabled { feature: "postgres" }`` (quoting the URL, password included). So a local
+broker loses its data when it is restarted; the demo keeps its own copy of what it publishes
+(:mod:`medallion_platform.devkit.brokers.journal`) and replays it into a new broker.
 """
 
 from __future__ import annotations

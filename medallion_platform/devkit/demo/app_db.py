@@ -922,6 +922,32 @@ def apply_workload(
     )
 
 
+def renumber_lines(conn: psycopg.Connection[Any], *, lines: int, seed: int = 7) -> int:
+    """Move ``lines`` order lines of unshipped orders to a new line number, one committed
+    transaction each: a primary-key update, which logical decoding sends with the old key
+    (``order_items`` keeps replica identity DEFAULT) and CDC turns into a delete of the old key
+    and a create of the new one. Returns how many moved (fewer when fewer such lines exist)."""
+    if lines < 0:
+        raise ValueError(f"lines must be >= 0, got {lines}")
+    _require_idle(conn, "renumber_lines")
+    candidates = conn.execute(
+        "SELECT i.order_id, i.line_no FROM public.order_items i"
+        " JOIN public.orders o USING (order_id) WHERE o.status IN ('placed', 'paid')"
+        " ORDER BY i.order_id, i.line_no"
+    ).fetchall()
+    picked = random.Random(seed).sample(candidates, min(lines, len(candidates)))
+    moved = 0
+    for oid, line_no in picked:
+        with conn.transaction():
+            moved += conn.execute(
+                "UPDATE public.order_items SET line_no = (SELECT max(line_no) + 1"
+                " FROM public.order_items WHERE order_id = %s)"
+                " WHERE order_id = %s AND line_no = %s",
+                (oid, oid, line_no),
+            ).rowcount
+    return moved
+
+
 # --------------------------------------------------------------------------------------------
 # Bulk
 # --------------------------------------------------------------------------------------------
