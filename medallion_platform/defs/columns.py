@@ -25,6 +25,7 @@ from dagster import TableColumn, TableSchema
 from medallion_platform.contracts.changes import history_columns
 from medallion_platform.contracts.compile import QUARANTINE_COLUMNS, silver_columns
 from medallion_platform.contracts.spec import Contract
+from medallion_platform.gold.graph import TableGraph
 from medallion_platform.gold.spec import SqlModel
 from medallion_platform.lineage.columns import ColumnLineageError, model_column_lineage
 
@@ -118,6 +119,9 @@ def contract_schemas(contracts: Iterable[Contract]) -> dict[str, dict[str, str]]
     return tables
 
 
+_DESCRIBED: dict[str, dict[str, dict[str, str]]] = {}
+
+
 def cached_model_descriptions(
     models: Sequence[SqlModel], contracts: Sequence[Contract], cache_dir: Path
 ) -> dict[str, dict[str, str]]:
@@ -130,10 +134,14 @@ def cached_model_descriptions(
         digest.update(model.sql.encode())
     for contract in contracts:
         digest.update(contract.model_dump_json().encode())
-    path = cache_dir / f"column_descriptions-{digest.hexdigest()[:24]}.json"
+    key = digest.hexdigest()[:24]
+    if key in _DESCRIBED:  # one process builds the definitions many times (tests, reloads)
+        return _DESCRIBED[key]
+    path = cache_dir / f"column_descriptions-{key}.json"
     with contextlib.suppress(OSError, ValueError):
-        return json.loads(path.read_text())
-    described = model_descriptions(models, contracts)
+        _DESCRIBED[key] = json.loads(path.read_text())
+        return _DESCRIBED[key]
+    described = _DESCRIBED[key] = model_descriptions(models, contracts)
     with contextlib.suppress(OSError):
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -149,15 +157,12 @@ def model_descriptions(
     whose SQL sqlglot cannot follow, or that reads a table no contract or model defines, gets
     its declared columns only. Raises ``ValueError`` if a model declares a column its SQL does
     not produce."""
+    contracts = list(contracts)
     known = contract_schemas(contracts)
-    pending = list(models)
     result: dict[str, dict[str, str]] = {}
-    while pending:
-        ready = [m for m in pending if all(d in known for d in m.depends_on)] or pending[:1]
-        for model in ready:
-            pending.remove(model)
-            name = f"{model.layer}.{model.name}"
-            result[name] = known[name] = _model_columns(model, known)
+    for model in TableGraph(contracts, models).models_in_order():
+        name = f"{model.layer}.{model.name}"
+        result[name] = known[name] = _model_columns(model, known)
     return result
 
 
