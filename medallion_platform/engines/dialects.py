@@ -8,7 +8,7 @@ Fragments marked *typed* need the columns' types, so the inputs' schemas are pas
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import sqlglot
 from sqlglot import exp
@@ -235,17 +235,19 @@ def duckdb_to_spark(
     schema: Schema | None = None,
     *,
     paths: Mapping[str, str] | None = None,
+    extra: Sequence[Callable[[exp.Expression], exp.Expression]] = (),
     pretty: bool = False,
 ) -> str:
     """The Spark SQL for a DuckDB statement (the platform's one definition).
 
     ``schema`` enables the typed fragments; ``paths`` (``"layer.table"`` → Parquet folder)
     makes each table read its lake snapshot directly (``parquet.`<folder>```), so a statement
-    sees one committed snapshot per table and needs no catalog."""
+    sees one committed snapshot per table and needs no catalog; ``extra`` fragments (the
+    contract compiler's) run after the engine's."""
     tree = sqlglot.parse_one(sql, dialect="duckdb")
     if schema:
         tree = _typed(tree, schema)
-    for fragment in FRAGMENTS:
+    for fragment in [*FRAGMENTS, *extra]:
         tree = tree.transform(fragment)
     if paths:
         tree = tree.transform(lambda node: _lake_table(node, paths))
