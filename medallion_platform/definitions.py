@@ -223,6 +223,7 @@ def build_definitions(
                 path=warehouse_path,
                 memory_limit=settings.duckdb_memory_limit,
                 threads=settings.duckdb_threads,
+                **_engine_fields(settings.home),
             ),
             "landing_zone": LandingZoneResource(path=str(settings.landing_dir)),
             **{rest_resource_key(src): build_rest_resource(src) for src in config.rest_sources},
@@ -237,6 +238,19 @@ def build_definitions(
         # run process (a multiprocess executor costs ~2 s a step and contends for the lock).
         executor=in_process_executor,
     )
+
+
+def _engine_fields(home) -> dict:
+    """The engine choice from the environment (MEDALLION_ENGINE …), validated at load."""
+    from medallion_platform.engines.settings import EngineSettings
+
+    engine = EngineSettings.from_env(home)
+    return {
+        "engine": engine.engine,
+        "spark_master": engine.spark_master,
+        "spark_remote": engine.spark_remote,
+        "lake": engine.lake,
+    }
 
 
 @definitions

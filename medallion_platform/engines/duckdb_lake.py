@@ -1,0 +1,104 @@
+"""DuckDB's side of the lake: bronze batches and silver tables out, any lake table in.
+
+Bronze stays ingested by DuckDB (the connectors commit rows and source position in one
+DuckDB transaction, unchanged); :func:`export_bronze` then copies each committed batch to its
+own deterministically named file. It only ever copies committed batches, and a rerun rewrites
+the same file with the same rows, so the lake's bronze is exactly-once because DuckDB's is.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from medallion_platform.engines.lake import Lake
+from medallion_platform.warehouse.identifiers import qualified, quote
+from medallion_platform.warehouse.warehouse import table_columns
+
+# DuckDB types Spark cannot read from Parquet, as the type they are written as instead.
+_PORTABLE = {
+    "JSON": "VARCHAR",
+    "HUGEINT": "DECIMAL(38,0)",
+    "UUID": "VARCHAR",
+    "UHUGEINT": "DECIMAL(38,0)",
+}
+
+
+def _portable_select(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> str:
+    columns = table_columns(conn, schema, table)
+    if not columns:
+        raise LookupError(f"{schema}.{table} does not exist in the warehouse")
+    return ", ".join(
+        f"CAST({quote(name)} AS {_PORTABLE[dtype]}) AS {quote(name)}"
+        if dtype in _PORTABLE
+        else quote(name)
+        for name, dtype in columns.items()
+    )
+
+
+def _copy(
+    conn: duckdb.DuckDBPyConnection, select: str, path: Path, params: list | None = None
+) -> None:
+    """COPY to a temp name beside ``path``, then rename over it (readers never see half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        conn.execute(f"COPY ({select}) TO '{tmp}' (FORMAT parquet, COMPRESSION zstd)", params)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def export_bronze(
+    conn: duckdb.DuckDBPyConnection, lake: Lake, source: str, *, rewrite: bool = False
+) -> list[int]:
+    """Write every committed batch of ``bronze.<source>`` that has no file yet (or all, with
+    ``rewrite``) as ``batch_id=<id>.parquet``; returns the batch ids written."""
+    select = _portable_select(conn, "bronze", source)
+    have = set() if rewrite else set(lake.bronze_batches(source))
+    batch_ids = [
+        int(b)
+        for (b,) in conn.execute(
+            f"SELECT DISTINCT _batch_id FROM {qualified('bronze', source)} ORDER BY 1"
+        ).fetchall()
+    ]
+    written = []
+    for batch_id in batch_ids:
+        if batch_id in have:
+            continue
+        _copy(
+            conn,
+            f"SELECT {select} FROM {qualified('bronze', source)} WHERE _batch_id = $1 "
+            "ORDER BY _row_number",
+            lake.bronze_batch_path(source, batch_id),
+            [batch_id],
+        )
+        written.append(batch_id)
+    return written
+
+
+def publish_table(conn: duckdb.DuckDBPyConnection, lake: Lake, schema: str, table: str) -> Path:
+    """Copy a warehouse table into a new lake snapshot and commit it as its own unit (silver
+    built by DuckDB, read by Spark's gold); a quarantine table commits under its silver."""
+    folder = lake.new_snapshot(schema, table)
+    folder.mkdir(parents=True)
+    _copy(
+        conn,
+        f"SELECT {_portable_select(conn, schema, table)} FROM {qualified(schema, table)}",
+        folder / "part-00000.parquet",
+    )
+    unit = lake.unit_of(schema, table)
+    current = lake.read_commit(unit)
+    tables = {name: lake.root / rel for name, rel in (current.tables.items() if current else [])}
+    tables[f"{schema}.{table}"] = folder
+    lake.commit(unit, tables, current.position if current else None)
+    return folder
+
+
+def lake_relation(lake: Lake, layer: str, table: str) -> str:
+    """SQL that reads a lake table from DuckDB (``read_parquet`` over its current snapshot)."""
+    path = lake.require(layer, table)
+    pattern = path / "*.parquet"
+    return f"read_parquet('{str(pattern).replace(chr(39), chr(39) * 2)}')"
