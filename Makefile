@@ -58,7 +58,7 @@ bench-cdc: $(STAMP)
 
 ## Re-pin constraints.txt from what the virtualenv resolved.
 lock: $(STAMP)
-	@( echo "# Exact versions CI tested (pip install -c constraints.txt -e '.[dev]'); regenerate with"; \
+	@( echo "# Exact versions CI tested (pip install -c constraints.txt -e '.[dev,spark]'); regenerate with"; \
 	   echo "# 'make lock' after changing dependencies in pyproject.toml."; \
 	   $(BIN)/python -m pip list --format=freeze --exclude-editable | grep -vE '^(medallion|pip|setuptools|wheel)[_=-]' ) > constraints.txt
 
