@@ -1,6 +1,7 @@
 """The HubSpot client against the HubSpot emulator over real HTTP: batch upserts by email,
-207 multi-status, update-only, archive, auth, the ten-secondly limit (paced under it, learned
-from the headers; 429s waited out) and transient failures, with the token never leaking."""
+whole-batch 400/409 split to find the bad inputs (and 207 multi-status where enabled),
+update-only, archive, auth, the ten-secondly limit (paced under it, learned from the headers;
+429s waited out) and transient failures, with the token never leaking."""
 
 from __future__ import annotations
 
@@ -83,9 +84,19 @@ def test_upserts_in_batches_of_100_and_a_repeat_updates_without_duplicates(
     assert {r["properties"]["acme_segment"] for r in api.records().values()} == {"vip"}
 
 
-def test_207_rejections_are_outcomes_and_the_rest_is_committed(
-    api: HubSpotEmulator, hs: HubSpotDestination
-) -> None:
+@pytest.mark.parametrize("multi_status", [False, True], ids=["whole-batch", "207"])
+def test_rejections_are_outcomes_and_the_rest_is_committed(multi_status: bool) -> None:
+    """By default HubSpot fails the whole batch (400 for the invalid email, 409 for the taken
+    customer id) and the client splits it; with multi-status the 207 names them at once."""
+    with (
+        HubSpotEmulator(token=TOKEN, multi_status=multi_status) as api,
+        HubSpotDestination(api.base_url, TOKEN, retry=FAST) as hs,
+    ):
+        _rejections(api, hs)
+        assert (hs.split_calls > 0) is not multi_status
+
+
+def _rejections(api: HubSpotEmulator, hs: HubSpotDestination) -> None:
     records = [
         contact(0),
         DestinationRecord(identity="not-an-email", fields={"firstname": "X"}),
