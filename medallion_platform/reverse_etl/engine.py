@@ -21,7 +21,9 @@ One run of a :class:`~medallion_platform.reverse_etl.spec.SyncSpec`:
 
 A dry run plans and records the plan (counts, and a sample in ``sync_row_outcomes`` with
 status ``planned``) and sends nothing; ``sync_state`` is untouched. Refused credentials stop
-the run at once (:class:`SyncAuthError`); nothing of that batch is marked synced. The engine
+the run at once (:class:`SyncAuthError`), and so does an account that refuses what the sync
+needs until a setting changes (:class:`DestinationSetupError`: Zendesk's bulk import off);
+nothing of that batch is marked synced. The engine
 has no Dagster import: the asset calls :func:`execute`, ``medallion sync`` :func:`run_sync`.
 """
 
@@ -43,6 +45,7 @@ from medallion_platform.reverse_etl.destinations.base import (
     DestinationAuthError,
     DestinationError,
     DestinationRecord,
+    DestinationSetupError,
     RecordOutcome,
 )
 from medallion_platform.reverse_etl.spec import (
@@ -466,6 +469,13 @@ def _send(
                 )
                 _commit_batch(conn, run, rows, None, f"not synced: {exc}")
                 raise SyncAuthError(message) from None
+            except DestinationSetupError as exc:
+                # Every batch would fail the same way until the account is set up: stop now.
+                _commit_batch(conn, run, rows, None, f"not synced: {exc}")
+                raise SyncError(
+                    f"sync {spec.name}: {exc}. Nothing of this batch of {len(rows)} was marked "
+                    "synced; rerun once that is done."
+                ) from None
             except DestinationError as exc:
                 failed_batches += 1
                 _commit_batch(conn, run, rows, None, f"batch failed: {exc}")

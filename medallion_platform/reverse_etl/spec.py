@@ -118,12 +118,64 @@ class DestinationInfo:
         return int(self.client_class.max_batch)
 
     def client_options(self, spec: SyncSpec) -> dict[str, Any]:
-        """How the client is told which object and identity field a sync writes."""
+        """How the client is told which object and identity field a sync writes, and the
+        sync's destination ``options``."""
+        options = destination_options(spec)
         if self.name == "salesforce":
             return {"sobject": spec.object, "external_id_field": spec.identity.field}
         if self.name == "hubspot":
             return {"id_property": spec.identity.field}
-        return {}  # Zendesk users are matched by external_id
+        # Zendesk users are matched by external_id
+        assert isinstance(options, ZendeskOptions)
+        tags = spec.mapping.get("tags")
+        if tags is None or options.tags is None:
+            return {}
+        return {"tags": options.tags, "managed_tags": managed_tags(tags)}
+
+
+class ZendeskOptions(BaseModel):
+    """``options`` of a Zendesk sync."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tags: Literal["merge", "replace"] | None = Field(
+        default=None,
+        description="merge: keep the tags the sync does not manage (agents'), one more request "
+        "per 100 users; replace: the sync owns every tag of its users. Required when the "
+        "mapping sets tags (a tags list replaces all of a user's tags in Zendesk).",
+    )
+
+
+class HubSpotOptions(BaseModel):
+    """``options`` of a HubSpot sync (none yet)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SalesforceOptions(BaseModel):
+    """``options`` of a Salesforce sync (none yet)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+OPTIONS: dict[str, type[BaseModel]] = {
+    "salesforce": SalesforceOptions,
+    "hubspot": HubSpotOptions,
+    "zendesk": ZendeskOptions,
+}
+
+
+def destination_options(spec: SyncSpec) -> BaseModel:
+    """The sync's ``options``, as its destination's options model."""
+    return OPTIONS[spec.destination].model_validate(spec.options)
+
+
+def managed_tags(field: FieldMapping) -> list[str]:
+    """The tags a ``tags`` mapping decides (set or removed by the sync)."""
+    if field.tags_from is not None:
+        return list(field.tags_from)
+    constant = field.constant if field.constant is not None else field.default
+    return list(constant) if isinstance(constant, list) else []
 
 
 DESTINATIONS: dict[str, DestinationInfo] = {
@@ -279,6 +331,10 @@ class SyncSpec(BaseModel):
         description="Batches handed to the client at once and committed together: more lets "
         "a client pipeline (Zendesk keeps jobs in flight); a crash resends at most this many.",
     )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Destination options: zendesk {tags: merge|replace}; see the options models.",
+    )
     dry_run: bool = False
     freshness_minutes: float = Field(default=60, gt=0)
     failure_rate_threshold: float = Field(default=0.05, ge=0, le=1)
@@ -342,6 +398,17 @@ class SyncSpec(BaseModel):
                     f"mapping {name}: tags_from gives a string list, but {self.destination} "
                     f"field {name} is {info.fields[name].type}"
                 )
+        try:
+            options = destination_options(self)
+        except ValueError as exc:
+            raise ValueError(f"options: {exc}") from None
+        if isinstance(options, ZendeskOptions) and "tags" in self.mapping and options.tags is None:
+            raise ValueError(
+                "mapping tags: a tags list replaces all of a Zendesk user's tags, agents' "
+                "included; declare options.tags: merge (keep the tags this sync does not "
+                "manage; one more request per 100 users) or replace (this sync owns every tag "
+                "of its users)"
+            )
         if self.batch_size is not None and self.batch_size > info.max_batch:
             raise ValueError(
                 f"batch_size {self.batch_size} is above {self.destination}'s limit of "

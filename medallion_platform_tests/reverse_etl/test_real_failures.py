@@ -7,21 +7,31 @@ destination's own error, and nothing is silently skipped.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import duckdb
 import pytest
 
+from medallion_platform.devkit.demo.destinations import (
+    HubSpotEmulator,
+    SalesforceEmulator,
+    ZendeskEmulator,
+)
+from medallion_platform.reverse_etl import state
 from medallion_platform.reverse_etl.destinations.base import DestinationRecord
 from medallion_platform.reverse_etl.destinations.hubspot import HubSpotDestination
-from medallion_platform.reverse_etl.engine import execute
+from medallion_platform.reverse_etl.engine import SyncError, execute
 from medallion_platform.reverse_etl.spec import open_destination
 from medallion_platform_tests.reverse_etl import (
     TOKEN,
+    ZENDESK_EMAIL,
     ZENDESK_FAST,
     Emulators,
+    changed,
     create_gold,
     expected_hubspot,
+    expected_zendesk,
     hubspot_state,
     make_customers,
     outcomes,
@@ -29,6 +39,8 @@ from medallion_platform_tests.reverse_etl import (
     state_hashes,
     sync,
     with_orders,
+    write_customers,
+    zendesk_state,
 )
 
 
@@ -103,3 +115,86 @@ def _by_hand(customer_id: str) -> DestinationRecord:
         identity="someone.else@example.com",
         fields={"acme_customer_id": customer_id, "firstname": "Someone"},
     )
+
+
+# -- Zendesk: bulk import off, results without index, tagging off, agents' tags ----------------
+
+
+def test_zendesk_bulk_import_not_enabled_stops_the_sync_with_what_to_ask(conn) -> None:
+    """A fresh account answers create_or_update_many with 403: the first batch says what to ask
+    the account owner and the run stops (no three-batch wait); nothing is marked synced."""
+    create_gold(conn, make_customers(250))
+    with _zendesk(bulk_import=False) as emulators:
+        spec = sync("zendesk_users")
+        with pytest.raises(SyncError) as raised:
+            run(conn, spec, emulators)
+        message = str(raised.value)
+        assert "Bulk user imports are not enabled" in message
+        assert "account owner must ask Zendesk Customer Support" in message
+        calls = emulators.zendesk.stats().by_endpoint
+    assert calls.get("POST /api/v2/users/create_or_update_many") == 1
+    assert state_hashes(conn, spec.name) == {}
+    run_row = state.latest_run(conn, spec.name)
+    assert run_row["error"] == message and run_row["added"] == 0
+
+
+def test_zendesk_results_without_index_land_on_the_right_users(conn, emulators) -> None:
+    """The emulator answers as Zendesk does (no index): every user's outcome, id and rejection
+    is matched by position; the stored users are exactly the valid customers."""
+    customers = make_customers(230, invalid_every=23)
+    create_gold(conn, customers)
+    spec = sync("zendesk_users")
+    result = run(conn, spec, emulators)
+    jobs = emulators.zendesk.job_statuses()
+    assert jobs and all("index" not in r for job in jobs for r in job["results"] or [])
+    invalid = {c.customer_id for c in customers if c.email.startswith("bad")}
+    valid = [c for c in customers if c.customer_id not in invalid]
+    assert (result.added, result.failed) == (len(valid), len(invalid))
+    assert zendesk_state(emulators.zendesk) == expected_zendesk(valid)
+    assert {f.identity for f in result.failures} == invalid
+    ids = dict(
+        conn.execute(
+            "SELECT identity, destination_id FROM _meta.sync_state WHERE sync = ?", [spec.name]
+        ).fetchall()
+    )
+    held = emulators.zendesk.records()
+    assert ids == {c.customer_id: str(held[c.customer_id]["id"]) for c in valid}
+
+
+def test_zendesk_tagging_off_stops_the_sync_and_nothing_is_marked_synced(conn) -> None:
+    create_gold(conn, make_customers(120))
+    with _zendesk(user_tagging=False) as emulators:
+        spec = sync("zendesk_users")
+        with pytest.raises(SyncError, match="user tagging is off"):
+            run(conn, spec, emulators)
+    assert state_hashes(conn, spec.name) == {}  # resent once tagging is on
+
+
+def test_zendesk_merge_keeps_the_tags_agents_added(conn, emulators) -> None:
+    """The packaged sync declares tags: merge. An agent tags a VIP customer 'escalated'; the
+    customer's churn band changes: the next sync adds churn_risk_high and keeps 'escalated'."""
+    customers = make_customers(40)
+    create_gold(conn, customers)
+    spec = sync("zendesk_users")
+    run(conn, spec, emulators)
+    vip = next(c for c in customers if c.lifetime_value >= 2500 and c.risk_band != "high")
+    emulators.zendesk.tag_user(vip.customer_id, "escalated")
+    now = [
+        changed(c, risk_band="high", churn_probability=0.95) if c is vip else c for c in customers
+    ]
+    write_customers(conn, now)
+    result = run(conn, spec, emulators)
+    assert (result.changed, result.failed) == (1, 0)
+    tags = emulators.zendesk.records()[vip.customer_id]["tags"]
+    assert sorted(tags) == ["churn_risk_high", "escalated", "vip"]
+
+
+@contextlib.contextmanager
+def _zendesk(**settings) -> Iterator[Emulators]:
+    """The three emulators, Zendesk with some account ``settings`` switched."""
+    with (
+        SalesforceEmulator(token=TOKEN) as salesforce,
+        HubSpotEmulator(token=TOKEN) as hubspot,
+        ZendeskEmulator(token=TOKEN, email=ZENDESK_EMAIL, job_delay=0.01, **settings) as zendesk,
+    ):
+        yield Emulators(salesforce, hubspot, zendesk)

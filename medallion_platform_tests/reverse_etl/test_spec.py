@@ -68,10 +68,30 @@ def test_a_tag_rule_naming_an_unknown_column(tmp_path) -> None:
         object="users",
         identity={"column": "customer_id", "field": "external_id"},
         batch_size=100,
+        options={"tags": "merge"},
     )
     raw["mapping"] = {"tags": {"tags_from": {"vip": "ltv >= 1000"}}}
     message = _refused(tmp_path, raw)
     assert "mapping tags <- tags_from vip: ltv >= 1000" in message and "'ltv'" in message
+
+
+def test_zendesk_tags_must_say_whether_agents_tags_are_kept(tmp_path) -> None:
+    """A tags list replaces every tag of a Zendesk user, agents' included: a sync mapping tags
+    must choose merge or replace (issue 15)."""
+    raw = _raw(
+        name="zendesk_tags",
+        destination="zendesk",
+        object="users",
+        identity={"column": "customer_id", "field": "external_id"},
+        batch_size=100,
+    )
+    raw["mapping"] = {"tags": {"tags_from": {"vip": "lifetime_value >= 1000"}}}
+    message = _refused(tmp_path, raw)
+    assert "mapping tags: a tags list replaces all of a Zendesk user's tags" in message
+    assert "options.tags: merge" in message
+    assert "options" in _refused(tmp_path, raw | {"options": {"tags": "keep"}})
+    [spec] = _load(tmp_path, raw | {"options": {"tags": "merge"}})
+    assert spec.options == {"tags": "merge"}
 
 
 def test_a_destination_field_the_destination_does_not_have(tmp_path) -> None:

@@ -54,6 +54,12 @@ class DestinationAuthError(DestinationError):
     """The destination refused the credentials (expired or wrong token)."""
 
 
+class DestinationSetupError(DestinationError):
+    """The destination account refuses what the sync needs until someone changes a setting
+    (Zendesk's bulk user import not enabled, user tagging off): every batch would fail the same
+    way, so the run stops at once and the message says what to ask for."""
+
+
 class Destination(Protocol):
     """A SaaS API the engine syncs to (see the module docstring for the contract)."""
 
