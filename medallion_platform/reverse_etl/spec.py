@@ -46,6 +46,7 @@ from medallion_platform.ml.features import FEATURES_TABLE, ML_SCHEMA, features_s
 from medallion_platform.ml.scoring import SCORES_COLUMNS, SCORES_TABLE
 from medallion_platform.ml.spec import ChurnSpec
 from medallion_platform.reverse_etl.destinations.base import Destination, FieldSpec
+from medallion_platform.reverse_etl.destinations.salesforce import DuplicateRuleHeader
 from medallion_platform.reverse_etl.transforms import (
     DIALECT,
     TransformError,
@@ -92,6 +93,8 @@ class DestinationInfo:
     url_env: str
     token_env: str
     email_env: str | None = None
+    # Read when set (never required): OAuth refresh of the access token.
+    optional_env: tuple[str, ...] = ()
     # Identity fields the destination matches case-insensitively and stores lower-cased: the
     # identity is lower-cased before the diff, so "A@x.com" -> "a@x.com" is no change.
     lowercase_identity: tuple[str, ...] = ()
@@ -102,7 +105,7 @@ class DestinationInfo:
 
     @property
     def credential_env(self) -> tuple[str, ...]:
-        return tuple(e for e in (self.email_env, self.token_env) if e)
+        return tuple(e for e in (self.email_env, self.token_env, *self.optional_env) if e)
 
     @property
     def client_class(self) -> Any:
@@ -122,7 +125,12 @@ class DestinationInfo:
         sync's destination ``options``."""
         options = destination_options(spec)
         if self.name == "salesforce":
-            return {"sobject": spec.object, "external_id_field": spec.identity.field}
+            assert isinstance(options, SalesforceOptions)
+            return {
+                "sobject": spec.object,
+                "external_id_field": spec.identity.field,
+                "duplicate_rule_header": options.duplicate_rule_header,
+            }
         if self.name == "hubspot":
             return {"id_property": spec.identity.field}
         # Zendesk users are matched by external_id
@@ -153,9 +161,15 @@ class HubSpotOptions(BaseModel):
 
 
 class SalesforceOptions(BaseModel):
-    """``options`` of a Salesforce sync (none yet)."""
+    """``options`` of a Salesforce sync."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    duplicate_rule_header: DuplicateRuleHeader | None = Field(
+        default=None,
+        description="Sent as Sforce-Duplicate-Rule-Header; allow_save: true saves records a "
+        "duplicate rule only alerts on. Unset: such records fail with DUPLICATES_DETECTED.",
+    )
 
 
 OPTIONS: dict[str, type[BaseModel]] = {
@@ -186,6 +200,12 @@ DESTINATIONS: dict[str, DestinationInfo] = {
         identity_fields=("Acme_Customer_Id__c",),  # external id fields (upsert by them)
         url_env="SALESFORCE_INSTANCE_URL",
         token_env="SALESFORCE_ACCESS_TOKEN",
+        optional_env=(
+            "SALESFORCE_CLIENT_ID",
+            "SALESFORCE_CLIENT_SECRET",
+            "SALESFORCE_REFRESH_TOKEN",
+            "SALESFORCE_TOKEN_URL",
+        ),
     ),
     "hubspot": DestinationInfo(
         name="hubspot",

@@ -8,6 +8,7 @@ destination's own error, and nothing is silently skipped.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import duckdb
@@ -18,9 +19,11 @@ from medallion_platform.devkit.demo.destinations import (
     SalesforceEmulator,
     ZendeskEmulator,
 )
+from medallion_platform.devkit.demo.destinations.salesforce import CONTACT
 from medallion_platform.reverse_etl import state
 from medallion_platform.reverse_etl.destinations.base import DestinationRecord
 from medallion_platform.reverse_etl.destinations.hubspot import HubSpotDestination
+from medallion_platform.reverse_etl.destinations.salesforce import SalesforceDestination
 from medallion_platform.reverse_etl.engine import SyncError, execute
 from medallion_platform.reverse_etl.spec import open_destination
 from medallion_platform_tests.reverse_etl import (
@@ -31,11 +34,13 @@ from medallion_platform_tests.reverse_etl import (
     changed,
     create_gold,
     expected_hubspot,
+    expected_salesforce,
     expected_zendesk,
     hubspot_state,
     make_customers,
     outcomes,
     running_emulators,
+    salesforce_state,
     state_hashes,
     sync,
     with_orders,
@@ -190,11 +195,128 @@ def test_zendesk_merge_keeps_the_tags_agents_added(conn, emulators) -> None:
 
 
 @contextlib.contextmanager
-def _zendesk(**settings) -> Iterator[Emulators]:
-    """The three emulators, Zendesk with some account ``settings`` switched."""
+def _emulators(salesforce: dict | None = None, zendesk: dict | None = None) -> Iterator[Emulators]:
+    """The three emulators, with some account ``settings`` switched."""
     with (
-        SalesforceEmulator(token=TOKEN) as salesforce,
+        SalesforceEmulator(token=TOKEN, **(salesforce or {})) as sf,
         HubSpotEmulator(token=TOKEN) as hubspot,
-        ZendeskEmulator(token=TOKEN, email=ZENDESK_EMAIL, job_delay=0.01, **settings) as zendesk,
+        ZendeskEmulator(token=TOKEN, email=ZENDESK_EMAIL, job_delay=0.01, **(zendesk or {})) as zd,
     ):
-        yield Emulators(salesforce, hubspot, zendesk)
+        yield Emulators(sf, hubspot, zd)
+
+
+def _zendesk(**settings) -> contextlib.AbstractContextManager[Emulators]:
+    return _emulators(zendesk=settings)
+
+
+# -- Salesforce: SOQL lookups, 300, duplicate rules, OAuth refresh ------------------------------
+
+
+def test_salesforce_update_only_looks_up_by_soql_not_one_get_per_record(conn, emulators) -> None:
+    customers = make_customers(500)
+    create_gold(conn, customers)
+    present = customers[:300]  # created in Salesforce by someone else; the sync never creates
+    with SalesforceDestination(emulators.salesforce.base_url, TOKEN) as seed:
+        assert all(o.ok for o in seed.upsert([_contact(c) for c in present]))
+    emulators.salesforce.clear_log()
+    spec = sync("salesforce_contacts", mode="update_only")
+    result = run(conn, spec, emulators)
+    assert (result.changed + result.added, result.skipped, result.failed) == (300, 200, 0)
+    calls = emulators.salesforce.stats().by_endpoint
+    assert calls["GET /query"] == 3  # one SOQL IN query per batch of 200
+    assert "GET /sobjects/{sobject}/{externalIdField}/{value}" not in calls
+    assert salesforce_state(emulators.salesforce) == expected_salesforce(present)
+    skipped = [o for o in outcomes(conn, spec.name, result.run_id) if o[2] == "skipped"]
+    assert {o[0] for o in skipped} == {c.customer_id for c in customers[300:]}
+    assert {o[3] for o in skipped} == {"not found in salesforce"}
+
+
+def test_salesforce_an_external_id_on_two_records_fails_that_row_naming_them(conn) -> None:
+    customers = make_customers(60)
+    create_gold(conn, customers)
+    with _emulators(salesforce={"sobjects": (NOT_UNIQUE_CONTACT,)}) as emulators:
+        twins = [
+            emulators.salesforce.insert("Contact", {"Acme_Customer_Id__c": "C00007", "LastName": n})
+            for n in ("Twin A", "Twin B")
+        ]
+        spec = sync("salesforce_contacts")
+        result = run(conn, spec, emulators)
+        assert (result.added, result.failed) == (59, 1)
+        [failure] = result.failures
+        assert failure.identity == "C00007" and "DUPLICATE_EXTERNAL_ID" in failure.error
+        assert all(twin in failure.error for twin in twins)
+        held = emulators.salesforce.records_by_id()
+        assert {held[t]["LastName"] for t in twins} == {"Twin A", "Twin B"}  # neither touched
+        assert "C00007" not in state_hashes(conn, spec.name)
+
+
+def test_salesforce_duplicate_rule_is_a_row_failure_unless_the_sync_allows_saving(conn) -> None:
+    customers = make_customers(30)
+    shared = [
+        changed(c, email="family@example.com") if c.customer_id in ("C00004", "C00005") else c
+        for c in customers
+    ]
+    create_gold(conn, shared)
+    with _emulators() as emulators:
+        spec = sync("salesforce_contacts")
+        result = run(conn, spec, emulators)
+        assert (result.added, result.failed) == (29, 1)
+        [failure] = result.failures
+        assert failure.identity == "C00005"
+        assert failure.error.startswith("DUPLICATES_DETECTED: Use one of these records?")
+        assert emulators.salesforce.records()["C00004"]["Id"] in failure.error
+        allowing = spec.model_copy(
+            update={"options": {"duplicate_rule_header": {"allow_save": True}}}
+        )
+        again = run(conn, allowing, emulators)
+        assert (again.added, again.failed) == (1, 0)
+        assert salesforce_state(emulators.salesforce) == expected_salesforce(shared)
+
+
+def test_salesforce_an_expired_session_is_refreshed_mid_sync(conn, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    customers = make_customers(450)
+    create_gold(conn, customers)
+    secret, refresh = "SfConnectedAppSecret0042", "5AepSfRefreshToken0042"
+    settings = {
+        "oauth_client_id": "3MVGsfClient",
+        "oauth_client_secret": secret,
+        "oauth_refresh_token": refresh,
+    }
+    with _emulators(salesforce=settings) as emulators:
+        env = emulators.env | {
+            "SALESFORCE_CLIENT_ID": "3MVGsfClient",
+            "SALESFORCE_CLIENT_SECRET": secret,
+            "SALESFORCE_REFRESH_TOKEN": refresh,
+        }
+        emulators.salesforce.expire_token()  # the session timed out since the token was issued
+        spec = sync("salesforce_contacts")
+        destination = open_destination(spec, env)
+        try:
+            result = execute(conn, spec, destination)
+        finally:
+            destination.close()
+        assert (result.added, result.failed) == (450, 0)
+        assert emulators.salesforce.tokens_issued == 1  # refreshed once, then kept
+        assert salesforce_state(emulators.salesforce) == expected_salesforce(customers)
+    stored = conn.execute(
+        "SELECT coalesce(string_agg(error, ' '), '') FROM _meta.sync_row_outcomes"
+    ).fetchone()[0]
+    for text in (caplog.text, stored, result.model_dump_json()):
+        assert secret not in text and refresh not in text and TOKEN not in text
+
+
+def _contact(customer) -> DestinationRecord:
+    return DestinationRecord(
+        identity=customer.customer_id,
+        fields={"LastName": customer.last_name or "(unknown)", "Email": customer.email},
+    )
+
+
+NOT_UNIQUE_CONTACT = CONTACT.model_copy(
+    update={
+        "fields": tuple(
+            f.model_copy(update={"unique": False}) if f.external_id else f for f in CONTACT.fields
+        )
+    }
+)
