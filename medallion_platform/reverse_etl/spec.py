@@ -114,6 +114,8 @@ class DestinationInfo:
 
     @property
     def fields(self) -> Mapping[str, FieldSpec]:
+        """The fields every account has (the client's ``FIELDS``); an org's own are declared
+        by each sync (``SyncSpec.fields``)."""
         return import_module(self.client_class.__module__).FIELDS
 
     @property
@@ -124,21 +126,25 @@ class DestinationInfo:
         """How the client is told which object and identity field a sync writes, and the
         sync's destination ``options``."""
         options = destination_options(spec)
+        declared = {
+            name: FieldSpec(name=name, type=field.type) for name, field in spec.fields.items()
+        }
         if self.name == "salesforce":
             assert isinstance(options, SalesforceOptions)
             return {
                 "sobject": spec.object,
                 "external_id_field": spec.identity.field,
                 "duplicate_rule_header": options.duplicate_rule_header,
+                "fields": declared,
             }
         if self.name == "hubspot":
-            return {"id_property": spec.identity.field}
+            return {"id_property": spec.identity.field, "fields": declared}
         # Zendesk users are matched by external_id
         assert isinstance(options, ZendeskOptions)
         tags = spec.mapping.get("tags")
         if tags is None or options.tags is None:
-            return {}
-        return {"tags": options.tags, "managed_tags": managed_tags(tags)}
+            return {"fields": declared}
+        return {"tags": options.tags, "managed_tags": managed_tags(tags), "fields": declared}
 
 
 class ZendeskOptions(BaseModel):
@@ -197,7 +203,7 @@ DESTINATIONS: dict[str, DestinationInfo] = {
         name="salesforce",
         client="salesforce:SalesforceDestination",
         objects=("Contact",),
-        identity_fields=("Acme_Customer_Id__c",),  # external id fields (upsert by them)
+        identity_fields=(),  # an org's external id fields: declared with identity: true
         url_env="SALESFORCE_INSTANCE_URL",
         token_env="SALESFORCE_ACCESS_TOKEN",
         optional_env=(
@@ -211,7 +217,7 @@ DESTINATIONS: dict[str, DestinationInfo] = {
         name="hubspot",
         client="hubspot:HubSpotDestination",
         objects=("contacts",),
-        identity_fields=("email", "acme_customer_id"),  # unique properties
+        identity_fields=("email",),  # a portal's own unique properties: identity: true
         url_env="HUBSPOT_BASE_URL",
         token_env="HUBSPOT_ACCESS_TOKEN",
         lowercase_identity=("email",),
@@ -315,6 +321,23 @@ class FieldMapping(BaseModel):
         return []
 
 
+class FieldDecl(BaseModel):
+    """A destination field the org has and the stock client does not know: a Salesforce custom
+    field, a HubSpot property, a Zendesk user field (``user_fields.<key>``). ``identity``: it
+    can match records (a Salesforce external id, a HubSpot unique property). A bare string in
+    YAML is the type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["string", "number", "date", "boolean", "string_list"]
+    identity: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"type": data} if isinstance(data, str) else data
+
+
 class Identity(BaseModel):
     """The source column that identifies a record and the destination field it matches."""
 
@@ -350,6 +373,16 @@ class SyncSpec(BaseModel):
         le=100,
         description="Batches handed to the client at once and committed together: more lets "
         "a client pipeline (Zendesk keeps jobs in flight); a crash resends at most this many.",
+    )
+    fields: dict[str, FieldDecl] = Field(
+        default_factory=dict,
+        description="The org's own destination fields the mapping writes: name -> type (or "
+        "{type, identity}); the client knows only the fields every account has.",
+    )
+    check_fields: bool = Field(
+        default=False,
+        description="Before sending, ask the destination (describe / properties / user_fields) "
+        "whether every field the sync writes exists; refuse the run with the missing ones.",
     )
     options: dict[str, Any] = Field(
         default_factory=dict,
@@ -397,26 +430,32 @@ class SyncSpec(BaseModel):
             raise ValueError(
                 f"object {self.object!r}: {self.destination} syncs {', '.join(info.objects)}"
             )
-        if self.identity.field not in info.identity_fields:
+        for name in self.fields:
+            if not _FIELD.fullmatch(name):
+                raise ValueError(f"fields {name!r}: not a field API name")
+        identities = [*info.identity_fields, *(n for n, f in self.fields.items() if f.identity)]
+        if self.identity.field not in identities:
             raise ValueError(
                 f"identity field {self.identity.field!r}: {self.destination} {self.object} "
-                f"records are matched by {' or '.join(info.identity_fields)}"
+                f"records are matched by {' or '.join(identities) or 'an external id field'}; "
+                "declare the org's own under fields with identity: true"
             )
         if self.identity.field in self.mapping:
             raise ValueError(
                 f"mapping {self.identity.field}: it is the identity field, set from "
                 f"identity.column ({self.identity.column}); remove it from the mapping"
             )
+        writable = self.writable_fields
         for name, field in self.mapping.items():
-            if not _FIELD.fullmatch(name) or name not in info.fields:
+            if not _FIELD.fullmatch(name) or name not in writable:
                 raise ValueError(
                     f"mapping {name}: not a {self.destination} {self.object} field (known: "
-                    f"{', '.join(sorted(info.fields))})"
+                    f"{', '.join(sorted(writable))}); declare the org's own fields under fields"
                 )
-            if field.tags_from is not None and info.fields[name].type != "string_list":
+            if field.tags_from is not None and writable[name].type != "string_list":
                 raise ValueError(
                     f"mapping {name}: tags_from gives a string list, but {self.destination} "
-                    f"field {name} is {info.fields[name].type}"
+                    f"field {name} is {writable[name].type}"
                 )
         try:
             options = destination_options(self)
@@ -437,6 +476,18 @@ class SyncSpec(BaseModel):
         return self
 
     # -- derived -------------------------------------------------------------------------------
+
+    @property
+    def writable_fields(self) -> dict[str, FieldSpec]:
+        """The fields every account has, and the ones this sync declares for its org."""
+        standard = destination_info(self.destination).fields
+        declared = {n: FieldSpec(name=n, type=f.type) for n, f in self.fields.items()}
+        return {**standard, **declared}
+
+    @property
+    def written_fields(self) -> list[str]:
+        """The destination fields a run writes (identity first): what ``check_fields`` asks."""
+        return [self.identity.field, *self.mapping]
 
     @property
     def tables(self) -> list[str]:
@@ -480,7 +531,7 @@ def field_types(spec: SyncSpec, columns: Mapping[str, str]) -> dict[str, ValueTy
     """The value type each mapped field gets from the source ``columns`` (name -> DuckDB type),
     checked against the destination's field types. Raises :class:`SyncSpecError` naming the
     sync and the field."""
-    info = destination_info(spec.destination)
+    writable = spec.writable_fields
     where = f"sync {spec.name}"
 
     def column_type(column: str, used_by: str) -> ValueType:
@@ -506,7 +557,7 @@ def field_types(spec: SyncSpec, columns: Mapping[str, str]) -> dict[str, ValueTy
     types: dict[str, ValueType] = {}
     for name, field in spec.mapping.items():
         used_by = f"mapping {name} <- {field.describe()}"
-        expected = info.fields[name].type
+        expected = writable[name].type
         try:
             if field.column is not None:
                 kind = column_type(field.column, used_by)

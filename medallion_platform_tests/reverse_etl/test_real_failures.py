@@ -19,7 +19,9 @@ from medallion_platform.devkit.demo.destinations import (
     SalesforceEmulator,
     ZendeskEmulator,
 )
+from medallion_platform.devkit.demo.destinations.hubspot import CONTACT_PROPERTIES
 from medallion_platform.devkit.demo.destinations.salesforce import CONTACT
+from medallion_platform.devkit.demo.destinations.zendesk import USER_FIELDS
 from medallion_platform.reverse_etl import state
 from medallion_platform.reverse_etl.destinations.base import DestinationRecord
 from medallion_platform.reverse_etl.destinations.hubspot import HubSpotDestination
@@ -195,14 +197,16 @@ def test_zendesk_merge_keeps_the_tags_agents_added(conn, emulators) -> None:
 
 
 @contextlib.contextmanager
-def _emulators(salesforce: dict | None = None, zendesk: dict | None = None) -> Iterator[Emulators]:
+def _emulators(
+    salesforce: dict | None = None, hubspot: dict | None = None, zendesk: dict | None = None
+) -> Iterator[Emulators]:
     """The three emulators, with some account ``settings`` switched."""
     with (
         SalesforceEmulator(token=TOKEN, **(salesforce or {})) as sf,
-        HubSpotEmulator(token=TOKEN) as hubspot,
+        HubSpotEmulator(token=TOKEN, **(hubspot or {})) as hs,
         ZendeskEmulator(token=TOKEN, email=ZENDESK_EMAIL, job_delay=0.01, **(zendesk or {})) as zd,
     ):
-        yield Emulators(sf, hubspot, zd)
+        yield Emulators(sf, hs, zd)
 
 
 def _zendesk(**settings) -> contextlib.AbstractContextManager[Emulators]:
@@ -320,3 +324,46 @@ NOT_UNIQUE_CONTACT = CONTACT.model_copy(
         )
     }
 )
+
+
+# -- Org fields declared in syncs.yaml, checked against the account at the start ----------------
+
+
+def _without(names: set[str]) -> dict[str, dict]:
+    """Emulator settings for accounts that lack the custom fields ``names``."""
+    contact = CONTACT.model_copy(
+        update={"fields": tuple(f for f in CONTACT.fields if f.name not in names)}
+    )
+    return {
+        "salesforce": {"sobjects": (contact,)},
+        "hubspot": {"properties": tuple(p for p in CONTACT_PROPERTIES if p.name not in names)},
+        "zendesk": {
+            "user_fields": tuple(f for f in USER_FIELDS if f"user_fields.{f.key}" not in names)
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("sync_name", "missing"),
+    [
+        ("salesforce_contacts", ["Churn_Risk__c", "Segment__c"]),
+        ("hubspot_contacts", ["churn_risk"]),
+        ("zendesk_users", ["user_fields.segment"]),
+    ],
+)
+def test_a_missing_destination_field_refuses_the_run_naming_it(conn, sync_name, missing) -> None:
+    """The org's fields are declared in syncs.yaml; with check_fields the run asks the account
+    (describe / properties / user_fields) first and sends nothing when some are missing."""
+    create_gold(conn, make_customers(30))
+    spec = sync(sync_name)
+    assert spec.check_fields and set(missing) <= set(spec.fields)
+    settings = _without(set(missing))[spec.destination]
+    with _emulators(**{spec.destination: settings}) as emulators:
+        with pytest.raises(SyncError) as raised:
+            run(conn, spec, emulators)
+        emulator = getattr(emulators, spec.destination)
+        assert emulator.records() == {}  # nothing sent
+    message = str(raised.value)
+    assert f"has no field {', '.join(missing)}" in message
+    assert state.latest_run(conn, spec.name)["error"] == message
+    assert state_hashes(conn, spec.name) == {}

@@ -197,3 +197,17 @@ def test_the_fingerprint_follows_the_mapping_not_its_order_or_prose() -> None:
     )
     assert base.fingerprint == reordered.fingerprint == reworded.fingerprint
     assert retyped.fingerprint != base.fingerprint
+
+
+def test_org_fields_are_declared_in_the_sync_not_the_client(tmp_path) -> None:
+    """A real org's custom fields need no code change: declared under fields (name -> type,
+    identity for an external id), mapped like the standard ones, types checked the same."""
+    raw = _raw(name="with_phone", mapping={"Phone__c": "email"})
+    assert "declare the org's own fields under fields" in _refused(tmp_path, raw)
+    [spec] = _load(tmp_path, raw | {"fields": {**raw["fields"], "Phone__c": "string"}})
+    assert spec.writable_fields["Phone__c"].type == "string"
+    typed = raw | {"fields": {**raw["fields"], "Phone__c": "number"}}
+    assert "expects number" in _refused(tmp_path, typed)
+    no_identity = {**raw["fields"], "Acme_Customer_Id__c": "string"}
+    message = _refused(tmp_path, raw | {"fields": no_identity})
+    assert "identity field 'Acme_Customer_Id__c'" in message and "identity: true" in message

@@ -66,14 +66,10 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec(name="firstname", type="string"),
         FieldSpec(name="lastname", type="string"),
         FieldSpec(name="phone", type="string"),
-        FieldSpec(name="acme_customer_id", type="string"),
-        FieldSpec(name="lifetime_value", type="number"),
-        FieldSpec(name="churn_risk", type="number"),
-        FieldSpec(name="acme_segment", type="string"),
-        FieldSpec(name="last_order_date", type="date"),
     )
 }
-"""The demo contact's writable properties (``email`` and ``acme_customer_id`` are unique)."""
+"""HubSpot's own contact properties a sync may write. A portal's custom properties are
+declared by the sync (``fields`` in ``syncs.yaml``) and given as ``fields``."""
 
 
 class HubSpotDestination(HttpDestination):
@@ -97,7 +93,7 @@ class HubSpotDestination(HttpDestination):
         if not access_token:
             raise DestinationConfigError("hubspot: access_token is empty")
         self.id_property = id_property
-        self.fields = dict(FIELDS if fields is None else fields)
+        self.fields = {**FIELDS, **(fields or {})}
         self.split_calls = 0  # batches split to isolate inputs HubSpot refused the batch for
         super().__init__(
             base_url,
@@ -148,6 +144,14 @@ class HubSpotDestination(HttpDestination):
             RecordOutcome(identity=identity, ok=True, destination_id=contact_id)
             for (identity, _), contact_id in zip(records, ids, strict=True)
         ]
+
+    def missing_fields(self, names: Sequence[str]) -> list[str]:
+        """The properties of ``names`` the portal does not have (``GET
+        /crm/v3/properties/contacts``; needs the ``crm.schemas.contacts.read`` scope)."""
+        body = self._call("GET", "/crm/v3/properties/contacts").body
+        results = body.get("results") if isinstance(body, dict) else None
+        known = {str(p.get("name")) for p in results or [] if isinstance(p, dict)}
+        return [name for name in names if name not in known]
 
     # -- the calls --------------------------------------------------------------------------------
 

@@ -68,17 +68,14 @@ MAX_RECORDS = 200
 FIELDS: dict[str, FieldSpec] = {
     spec.name: spec
     for spec in (
-        FieldSpec(name="Acme_Customer_Id__c", type="string"),
         FieldSpec(name="Email", type="string"),
         FieldSpec(name="FirstName", type="string"),
         FieldSpec(name="LastName", type="string"),
-        FieldSpec(name="LTV__c", type="number"),
-        FieldSpec(name="Churn_Risk__c", type="number"),
-        FieldSpec(name="Segment__c", type="string"),
-        FieldSpec(name="Last_Order_Date__c", type="date"),
     )
 }
-"""The demo Contact's writable fields (Email is Salesforce's ``email`` type: a string)."""
+"""Standard Contact fields every org has (Email is Salesforce's ``email`` type: a string). An
+org's custom fields (``__c``, the external id among them) are declared by the sync (``fields``
+in ``syncs.yaml``) and given as ``fields``."""
 
 _GONE = frozenset({"ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY"})
 MAX_QUERY_CHARS = 4000  # SOQL per lookup query: URL-encoded, well under the ~16 KB URL limit
@@ -166,7 +163,7 @@ class SalesforceDestination(HttpDestination):
             raise DestinationConfigError(f"salesforce: api_version {api_version!r} is not N.N")
         self.sobject = sobject
         self.external_id_field = external_id_field
-        self.fields = dict(FIELDS if fields is None else fields)
+        self.fields = {**FIELDS, **(fields or {})}
         self._api = f"/services/data/v{api_version}"
         secret_values = [access_token]
         if oauth is not None:
@@ -277,6 +274,14 @@ class SalesforceDestination(HttpDestination):
                     error=None if gone else self._save_errors(result),
                 )
         return _complete(outcomes)
+
+    def missing_fields(self, names: Sequence[str]) -> list[str]:
+        """The fields of ``names`` the sObject does not have, or the integration user cannot
+        see (field-level security hides them from ``GET .../sobjects/{sObject}/describe``)."""
+        body = self._call("GET", f"{self._api}/sobjects/{self.sobject}/describe").body
+        fields = body.get("fields") if isinstance(body, dict) else None
+        known = {str(f.get("name")).lower() for f in fields or [] if isinstance(f, dict)}
+        return [name for name in names if name.lower() not in known]
 
     # -- the calls --------------------------------------------------------------------------------
 

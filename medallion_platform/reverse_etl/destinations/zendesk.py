@@ -83,13 +83,10 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec(name="email", type="string"),
         FieldSpec(name="name", type="string"),
         FieldSpec(name="tags", type="string_list"),
-        FieldSpec(name="user_fields.ltv", type="number"),
-        FieldSpec(name="user_fields.churn_risk", type="number"),
-        FieldSpec(name="user_fields.segment", type="string"),
-        FieldSpec(name="user_fields.last_order_date", type="date"),
     )
 }
-"""The demo end user's writable fields; ``user_fields.<key>`` are custom user fields."""
+"""Every account's end-user fields. An account's own custom user fields (``user_fields.<key>``)
+are declared by the sync (``fields`` in ``syncs.yaml``) and given as ``fields``."""
 
 _GONE = frozenset({"RecordNotFound"})
 UPSERT_PATH = "/api/v2/users/create_or_update_many.json"
@@ -155,7 +152,7 @@ class ZendeskDestination(HttpDestination):
             raise DestinationConfigError("zendesk: max_jobs_in_flight, job_attempts must be >= 1")
         if not 0 < poll_min_s <= poll_first_s <= poll_max_s:
             raise DestinationConfigError("zendesk: need 0 < poll_min_s <= poll_first_s <= max")
-        self.fields = dict(FIELDS if fields is None else fields)
+        self.fields = {**FIELDS, **(fields or {})}
         self.max_jobs_in_flight = max_jobs_in_flight
         self.job_attempts = job_attempts
         self.poll_min_s = poll_min_s
@@ -241,6 +238,23 @@ class ZendeskDestination(HttpDestination):
                     error=None if gone else self.mask(describe_error(result)),
                 )
         return [outcome for outcome in outcomes if outcome is not None]
+
+    def missing_fields(self, names: Sequence[str]) -> list[str]:
+        """The ``user_fields.<key>`` of ``names`` the account does not define (or has
+        deactivated), from ``GET /api/v2/user_fields.json`` (every page)."""
+        wanted = [n for n in names if n.startswith(USER_FIELDS_PREFIX)]
+        if not wanted:
+            return []
+        keys: set[str] = set()
+        path: str | None = "/api/v2/user_fields.json"
+        while path:
+            body = self._call("GET", path).body
+            body = body if isinstance(body, dict) else {}
+            for field_ in body.get("user_fields") or []:
+                if isinstance(field_, dict) and field_.get("active", True):
+                    keys.add(str(field_.get("key")))
+            path = body.get("next_page") if isinstance(body.get("next_page"), str) else None
+        return [n for n in wanted if n.removeprefix(USER_FIELDS_PREFIX) not in keys]
 
     # -- the calls --------------------------------------------------------------------------------
 

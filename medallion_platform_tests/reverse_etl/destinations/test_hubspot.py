@@ -24,12 +24,15 @@ from medallion_platform.reverse_etl.destinations.base import (
 from medallion_platform.reverse_etl.destinations.http import DestinationConfigError, RetryPolicy
 from medallion_platform.reverse_etl.destinations.hubspot import FIELDS, HubSpotDestination
 from medallion_platform.reverse_etl.destinations.ratelimit import RateLimit
+from medallion_platform.reverse_etl.spec import load_syncs
 
 TOKEN = "pat-na1-11111111-2222-3333-4444-secret5555555"
 UPSERT = "POST /crm/v3/objects/contacts/batch/upsert"
 READ = "POST /crm/v3/objects/contacts/batch/read"
 ARCHIVE = "POST /crm/v3/objects/contacts/batch/archive"
 FAST = RetryPolicy(backoff_base_s=0.01, backoff_max_s=0.05, rate_limit_patience_s=30)
+# The demo portal's custom properties, as the packaged sync declares them (syncs.yaml).
+ORG_FIELDS = {s.name: s for s in load_syncs()}["hubspot_contacts"].writable_fields
 
 
 def contact(n: int, **fields: Any) -> DestinationRecord:
@@ -52,7 +55,7 @@ def api() -> Iterator[HubSpotEmulator]:
 
 @pytest.fixture
 def hs(api: HubSpotEmulator) -> Iterator[HubSpotDestination]:
-    with HubSpotDestination(api.base_url, TOKEN, retry=FAST) as client:
+    with HubSpotDestination(api.base_url, TOKEN, retry=FAST, fields=ORG_FIELDS) as client:
         yield client
 
 
@@ -90,7 +93,7 @@ def test_rejections_are_outcomes_and_the_rest_is_committed(multi_status: bool) -
     customer id) and the client splits it; with multi-status the 207 names them at once."""
     with (
         HubSpotEmulator(token=TOKEN, multi_status=multi_status) as api,
-        HubSpotDestination(api.base_url, TOKEN, retry=FAST) as hs,
+        HubSpotDestination(api.base_url, TOKEN, retry=FAST, fields=ORG_FIELDS) as hs,
     ):
         _rejections(api, hs)
         assert (hs.split_calls > 0) is not multi_status
@@ -277,11 +280,15 @@ def test_the_token_never_leaks(
 
 
 def test_fields_and_from_env() -> None:
+    # HubSpot's own properties; the portal's custom ones come from the sync (syncs.yaml).
     assert {name: spec.type for name, spec in FIELDS.items()} == {
         "email": "string",
         "firstname": "string",
         "lastname": "string",
         "phone": "string",
+    }
+    assert {name: spec.type for name, spec in ORG_FIELDS.items()} == {
+        **{name: spec.type for name, spec in FIELDS.items()},
         "acme_customer_id": "string",
         "lifetime_value": "number",
         "churn_risk": "number",

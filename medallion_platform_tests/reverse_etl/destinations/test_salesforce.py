@@ -30,10 +30,13 @@ from medallion_platform.reverse_etl.destinations.salesforce import (
     OAuthSettings,
     SalesforceDestination,
 )
+from medallion_platform.reverse_etl.spec import load_syncs
 
 TOKEN = "00DAcmeClientTest!AQ4AQSecretSessionToken4242"
 UPSERT = "PATCH /composite/sobjects/{sobject}/{externalIdField}"
 FAST = RetryPolicy(backoff_base_s=0.01, backoff_max_s=0.05, rate_limit_patience_s=30)
+# The demo org's custom fields, as the packaged sync declares them (syncs.yaml).
+ORG_FIELDS = {s.name: s for s in load_syncs()}["salesforce_contacts"].writable_fields
 
 
 def record(n: int, **fields: Any) -> DestinationRecord:
@@ -57,7 +60,7 @@ def api() -> Iterator[SalesforceEmulator]:
 
 @pytest.fixture
 def sf(api: SalesforceEmulator) -> Iterator[SalesforceDestination]:
-    with SalesforceDestination(api.base_url, TOKEN, retry=FAST) as client:
+    with SalesforceDestination(api.base_url, TOKEN, retry=FAST, fields=ORG_FIELDS) as client:
         yield client
 
 
@@ -235,11 +238,15 @@ def test_the_token_never_leaks(
 
 
 def test_fields_and_from_env() -> None:
+    # Standard Contact fields; the org's custom fields come from the sync (syncs.yaml).
     assert {name: spec.type for name, spec in FIELDS.items()} == {
-        "Acme_Customer_Id__c": "string",
         "Email": "string",
         "FirstName": "string",
         "LastName": "string",
+    }
+    assert {name: spec.type for name, spec in ORG_FIELDS.items()} == {
+        **{name: spec.type for name, spec in FIELDS.items()},
+        "Acme_Customer_Id__c": "string",
         "LTV__c": "number",
         "Churn_Risk__c": "number",
         "Segment__c": "string",

@@ -27,6 +27,7 @@ from medallion_platform.reverse_etl.destinations.zendesk import (
     ZendeskDestination,
     _match_results,
 )
+from medallion_platform.reverse_etl.spec import load_syncs
 
 TOKEN = "ZdClientTestApiTokenSecret000000000000042"
 UPSERT = "POST /api/v2/users/create_or_update_many"
@@ -34,6 +35,8 @@ JOB = "GET /api/v2/job_statuses/{id}"
 SHOW = "GET /api/v2/users/show_many"
 FAST = RetryPolicy(backoff_base_s=0.01, backoff_max_s=0.05, rate_limit_patience_s=30)
 QUICK_POLLS = {"poll_first_s": 0.05, "poll_min_s": 0.02}
+# The demo account's custom user fields, as the packaged sync declares them (syncs.yaml).
+ORG_FIELDS = {s.name: s for s in load_syncs()}["zendesk_users"].writable_fields
 
 
 def user(n: int, **fields: Any) -> DestinationRecord:
@@ -49,7 +52,7 @@ def user(n: int, **fields: Any) -> DestinationRecord:
 
 
 def client(api: ZendeskEmulator, **options: Any) -> ZendeskDestination:
-    options = {"retry": FAST, **QUICK_POLLS, **options}
+    options = {"retry": FAST, "fields": ORG_FIELDS, **QUICK_POLLS, **options}
     return ZendeskDestination(api.base_url, DEFAULT_EMAIL, TOKEN, **options)
 
 
@@ -237,11 +240,15 @@ def test_the_credentials_never_leak(
 
 
 def test_fields_and_from_env() -> None:
+    # Every account's user fields; the account's custom ones come from the sync (syncs.yaml).
     assert {name: spec.type for name, spec in FIELDS.items()} == {
         "external_id": "string",
         "email": "string",
         "name": "string",
         "tags": "string_list",
+    }
+    assert {name: spec.type for name, spec in ORG_FIELDS.items()} == {
+        **{name: spec.type for name, spec in FIELDS.items()},
         "user_fields.ltv": "number",
         "user_fields.churn_risk": "number",
         "user_fields.segment": "string",

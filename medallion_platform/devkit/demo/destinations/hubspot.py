@@ -300,6 +300,12 @@ class HubSpotEmulator(EmulatorServer):
             ),
             Route(
                 "GET",
+                re.compile(r"/crm/v3/properties/(?:contacts|0-1)/?"),
+                "GET /crm/v3/properties/contacts",
+                self._properties_list,
+            ),
+            Route(
+                "GET",
                 re.compile(rf"{_OBJECTS}/(?P<id>[^/]+)"),
                 "GET /crm/v3/objects/contacts/{contactId}",
                 self._get_one,
@@ -614,6 +620,30 @@ class HubSpotEmulator(EmulatorServer):
                 record = txn.delete(item.id)
                 bin_.put(item.id, {**record, "archived": True, "archivedAt": now})
         return empty_response(204)
+
+    def _properties_list(self, request: Request, match: re.Match[str]) -> Response:
+        """The contact property definitions (the fields a portal has), HubSpot's shape."""
+        field_types = {"string": "text", "number": "number", "date": "date"}
+        results = [
+            {
+                "name": definition.name,
+                "label": definition.name.replace("_", " ").title(),
+                "type": definition.type,
+                "fieldType": field_types.get(definition.type, "select"),
+                "groupName": "contactinformation",
+                "hasUniqueValue": definition.unique,
+                "hidden": False,
+                "formField": not definition.read_only,
+                "modificationMetadata": {
+                    "archivable": not definition.read_only,
+                    "readOnlyDefinition": definition.read_only,
+                    "readOnlyValue": definition.read_only,
+                },
+                "options": [{"label": o, "value": o} for o in definition.options],
+            }
+            for definition in self._properties.values()
+        ]
+        return json_response(200, {"results": results})
 
     def _get_one(self, request: Request, match: re.Match[str]) -> Response:
         id_property = request.query.get("idProperty")

@@ -356,6 +356,12 @@ class SalesforceEmulator(EmulatorServer):
             ),
             Route(
                 "GET",
+                re.compile(rf"{_API}/sobjects/(?P<sobject>\w+)/describe/?"),
+                "GET /sobjects/{sobject}/describe",
+                self._describe,
+            ),
+            Route(
+                "GET",
                 re.compile(rf"{_API}/sobjects/(?P<sobject>\w+)/(?P<id>[^/]+)"),
                 "GET /sobjects/{sobject}/{id}",
                 self._get_by_id,
@@ -701,6 +707,51 @@ class SalesforceEmulator(EmulatorServer):
         if record is None:
             return _sf_error(404, "NOT_FOUND", "The requested resource does not exist")
         return json_response(200, _as_read(schema, record, match["version"]))
+
+    def _describe(self, request: Request, match: re.Match[str]) -> Response:
+        """The sObject's fields as ``describe`` lists them (the subset a sync checks)."""
+        schema = self._schema_or_404(match["sobject"])
+        kinds = {"string": "string", "email": "email", "double": "double", "date": "date"}
+        fields = [
+            {
+                "name": "Id",
+                "label": f"{schema.name} ID",
+                "type": "id",
+                "externalId": False,
+                "unique": False,
+                "nillable": False,
+                "createable": False,
+                "updateable": False,
+            }
+        ] + [
+            {
+                "name": spec.name,
+                "label": spec.label,
+                "type": kinds.get(spec.type, "boolean"),
+                "length": spec.max_length or 0,
+                "externalId": spec.external_id,
+                "unique": spec.external_id and spec.unique,
+                "caseSensitive": False,
+                "nillable": not spec.required,
+                "createable": True,
+                "updateable": True,
+                "custom": spec.name.endswith("__c"),
+            }
+            for spec in schema.fields
+        ]
+        url = f"/services/data/v{match['version']}/sobjects/{schema.name}"
+        return json_response(
+            200,
+            {
+                "name": schema.name,
+                "keyPrefix": schema.key_prefix,
+                "custom": False,
+                "createable": True,
+                "updateable": True,
+                "fields": fields,
+                "urls": {"describe": f"{url}/describe", "sobject": url},
+            },
+        )
 
     def _limits(self, request: Request, match: re.Match[str]) -> Response:
         with self._lock:

@@ -259,6 +259,12 @@ class ZendeskEmulator(EmulatorServer):
             ),
             Route(
                 "GET",
+                re.compile(rf"/api/v2/user_fields{_JSON}"),
+                "GET /api/v2/user_fields",
+                self._list_user_fields,
+            ),
+            Route(
+                "GET",
                 re.compile(rf"/api/v2/users/(?P<id>\d+){_JSON}"),
                 "GET /api/v2/users/{id}",
                 self._show_user,
@@ -563,6 +569,26 @@ class ZendeskEmulator(EmulatorServer):
         if user is None:
             return _zd_error(404, "RecordNotFound", "Not found")
         return json_response(200, {"user": self._user_view(user)})
+
+    def _list_user_fields(self, request: Request, match: re.Match[str]) -> Response:
+        """The account's custom user fields (Admin Center > People > Configuration)."""
+        fields = [
+            {
+                "id": 360_000_000 + position,
+                "url": f"{self.base_url}/api/v2/user_fields/{360_000_000 + position}.json",
+                "key": definition.key,
+                "type": definition.type,
+                "title": definition.key.replace("_", " ").title(),
+                "active": True,
+                "position": position,
+                "custom_field_options": [{"name": o, "value": o} for o in definition.options],
+            }
+            for position, definition in enumerate(self._fields.values())
+        ]
+        return json_response(
+            200,
+            {"user_fields": fields, "next_page": None, "previous_page": None, "count": len(fields)},
+        )
 
     def _show_job(self, request: Request, match: re.Match[str]) -> Response:
         with self._jobs_changed:
