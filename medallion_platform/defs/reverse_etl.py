@@ -19,6 +19,7 @@ open the warehouse and a destination client, call the engine and describe the re
   logs, metadata or errors (the clients mask them).
 """
 
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -79,6 +80,8 @@ class DestinationResource(ConfigurableResource):
         environ = {info.url_env: self.base_url, info.token_env: self.token}
         if info.email_env is not None:
             environ[info.email_env] = self.email or ""
+        # Optional credentials (Salesforce's OAuth refresh), from the environment when set.
+        environ |= {name: os.environ[name] for name in info.optional_env if os.environ.get(name)}
         return open_destination(spec, environ, **options)
 
 

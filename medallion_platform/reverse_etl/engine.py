@@ -19,9 +19,13 @@ One run of a :class:`~medallion_platform.reverse_etl.spec.SyncSpec`:
    duplicates). A rejected record (an invalid email) is recorded with the destination's error
    and keeps its old state, so the next run plans it again: fix the data and it lands.
 
-A dry run plans and records the plan (counts, and a sample in ``sync_row_outcomes`` with
-status ``planned``) and sends nothing; ``sync_state`` is untouched. Refused credentials stop
-the run at once (:class:`SyncAuthError`); nothing of that batch is marked synced. The engine
+With ``check_fields``, a run that has something to send first asks the destination whether
+every field it writes exists (describe / properties / user_fields) and refuses with the list of
+missing ones. A dry run plans and records the plan (counts, and a sample in
+``sync_row_outcomes`` with status ``planned``) and sends nothing; ``sync_state`` is untouched.
+Refused credentials stop the run at once (:class:`SyncAuthError`), and so does an account that
+refuses what the sync needs until a setting changes (:class:`DestinationSetupError`: Zendesk's
+bulk import off); nothing of that batch is marked synced. The engine
 has no Dagster import: the asset calls :func:`execute`, ``medallion sync`` :func:`run_sync`.
 """
 
@@ -43,6 +47,7 @@ from medallion_platform.reverse_etl.destinations.base import (
     DestinationAuthError,
     DestinationError,
     DestinationRecord,
+    DestinationSetupError,
     RecordOutcome,
 )
 from medallion_platform.reverse_etl.spec import (
@@ -378,6 +383,19 @@ def execute(
     return result
 
 
+def _check_fields(spec: SyncSpec, destination: Destination) -> None:
+    """``check_fields``: every field the run writes must exist in the destination account
+    (asked once, before the first batch: only when there is something to send)."""
+    missing = destination.missing_fields(spec.written_fields)
+    if missing:
+        raise SyncError(
+            f"sync {spec.name}: {spec.destination} {spec.object} has no field "
+            f"{', '.join(missing)} (or the API user cannot see it); nothing was sent. Create "
+            "the field(s) in the account, grant the user access, or change the sync's mapping "
+            "and fields."
+        )
+
+
 def _source_columns(conn: duckdb.DuckDBPyConnection, spec: SyncSpec) -> dict[str, str]:
     missing = [t for t in spec.tables if not table_exists(conn, *t.split("."))]
     if missing:
@@ -442,11 +460,15 @@ def _send(
     # The client cuts what it is handed into calls of at most its API's batch limit.
     size = min(spec.effective_batch_size, destination.max_batch) * spec.batches_per_commit
     failed_batches = 0
+    unchecked = spec.check_fields
     # Removals first: a record that left the source may hold a unique value (an email, a
     # customer id) that a record added in the same run takes over.
     for removals in (True, False):
         for rows in _batches(conn, size, removals=removals):
             try:
+                if unchecked:
+                    _check_fields(spec, destination)
+                    unchecked = False
                 if removals:
                     outcomes = destination.remove([(r[1], r[5]) for r in rows])
                 else:
@@ -466,6 +488,13 @@ def _send(
                 )
                 _commit_batch(conn, run, rows, None, f"not synced: {exc}")
                 raise SyncAuthError(message) from None
+            except DestinationSetupError as exc:
+                # Every batch would fail the same way until the account is set up: stop now.
+                _commit_batch(conn, run, rows, None, f"not synced: {exc}")
+                raise SyncError(
+                    f"sync {spec.name}: {exc}. Nothing of this batch of {len(rows)} was marked "
+                    "synced; rerun once that is done."
+                ) from None
             except DestinationError as exc:
                 failed_batches += 1
                 _commit_batch(conn, run, rows, None, f"batch failed: {exc}")

@@ -46,6 +46,7 @@ from medallion_platform.ml.features import FEATURES_TABLE, ML_SCHEMA, features_s
 from medallion_platform.ml.scoring import SCORES_COLUMNS, SCORES_TABLE
 from medallion_platform.ml.spec import ChurnSpec
 from medallion_platform.reverse_etl.destinations.base import Destination, FieldSpec
+from medallion_platform.reverse_etl.destinations.salesforce import DuplicateRuleHeader
 from medallion_platform.reverse_etl.transforms import (
     DIALECT,
     TransformError,
@@ -92,6 +93,8 @@ class DestinationInfo:
     url_env: str
     token_env: str
     email_env: str | None = None
+    # Read when set (never required): OAuth refresh of the access token.
+    optional_env: tuple[str, ...] = ()
     # Identity fields the destination matches case-insensitively and stores lower-cased: the
     # identity is lower-cased before the diff, so "A@x.com" -> "a@x.com" is no change.
     lowercase_identity: tuple[str, ...] = ()
@@ -102,7 +105,7 @@ class DestinationInfo:
 
     @property
     def credential_env(self) -> tuple[str, ...]:
-        return tuple(e for e in (self.email_env, self.token_env) if e)
+        return tuple(e for e in (self.email_env, self.token_env, *self.optional_env) if e)
 
     @property
     def client_class(self) -> Any:
@@ -111,6 +114,8 @@ class DestinationInfo:
 
     @property
     def fields(self) -> Mapping[str, FieldSpec]:
+        """The fields every account has (the client's ``FIELDS``); an org's own are declared
+        by each sync (``SyncSpec.fields``)."""
         return import_module(self.client_class.__module__).FIELDS
 
     @property
@@ -118,12 +123,79 @@ class DestinationInfo:
         return int(self.client_class.max_batch)
 
     def client_options(self, spec: SyncSpec) -> dict[str, Any]:
-        """How the client is told which object and identity field a sync writes."""
+        """How the client is told which object and identity field a sync writes, and the
+        sync's destination ``options``."""
+        options = destination_options(spec)
+        declared = {
+            name: FieldSpec(name=name, type=field.type) for name, field in spec.fields.items()
+        }
         if self.name == "salesforce":
-            return {"sobject": spec.object, "external_id_field": spec.identity.field}
+            assert isinstance(options, SalesforceOptions)
+            return {
+                "sobject": spec.object,
+                "external_id_field": spec.identity.field,
+                "duplicate_rule_header": options.duplicate_rule_header,
+                "fields": declared,
+            }
         if self.name == "hubspot":
-            return {"id_property": spec.identity.field}
-        return {}  # Zendesk users are matched by external_id
+            return {"id_property": spec.identity.field, "fields": declared}
+        # Zendesk users are matched by external_id
+        assert isinstance(options, ZendeskOptions)
+        tags = spec.mapping.get("tags")
+        if tags is None or options.tags is None:
+            return {"fields": declared}
+        return {"tags": options.tags, "managed_tags": managed_tags(tags), "fields": declared}
+
+
+class ZendeskOptions(BaseModel):
+    """``options`` of a Zendesk sync."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tags: Literal["merge", "replace"] | None = Field(
+        default=None,
+        description="merge: keep the tags the sync does not manage (agents'), one more request "
+        "per 100 users; replace: the sync owns every tag of its users. Required when the "
+        "mapping sets tags (a tags list replaces all of a user's tags in Zendesk).",
+    )
+
+
+class HubSpotOptions(BaseModel):
+    """``options`` of a HubSpot sync (none yet)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SalesforceOptions(BaseModel):
+    """``options`` of a Salesforce sync."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    duplicate_rule_header: DuplicateRuleHeader | None = Field(
+        default=None,
+        description="Sent as Sforce-Duplicate-Rule-Header; allow_save: true saves records a "
+        "duplicate rule only alerts on. Unset: such records fail with DUPLICATES_DETECTED.",
+    )
+
+
+OPTIONS: dict[str, type[BaseModel]] = {
+    "salesforce": SalesforceOptions,
+    "hubspot": HubSpotOptions,
+    "zendesk": ZendeskOptions,
+}
+
+
+def destination_options(spec: SyncSpec) -> BaseModel:
+    """The sync's ``options``, as its destination's options model."""
+    return OPTIONS[spec.destination].model_validate(spec.options)
+
+
+def managed_tags(field: FieldMapping) -> list[str]:
+    """The tags a ``tags`` mapping decides (set or removed by the sync)."""
+    if field.tags_from is not None:
+        return list(field.tags_from)
+    constant = field.constant if field.constant is not None else field.default
+    return list(constant) if isinstance(constant, list) else []
 
 
 DESTINATIONS: dict[str, DestinationInfo] = {
@@ -131,15 +203,21 @@ DESTINATIONS: dict[str, DestinationInfo] = {
         name="salesforce",
         client="salesforce:SalesforceDestination",
         objects=("Contact",),
-        identity_fields=("Acme_Customer_Id__c",),  # external id fields (upsert by them)
+        identity_fields=(),  # an org's external id fields: declared with identity: true
         url_env="SALESFORCE_INSTANCE_URL",
         token_env="SALESFORCE_ACCESS_TOKEN",
+        optional_env=(
+            "SALESFORCE_CLIENT_ID",
+            "SALESFORCE_CLIENT_SECRET",
+            "SALESFORCE_REFRESH_TOKEN",
+            "SALESFORCE_TOKEN_URL",
+        ),
     ),
     "hubspot": DestinationInfo(
         name="hubspot",
         client="hubspot:HubSpotDestination",
         objects=("contacts",),
-        identity_fields=("email", "acme_customer_id"),  # unique properties
+        identity_fields=("email",),  # a portal's own unique properties: identity: true
         url_env="HUBSPOT_BASE_URL",
         token_env="HUBSPOT_ACCESS_TOKEN",
         lowercase_identity=("email",),
@@ -243,6 +321,23 @@ class FieldMapping(BaseModel):
         return []
 
 
+class FieldDecl(BaseModel):
+    """A destination field the org has and the stock client does not know: a Salesforce custom
+    field, a HubSpot property, a Zendesk user field (``user_fields.<key>``). ``identity``: it
+    can match records (a Salesforce external id, a HubSpot unique property). A bare string in
+    YAML is the type."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["string", "number", "date", "boolean", "string_list"]
+    identity: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"type": data} if isinstance(data, str) else data
+
+
 class Identity(BaseModel):
     """The source column that identifies a record and the destination field it matches."""
 
@@ -278,6 +373,20 @@ class SyncSpec(BaseModel):
         le=100,
         description="Batches handed to the client at once and committed together: more lets "
         "a client pipeline (Zendesk keeps jobs in flight); a crash resends at most this many.",
+    )
+    fields: dict[str, FieldDecl] = Field(
+        default_factory=dict,
+        description="The org's own destination fields the mapping writes: name -> type (or "
+        "{type, identity}); the client knows only the fields every account has.",
+    )
+    check_fields: bool = Field(
+        default=False,
+        description="Before sending, ask the destination (describe / properties / user_fields) "
+        "whether every field the sync writes exists; refuse the run with the missing ones.",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Destination options: zendesk {tags: merge|replace}; see the options models.",
     )
     dry_run: bool = False
     freshness_minutes: float = Field(default=60, gt=0)
@@ -321,27 +430,44 @@ class SyncSpec(BaseModel):
             raise ValueError(
                 f"object {self.object!r}: {self.destination} syncs {', '.join(info.objects)}"
             )
-        if self.identity.field not in info.identity_fields:
+        for name in self.fields:
+            if not _FIELD.fullmatch(name):
+                raise ValueError(f"fields {name!r}: not a field API name")
+        identities = [*info.identity_fields, *(n for n, f in self.fields.items() if f.identity)]
+        if self.identity.field not in identities:
             raise ValueError(
                 f"identity field {self.identity.field!r}: {self.destination} {self.object} "
-                f"records are matched by {' or '.join(info.identity_fields)}"
+                f"records are matched by {' or '.join(identities) or 'an external id field'}; "
+                "declare the org's own under fields with identity: true"
             )
         if self.identity.field in self.mapping:
             raise ValueError(
                 f"mapping {self.identity.field}: it is the identity field, set from "
                 f"identity.column ({self.identity.column}); remove it from the mapping"
             )
+        writable = self.writable_fields
         for name, field in self.mapping.items():
-            if not _FIELD.fullmatch(name) or name not in info.fields:
+            if not _FIELD.fullmatch(name) or name not in writable:
                 raise ValueError(
                     f"mapping {name}: not a {self.destination} {self.object} field (known: "
-                    f"{', '.join(sorted(info.fields))})"
+                    f"{', '.join(sorted(writable))}); declare the org's own fields under fields"
                 )
-            if field.tags_from is not None and info.fields[name].type != "string_list":
+            if field.tags_from is not None and writable[name].type != "string_list":
                 raise ValueError(
                     f"mapping {name}: tags_from gives a string list, but {self.destination} "
-                    f"field {name} is {info.fields[name].type}"
+                    f"field {name} is {writable[name].type}"
                 )
+        try:
+            options = destination_options(self)
+        except ValueError as exc:
+            raise ValueError(f"options: {exc}") from None
+        if isinstance(options, ZendeskOptions) and "tags" in self.mapping and options.tags is None:
+            raise ValueError(
+                "mapping tags: a tags list replaces all of a Zendesk user's tags, agents' "
+                "included; declare options.tags: merge (keep the tags this sync does not "
+                "manage; one more request per 100 users) or replace (this sync owns every tag "
+                "of its users)"
+            )
         if self.batch_size is not None and self.batch_size > info.max_batch:
             raise ValueError(
                 f"batch_size {self.batch_size} is above {self.destination}'s limit of "
@@ -350,6 +476,18 @@ class SyncSpec(BaseModel):
         return self
 
     # -- derived -------------------------------------------------------------------------------
+
+    @property
+    def writable_fields(self) -> dict[str, FieldSpec]:
+        """The fields every account has, and the ones this sync declares for its org."""
+        standard = destination_info(self.destination).fields
+        declared = {n: FieldSpec(name=n, type=f.type) for n, f in self.fields.items()}
+        return {**standard, **declared}
+
+    @property
+    def written_fields(self) -> list[str]:
+        """The destination fields a run writes (identity first): what ``check_fields`` asks."""
+        return [self.identity.field, *self.mapping]
 
     @property
     def tables(self) -> list[str]:
@@ -393,7 +531,7 @@ def field_types(spec: SyncSpec, columns: Mapping[str, str]) -> dict[str, ValueTy
     """The value type each mapped field gets from the source ``columns`` (name -> DuckDB type),
     checked against the destination's field types. Raises :class:`SyncSpecError` naming the
     sync and the field."""
-    info = destination_info(spec.destination)
+    writable = spec.writable_fields
     where = f"sync {spec.name}"
 
     def column_type(column: str, used_by: str) -> ValueType:
@@ -419,7 +557,7 @@ def field_types(spec: SyncSpec, columns: Mapping[str, str]) -> dict[str, ValueTy
     types: dict[str, ValueType] = {}
     for name, field in spec.mapping.items():
         used_by = f"mapping {name} <- {field.describe()}"
-        expected = info.fields[name].type
+        expected = writable[name].type
         try:
             if field.column is not None:
                 kind = column_type(field.column, used_by)

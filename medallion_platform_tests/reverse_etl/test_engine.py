@@ -300,6 +300,7 @@ def test_transforms_constants_and_utc_dates_reach_the_destination(conn, emulator
             "JOIN gold.dim_customer AS d ON d.customer_id = c.customer_id",
             "destination": "salesforce",
             "object": "Contact",
+            "fields": sync("salesforce_contacts").fields,  # the demo org's custom fields
             "identity": {"column": "customer_id", "field": "Acme_Customer_Id__c"},
             "mapping": {
                 "Segment__c": {"column": "segment", "transform": "upper"},

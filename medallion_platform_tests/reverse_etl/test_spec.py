@@ -68,10 +68,30 @@ def test_a_tag_rule_naming_an_unknown_column(tmp_path) -> None:
         object="users",
         identity={"column": "customer_id", "field": "external_id"},
         batch_size=100,
+        options={"tags": "merge"},
     )
     raw["mapping"] = {"tags": {"tags_from": {"vip": "ltv >= 1000"}}}
     message = _refused(tmp_path, raw)
     assert "mapping tags <- tags_from vip: ltv >= 1000" in message and "'ltv'" in message
+
+
+def test_zendesk_tags_must_say_whether_agents_tags_are_kept(tmp_path) -> None:
+    """A tags list replaces every tag of a Zendesk user, agents' included: a sync mapping tags
+    must choose merge or replace (issue 15)."""
+    raw = _raw(
+        name="zendesk_tags",
+        destination="zendesk",
+        object="users",
+        identity={"column": "customer_id", "field": "external_id"},
+        batch_size=100,
+    )
+    raw["mapping"] = {"tags": {"tags_from": {"vip": "lifetime_value >= 1000"}}}
+    message = _refused(tmp_path, raw)
+    assert "mapping tags: a tags list replaces all of a Zendesk user's tags" in message
+    assert "options.tags: merge" in message
+    assert "options" in _refused(tmp_path, raw | {"options": {"tags": "keep"}})
+    [spec] = _load(tmp_path, raw | {"options": {"tags": "merge"}})
+    assert spec.options == {"tags": "merge"}
 
 
 def test_a_destination_field_the_destination_does_not_have(tmp_path) -> None:
@@ -177,3 +197,17 @@ def test_the_fingerprint_follows_the_mapping_not_its_order_or_prose() -> None:
     )
     assert base.fingerprint == reordered.fingerprint == reworded.fingerprint
     assert retyped.fingerprint != base.fingerprint
+
+
+def test_org_fields_are_declared_in_the_sync_not_the_client(tmp_path) -> None:
+    """A real org's custom fields need no code change: declared under fields (name -> type,
+    identity for an external id), mapped like the standard ones, types checked the same."""
+    raw = _raw(name="with_phone", mapping={"Phone__c": "email"})
+    assert "declare the org's own fields under fields" in _refused(tmp_path, raw)
+    [spec] = _load(tmp_path, raw | {"fields": {**raw["fields"], "Phone__c": "string"}})
+    assert spec.writable_fields["Phone__c"].type == "string"
+    typed = raw | {"fields": {**raw["fields"], "Phone__c": "number"}}
+    assert "expects number" in _refused(tmp_path, typed)
+    no_identity = {**raw["fields"], "Acme_Customer_Id__c": "string"}
+    message = _refused(tmp_path, raw | {"fields": no_identity})
+    assert "identity field 'Acme_Customer_Id__c'" in message and "identity: true" in message

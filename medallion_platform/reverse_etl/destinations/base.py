@@ -10,6 +10,7 @@ Credentials never appear in messages, logs or outcomes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
@@ -54,6 +55,12 @@ class DestinationAuthError(DestinationError):
     """The destination refused the credentials (expired or wrong token)."""
 
 
+class DestinationSetupError(DestinationError):
+    """The destination account refuses what the sync needs until someone changes a setting
+    (Zendesk's bulk user import not enabled, user tagging off): every batch would fail the same
+    way, so the run stops at once and the message says what to ask for."""
+
+
 class Destination(Protocol):
     """A SaaS API the engine syncs to (see the module docstring for the contract)."""
 
@@ -73,6 +80,11 @@ class Destination(Protocol):
     def remove(self, records: list[tuple[str, str | None]]) -> list[RecordOutcome]:
         """Delete or archive ``(identity, destination_id)`` records (mirror mode); a missing
         ``destination_id`` is looked up by identity first. Already gone counts as ok."""
+        ...
+
+    def missing_fields(self, names: Sequence[str]) -> list[str]:
+        """Which of the destination fields ``names`` the account does not have (describe /
+        properties / user_fields APIs): a sync checks them before it sends anything."""
         ...
 
     def close(self) -> None: ...

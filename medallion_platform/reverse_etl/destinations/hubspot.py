@@ -3,9 +3,14 @@
 - upsert: ``POST /crm/v3/objects/contacts/batch/upsert`` with
   ``{"inputs": [{"idProperty", "id", "properties", "objectWriteTraceId"}]}``, at most 100 inputs.
   Property values are sent as strings (numbers without exponent, dates ``YYYY-MM-DD``, ``None``
-  as ``""``, which clears). 200 means all were written; 207 Multi-Status lists the failed inputs
-  in ``errors`` (``context.objectWriteTraceId`` / ``context.id`` name them), the rest were
-  written. ``new`` tells created from updated.
+  as ``""``, which clears). 200 means all were written; ``new`` tells created from updated.
+  One invalid or conflicting input makes HubSpot refuse the whole batch (400
+  ``VALIDATION_ERROR`` "Property values were not valid", 409 ``CONFLICT`` "Contact already
+  exists"), nothing written and no word of which input: the client splits the batch in halves
+  and sends each again, down to single inputs, so the good inputs land in the same run and each
+  bad one is an outcome with HubSpot's own message (about 2 log2(100) extra calls per bad
+  input). Where multi-status is enabled, 207 lists the failed inputs in ``errors``
+  (``context.objectWriteTraceId`` / ``context.id`` name them) and the rest were written.
 - update (update-only): ``POST .../batch/read`` by ``idProperty`` finds the contacts that exist
   (the others are "not found in hubspot" and not sent), then only those are upserted.
 - remove: ``POST .../batch/archive`` by HubSpot id (204; unknown ids are ignored by HubSpot); an
@@ -61,14 +66,10 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec(name="firstname", type="string"),
         FieldSpec(name="lastname", type="string"),
         FieldSpec(name="phone", type="string"),
-        FieldSpec(name="acme_customer_id", type="string"),
-        FieldSpec(name="lifetime_value", type="number"),
-        FieldSpec(name="churn_risk", type="number"),
-        FieldSpec(name="acme_segment", type="string"),
-        FieldSpec(name="last_order_date", type="date"),
     )
 }
-"""The demo contact's writable properties (``email`` and ``acme_customer_id`` are unique)."""
+"""HubSpot's own contact properties a sync may write. A portal's custom properties are
+declared by the sync (``fields`` in ``syncs.yaml``) and given as ``fields``."""
 
 
 class HubSpotDestination(HttpDestination):
@@ -92,7 +93,8 @@ class HubSpotDestination(HttpDestination):
         if not access_token:
             raise DestinationConfigError("hubspot: access_token is empty")
         self.id_property = id_property
-        self.fields = dict(FIELDS if fields is None else fields)
+        self.fields = {**FIELDS, **(fields or {})}
+        self.split_calls = 0  # batches split to isolate inputs HubSpot refused the batch for
         super().__init__(
             base_url,
             headers={"Authorization": f"Bearer {access_token}"},
@@ -143,6 +145,14 @@ class HubSpotDestination(HttpDestination):
             for (identity, _), contact_id in zip(records, ids, strict=True)
         ]
 
+    def missing_fields(self, names: Sequence[str]) -> list[str]:
+        """The properties of ``names`` the portal does not have (``GET
+        /crm/v3/properties/contacts``; needs the ``crm.schemas.contacts.read`` scope)."""
+        body = self._call("GET", "/crm/v3/properties/contacts").body
+        results = body.get("results") if isinstance(body, dict) else None
+        known = {str(p.get("name")) for p in results or [] if isinstance(p, dict)}
+        return [name for name in names if name not in known]
+
     # -- the calls --------------------------------------------------------------------------------
 
     def _upsert(self, records: Sequence[DestinationRecord]) -> list[RecordOutcome]:
@@ -163,27 +173,58 @@ class HubSpotDestination(HttpDestination):
                 outcomes[position] = not_sent(record, str(rejected))
         sendable = list(properties)
         for call in rounds(sendable, lambda p: self._key(records[p].identity), self.max_batch):
-            positions = [sendable[i] for i in call]
-            inputs = [
-                {
-                    "idProperty": self.id_property,
-                    "id": records[p].identity,
-                    "properties": properties[p],
-                    "objectWriteTraceId": str(i),
-                }
-                for i, p in enumerate(positions)
-            ]
+            pending = [[sendable[i] for i in call]]
+            while pending:
+                positions = pending.pop()
+                rejected = self._send_upsert(records, positions, properties, outcomes)
+                if rejected is None:
+                    continue
+                if len(positions) == 1:
+                    outcomes[positions[0]] = RecordOutcome(
+                        identity=records[positions[0]].identity, ok=False, error=rejected
+                    )
+                    continue
+                half = len(positions) // 2
+                self.split_calls += 1
+                pending += [positions[half:], positions[:half]]  # first half first
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _send_upsert(
+        self,
+        records: Sequence[DestinationRecord],
+        positions: list[int],
+        properties: Mapping[int, dict[str, str]],
+        outcomes: list[RecordOutcome | None],
+    ) -> str | None:
+        """One ``batch/upsert`` call; its outcomes go into ``outcomes``. A batch HubSpot refused
+        as a whole because of its inputs (400 invalid property values, 409 conflict: nothing
+        was written, the body does not say which input) returns HubSpot's error instead, for the
+        caller to split the batch and find the inputs at fault."""
+        inputs = [
+            {
+                "idProperty": self.id_property,
+                "id": records[p].identity,
+                "properties": properties[p],
+                "objectWriteTraceId": str(i),
+            }
+            for i, p in enumerate(positions)
+        ]
+        try:
             response = self._call(
                 "POST",
                 f"{OBJECTS}/batch/upsert",
                 json_body={"inputs": inputs},
                 accept=(200, 207),
             )
-            for position, outcome in zip(
-                positions, self._upsert_outcomes(records, positions, response.body), strict=True
-            ):
-                outcomes[position] = outcome
-        return [outcome for outcome in outcomes if outcome is not None]
+        except DestinationError as error:
+            if not _rejected_for_inputs(error):
+                raise
+            return self.mask(_error_text(error.body))
+        for position, outcome in zip(
+            positions, self._upsert_outcomes(records, positions, response.body), strict=True
+        ):
+            outcomes[position] = outcome
+        return None
 
     def _upsert_outcomes(
         self, records: Sequence[DestinationRecord], positions: list[int], body: Any
@@ -313,6 +354,22 @@ def _as_property(value: Any) -> str:
     if isinstance(value, list):
         return ";".join(str(item) for item in value)  # multi-select enumeration
     return json.dumps(value)
+
+
+def _rejected_for_inputs(error: DestinationError) -> bool:
+    """HubSpot refused a whole batch because of what some input holds: 409 ``CONFLICT`` (a
+    unique value another contact has) or 400 "Property values were not valid". Other 400s (too
+    many inputs, an idProperty that is not unique) are about the call, and splitting would not
+    help."""
+    body = error.body if isinstance(error.body, dict) else {}
+    if error.status == 409:
+        return True
+    message = str(body.get("message") or "")
+    return (
+        error.status == 400
+        and body.get("category") == "VALIDATION_ERROR"
+        and message.startswith("Property values were not valid")
+    )
 
 
 def _error_text(error: Mapping[str, Any]) -> str:

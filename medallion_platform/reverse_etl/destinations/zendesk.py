@@ -2,8 +2,21 @@
 
 - upsert: ``POST /api/v2/users/create_or_update_many.json`` (at most 100 users) answers with a
   queued job; ``GET /api/v2/job_statuses/{id}.json`` is polled until the job is ``completed``
-  (per-user ``Created`` / ``Updated`` / ``Failed`` results, matched by ``index``) or ``failed``
-  (nothing written: the job is submitted again, at most ``job_attempts`` times in all).
+  (per-user ``Created`` / ``Updated`` / ``Failed`` results) or ``failed`` (nothing written: the
+  job is submitted again, at most ``job_attempts`` times in all). Zendesk's results carry no
+  ``index``: they come in input order, with ``email`` / ``external_id`` on most of them, so they
+  are matched by position when there is one per input and every echoed ``external_id`` agrees,
+  else by the echoed ``external_id`` / ``email`` (an ``index``, where given, wins).
+  403 means bulk user imports are not enabled for the account (Zendesk Support enables them on
+  the account owner's request) or the API user may not manage end users:
+  :class:`DestinationSetupError`, with what to ask for.
+- tags: a ``tags`` list replaces all of a user's tags, agents' included, and is ignored without
+  a word when user tagging is off. ``tags="merge"`` (with the ``managed_tags`` the sync decides)
+  reads the users' current tags first (``show_many``, one request per 100 users) and sends the
+  tags the sync does not manage unchanged; ``tags="replace"`` sends the list as is (the sync
+  owns every tag of its users). Either way the first users written with tags are read back
+  once per client: tags that did not stick (user tagging off) raise
+  :class:`DestinationSetupError` before any of them is reported synced.
 - update (update-only): ``GET /api/v2/users/show_many.json?external_ids=...`` (100 a call) finds
   the users that exist; only those are sent.
 - remove: ``DELETE /api/v2/users/destroy_many.json?ids=...`` (or ``?external_ids=...`` for an
@@ -34,13 +47,14 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from medallion_platform.reverse_etl.destinations.base import (
     DestinationError,
     DestinationRecord,
+    DestinationSetupError,
     FieldSpec,
     RecordOutcome,
 )
@@ -69,15 +83,14 @@ FIELDS: dict[str, FieldSpec] = {
         FieldSpec(name="email", type="string"),
         FieldSpec(name="name", type="string"),
         FieldSpec(name="tags", type="string_list"),
-        FieldSpec(name="user_fields.ltv", type="number"),
-        FieldSpec(name="user_fields.churn_risk", type="number"),
-        FieldSpec(name="user_fields.segment", type="string"),
-        FieldSpec(name="user_fields.last_order_date", type="date"),
     )
 }
-"""The demo end user's writable fields; ``user_fields.<key>`` are custom user fields."""
+"""Every account's end-user fields. An account's own custom user fields (``user_fields.<key>``)
+are declared by the sync (``fields`` in ``syncs.yaml``) and given as ``fields``."""
 
 _GONE = frozenset({"RecordNotFound"})
+UPSERT_PATH = "/api/v2/users/create_or_update_many.json"
+TagsMode = Literal["merge", "replace"]
 
 
 @dataclass
@@ -119,17 +132,27 @@ class ZendeskDestination(HttpDestination):
         poll_min_s: float = 0.05,
         poll_max_s: float = 10.0,
         job_timeout_s: float = 600.0,
+        tags: TagsMode = "replace",
+        managed_tags: Sequence[str] = (),
         retry: RetryPolicy | None = None,
     ) -> None:
         """``rate_limit=None`` starts at 700 per ``rate_window_seconds`` and takes the count
-        from ``X-Rate-Limit``; a given ``rate_limit`` is kept as is."""
+        from ``X-Rate-Limit``; a given ``rate_limit`` is kept as is. ``tags`` / ``managed_tags``:
+        see the module docstring."""
         if not email or not api_token:
             raise DestinationConfigError("zendesk: email and api_token must be non-empty")
+        if tags not in ("merge", "replace"):
+            raise DestinationConfigError(f"zendesk: tags must be merge or replace, got {tags!r}")
+        if tags == "merge" and not managed_tags:
+            raise DestinationConfigError("zendesk: tags='merge' needs the managed_tags")
+        self.tags_mode: TagsMode = tags
+        self.managed_tags = frozenset(tag.strip().lower() for tag in managed_tags)
+        self.tags_verified = False
         if max_jobs_in_flight < 1 or job_attempts < 1:
             raise DestinationConfigError("zendesk: max_jobs_in_flight, job_attempts must be >= 1")
         if not 0 < poll_min_s <= poll_first_s <= poll_max_s:
             raise DestinationConfigError("zendesk: need 0 < poll_min_s <= poll_first_s <= max")
-        self.fields = dict(FIELDS if fields is None else fields)
+        self.fields = {**FIELDS, **(fields or {})}
         self.max_jobs_in_flight = max_jobs_in_flight
         self.job_attempts = job_attempts
         self.poll_min_s = poll_min_s
@@ -193,8 +216,12 @@ class ZendeskDestination(HttpDestination):
             for n, (_, params) in enumerate(calls)
         ]
         outcomes: list[RecordOutcome | None] = [None] * len(records)
-        for (positions, _), job in zip(calls, self._run(jobs), strict=True):
-            results = _by_index(job.result, len(positions))
+        for (positions, params), job in zip(calls, self._run(jobs), strict=True):
+            by = "external_id" if "external_ids" in params else "id"
+            keys = [
+                {by: records[p][0] if by == "external_id" else records[p][1]} for p in positions
+            ]
+            results = _match_results(job.result, keys)
             for n, position in enumerate(positions):
                 identity, user_id = records[position]
                 result = results.get(n)
@@ -212,6 +239,23 @@ class ZendeskDestination(HttpDestination):
                 )
         return [outcome for outcome in outcomes if outcome is not None]
 
+    def missing_fields(self, names: Sequence[str]) -> list[str]:
+        """The ``user_fields.<key>`` of ``names`` the account does not define (or has
+        deactivated), from ``GET /api/v2/user_fields.json`` (every page)."""
+        wanted = [n for n in names if n.startswith(USER_FIELDS_PREFIX)]
+        if not wanted:
+            return []
+        keys: set[str] = set()
+        path: str | None = "/api/v2/user_fields.json"
+        while path:
+            body = self._call("GET", path).body
+            body = body if isinstance(body, dict) else {}
+            for field_ in body.get("user_fields") or []:
+                if isinstance(field_, dict) and field_.get("active", True):
+                    keys.add(str(field_.get("key")))
+            path = body.get("next_page") if isinstance(body.get("next_page"), str) else None
+        return [n for n in wanted if n.removeprefix(USER_FIELDS_PREFIX) not in keys]
+
     # -- the calls --------------------------------------------------------------------------------
 
     def _upsert(self, records: Sequence[DestinationRecord]) -> list[RecordOutcome]:
@@ -226,21 +270,23 @@ class ZendeskDestination(HttpDestination):
             except ValueRejected as rejected:
                 outcomes[position] = not_sent(record, str(rejected))
         sendable = list(users)
+        wanted = {p: list(users[p]["tags"]) for p in sendable if users[p].get("tags") is not None}
+        if self.tags_mode == "merge" and wanted:
+            self._merge_tags(users, list(wanted))
         calls = [
             [sendable[i] for i in call]
             for call in rounds(sendable, lambda p: records[p].identity, self.max_batch)
         ]
         jobs = [
-            _Job(
-                n,
-                "POST",
-                "/api/v2/users/create_or_update_many.json",
-                body={"users": [users[p] for p in positions]},
-            )
+            _Job(n, "POST", UPSERT_PATH, body={"users": [users[p] for p in positions]})
             for n, positions in enumerate(calls)
         ]
         for positions, job in zip(calls, self._run(jobs), strict=True):
-            results = _by_index(job.result, len(positions))
+            keys = [
+                {"external_id": users[p]["external_id"], "email": users[p].get("email")}
+                for p in positions
+            ]
+            results = _match_results(job.result, keys)
             for n, position in enumerate(positions):
                 identity = records[position].identity
                 result = results.get(n)
@@ -257,7 +303,63 @@ class ZendeskDestination(HttpDestination):
                     outcomes[position] = RecordOutcome(
                         identity=identity, ok=False, error=self.mask(error)
                     )
+        if not self.tags_verified:
+            self._verify_tags(
+                {
+                    records[p].identity: tags
+                    for p, tags in wanted.items()
+                    if tags and (outcome := outcomes[p]) is not None and outcome.ok
+                }
+            )
         return [outcome for outcome in outcomes if outcome is not None]
+
+    def _merge_tags(self, users: dict[int, dict[str, Any]], positions: list[int]) -> None:
+        """Keep the tags the sync does not manage (an agent's): a ``tags`` list replaces all."""
+        current = self._current_tags([users[p]["external_id"] for p in positions])
+        for p in positions:
+            kept = [
+                t for t in current.get(users[p]["external_id"], []) if t not in self.managed_tags
+            ]
+            users[p]["tags"] = list(dict.fromkeys([*kept, *users[p]["tags"]]))
+
+    def _verify_tags(self, sent: Mapping[str, list[str]]) -> None:
+        """Read back up to 100 users just written with tags: tags silently not applied mean
+        user tagging is off in the account; nothing of these calls is reported synced."""
+        if not sent:
+            return
+        sample = list(sent)[: self.max_batch]
+        held = self._current_tags(sample)
+        missing = {
+            identity: sorted(
+                set(tag.lower() for tag in sent[identity]) - set(held.get(identity, []))
+            )
+            for identity in sample
+        }
+        missing = {identity: tags for identity, tags in missing.items() if tags}
+        if missing:
+            example, tags = next(iter(missing.items()))
+            raise DestinationSetupError(
+                f"zendesk: tags were sent but not applied to {len(missing)} of {len(sample)} "
+                f"users read back (e.g. external_id {example} lacks {tags}): user tagging is off "
+                "in this account. Ask a Zendesk admin to turn on Admin Center > People > "
+                "Configuration > Tags on users and organizations, or remove tags from the "
+                "sync's mapping"
+            )
+        self.tags_verified = True
+
+    def _current_tags(self, external_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The users' tags by external_id (users Zendesk does not have are absent)."""
+        keys = list(dict.fromkeys(external_ids))
+        tags: dict[str, list[str]] = {}
+        for call in chunks(keys, self.max_batch):
+            response = self._call(
+                "GET", "/api/v2/users/show_many.json", params={"external_ids": ",".join(call)}
+            )
+            body = response.body if isinstance(response.body, dict) else {}
+            for user in body.get("users") or []:
+                if user.get("external_id") is not None:
+                    tags[str(user["external_id"])] = [str(t) for t in user.get("tags") or []]
+        return tags
 
     def _user(self, record: DestinationRecord) -> dict[str, Any]:
         user: dict[str, Any] = {}
@@ -321,7 +423,20 @@ class ZendeskDestination(HttpDestination):
         job.attempts += 1
         if job.attempts > 1:
             self._count(retries=1)
-        response = self._call(job.method, job.path, params=job.params, json_body=job.body)
+        try:
+            response = self._call(job.method, job.path, params=job.params, json_body=job.body)
+        except DestinationError as error:
+            if error.status == 403 and job.path == UPSERT_PATH:
+                raise DestinationSetupError(
+                    f"zendesk: {job.method} {job.path} was refused with HTTP 403 ({error}). "
+                    "Bulk user imports are not enabled for this Zendesk account (they are off "
+                    "by default): the account owner must ask Zendesk Customer Support to enable "
+                    "them. Check too that the API user is an admin, or an agent whose role may "
+                    "manage end users.",
+                    status=403,
+                    body=error.body,
+                ) from None
+            raise
         status = response.body.get("job_status") if isinstance(response.body, dict) else None
         if not isinstance(status, dict) or not status.get("id"):
             raise DestinationError(f"zendesk: {job.method} {job.path} answered no job_status")
@@ -394,17 +509,48 @@ class ZendeskDestination(HttpDestination):
         return learned, remaining
 
 
-def _by_index(status: Mapping[str, Any] | None, expected: int) -> dict[int, dict[str, Any]]:
-    """A completed job's results by input index (by position when Zendesk gives no index)."""
-    results = (status or {}).get("results") or []
-    by_index: dict[int, dict[str, Any]] = {}
-    for position, result in enumerate(results):
-        if not isinstance(result, dict):
-            continue
-        index = result.get("index", position)
-        if isinstance(index, int) and 0 <= index < expected:
-            by_index[index] = result
-    return by_index
+def _match_results(
+    status: Mapping[str, Any] | None, inputs: Sequence[Mapping[str, Any]]
+) -> dict[int, dict[str, Any]]:
+    """A completed job's results by input position.
+
+    An ``index`` wins where Zendesk gives one. Without (its usual answer) results come in input
+    order: matched by position when there is one per input and no echoed ``external_id`` / ``id``
+    contradicts it, else by the ``external_id``, ``email`` or ``id`` each result echoes (an
+    input none names gets no result, which is reported, never guessed)."""
+    results = [r for r in (status or {}).get("results") or [] if isinstance(r, dict)]
+    if any(isinstance(result.get("index"), int) for result in results):
+        return {
+            result["index"]: result
+            for result in results
+            if isinstance(result.get("index"), int) and 0 <= result["index"] < len(inputs)
+        }
+
+    def agrees(result: Mapping[str, Any], key: Mapping[str, Any]) -> bool:
+        return all(
+            result.get(name) is None or key.get(name) is None or str(result[name]) == str(key[name])
+            for name in ("external_id", "id")
+        )
+
+    if len(results) == len(inputs) and all(map(agrees, results, inputs)):
+        return dict(enumerate(results))
+    lookup: dict[tuple[str, str], int] = {}
+    for position, key in enumerate(inputs):
+        for name in ("external_id", "email", "id"):
+            if key.get(name) is not None:
+                value = str(key[name]).lower() if name == "email" else str(key[name])
+                lookup.setdefault((name, value), position)
+    matched: dict[int, dict[str, Any]] = {}
+    for result in results:
+        for name in ("external_id", "email", "id"):
+            if result.get(name) is None:
+                continue
+            value = str(result[name]).lower() if name == "email" else str(result[name])
+            position = lookup.get((name, value))
+            if position is not None and position not in matched:
+                matched[position] = result
+                break
+    return matched
 
 
 def _str(value: Any) -> str | None:

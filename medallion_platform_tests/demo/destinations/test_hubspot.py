@@ -1,5 +1,6 @@
-"""The HubSpot emulator over real HTTP: batch upsert by email, 207 multi-status, batch read and
-archive, auth and the ten-secondly rolling limit with its headers."""
+"""The HubSpot emulator over real HTTP: batch upsert by email, one bad input failing the whole
+batch (400/409, HubSpot's default) or 207 multi-status (where enabled), batch read and archive,
+auth and the ten-secondly rolling limit with its headers."""
 
 from __future__ import annotations
 
@@ -96,8 +97,8 @@ def test_dates_take_iso_days_or_midnight_epoch_millis(
     response = upsert(client, [contact("a@example.com", last_order_date=midnight)])
     assert response.json()["results"][0]["properties"]["last_order_date"] == "2026-11-01"
     noon = upsert(client, [contact("b@example.com", last_order_date=str(midnight + 43_200_000))])
-    assert noon.status_code == 207
-    assert "not midnight" in noon.json()["errors"][0]["errors"][0]["message"]
+    assert noon.status_code == 400
+    assert "not midnight" in noon.json()["errors"][0]["message"]
 
 
 def test_more_than_100_inputs_is_refused_whole(api: HubSpotEmulator, client: httpx.Client) -> None:
@@ -114,9 +115,12 @@ def test_more_than_100_inputs_is_refused_whole(api: HubSpotEmulator, client: htt
     assert upsert(client, [contact(f"c{n}@example.com") for n in range(100)]).status_code == 200
 
 
-def test_invalid_inputs_come_back_as_207_and_the_rest_is_written(
-    api: HubSpotEmulator, client: httpx.Client
-) -> None:
+def test_with_multi_status_invalid_inputs_come_back_as_207_and_the_rest_is_written() -> None:
+    with HubSpotEmulator(token=TOKEN, multi_status=True) as api, _client(api) as client:
+        _multi_status(api, client)
+
+
+def _multi_status(api: HubSpotEmulator, client: httpx.Client) -> None:
     inputs = [
         contact("ok@example.com"),
         contact("not-an-email"),
@@ -165,15 +169,30 @@ def test_invalid_inputs_come_back_as_207_and_the_rest_is_written(
     assert set(api.records()) == {"ok@example.com", "ok2@example.com"}
 
 
-def test_without_multi_status_one_invalid_input_fails_the_batch() -> None:
-    with HubSpotEmulator(token=TOKEN, multi_status=False) as api, _client(api) as client:
-        response = upsert(client, [contact("ok@example.com"), contact("bad")])
-        assert response.status_code == 400
-        body = response.json()
-        assert body["category"] == "VALIDATION_ERROR"
-        assert body["message"].startswith("Property values were not valid: ")
-        assert body["errors"][0]["code"] == "INVALID_EMAIL"
-        assert api.records() == {}
+def test_by_default_one_invalid_input_fails_the_whole_batch(
+    api: HubSpotEmulator, client: httpx.Client
+) -> None:
+    response = upsert(client, [contact("ok@example.com"), contact("bad")])
+    assert response.status_code == 400
+    body = response.json()
+    assert body["status"] == "error" and body["category"] == "VALIDATION_ERROR"
+    assert body["message"].startswith("Property values were not valid: ")
+    assert body["errors"][0]["code"] == "INVALID_EMAIL"
+    assert "context" not in body or "id" not in body["context"]  # no word of which input
+    assert api.records() == {}
+
+
+def test_by_default_one_conflicting_input_fails_the_whole_batch_with_409(
+    api: HubSpotEmulator, client: httpx.Client
+) -> None:
+    first = upsert(client, [contact("ada@example.com", acme_customer_id="cus_1")]).json()
+    taken = contact("grace@example.com", acme_customer_id="cus_1")
+    response = upsert(client, [contact("ok@example.com"), taken, contact("ok2@example.com")])
+    assert response.status_code == 409
+    body = response.json()
+    assert body["status"] == "error" and body["category"] == "CONFLICT"
+    assert body["message"] == f"Contact already exists. Existing ID: {first['results'][0]['id']}"
+    assert sorted(api.records()) == ["ada@example.com"]  # ok@ was rolled back
 
 
 def test_duplicate_and_non_unique_ids_are_refused(
@@ -208,8 +227,8 @@ def test_upsert_by_another_unique_property_and_conflicts(
     upsert(client, [contact("grace@example.com")]).raise_for_status()
     clash = {**by_customer, "properties": {"email": "grace@example.com"}}
     response = upsert(client, [clash])
-    assert response.status_code == 207
-    assert response.json()["errors"][0]["category"] == "CONFLICT"
+    assert response.status_code == 409
+    assert response.json()["category"] == "CONFLICT"
     assert api.records()["ada@example.com"]["properties"]["lifetime_value"] == "6"
 
 

@@ -13,7 +13,11 @@ import httpx
 import pytest
 
 from medallion_platform.devkit.demo.destinations.common import RateLimit
-from medallion_platform.devkit.demo.destinations.salesforce import SalesforceEmulator, case_safe_id
+from medallion_platform.devkit.demo.destinations.salesforce import (
+    CONTACT,
+    SalesforceEmulator,
+    case_safe_id,
+)
 
 TOKEN = "00DAcmeOutfitters!AQ4AQFakeSessionToken9876"
 UPSERT = "/services/data/v62.0/composite/sobjects/Contact/Acme_Customer_Id__c"
@@ -457,3 +461,110 @@ def test_constructor_guards() -> None:
         SalesforceEmulator(token="")
     with pytest.raises(ValueError):
         SalesforceEmulator(token=TOKEN, type_errors="never")  # type: ignore[arg-type]
+
+
+# -- issue 15: SOQL, 300, duplicate rules, OAuth -------------------------------------------------
+
+QUERY = "/services/data/v62.0/query"
+
+
+def test_query_in_lists_pages_of_2000_and_next_records_url(
+    api: SalesforceEmulator, client: httpx.Client
+) -> None:
+    for start in range(0, 2400, 200):
+        upsert(client, [contact(f"cus_{n:06d}") for n in range(start, start + 200)])
+    wanted = ",".join(f"'CUS_{n:06d}'" for n in range(0, 2500, 1))  # case-insensitive match
+    soql = f"SELECT Id, Acme_Customer_Id__c FROM Contact WHERE Acme_Customer_Id__c IN ({wanted})"
+    first = client.post(QUERY, data={"q": soql})  # POST is not how SOQL is sent
+    assert first.status_code == 405
+    page = client.get(QUERY, params={"q": soql}).json()
+    assert page["totalSize"] == 2400 and page["done"] is False and len(page["records"]) == 2000
+    assert page["records"][0]["attributes"]["type"] == "Contact"
+    assert set(page["records"][0]) == {"attributes", "Id", "Acme_Customer_Id__c"}
+    rest = client.get(page["nextRecordsUrl"]).json()
+    assert rest["done"] is True and len(rest["records"]) == 400 and "nextRecordsUrl" not in rest
+    seen = {r["Acme_Customer_Id__c"] for r in page["records"] + rest["records"]}
+    assert len(seen) == 2400
+    quoted = client.get(QUERY, params={"q": "SELECT Id FROM Contact WHERE LastName = 'O\\'Hara'"})
+    assert quoted.status_code == 200 and quoted.json()["totalSize"] == 0
+
+
+def test_a_malformed_or_unknown_query_is_400(client: httpx.Client) -> None:
+    bad = client.get(QUERY, params={"q": "SELEC Id FROM Contact"})
+    assert bad.status_code == 400 and bad.json()[0]["errorCode"] == "MALFORMED_QUERY"
+    field = client.get(QUERY, params={"q": "SELECT Id, Shoe__c FROM Contact"})
+    assert field.status_code == 400 and field.json()[0]["errorCode"] == "INVALID_FIELD"
+    sobject = client.get(QUERY, params={"q": "SELECT Id FROM Lead"})
+    assert sobject.json()[0]["errorCode"] == "INVALID_TYPE"
+
+
+def test_a_non_unique_external_id_answers_300_and_duplicate_external_id() -> None:
+    schema = CONTACT.model_copy(
+        update={
+            "fields": tuple(
+                f.model_copy(update={"unique": False}) if f.external_id else f
+                for f in CONTACT.fields
+            )
+        }
+    )
+    with SalesforceEmulator(token=TOKEN, sobjects=(schema,)) as api, _client(api) as client:
+        ids = [api.insert("Contact", {"Acme_Customer_Id__c": "cus_1", "LastName": n}) for n in "AB"]
+        one = client.get("/services/data/v62.0/sobjects/Contact/Acme_Customer_Id__c/cus_1")
+        assert one.status_code == 300
+        assert one.json() == [f"/services/data/v62.0/sobjects/Contact/{i}" for i in ids]
+        [result] = upsert(client, [contact("cus_1")]).json()
+        assert result["success"] is False
+        assert result["errors"][0]["statusCode"] == "DUPLICATE_EXTERNAL_ID"
+        assert result["errors"][0]["message"] == (
+            "Acme Customer Id: more than one record found for external id field: "
+            f"[{ids[0]}, {ids[1]}]"
+        )
+
+
+def test_the_duplicate_rule_alerts_on_a_matching_email_unless_allow_save(
+    api: SalesforceEmulator, client: httpx.Client
+) -> None:
+    [first] = upsert(client, [contact("cus_1", Email="same@example.com")]).json()
+    [dup] = upsert(client, [contact("cus_2", Email="Same@Example.com")]).json()
+    error = dup["errors"][0]
+    assert dup["success"] is False and error["statusCode"] == "DUPLICATES_DETECTED"
+    assert error["message"] == "Use one of these records?"
+    match = error["duplicateResult"]["matchResults"][0]
+    assert error["duplicateResult"]["allowSave"] is True
+    assert [r["record"]["Id"] for r in match["matchRecords"]] == [first["id"]]
+    header = {"Sforce-Duplicate-Rule-Header": "allowSave=true; includeRecordDetails=false"}
+    saved = client.patch(
+        UPSERT,
+        json={"allOrNone": False, "records": [contact("cus_2", Email="same@example.com")]},
+        headers=header,
+    ).json()
+    assert saved[0]["success"] is True and len(api.records()) == 2
+
+
+def test_the_oauth_token_endpoint_refreshes_the_session() -> None:
+    oauth = {"oauth_client_id": "cid", "oauth_client_secret": "csecret"}
+    with (
+        SalesforceEmulator(token=TOKEN, oauth_refresh_token="rtoken", **oauth) as api,
+        httpx.Client(base_url=api.base_url, trust_env=False) as http,
+    ):
+        form = {"grant_type": "refresh_token", "client_id": "cid", "client_secret": "csecret"}
+        refused = http.post("/services/oauth2/token", data=form | {"refresh_token": "stale"})
+        assert refused.status_code == 400
+        assert refused.json() == {
+            "error": "invalid_grant",
+            "error_description": "expired access/refresh token",
+        }
+        granted = http.post("/services/oauth2/token", data=form | {"refresh_token": "rtoken"})
+        body = granted.json()
+        assert granted.status_code == 200 and body["token_type"] == "Bearer"
+        assert body["instance_url"] == api.base_url
+        fresh = {"Authorization": f"Bearer {body['access_token']}"}
+        assert http.get("/services/data/v62.0/limits", headers=fresh).status_code == 200
+        stale = http.get(
+            "/services/data/v62.0/limits", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert stale.status_code == 401 and stale.json()[0]["errorCode"] == "INVALID_SESSION_ID"
+        credentials = http.post(
+            "/services/oauth2/token", data=form | {"grant_type": "client_credentials"}
+        )
+        assert credentials.status_code == 200

@@ -80,9 +80,8 @@ def test_create_or_update_many_returns_a_job_to_poll(
     done = poll(client, f"/api/v2/job_statuses/{job['id']}")  # the .json suffix is optional
     assert done["status"] == "completed" and done["progress"] == 2
     assert done["message"].startswith("Completed at ")
-    first, second = done["results"]
+    first, second = done["results"]  # in input order, without an index (as Zendesk answers)
     assert first == {
-        "index": 0,
         "id": first["id"],
         "action": "create",
         "status": "Created",
@@ -90,7 +89,7 @@ def test_create_or_update_many_returns_a_job_to_poll(
         "external_id": "cus_000001",
         "email": "cus_000001@example.com",
     }
-    assert second["status"] == "Created" and second["index"] == 1
+    assert second["status"] == "Created" and second["external_id"] == "cus_000002"
 
     again = upsert(client, [user("cus_000001", name="Ada King", user_fields={"ltv": "99.5"})])
     [updated] = again["results"]
@@ -150,7 +149,6 @@ def test_invalid_users_fail_and_the_rest_are_written(
         "Created",
     ]
     assert results[1] == {
-        "index": 1,
         "status": "Failed",
         "error": "UserUpdateError",
         "details": "Email: nope@ is not properly formatted",
@@ -229,7 +227,6 @@ def test_destroy_many_soft_deletes_by_external_id_or_id(
     assert response.status_code == 200
     done = poll(client, response.json()["job_status"]["url"])
     assert done["results"][0] == {
-        "index": 0,
         "id": ids[0],
         "action": "delete",
         "status": "Deleted",
@@ -315,3 +312,29 @@ def test_injected_faults_and_counters(api: ZendeskEmulator, client: httpx.Client
     assert stats.by_endpoint["POST /api/v2/users/create_or_update_many"] == 3
     assert stats.by_endpoint["GET /api/v2/job_statuses/{id}"] >= 1
     assert stats.by_status[429] == 1 and stats.by_status[503] == 1
+
+
+def test_result_index_bulk_import_and_user_tagging_are_switchable() -> None:
+    """``result_index`` adds the index some clients expect; a fresh account answers bulk imports
+    with 403 until Zendesk enables them, and ignores user tags while tagging is off."""
+    settings = {"result_index": True, "user_tagging": False}
+    with ZendeskEmulator(token=TOKEN, **settings) as api, _client(api) as client:
+        [result] = upsert(client, [user("cus_1")])["results"]
+        assert result["index"] == 0 and result["status"] == "Created"
+        assert api.records()["cus_1"]["tags"] == []  # tags silently not applied
+    with ZendeskEmulator(token=TOKEN, bulk_import=False) as api, _client(api) as client:
+        refused = client.post(UPSERT, json={"users": [user("cus_1")]})
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "Forbidden"
+        assert "account owner" in refused.json()["description"]
+        assert api.records() == {} and api.job_statuses() == []
+
+
+def test_an_agent_added_tag_is_replaced_by_a_tags_list(
+    api: ZendeskEmulator, client: httpx.Client
+) -> None:
+    upsert(client, [user("cus_1")])
+    api.tag_user("cus_1", "escalated")
+    assert api.records()["cus_1"]["tags"] == ["vip", "escalated"]
+    upsert(client, [user("cus_1", tags=["vip"])])
+    assert api.records()["cus_1"]["tags"] == ["vip"]  # the agent's tag is gone, as in Zendesk

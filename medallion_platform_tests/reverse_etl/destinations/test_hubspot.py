@@ -1,6 +1,7 @@
 """The HubSpot client against the HubSpot emulator over real HTTP: batch upserts by email,
-207 multi-status, update-only, archive, auth, the ten-secondly limit (paced under it, learned
-from the headers; 429s waited out) and transient failures, with the token never leaking."""
+whole-batch 400/409 split to find the bad inputs (and 207 multi-status where enabled),
+update-only, archive, auth, the ten-secondly limit (paced under it, learned from the headers;
+429s waited out) and transient failures, with the token never leaking."""
 
 from __future__ import annotations
 
@@ -23,12 +24,15 @@ from medallion_platform.reverse_etl.destinations.base import (
 from medallion_platform.reverse_etl.destinations.http import DestinationConfigError, RetryPolicy
 from medallion_platform.reverse_etl.destinations.hubspot import FIELDS, HubSpotDestination
 from medallion_platform.reverse_etl.destinations.ratelimit import RateLimit
+from medallion_platform.reverse_etl.spec import load_syncs
 
 TOKEN = "pat-na1-11111111-2222-3333-4444-secret5555555"
 UPSERT = "POST /crm/v3/objects/contacts/batch/upsert"
 READ = "POST /crm/v3/objects/contacts/batch/read"
 ARCHIVE = "POST /crm/v3/objects/contacts/batch/archive"
 FAST = RetryPolicy(backoff_base_s=0.01, backoff_max_s=0.05, rate_limit_patience_s=30)
+# The demo portal's custom properties, as the packaged sync declares them (syncs.yaml).
+ORG_FIELDS = {s.name: s for s in load_syncs()}["hubspot_contacts"].writable_fields
 
 
 def contact(n: int, **fields: Any) -> DestinationRecord:
@@ -51,7 +55,7 @@ def api() -> Iterator[HubSpotEmulator]:
 
 @pytest.fixture
 def hs(api: HubSpotEmulator) -> Iterator[HubSpotDestination]:
-    with HubSpotDestination(api.base_url, TOKEN, retry=FAST) as client:
+    with HubSpotDestination(api.base_url, TOKEN, retry=FAST, fields=ORG_FIELDS) as client:
         yield client
 
 
@@ -83,9 +87,19 @@ def test_upserts_in_batches_of_100_and_a_repeat_updates_without_duplicates(
     assert {r["properties"]["acme_segment"] for r in api.records().values()} == {"vip"}
 
 
-def test_207_rejections_are_outcomes_and_the_rest_is_committed(
-    api: HubSpotEmulator, hs: HubSpotDestination
-) -> None:
+@pytest.mark.parametrize("multi_status", [False, True], ids=["whole-batch", "207"])
+def test_rejections_are_outcomes_and_the_rest_is_committed(multi_status: bool) -> None:
+    """By default HubSpot fails the whole batch (400 for the invalid email, 409 for the taken
+    customer id) and the client splits it; with multi-status the 207 names them at once."""
+    with (
+        HubSpotEmulator(token=TOKEN, multi_status=multi_status) as api,
+        HubSpotDestination(api.base_url, TOKEN, retry=FAST, fields=ORG_FIELDS) as hs,
+    ):
+        _rejections(api, hs)
+        assert (hs.split_calls > 0) is not multi_status
+
+
+def _rejections(api: HubSpotEmulator, hs: HubSpotDestination) -> None:
     records = [
         contact(0),
         DestinationRecord(identity="not-an-email", fields={"firstname": "X"}),
@@ -266,11 +280,15 @@ def test_the_token_never_leaks(
 
 
 def test_fields_and_from_env() -> None:
+    # HubSpot's own properties; the portal's custom ones come from the sync (syncs.yaml).
     assert {name: spec.type for name, spec in FIELDS.items()} == {
         "email": "string",
         "firstname": "string",
         "lastname": "string",
         "phone": "string",
+    }
+    assert {name: spec.type for name, spec in ORG_FIELDS.items()} == {
+        **{name: spec.type for name, spec in FIELDS.items()},
         "acme_customer_id": "string",
         "lifetime_value": "number",
         "churn_risk": "number",

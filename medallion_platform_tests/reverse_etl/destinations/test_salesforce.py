@@ -13,7 +13,11 @@ from typing import Any
 import pytest
 
 from medallion_platform.devkit.demo.destinations.common import RateLimit as EmulatorRateLimit
-from medallion_platform.devkit.demo.destinations.salesforce import SalesforceEmulator
+from medallion_platform.devkit.demo.destinations.salesforce import (
+    CONTACT,
+    SalesforceEmulator,
+    SObjectSchema,
+)
 from medallion_platform.reverse_etl.destinations.base import (
     DestinationAuthError,
     DestinationError,
@@ -21,11 +25,18 @@ from medallion_platform.reverse_etl.destinations.base import (
 )
 from medallion_platform.reverse_etl.destinations.http import DestinationConfigError, RetryPolicy
 from medallion_platform.reverse_etl.destinations.ratelimit import RateLimit
-from medallion_platform.reverse_etl.destinations.salesforce import FIELDS, SalesforceDestination
+from medallion_platform.reverse_etl.destinations.salesforce import (
+    FIELDS,
+    OAuthSettings,
+    SalesforceDestination,
+)
+from medallion_platform.reverse_etl.spec import load_syncs
 
 TOKEN = "00DAcmeClientTest!AQ4AQSecretSessionToken4242"
 UPSERT = "PATCH /composite/sobjects/{sobject}/{externalIdField}"
 FAST = RetryPolicy(backoff_base_s=0.01, backoff_max_s=0.05, rate_limit_patience_s=30)
+# The demo org's custom fields, as the packaged sync declares them (syncs.yaml).
+ORG_FIELDS = {s.name: s for s in load_syncs()}["salesforce_contacts"].writable_fields
 
 
 def record(n: int, **fields: Any) -> DestinationRecord:
@@ -49,7 +60,7 @@ def api() -> Iterator[SalesforceEmulator]:
 
 @pytest.fixture
 def sf(api: SalesforceEmulator) -> Iterator[SalesforceDestination]:
-    with SalesforceDestination(api.base_url, TOKEN, retry=FAST) as client:
+    with SalesforceDestination(api.base_url, TOKEN, retry=FAST, fields=ORG_FIELDS) as client:
         yield client
 
 
@@ -227,11 +238,15 @@ def test_the_token_never_leaks(
 
 
 def test_fields_and_from_env() -> None:
+    # Standard Contact fields; the org's custom fields come from the sync (syncs.yaml).
     assert {name: spec.type for name, spec in FIELDS.items()} == {
-        "Acme_Customer_Id__c": "string",
         "Email": "string",
         "FirstName": "string",
         "LastName": "string",
+    }
+    assert {name: spec.type for name, spec in ORG_FIELDS.items()} == {
+        **{name: spec.type for name, spec in FIELDS.items()},
+        "Acme_Customer_Id__c": "string",
         "LTV__c": "number",
         "Churn_Risk__c": "number",
         "Segment__c": "string",
@@ -250,3 +265,153 @@ def test_fields_and_from_env() -> None:
     with SalesforceDestination.from_env(environ=env, sobject="Lead") as sf:
         assert sf.base_url == "https://acme.my.salesforce.com" and sf.sobject == "Lead"
         assert sf.max_batch == 200 and sf.name == "salesforce"
+
+
+# -- issue 15: lookups by SOQL, 300, duplicate rules, OAuth --------------------------------------
+
+QUERY = "GET /query"
+QUERY_MORE = "GET /query/{locator}"
+NOT_UNIQUE = SObjectSchema(
+    name="Contact",
+    key_prefix="003",
+    fields=tuple(
+        f.model_copy(update={"unique": False}) if f.external_id else f for f in CONTACT.fields
+    ),
+)
+
+
+def test_lookups_are_batched_soql_queries_following_next_records_url() -> None:
+    """Update-only and removals find 450 records with a few /query requests (pages of 100 here,
+    2,000 in Salesforce, followed by nextRecordsUrl), not 450 GETs of the daily budget."""
+    with (
+        SalesforceEmulator(token=TOKEN, query_page_size=100) as api,
+        SalesforceDestination(api.base_url, TOKEN, retry=FAST) as sf,
+    ):
+        sf.upsert([record(n) for n in range(450)])
+        api.clear_log()
+        wanted = [record(n, Segment__c="vip") for n in range(0, 900, 2)]  # half exist
+        outcomes = sf.update(wanted)
+        calls = api.stats().by_endpoint
+        assert [o.ok for o in outcomes] == [n < 450 for n in range(0, 900, 2)]
+        assert {o.error for o in outcomes if not o.ok} == {"not found in salesforce"}
+        assert (
+            calls[QUERY] == 2 and calls[QUERY_MORE] == 2
+        )  # 2 queries of ~225 values, ~112 rows: 2 pages each
+        assert (
+            calls[UPSERT] == 2 and "GET /sobjects/{sobject}/{externalIdField}/{value}" not in calls
+        )
+        api.clear_log()
+        removed = sf.remove([(f"cus_{n:06d}", None) for n in range(450)])
+        assert all(o.ok for o in removed) and api.records() == {}
+        assert api.stats().by_endpoint[QUERY] == 2
+
+
+def test_an_external_id_matching_several_records_fails_that_record_naming_them() -> None:
+    """Salesforce answers 300 Multiple Choices (collections: DUPLICATE_EXTERNAL_ID) and changes
+    none of them: the record fails with the ids; the rest of the call lands."""
+    with (
+        SalesforceEmulator(token=TOKEN, sobjects=(NOT_UNIQUE,)) as api,
+        SalesforceDestination(api.base_url, TOKEN, retry=FAST) as sf,
+    ):
+        first = api.insert("Contact", {"Acme_Customer_Id__c": "cus_000001", "LastName": "A"})
+        second = api.insert("Contact", {"Acme_Customer_Id__c": "cus_000001", "LastName": "B"})
+        outcomes = sf.upsert([record(0), record(1), record(2)])
+        assert [o.ok for o in outcomes] == [True, False, True]
+        assert outcomes[1].error == (
+            "DUPLICATE_EXTERNAL_ID: Acme Customer Id: more than one record found for external "
+            f"id field: [{first}, {second}]"
+        )
+        updated = sf.update([record(1, Segment__c="vip"), record(2, Segment__c="vip")])
+        assert [o.ok for o in updated] == [False, True]
+        assert updated[0].error is not None and "300 Multiple Choices" in updated[0].error
+        assert first in updated[0].error and second in updated[0].error
+        removed = sf.remove([("cus_000001", None)])
+        assert not removed[0].ok and first in (removed[0].error or "")
+        held = api.records_by_id()
+        assert (held[first]["LastName"], held[second]["LastName"]) == ("A", "B")  # untouched
+
+
+def test_duplicate_rule_refuses_unless_the_header_allows_saving() -> None:
+    with SalesforceEmulator(token=TOKEN) as api:
+        with SalesforceDestination(api.base_url, TOKEN, retry=FAST) as sf:
+            [existing] = sf.upsert([record(1, Email="shared@example.com")])
+            outcomes = sf.upsert([record(2, Email="SHARED@example.com"), record(3)])
+        assert [o.ok for o in outcomes] == [False, True]
+        assert outcomes[0].error == (
+            "DUPLICATES_DETECTED: Use one of these records? (duplicate rule "
+            f"Standard_Contact_Duplicate_Rule matched {existing.destination_id}; allowSave=true)"
+        )
+        allow = {"allow_save": True}
+        with SalesforceDestination(
+            api.base_url, TOKEN, retry=FAST, duplicate_rule_header=allow
+        ) as sf:
+            [saved] = sf.upsert([record(2, Email="shared@example.com")])
+        assert saved.ok and saved.created is True
+        assert sorted(api.records()) == ["cus_000001", "cus_000002", "cus_000003"]
+    with (
+        SalesforceEmulator(token=TOKEN, duplicate_rule="block") as api,
+        SalesforceDestination(api.base_url, TOKEN, retry=FAST, duplicate_rule_header=allow) as sf,
+    ):
+        sf.upsert([record(1, Email="shared@example.com")])
+        [blocked] = sf.upsert([record(2, Email="shared@example.com")])
+        assert not blocked.ok and "allowSave=false" in (blocked.error or "")
+
+
+OAUTH = {"oauth_client_id": "3MVG9AcmeClientId", "oauth_client_secret": "AcmeClientSecret999"}
+REFRESH = "5Aep861AcmeRefreshTokenSecret"
+
+
+@pytest.mark.parametrize("flow", ["refresh_token", "client_credentials"])
+def test_an_expired_session_is_refreshed_by_oauth_and_secrets_never_leak(
+    flow: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with SalesforceEmulator(token=TOKEN, oauth_refresh_token=REFRESH, **OAUTH) as api:
+        env = {
+            "SALESFORCE_INSTANCE_URL": api.base_url,
+            "SALESFORCE_ACCESS_TOKEN": TOKEN,
+            "SALESFORCE_CLIENT_ID": OAUTH["oauth_client_id"],
+            "SALESFORCE_CLIENT_SECRET": OAUTH["oauth_client_secret"],
+        }
+        if flow == "refresh_token":
+            env["SALESFORCE_REFRESH_TOKEN"] = REFRESH
+        with SalesforceDestination.from_env(environ=env, retry=FAST) as sf:
+            assert sf.oauth is not None and sf.oauth.grant == flow
+            sf.upsert([record(1)])
+            api.expire_token()  # the session times out mid-sync
+            outcomes = sf.upsert([record(2), record(3)])
+            assert all(o.ok for o in outcomes) and sf.token_refreshes == 1
+            assert api.tokens_issued == 1 and len(api.records()) == 3
+            api.revoke_refresh_token()
+            api.expire_token()
+            if flow == "refresh_token":
+                with pytest.raises(DestinationAuthError) as raised:
+                    sf.upsert([record(4)])
+                assert "refresh_token OAuth flow was refused" in str(raised.value)
+                assert "invalid_grant" in str(raised.value)
+                texts = [str(raised.value)]
+            else:  # client credentials need no refresh token
+                assert sf.upsert([record(4)])[0].ok
+                texts = []
+        texts += [caplog.text, repr(sf), repr(sf.oauth)]
+        for text in texts:
+            for secret in (TOKEN, REFRESH, OAUTH["oauth_client_secret"]):
+                assert secret not in text
+        assert "00DDn000000Emul!" not in caplog.text  # the refreshed access token
+
+
+def test_oauth_without_an_access_token_and_a_wrong_secret() -> None:
+    with SalesforceEmulator(token=TOKEN, **OAUTH) as api:
+        oauth = OAuthSettings(
+            token_url=f"{api.base_url}/services/oauth2/token",
+            client_id=OAUTH["oauth_client_id"],
+            client_secret=OAUTH["oauth_client_secret"],
+        )
+        with SalesforceDestination(api.base_url, "", oauth=oauth, retry=FAST) as sf:
+            assert sf.upsert([record(1)])[0].ok and sf.token_refreshes == 1
+        wrong = oauth.model_copy(update={"client_secret": "not-it"})
+        with (
+            SalesforceDestination(api.base_url, "", oauth=wrong, retry=FAST) as sf,
+            pytest.raises(DestinationAuthError, match="invalid client credentials"),
+        ):
+            sf.upsert([record(2)])

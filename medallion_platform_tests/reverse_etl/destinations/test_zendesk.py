@@ -18,16 +18,25 @@ from medallion_platform.reverse_etl.destinations.base import (
     DestinationAuthError,
     DestinationError,
     DestinationRecord,
+    DestinationSetupError,
 )
 from medallion_platform.reverse_etl.destinations.http import DestinationConfigError, RetryPolicy
 from medallion_platform.reverse_etl.destinations.ratelimit import RateLimit
-from medallion_platform.reverse_etl.destinations.zendesk import FIELDS, ZendeskDestination
+from medallion_platform.reverse_etl.destinations.zendesk import (
+    FIELDS,
+    ZendeskDestination,
+    _match_results,
+)
+from medallion_platform.reverse_etl.spec import load_syncs
 
 TOKEN = "ZdClientTestApiTokenSecret000000000000042"
 UPSERT = "POST /api/v2/users/create_or_update_many"
 JOB = "GET /api/v2/job_statuses/{id}"
+SHOW = "GET /api/v2/users/show_many"
 FAST = RetryPolicy(backoff_base_s=0.01, backoff_max_s=0.05, rate_limit_patience_s=30)
 QUICK_POLLS = {"poll_first_s": 0.05, "poll_min_s": 0.02}
+# The demo account's custom user fields, as the packaged sync declares them (syncs.yaml).
+ORG_FIELDS = {s.name: s for s in load_syncs()}["zendesk_users"].writable_fields
 
 
 def user(n: int, **fields: Any) -> DestinationRecord:
@@ -43,7 +52,7 @@ def user(n: int, **fields: Any) -> DestinationRecord:
 
 
 def client(api: ZendeskEmulator, **options: Any) -> ZendeskDestination:
-    options = {"retry": FAST, **QUICK_POLLS, **options}
+    options = {"retry": FAST, "fields": ORG_FIELDS, **QUICK_POLLS, **options}
     return ZendeskDestination(api.base_url, DEFAULT_EMAIL, TOKEN, **options)
 
 
@@ -79,7 +88,8 @@ def test_jobs_of_100_are_polled_and_a_repeat_updates_without_duplicates(
     assert len(api.records()) == 250 and api.records()["cus_000003"]["name"] == "Ada 3"
     by_endpoint = api.stats().by_endpoint
     assert by_endpoint[UPSERT] == 6 and by_endpoint[JOB] >= 6
-    assert zd.stats.api_calls == by_endpoint[UPSERT] + by_endpoint[JOB] == 6 + zd.job_polls
+    assert by_endpoint[SHOW] == 1  # the tags read back once, after the first jobs
+    assert zd.stats.api_calls == by_endpoint[UPSERT] + by_endpoint[JOB] + 1 == 7 + zd.job_polls
 
 
 def test_jobs_are_pipelined_up_to_the_in_flight_cap() -> None:
@@ -136,7 +146,7 @@ def test_update_only_looks_up_by_external_id_and_creates_nothing(
     assert not outcomes[1].ok and outcomes[1].error == "not found in zendesk"
     assert sorted(api.records()) == ["cus_000001", "cus_000002"]
     assert api.records()["cus_000001"]["name"] == "Updated"
-    assert api.stats().by_endpoint["GET /api/v2/users/show_many"] == 1
+    assert api.stats().by_endpoint[SHOW] == 2  # the tags read back, then the lookup
 
 
 def test_remove_destroys_by_id_or_external_id(api: ZendeskEmulator, zd: ZendeskDestination) -> None:
@@ -230,11 +240,15 @@ def test_the_credentials_never_leak(
 
 
 def test_fields_and_from_env() -> None:
+    # Every account's user fields; the account's custom ones come from the sync (syncs.yaml).
     assert {name: spec.type for name, spec in FIELDS.items()} == {
         "external_id": "string",
         "email": "string",
         "name": "string",
         "tags": "string_list",
+    }
+    assert {name: spec.type for name, spec in ORG_FIELDS.items()} == {
+        **{name: spec.type for name, spec in FIELDS.items()},
         "user_fields.ltv": "number",
         "user_fields.churn_risk": "number",
         "user_fields.segment": "string",
@@ -245,3 +259,67 @@ def test_fields_and_from_env() -> None:
         ZendeskDestination.from_env(environ=env)
     with ZendeskDestination.from_env(environ=env | {"ZENDESK_EMAIL": DEFAULT_EMAIL}) as zd:
         assert zd.base_url == "https://acme.zendesk.com" and zd.max_batch == 100
+
+
+# -- issue 15: what a real account does --------------------------------------------------------
+
+
+def test_results_without_index_are_matched_by_position_and_echo() -> None:
+    """Zendesk's results carry no index (the emulator's default): in input order they are
+    matched by position; a result the position cannot vouch for is matched by its echo."""
+    with ZendeskEmulator(token=TOKEN, job_delay=0.01) as api, client(api) as zd:
+        outcomes = zd.upsert([user(0), user(1, email="nope@"), user(2)])
+        statuses = api.job_statuses()
+    assert all("index" not in r for job in statuses for r in job["results"])
+    assert [o.ok for o in outcomes] == [True, False, True]
+    assert outcomes[1].error == "UserUpdateError: Email: nope@ is not properly formatted"
+    assert outcomes[2].destination_id == str(api.records()["cus_000002"]["id"])
+    inputs = [{"external_id": "a"}, {"external_id": "b"}, {"external_id": "c"}]
+    # One result short, out of order: matched by what each echoes, the missing one unmatched.
+    shuffled = {"results": [{"external_id": "c", "status": "Created"}, {"external_id": "a"}]}
+    assert _match_results(shuffled, inputs) == {
+        2: {"external_id": "c", "status": "Created"},
+        0: {"external_id": "a"},
+    }
+
+
+def test_bulk_import_not_enabled_is_a_clear_permanent_error() -> None:
+    with (
+        ZendeskEmulator(token=TOKEN, bulk_import=False) as api,
+        client(api) as zd,
+        pytest.raises(DestinationSetupError) as raised,
+    ):
+        zd.upsert([user(1)])
+    message = str(raised.value)
+    assert "HTTP 403" in message and "Bulk user imports are not enabled" in message
+    assert "account owner must ask Zendesk Customer Support" in message
+    assert api.stats().by_endpoint == {UPSERT: 1}  # not retried: waiting will not fix it
+    assert TOKEN not in message
+
+
+def test_tags_that_do_not_stick_are_caught_by_the_read_back() -> None:
+    with (
+        ZendeskEmulator(token=TOKEN, job_delay=0.01, user_tagging=False) as api,
+        client(api) as zd,
+        pytest.raises(DestinationSetupError) as raised,
+    ):
+        zd.upsert([user(n) for n in range(3)])
+    message = str(raised.value)
+    assert "not applied to 3 of 3 users" in message and "Tags on users and organizations" in message
+    assert len(api.records()) == 3  # written without tags: the outcomes are never reported
+
+
+def test_merge_keeps_an_agents_tags_and_replace_drops_them() -> None:
+    managed = ["vip", "churn_risk_high"]
+    with ZendeskEmulator(token=TOKEN, job_delay=0.01) as api:
+        with client(api, tags="merge", managed_tags=managed) as zd:
+            zd.upsert([user(1, tags=["vip"]), user(2, tags=["vip"])])
+            api.tag_user("cus_000001", "escalated")  # an agent's own tag
+            zd.upsert([user(1, tags=["churn_risk_high"]), user(2, tags=[])])
+        assert api.records()["cus_000001"]["tags"] == ["escalated", "churn_risk_high"]
+        assert api.records()["cus_000002"]["tags"] == []  # vip no longer holds: removed
+        with client(api, tags="replace") as zd:
+            zd.upsert([user(1, tags=["vip"])])
+        assert api.records()["cus_000001"]["tags"] == ["vip"]
+    with pytest.raises(DestinationConfigError, match="needs the managed_tags"):
+        ZendeskDestination("http://127.0.0.1:1", DEFAULT_EMAIL, TOKEN, tags="merge")

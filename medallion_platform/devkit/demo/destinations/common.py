@@ -229,18 +229,25 @@ IndexFn = Callable[[Mapping[str, Any]], str | None]
 
 
 class RecordStore:
-    """Current records by key, with unique secondary indexes, safe to share across threads.
+    """Current records by key, with unique secondary indexes (and non-unique ``multi`` ones),
+    safe to share across threads.
 
     Writes happen inside ``transaction()``: the store's lock is held throughout and an undo log is
     kept, so a batch either commits entirely or ``rollback()`` restores every record and index as
     it was (Salesforce's allOrNone). Readers get deep copies, never live records.
     """
 
-    def __init__(self, indexes: Mapping[str, IndexFn] | None = None) -> None:
+    def __init__(
+        self,
+        indexes: Mapping[str, IndexFn] | None = None,
+        multi: Mapping[str, IndexFn] | None = None,
+    ) -> None:
         self._lock = threading.RLock()
         self._records: dict[str, dict[str, Any]] = {}
         self._index_fns = dict(indexes or {})
         self._indexes: dict[str, dict[str, str]] = {name: {} for name in self._index_fns}
+        self._multi_fns = dict(multi or {})
+        self._multi: dict[str, dict[str, dict[str, None]]] = {name: {} for name in self._multi_fns}
 
     def __len__(self) -> int:
         with self._lock:
@@ -259,6 +266,11 @@ class RecordStore:
         """The key of the record whose ``index`` value is ``value`` (already normalised)."""
         with self._lock:
             return self._indexes[index].get(value)
+
+    def lookup_all(self, index: str, value: str) -> list[str]:
+        """The keys of every record whose ``multi`` index value is ``value``, oldest first."""
+        with self._lock:
+            return list(self._multi[index].get(value, ()))
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -300,12 +312,23 @@ class RecordStore:
             value = fn(record)
             if value is not None:
                 self._indexes[name][value] = key
+        for name, fn in self._multi_fns.items():
+            value = fn(record)
+            if value is not None:
+                self._multi[name].setdefault(value, {})[key] = None
 
     def _unindex(self, key: str, record: Mapping[str, Any]) -> None:
         for name, fn in self._index_fns.items():
             value = fn(record)
             if value is not None and self._indexes[name].get(value) == key:
                 del self._indexes[name][value]
+        for name, fn in self._multi_fns.items():
+            value = fn(record)
+            holders = self._multi[name].get(value) if value is not None else None
+            if holders is not None:
+                holders.pop(key, None)
+                if not holders:
+                    del self._multi[name][value]
 
 
 class StoreTransaction:
@@ -321,6 +344,9 @@ class StoreTransaction:
 
     def lookup(self, index: str, value: str) -> str | None:
         return self._store._indexes[index].get(value)
+
+    def lookup_all(self, index: str, value: str) -> list[str]:
+        return list(self._store._multi[index].get(value, ()))
 
     def put(self, key: str, record: dict[str, Any]) -> None:
         previous = self._store._records.get(key)
@@ -601,6 +627,10 @@ class EmulatorServer:
 
     def clear_faults(self) -> None:
         self._faults.clear()
+
+    def clear_log(self) -> None:
+        """Forget the requests so far (``stats()`` counts from here on)."""
+        self._log.clear()
 
     # -- what a test inspects ------------------------------------------------------------------
 

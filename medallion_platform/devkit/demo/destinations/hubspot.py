@@ -2,7 +2,9 @@
 
 What a sync to HubSpot leans on, in HubSpot's shapes: batch upsert by a unique property
 (``POST /crm/v3/objects/contacts/batch/upsert``, at most 100 inputs, ``new`` telling created from
-updated), 207 Multi-Status with per-input ``errors`` when some inputs are invalid, batch read by
+updated), one invalid or conflicting input failing the whole batch (400 ``VALIDATION_ERROR``
+or 409 ``CONFLICT``, nothing written: what HubSpot answers unless multi-status is enabled for
+the account; ``multi_status=True`` gives 207 with per-input ``errors``), batch read by
 ``idProperty`` (to find ids), batch archive (204), property values stored as strings, the
 ``{"status": "error", "category": ...}`` error body, and the ten-secondly rolling rate limit
 (429 ``RATE_LIMIT`` with the ``X-HubSpot-RateLimit-*`` headers, sent on every response).
@@ -229,9 +231,11 @@ class HubSpotEmulator(EmulatorServer):
     """Serves the contacts batch upsert/read/archive endpoints on loopback.
 
     ``records()`` shows the contacts keyed by email; ``archived()`` the archived ones by id.
-    With ``multi_status`` (the default) invalid inputs come back as 207 ``errors`` and the valid
-    ones are written; without it an invalid input fails the whole batch with 400, nothing written
-    (HubSpot's behaviour for batches not opted into multi-status).
+    By default (HubSpot's behaviour for batch upsert) one invalid input fails the whole batch
+    with 400 ``VALIDATION_ERROR`` and one conflicting input (a unique value another contact
+    holds) with 409 ``CONFLICT``; nothing of the batch is written and the body does not say which
+    input it was. With ``multi_status`` (documented only where enabled) the invalid and
+    conflicting inputs come back as 207 ``errors`` and the valid ones are written.
     """
 
     name = "hubspot"
@@ -245,7 +249,7 @@ class HubSpotEmulator(EmulatorServer):
         properties: Sequence[HubSpotProperty] = CONTACT_PROPERTIES,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         daily_limit: int | None = None,
-        multi_status: bool = True,
+        multi_status: bool = False,
     ) -> None:
         if daily_limit is not None and daily_limit < 0:
             raise ValueError(f"daily_limit must be >= 0, got {daily_limit}")
@@ -293,6 +297,12 @@ class HubSpotEmulator(EmulatorServer):
                 re.compile(rf"{_OBJECTS}/batch/archive"),
                 "POST /crm/v3/objects/contacts/batch/archive",
                 self._archive,
+            ),
+            Route(
+                "GET",
+                re.compile(r"/crm/v3/properties/(?:contacts|0-1)/?"),
+                "GET /crm/v3/properties/contacts",
+                self._properties_list,
             ),
             Route(
                 "GET",
@@ -446,6 +456,9 @@ class HubSpotEmulator(EmulatorServer):
                 existing = txn.lookup(id_property, key)
                 values = {**values, id_property: key}
                 conflict = self._conflict(txn, values, existing)
+                if conflict is not None and not self.multi_status:
+                    txn.rollback()  # the whole batch fails; nothing of it is written
+                    return json_response(409, _error_body(conflict["message"], "CONFLICT"))
                 if conflict is not None:
                     errors.append(conflict | {"context": self._context(item)})
                     continue
@@ -607,6 +620,30 @@ class HubSpotEmulator(EmulatorServer):
                 record = txn.delete(item.id)
                 bin_.put(item.id, {**record, "archived": True, "archivedAt": now})
         return empty_response(204)
+
+    def _properties_list(self, request: Request, match: re.Match[str]) -> Response:
+        """The contact property definitions (the fields a portal has), HubSpot's shape."""
+        field_types = {"string": "text", "number": "number", "date": "date"}
+        results = [
+            {
+                "name": definition.name,
+                "label": definition.name.replace("_", " ").title(),
+                "type": definition.type,
+                "fieldType": field_types.get(definition.type, "select"),
+                "groupName": "contactinformation",
+                "hasUniqueValue": definition.unique,
+                "hidden": False,
+                "formField": not definition.read_only,
+                "modificationMetadata": {
+                    "archivable": not definition.read_only,
+                    "readOnlyDefinition": definition.read_only,
+                    "readOnlyValue": definition.read_only,
+                },
+                "options": [{"label": o, "value": o} for o in definition.options],
+            }
+            for definition in self._properties.values()
+        ]
+        return json_response(200, {"results": results})
 
     def _get_one(self, request: Request, match: re.Match[str]) -> Response:
         id_property = request.query.get("idProperty")

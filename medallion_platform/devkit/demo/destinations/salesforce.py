@@ -21,9 +21,12 @@ import datetime as dt
 import itertools
 import math
 import re
+import secrets
 import string
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
@@ -38,6 +41,7 @@ from medallion_platform.devkit.demo.destinations.common import (
     Request,
     Response,
     Route,
+    StoreTransaction,
     bearer_token,
     is_email,
     json_response,
@@ -53,6 +57,10 @@ DEFAULT_API_BUDGET = 100_000  # DailyApiRequests of a small Enterprise org
 
 FieldType = Literal["string", "email", "double", "date", "boolean"]
 TypeErrors = Literal["request", "record"]
+DuplicateRule = Literal["alert", "block"]
+TOKEN_ENDPOINT = "POST /services/oauth2/token"
+QUERY_PAGE_SIZE = 2000  # records per /query page (Salesforce's default batch size)
+DUPLICATE_RULE_NAME = "Standard_Contact_Duplicate_Rule"
 
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _CHECKSUM = string.ascii_uppercase + "012345"
@@ -70,7 +78,8 @@ class SObjectField(BaseModel):
     type: FieldType
     label: str
     required: bool = False  # nillable=false and no default: needed on create, never blank
-    external_id: bool = False  # usable for upsert; case-insensitive and unique, as by default
+    external_id: bool = False  # usable for upsert; case-insensitive
+    unique: bool = True  # an external id not marked Unique can match several records (300)
     max_length: int | None = None
 
 
@@ -247,6 +256,11 @@ class SalesforceEmulator(EmulatorServer):
         rate_limit: RateLimit | None = None,
         max_concurrent_requests: int | None = None,
         type_errors: TypeErrors = "request",
+        duplicate_rule: DuplicateRule | None = "alert",
+        query_page_size: int = QUERY_PAGE_SIZE,
+        oauth_client_id: str | None = None,
+        oauth_client_secret: str | None = None,
+        oauth_refresh_token: str | None = None,
     ) -> None:
         if api_budget < 0:
             raise ValueError(f"api_budget must be >= 0, got {api_budget}")
@@ -257,7 +271,12 @@ class SalesforceEmulator(EmulatorServer):
         self._sobjects = {schema.name.lower(): schema for schema in sobjects}
         self._stores = {
             schema.name.lower(): RecordStore(
-                {f.name: _external_id_index(f.name) for f in schema.external_ids}
+                {f.name: _external_id_index(f.name) for f in schema.external_ids if f.unique},
+                multi={
+                    f.name: _external_id_index(f.name)
+                    for f in schema.fields
+                    if f.external_id or f.type == "email"
+                },
             )
             for schema in sobjects
         }
@@ -267,6 +286,12 @@ class SalesforceEmulator(EmulatorServer):
         self._api_usage = 0
         self._max_concurrent = max_concurrent_requests
         self.type_errors: TypeErrors = type_errors
+        self.duplicate_rule: DuplicateRule | None = duplicate_rule
+        self.query_page_size = query_page_size
+        self._cursors: dict[str, list[dict[str, Any]]] = {}
+        self._locators = itertools.count(1)
+        self._oauth = (oauth_client_id, oauth_client_secret, oauth_refresh_token)
+        self.tokens_issued = 0
         super().__init__(token=token, host=host, port=port, rate_limit=rate_limit)
 
     # -- what a test inspects and controls -----------------------------------------------------
@@ -277,6 +302,10 @@ class SalesforceEmulator(EmulatorServer):
         key_field = schema.external_ids[0].name if schema.external_ids else "Id"
         stored = self._stores[schema.name.lower()].snapshot().values()
         return {record.get(key_field) or record["Id"]: record for record in stored}
+
+    def records_by_id(self, sobject: str = "Contact") -> dict[str, dict[str, Any]]:
+        """Stored records keyed by Id (records sharing a non-unique external id included)."""
+        return self._stores[self._schema(sobject).name.lower()].snapshot()
 
     def recycle_bin(self, sobject: str = "Contact") -> dict[str, dict[str, Any]]:
         """Deleted records by Id, as they were when deleted."""
@@ -327,14 +356,30 @@ class SalesforceEmulator(EmulatorServer):
             ),
             Route(
                 "GET",
+                re.compile(rf"{_API}/sobjects/(?P<sobject>\w+)/describe/?"),
+                "GET /sobjects/{sobject}/describe",
+                self._describe,
+            ),
+            Route(
+                "GET",
                 re.compile(rf"{_API}/sobjects/(?P<sobject>\w+)/(?P<id>[^/]+)"),
                 "GET /sobjects/{sobject}/{id}",
                 self._get_by_id,
             ),
             Route("GET", re.compile(rf"{_API}/limits/?"), "GET /limits", self._limits),
+            Route("GET", re.compile(rf"{_API}/query/?"), "GET /query", self._query),
+            Route(
+                "GET",
+                re.compile(rf"{_API}/query/(?P<locator>[0-9A-Za-z]+)-(?P<offset>\d+)"),
+                "GET /query/{locator}",
+                self._query_more,
+            ),
+            Route("POST", re.compile(r"/services/oauth2/token"), TOKEN_ENDPOINT, self._oauth_token),
         ]
 
     def _authenticate(self, request: Request) -> Response | None:
+        if request.path == "/services/oauth2/token":
+            return None  # the token endpoint checks the client's credentials itself
         token, expired = self._token_state()
         if expired or not same_secret(bearer_token(request), token):
             return _sf_error(401, "INVALID_SESSION_ID", "Session expired or invalid")
@@ -444,6 +489,7 @@ class SalesforceEmulator(EmulatorServer):
             if key is not None:
                 counts[key.lower()] = counts.get(key.lower(), 0) + 1
         store = self._stores[schema.name.lower()]
+        allow_save = _allow_save(request)
         now = _now()
         results: list[dict[str, Any]] = []
         with store.transaction() as txn:
@@ -457,8 +503,18 @@ class SalesforceEmulator(EmulatorServer):
                     )
                     results.append(_failure([duplicate, *errors]))
                     continue
-                existing_id = txn.lookup(ext.name, key.lower())
+                matches = txn.lookup_all(ext.name, key.lower())
+                if len(matches) > 1:
+                    message = (
+                        f"{ext.label}: more than one record found for external id field: "
+                        f"[{', '.join(matches)}]"
+                    )
+                    results.append(_failure([_save_error("DUPLICATE_EXTERNAL_ID", message)]))
+                    continue
+                existing_id = matches[0] if matches else None
                 errors = [*errors, *_required_errors(schema, values, create=existing_id is None)]
+                if not errors:
+                    errors = self._duplicates(txn, schema, values, existing_id, allow_save)
                 if errors:
                     results.append(_failure(errors))
                     continue
@@ -635,8 +691,11 @@ class SalesforceEmulator(EmulatorServer):
         schema = self._schema_or_404(match["sobject"])
         ext = self._external_id_or_404(schema, match["field"])
         store = self._stores[schema.name.lower()]
-        record_id = store.lookup(ext.name, match["value"].lower())
-        record = store.get(record_id) if record_id is not None else None
+        ids = store.lookup_all(ext.name, match["value"].lower())
+        if len(ids) > 1:  # 300 Multiple Choices: the matching records' URLs
+            base = f"/services/data/v{match['version']}/sobjects/{schema.name}"
+            return json_response(300, [f"{base}/{record_id}" for record_id in ids])
+        record = store.get(ids[0]) if ids else None
         if record is None:
             return _sf_error(404, "NOT_FOUND", "The requested resource does not exist")
         return json_response(200, _as_read(schema, record, match["version"]))
@@ -649,12 +708,217 @@ class SalesforceEmulator(EmulatorServer):
             return _sf_error(404, "NOT_FOUND", "The requested resource does not exist")
         return json_response(200, _as_read(schema, record, match["version"]))
 
+    def _describe(self, request: Request, match: re.Match[str]) -> Response:
+        """The sObject's fields as ``describe`` lists them (the subset a sync checks)."""
+        schema = self._schema_or_404(match["sobject"])
+        kinds = {"string": "string", "email": "email", "double": "double", "date": "date"}
+        fields = [
+            {
+                "name": "Id",
+                "label": f"{schema.name} ID",
+                "type": "id",
+                "externalId": False,
+                "unique": False,
+                "nillable": False,
+                "createable": False,
+                "updateable": False,
+            }
+        ] + [
+            {
+                "name": spec.name,
+                "label": spec.label,
+                "type": kinds.get(spec.type, "boolean"),
+                "length": spec.max_length or 0,
+                "externalId": spec.external_id,
+                "unique": spec.external_id and spec.unique,
+                "caseSensitive": False,
+                "nillable": not spec.required,
+                "createable": True,
+                "updateable": True,
+                "custom": spec.name.endswith("__c"),
+            }
+            for spec in schema.fields
+        ]
+        url = f"/services/data/v{match['version']}/sobjects/{schema.name}"
+        return json_response(
+            200,
+            {
+                "name": schema.name,
+                "keyPrefix": schema.key_prefix,
+                "custom": False,
+                "createable": True,
+                "updateable": True,
+                "fields": fields,
+                "urls": {"describe": f"{url}/describe", "sobject": url},
+            },
+        )
+
     def _limits(self, request: Request, match: re.Match[str]) -> Response:
         with self._lock:
             used, budget = self._api_usage, self._api_budget
         return json_response(
             200, {"DailyApiRequests": {"Max": budget, "Remaining": max(0, budget - used)}}
         )
+
+    # -- duplicate rules -----------------------------------------------------------------------
+
+    def _duplicates(
+        self,
+        txn: StoreTransaction,
+        schema: SObjectSchema,
+        values: Mapping[str, Any],
+        record_id: str | None,
+        allow_save: bool,
+    ) -> list[dict[str, Any]]:
+        """The standard duplicate rule, reduced to its email match: another record with the
+        same email blocks the save (``block``), or alerts, which the API treats as a block
+        unless ``Sforce-Duplicate-Rule-Header: allowSave=true`` (``alert``)."""
+        if self.duplicate_rule is None or (self.duplicate_rule == "alert" and allow_save):
+            return []
+        emails = [f for f in schema.fields if f.type == "email"]
+        for spec in emails:
+            value = values.get(spec.name)
+            if value in (None, ""):
+                continue
+            others = [i for i in txn.lookup_all(spec.name, str(value).lower()) if i != record_id]
+            if others:
+                return [_duplicates_detected(schema, others, allow_save=self.duplicate_rule)]
+        return []
+
+    # -- SOQL ----------------------------------------------------------------------------------
+
+    def _query(self, request: Request, match: re.Match[str]) -> Response:
+        """The SOQL subset a sync sends: ``SELECT f, ... FROM o [WHERE f IN ('a', ...) | f =
+        'a'] [LIMIT n]``; pages of ``query_page_size`` linked by ``nextRecordsUrl``."""
+        soql = request.query.get("q", "")
+        parsed = _SOQL.fullmatch(soql.strip())
+        if parsed is None:
+            return _sf_error(400, "MALFORMED_QUERY", f"unexpected token in query: {soql[:200]}")
+        schema = self._sobjects.get(parsed["sobject"].lower())
+        if schema is None:
+            message = f"sObject type '{parsed['sobject']}' is not supported."
+            return _sf_error(400, "INVALID_TYPE", message)
+        selected = [name.strip() for name in parsed["fields"].split(",")]
+        for name in [*selected, *([parsed["field"]] if parsed["field"] else [])]:
+            if name.lower() != "id" and schema.field(name) is None:
+                return _sf_error(
+                    400, "INVALID_FIELD", f"No such column '{name}' on entity '{schema.name}'."
+                )
+        store = self._stores[schema.name.lower()]
+        if parsed["field"] is None:
+            keys = list(store.snapshot())
+        else:
+            literals = parsed["list"] if parsed["list"] is not None else parsed["one"]
+            values = _soql_strings(literals)
+            if values is None:
+                return _sf_error(400, "MALFORMED_QUERY", f"unexpected token: {literals[:200]}")
+            keys = self._where(schema, parsed["field"], values)
+        if parsed["limit"] is not None:
+            keys = keys[: int(parsed["limit"])]
+        version = match["version"]
+        rows = []
+        for key in keys:
+            record = store.get(key)
+            if record is None:
+                continue
+            url = f"/services/data/v{version}/sobjects/{schema.name}/{record['Id']}"
+            row: dict[str, Any] = {"attributes": {"type": schema.name, "url": url}}
+            for name in selected:
+                spec = schema.field(name)
+                row[spec.name if spec else "Id"] = record.get(spec.name if spec else "Id")
+            rows.append(row)
+        return self._page(rows, version, locator=None, offset=0)
+
+    def _where(self, schema: SObjectSchema, field: str, values: list[str]) -> list[str]:
+        store = self._stores[schema.name.lower()]
+        spec = schema.field(field)
+        keys: dict[str, None] = {}
+        if spec is not None and (spec.external_id or spec.type == "email"):
+            for value in values:  # text comparisons in SOQL are case-insensitive
+                keys.update(dict.fromkeys(store.lookup_all(spec.name, value.lower())))
+            return list(keys)
+        wanted = {value.lower() for value in values}
+        name = spec.name if spec is not None else "Id"
+        for key, record in store.snapshot().items():
+            value = record.get(name)
+            if value is not None and str(value).lower() in wanted:
+                keys[key] = None
+        return list(keys)
+
+    def _query_more(self, request: Request, match: re.Match[str]) -> Response:
+        with self._lock:
+            rows = self._cursors.get(match["locator"])
+        if rows is None:
+            return _sf_error(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        return self._page(rows, match["version"], match["locator"], int(match["offset"]))
+
+    def _page(
+        self, rows: list[dict[str, Any]], version: str, locator: str | None, offset: int
+    ) -> Response:
+        end = offset + self.query_page_size
+        body: dict[str, Any] = {"totalSize": len(rows), "done": end >= len(rows)}
+        if end < len(rows):
+            if locator is None:
+                locator = f"01g{_to_base62(next(self._locators), 12)}"
+                with self._lock:
+                    self._cursors[locator] = rows
+            body["nextRecordsUrl"] = f"/services/data/v{version}/query/{locator}-{end}"
+        body["records"] = rows[offset:end]
+        return json_response(200, body)
+
+    # -- OAuth 2.0 -----------------------------------------------------------------------------
+
+    def _oauth_token(self, request: Request, match: re.Match[str]) -> Response:
+        """``grant_type=refresh_token`` or ``client_credentials`` for the connected app the
+        emulator was given; a new access token becomes the live one (the old one stops)."""
+        form = dict(parse_qsl(request.body.decode("utf-8", "replace")))
+        client_id, client_secret, refresh_token = self._oauth
+        if client_id is None or not same_secret(form.get("client_id"), client_id):
+            return _oauth_error("invalid_client_id", "client identifier invalid")
+        if client_secret is None or not same_secret(form.get("client_secret"), client_secret):
+            return _oauth_error("invalid_client", "invalid client credentials")
+        grant = form.get("grant_type")
+        if grant == "refresh_token":
+            if refresh_token is None or not same_secret(form.get("refresh_token"), refresh_token):
+                return _oauth_error("invalid_grant", "expired access/refresh token")
+        elif grant != "client_credentials":
+            return _oauth_error("unsupported_grant_type", "grant type not supported")
+        access_token = f"00DDn000000Emul!{secrets.token_urlsafe(48)}"
+        self.set_token(access_token)
+        with self._lock:
+            self.tokens_issued += 1
+        return json_response(
+            200,
+            {
+                "access_token": access_token,
+                "signature": secrets.token_urlsafe(32),
+                "scope": "api refresh_token",
+                "instance_url": self.base_url,
+                "id": f"{self.base_url}/id/00DDn000000Emul/005Dn000000Emul",
+                "token_type": "Bearer",
+                "issued_at": str(int(time.time() * 1000)),
+            },
+        )
+
+    def revoke_refresh_token(self) -> None:
+        """The refresh token stops working (revoked, or the connected app's policy expired it)."""
+        client_id, client_secret, _ = self._oauth
+        self._oauth = (client_id, client_secret, None)
+
+    # -- as a user in the UI -------------------------------------------------------------------
+
+    def insert(self, sobject: str, fields: Mapping[str, Any]) -> str:
+        """Create a record as a user would in the UI (no upsert matching, no duplicate rule):
+        how two records come to share an external id that is not marked Unique."""
+        schema = self._schema(sobject)
+        record_id = self._new_id(schema)
+        now = _now()
+        record: dict[str, Any] = {"Id": record_id, **{f.name: None for f in schema.fields}}
+        record.update({schema.field(k).name: v for k, v in fields.items() if schema.field(k)})
+        record.update(CreatedDate=now, LastModifiedDate=now, SystemModstamp=now)
+        with self._stores[schema.name.lower()].transaction() as txn:
+            txn.put(record_id, record)
+        return record_id
 
 
 def _external_id_index(field_name: str) -> IndexFn:
@@ -663,6 +927,78 @@ def _external_id_index(field_name: str) -> IndexFn:
         return str(value).lower() if value not in (None, "") else None
 
     return index
+
+
+_SOQL = re.compile(
+    r"SELECT\s+(?P<fields>[\w\s,]+?)\s+FROM\s+(?P<sobject>\w+)"
+    r"(?:\s+WHERE\s+(?P<field>\w+)\s*(?:IN\s*\((?P<list>.*)\)|=\s*(?P<one>'.*')))?"
+    r"(?:\s+LIMIT\s+(?P<limit>\d+))?",
+    re.IGNORECASE | re.DOTALL,
+)
+_SOQL_STRING = re.compile(r"\s*'((?:[^'\\]|\\.)*)'\s*(,|$)", re.DOTALL)
+
+
+def _soql_strings(text: str) -> list[str] | None:
+    """The string literals of an IN list (``'a', 'b\\'c'``), or ``None`` when malformed."""
+    values: list[str] = []
+    position = 0
+    while position < len(text):
+        literal = _SOQL_STRING.match(text, position)
+        if literal is None:
+            return None
+        values.append(re.sub(r"\\(.)", r"\1", literal.group(1)))
+        position = literal.end()
+        if literal.group(2) == "" and position < len(text):
+            return None
+    return values or None
+
+
+def _allow_save(request: Request) -> bool:
+    """``Sforce-Duplicate-Rule-Header: allowSave=true; ...`` (any order, any case)."""
+    header = request.header("Sforce-Duplicate-Rule-Header") or ""
+    options = dict(part.strip().partition("=")[::2] for part in header.split(";") if "=" in part)
+    return {k.lower(): v.strip().lower() for k, v in options.items()}.get("allowsave") == "true"
+
+
+def _duplicates_detected(
+    schema: SObjectSchema, matches: Sequence[str], *, allow_save: DuplicateRule
+) -> dict[str, Any]:
+    """A save error as the REST API returns it when a duplicate rule blocks the save."""
+    return {
+        "statusCode": "DUPLICATES_DETECTED",
+        "message": "Use one of these records?",
+        "fields": [],
+        "duplicateResult": {
+            "allowSave": allow_save == "alert",
+            "duplicateRule": DUPLICATE_RULE_NAME,
+            "duplicateRuleEntityType": schema.name,
+            "errorMessage": "You're creating a duplicate record. We recommend you use an "
+            "existing record instead.",
+            "matchResults": [
+                {
+                    "entityType": schema.name,
+                    "errorMessage": None,
+                    "matchEngine": "ExactMatchEngine",
+                    "matchRecords": [
+                        {
+                            "additionalInformation": [],
+                            "fieldDiffs": [],
+                            "matchConfidence": 100.0,
+                            "record": {"attributes": {"type": schema.name}, "Id": record_id},
+                        }
+                        for record_id in matches
+                    ],
+                    "rule": "Standard_Contact_Match_Rule_v1_1",
+                    "size": len(matches),
+                    "success": True,
+                }
+            ],
+        },
+    }
+
+
+def _oauth_error(error: str, description: str) -> Response:
+    return json_response(400, {"error": error, "error_description": description})
 
 
 def _failure(errors: list[dict[str, Any]]) -> dict[str, Any]:

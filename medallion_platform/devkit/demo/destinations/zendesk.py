@@ -9,6 +9,14 @@ token (``{email}/token``) Basic auth; and the per-minute rate limit answered wit
 ``Retry-After`` header and a plain-text body, ``X-Rate-Limit``/``X-Rate-Limit-Remaining`` on
 every response.
 
+Where the real service is less forgiving than a demo would like, the emulator is too, by
+default: job results carry ``id``, ``status``, ``email``/``external_id`` and ``error``/``details``
+in input order but no ``index`` (``result_index=True`` adds it); a ``tags`` list replaces all of
+a user's tags, agents' included. Account settings can be switched off as on a fresh account:
+``bulk_import=False`` answers ``create_or_update_many`` with 403 (bulk user imports are enabled
+by Zendesk Support on the account owner's request), ``user_tagging=False`` ignores ``tags`` on
+users without a word (Admin Center > People > Configuration > Tags on users and organizations).
+
 As a process (the token comes from the environment so it never shows in ``ps``)::
 
     ZENDESK_API_TOKEN=... python -m medallion_platform.devkit.demo.destinations zendesk
@@ -132,6 +140,9 @@ class ZendeskEmulator(EmulatorServer):
         job_delay: float = DEFAULT_JOB_DELAY,
         job_work_seconds: float = 0.0,
         max_active_jobs: int = MAX_ACTIVE_JOBS,
+        bulk_import: bool = True,
+        user_tagging: bool = True,
+        result_index: bool = False,
     ) -> None:
         if job_delay < 0 or job_work_seconds < 0:
             raise ValueError("job_delay and job_work_seconds must be >= 0")
@@ -150,6 +161,9 @@ class ZendeskEmulator(EmulatorServer):
         self.job_delay = job_delay
         self.job_work_seconds = job_work_seconds
         self._max_active_jobs = max_active_jobs
+        self.bulk_import = bulk_import
+        self.user_tagging = user_tagging
+        self.result_index = result_index
         self._jobs: dict[str, _Job] = {}
         self._queue: deque[str] = deque()
         self._jobs_changed = threading.Condition()
@@ -201,6 +215,16 @@ class ZendeskEmulator(EmulatorServer):
         with self._jobs_changed:
             self._failing_jobs.extend([message] * count)
 
+    def tag_user(self, external_id: str, *tags: str) -> None:
+        """An agent adds ``tags`` to a user in the Zendesk UI (tagging must be on)."""
+        with self._users.transaction() as txn:
+            key = txn.lookup("external_id", external_id)
+            user = txn.get(key) if key is not None else None
+            if user is None:
+                raise KeyError(f"no user with external_id {external_id!r}")
+            user["tags"] = list(dict.fromkeys([*user["tags"], *(t.lower() for t in tags)]))
+            txn.put(key, user)
+
     def wait_for_jobs(self, timeout: float = 5.0) -> None:
         """Block until no job is queued or working (``TimeoutError`` after ``timeout``)."""
         deadline = time.monotonic() + timeout
@@ -232,6 +256,12 @@ class ZendeskEmulator(EmulatorServer):
                 re.compile(rf"/api/v2/users/show_many{_JSON}"),
                 "GET /api/v2/users/show_many",
                 self._show_many,
+            ),
+            Route(
+                "GET",
+                re.compile(rf"/api/v2/user_fields{_JSON}"),
+                "GET /api/v2/user_fields",
+                self._list_user_fields,
             ),
             Route(
                 "GET",
@@ -369,7 +399,14 @@ class ZendeskEmulator(EmulatorServer):
 
     def _run_upserts(self, users: list[Any]) -> list[dict[str, Any]]:
         with self._users.transaction() as txn:
-            return [self._upsert_user(txn, index, user) for index, user in enumerate(users)]
+            results = [self._upsert_user(txn, index, user) for index, user in enumerate(users)]
+        return self._indexed(results)
+
+    def _indexed(self, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Zendesk's results are in input order without ``index``, unless asked otherwise."""
+        if self.result_index:
+            return results
+        return [{k: v for k, v in result.items() if k != "index"} for result in results]
 
     def _upsert_user(self, txn: StoreTransaction, index: int, user: Any) -> dict[str, Any]:
         """One user of a create_or_update_many job: matched by external_id, then by email."""
@@ -425,7 +462,7 @@ class ZendeskEmulator(EmulatorServer):
             record["email"] = email.lower()
         if external_id:
             record["external_id"] = external_id
-        if tags is not None:
+        if tags is not None and self.user_tagging:  # tagging off: ignored without a word
             record["tags"] = list(dict.fromkeys(tag.strip().lower() for tag in tags if tag.strip()))
         record["user_fields"].update(fields)
         record["updated_at"] = now
@@ -481,11 +518,18 @@ class ZendeskEmulator(EmulatorServer):
                     }
                     | ({"external_id": key} if by_external_id else {})
                 )
-        return results
+        return self._indexed(results)
 
     # -- endpoints -----------------------------------------------------------------------------
 
     def _create_or_update_many(self, request: Request, match: re.Match[str]) -> Response:
+        if not self.bulk_import:
+            return _zd_error(
+                403,
+                "Forbidden",
+                "You do not have access to this page. Please contact the account owner of this "
+                "help desk for further help.",
+            )
         payload = parse_json(
             request, lambda why: _zd_error(400, "InvalidJSON", f"The JSON body is invalid: {why}")
         )
@@ -525,6 +569,26 @@ class ZendeskEmulator(EmulatorServer):
         if user is None:
             return _zd_error(404, "RecordNotFound", "Not found")
         return json_response(200, {"user": self._user_view(user)})
+
+    def _list_user_fields(self, request: Request, match: re.Match[str]) -> Response:
+        """The account's custom user fields (Admin Center > People > Configuration)."""
+        fields = [
+            {
+                "id": 360_000_000 + position,
+                "url": f"{self.base_url}/api/v2/user_fields/{360_000_000 + position}.json",
+                "key": definition.key,
+                "type": definition.type,
+                "title": definition.key.replace("_", " ").title(),
+                "active": True,
+                "position": position,
+                "custom_field_options": [{"name": o, "value": o} for o in definition.options],
+            }
+            for position, definition in enumerate(self._fields.values())
+        ]
+        return json_response(
+            200,
+            {"user_fields": fields, "next_page": None, "previous_page": None, "count": len(fields)},
+        )
 
     def _show_job(self, request: Request, match: re.Match[str]) -> Response:
         with self._jobs_changed:
