@@ -26,8 +26,6 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from importlib import import_module
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -45,7 +43,12 @@ from medallion_platform.gold.spec import SqlModel, tables_read
 from medallion_platform.ml.features import FEATURES_TABLE, ML_SCHEMA, features_sql
 from medallion_platform.ml.scoring import SCORES_COLUMNS, SCORES_TABLE
 from medallion_platform.ml.spec import ChurnSpec
-from medallion_platform.reverse_etl.destinations.base import Destination, FieldSpec
+from medallion_platform.reverse_etl.destinations import (
+    destination_class,
+    destination_info,
+    destination_names,
+)
+from medallion_platform.reverse_etl.destinations.base import Destination
 from medallion_platform.reverse_etl.transforms import (
     DIALECT,
     TransformError,
@@ -62,7 +65,6 @@ from medallion_platform.warehouse.identifiers import qualified, quote, validate_
 
 SYNCS_PATH = CONFIG_DIR / "syncs.yaml"
 
-DestinationName = Literal["salesforce", "hubspot", "zendesk"]
 Mode = Literal["upsert", "update_only", "mirror"]
 
 SOURCE_SCHEMAS = ("gold", "ml")  # what a sync may read: gold tables and ML scores
@@ -75,98 +77,25 @@ class SyncSpecError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# Destinations: what the clients in reverse_etl/destinations declare
+# Destinations: what the clients in reverse_etl/destinations declare (their ``info``)
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DestinationInfo:
-    """What a sync is checked against: the destination's objects, the fields that can identify
-    a record, its writable fields and batch limit (from the client module), and the
-    environment variables its client reads (names, never values)."""
-
-    name: str
-    client: str  # "module:Class" under reverse_etl/destinations
-    objects: tuple[str, ...]
-    identity_fields: tuple[str, ...]
-    url_env: str
-    token_env: str
-    email_env: str | None = None
-    # Identity fields the destination matches case-insensitively and stores lower-cased: the
-    # identity is lower-cased before the diff, so "A@x.com" -> "a@x.com" is no change.
-    lowercase_identity: tuple[str, ...] = ()
-
-    @property
-    def env(self) -> tuple[str, ...]:
-        return tuple(e for e in (self.url_env, self.email_env, self.token_env) if e)
-
-    @property
-    def credential_env(self) -> tuple[str, ...]:
-        return tuple(e for e in (self.email_env, self.token_env) if e)
-
-    @property
-    def client_class(self) -> Any:
-        module, _, cls = self.client.partition(":")
-        return getattr(import_module(f"medallion_platform.reverse_etl.destinations.{module}"), cls)
-
-    @property
-    def fields(self) -> Mapping[str, FieldSpec]:
-        return import_module(self.client_class.__module__).FIELDS
-
-    @property
-    def max_batch(self) -> int:
-        return int(self.client_class.max_batch)
-
-    def client_options(self, spec: SyncSpec) -> dict[str, Any]:
-        """How the client is told which object and identity field a sync writes."""
-        if self.name == "salesforce":
-            return {"sobject": spec.object, "external_id_field": spec.identity.field}
-        if self.name == "hubspot":
-            return {"id_property": spec.identity.field}
-        return {}  # Zendesk users are matched by external_id
-
-
-DESTINATIONS: dict[str, DestinationInfo] = {
-    "salesforce": DestinationInfo(
-        name="salesforce",
-        client="salesforce:SalesforceDestination",
-        objects=("Contact",),
-        identity_fields=("Acme_Customer_Id__c",),  # external id fields (upsert by them)
-        url_env="SALESFORCE_INSTANCE_URL",
-        token_env="SALESFORCE_ACCESS_TOKEN",
-    ),
-    "hubspot": DestinationInfo(
-        name="hubspot",
-        client="hubspot:HubSpotDestination",
-        objects=("contacts",),
-        identity_fields=("email", "acme_customer_id"),  # unique properties
-        url_env="HUBSPOT_BASE_URL",
-        token_env="HUBSPOT_ACCESS_TOKEN",
-        lowercase_identity=("email",),
-    ),
-    "zendesk": DestinationInfo(
-        name="zendesk",
-        client="zendesk:ZendeskDestination",
-        objects=("users",),
-        identity_fields=("external_id",),  # create_or_update_many matches by it
-        url_env="ZENDESK_BASE_URL",
-        token_env="ZENDESK_API_TOKEN",
-        email_env="ZENDESK_EMAIL",
-    ),
-}
-
-
-def destination_info(name: str) -> DestinationInfo:
-    return DESTINATIONS[name]
+def client_options(spec: SyncSpec) -> dict[str, Any]:
+    """The client arguments ``spec`` gives: its object, identity field and ``options``."""
+    return destination_info(spec.destination).client_options(
+        object=spec.object, identity_field=spec.identity.field, options=spec.options
+    )
 
 
 def open_destination(
     spec: SyncSpec, environ: Mapping[str, str] | None = None, **options: Any
 ) -> Destination:
     """The client for ``spec``'s destination, configured from ``environ`` (default: the
-    process environment) by the client's own ``from_env``; ``options`` go to the client."""
-    info = destination_info(spec.destination)
-    return info.client_class.from_env(environ=environ, **info.client_options(spec), **options)
+    process environment) by the variables its ``info.env`` names; ``options`` go to the
+    client."""
+    client = destination_class(spec.destination)
+    return client.from_env(environ=environ, **client_options(spec), **options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,7 +195,7 @@ class SyncSpec(BaseModel):
     description: str = Field(min_length=10)
     owner: str = Field(description="team:<name> or an email address")
     source: str = Field(description="One SELECT over gold/ml tables.")
-    destination: DestinationName
+    destination: str = Field(description="A destination of reverse_etl/destinations.")
     object: str
     identity: Identity
     mapping: dict[str, FieldMapping] = Field(min_length=1)
@@ -279,6 +208,10 @@ class SyncSpec(BaseModel):
         description="Batches handed to the client at once and committed together: more lets "
         "a client pipeline (Zendesk keeps jobs in flight); a crash resends at most this many.",
     )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Destination options, checked against the destination's options model.",
+    )
     dry_run: bool = False
     freshness_minutes: float = Field(default=60, gt=0)
     failure_rate_threshold: float = Field(default=0.05, ge=0, le=1)
@@ -287,6 +220,16 @@ class SyncSpec(BaseModel):
     @classmethod
     def _name(cls, value: str) -> str:
         return validate_identifier(value)
+
+    @field_validator("destination")
+    @classmethod
+    def _destination(cls, value: str) -> str:
+        if value not in destination_names():
+            raise ValueError(
+                f"{value!r} is not a destination of reverse_etl/destinations (known: "
+                f"{', '.join(destination_names())})"
+            )
+        return value
 
     @field_validator("owner")
     @classmethod
@@ -342,6 +285,10 @@ class SyncSpec(BaseModel):
                     f"mapping {name}: tags_from gives a string list, but {self.destination} "
                     f"field {name} is {info.fields[name].type}"
                 )
+        try:
+            info.options.model_validate(self.options)
+        except ValueError as exc:
+            raise ValueError(f"options: {exc}") from None
         if self.batch_size is not None and self.batch_size > info.max_batch:
             raise ValueError(
                 f"batch_size {self.batch_size} is above {self.destination}'s limit of "
@@ -374,6 +321,8 @@ class SyncSpec(BaseModel):
                 for name, field in sorted(self.mapping.items())
             },
         }
+        if self.options:  # options may change what is sent (absent: fingerprints unchanged)
+            decisive["options"] = self.options
         canonical = json.dumps(decisive, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

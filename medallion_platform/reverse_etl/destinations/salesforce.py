@@ -21,7 +21,6 @@ There is no per-window limit to learn, so requests are paced only when ``rate_li
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,7 +30,9 @@ import httpx
 
 from medallion_platform.reverse_etl.destinations.base import (
     DestinationError,
+    DestinationInfo,
     DestinationRecord,
+    EnvSetting,
     FieldSpec,
     RecordOutcome,
 )
@@ -43,7 +44,6 @@ from medallion_platform.reverse_etl.destinations.http import (
     describe_error,
     not_sent,
     prepare_fields,
-    require_env,
     rounds,
 )
 from medallion_platform.reverse_etl.destinations.ratelimit import Pacer, RateLimit
@@ -72,8 +72,29 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 class SalesforceDestination(HttpDestination):
     """Contacts (or any sObject) upserted by an external id field."""
 
-    name = "salesforce"
-    max_batch = MAX_RECORDS
+    info = DestinationInfo(
+        name="salesforce",
+        objects=("Contact",),
+        identity_fields=("Acme_Customer_Id__c",),  # external id fields (upsert by them)
+        fields=FIELDS,
+        max_batch=MAX_RECORDS,
+        env=(
+            EnvSetting(
+                name="SALESFORCE_INSTANCE_URL",
+                option="instance_url",
+                help="the org's instance URL",
+                address=True,
+            ),
+            EnvSetting(
+                name="SALESFORCE_ACCESS_TOKEN",
+                option="access_token",
+                help="an OAuth access token",
+                secret=True,
+            ),
+        ),
+        object_option="sobject",
+        identity_option="external_id_field",
+    )
 
     def __init__(
         self,
@@ -104,22 +125,6 @@ class SalesforceDestination(HttpDestination):
             secrets=[access_token],
             pacer=Pacer(rate_limit),
             retry=retry,
-        )
-
-    @classmethod
-    def from_env(
-        cls,
-        env_prefix: str = "SALESFORCE",
-        *,
-        environ: Mapping[str, str] | None = None,
-        **options: Any,
-    ) -> SalesforceDestination:
-        """From ``{prefix}_INSTANCE_URL`` and ``{prefix}_ACCESS_TOKEN``."""
-        env = os.environ if environ is None else environ
-        return cls(
-            require_env(env, f"{env_prefix}_INSTANCE_URL", cls.name, "the org's instance URL"),
-            require_env(env, f"{env_prefix}_ACCESS_TOKEN", cls.name, "an OAuth access token"),
-            **options,
         )
 
     # -- Destination ----------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import heapq
 import itertools
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,9 @@ import httpx
 
 from medallion_platform.reverse_etl.destinations.base import (
     DestinationError,
+    DestinationInfo,
     DestinationRecord,
+    EnvSetting,
     FieldSpec,
     RecordOutcome,
 )
@@ -54,7 +55,6 @@ from medallion_platform.reverse_etl.destinations.http import (
     header_int,
     not_sent,
     prepare_fields,
-    require_env,
     rounds,
 )
 from medallion_platform.reverse_etl.destinations.ratelimit import Pacer, RateLimit
@@ -101,8 +101,27 @@ class _Job:
 class ZendeskDestination(HttpDestination):
     """End users upserted by ``external_id`` through bulk jobs."""
 
-    name = "zendesk"
-    max_batch = MAX_USERS
+    info = DestinationInfo(
+        name="zendesk",
+        objects=("users",),
+        identity_fields=("external_id",),  # create_or_update_many matches by it
+        fields=FIELDS,
+        max_batch=MAX_USERS,
+        env=(
+            EnvSetting(
+                name="ZENDESK_BASE_URL",
+                option="base_url",
+                help="e.g. https://acme.zendesk.com",
+                address=True,
+            ),
+            EnvSetting(
+                name="ZENDESK_EMAIL", option="email", help="the agent the API token belongs to"
+            ),
+            EnvSetting(
+                name="ZENDESK_API_TOKEN", option="api_token", help="an API token", secret=True
+            ),
+        ),
+    )
 
     def __init__(
         self,
@@ -150,23 +169,6 @@ class ZendeskDestination(HttpDestination):
             secrets=[api_token, credentials],
             pacer=Pacer(rate_limit or default, learn=rate_limit is None),
             retry=retry,
-        )
-
-    @classmethod
-    def from_env(
-        cls,
-        env_prefix: str = "ZENDESK",
-        *,
-        environ: Mapping[str, str] | None = None,
-        **options: Any,
-    ) -> ZendeskDestination:
-        """From ``{prefix}_BASE_URL``, ``{prefix}_EMAIL`` and ``{prefix}_API_TOKEN``."""
-        env = os.environ if environ is None else environ
-        return cls(
-            require_env(env, f"{env_prefix}_BASE_URL", cls.name, "e.g. https://acme.zendesk.com"),
-            require_env(env, f"{env_prefix}_EMAIL", cls.name, "the agent the API token belongs to"),
-            require_env(env, f"{env_prefix}_API_TOKEN", cls.name, "an API token"),
-            **options,
         )
 
     # -- Destination ----------------------------------------------------------------------------
