@@ -34,7 +34,7 @@ import sqlglot
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlglot import exp
 
-from medallion_platform.config_files import CONFIG_DIR, ConfigError, load_entries
+from medallion_platform.config_files import CONFIG_DIR, ConfigError, describe, load_entries
 from medallion_platform.contracts.changes import history_columns
 from medallion_platform.contracts.compile import QUARANTINE_COLUMNS, silver_columns
 from medallion_platform.contracts.spec import Contract
@@ -288,7 +288,7 @@ class SyncSpec(BaseModel):
         try:
             info.options.model_validate(self.options)
         except ValueError as exc:
-            raise ValueError(f"options: {exc}") from None
+            raise ValueError(f"options: {describe(exc)}") from None
         if self.batch_size is not None and self.batch_size > info.max_batch:
             raise ValueError(
                 f"batch_size {self.batch_size} is above {self.destination}'s limit of "
