@@ -226,7 +226,7 @@ def test_run_sync_by_name_reads_credentials_from_the_environment(
     assert full.added == 10 and len(emulators.salesforce.records()) == 10
     with pytest.raises(KeyError, match="no sync named"):
         run_sync("nope", settings)
-    with pytest.raises(DestinationError, match="SALESFORCE_ACCESS_TOKEN is not set"):
+    with pytest.raises(DestinationError, match="set SALESFORCE_ACCESS_TOKEN"):
         run_sync("salesforce_contacts", settings, environ={"SALESFORCE_INSTANCE_URL": "x"})
 
 

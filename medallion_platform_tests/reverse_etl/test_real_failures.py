@@ -14,14 +14,9 @@ from collections.abc import Iterator
 import duckdb
 import pytest
 
-from medallion_platform.devkit.demo.destinations import (
-    HubSpotEmulator,
-    SalesforceEmulator,
-    ZendeskEmulator,
-)
-from medallion_platform.devkit.demo.destinations.hubspot import CONTACT_PROPERTIES
-from medallion_platform.devkit.demo.destinations.salesforce import CONTACT
-from medallion_platform.devkit.demo.destinations.zendesk import USER_FIELDS
+from medallion_platform.devkit.demo.destinations.hubspot import CONTACT_PROPERTIES, HubSpotEmulator
+from medallion_platform.devkit.demo.destinations.salesforce import CONTACT, SalesforceEmulator
+from medallion_platform.devkit.demo.destinations.zendesk import USER_FIELDS, ZendeskEmulator
 from medallion_platform.reverse_etl import state
 from medallion_platform.reverse_etl.destinations.base import DestinationRecord
 from medallion_platform.reverse_etl.destinations.hubspot import HubSpotDestination

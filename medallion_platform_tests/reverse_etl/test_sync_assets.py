@@ -123,8 +123,16 @@ def test_the_sync_assets_are_declared_as_the_design_says(settings) -> None:
         "hubspot_destination",
         "zendesk_destination",
     }
-    assert resources["zendesk_destination"].email == EnvVar("ZENDESK_EMAIL")
-    assert resources["salesforce_destination"].token == EnvVar("SALESFORCE_ACCESS_TOKEN")
+    # Each client argument from the variable its destination declares, none in the definitions.
+    assert resources["zendesk_destination"].settings == {
+        "base_url": EnvVar("ZENDESK_BASE_URL"),
+        "email": EnvVar("ZENDESK_EMAIL"),
+        "api_token": EnvVar("ZENDESK_API_TOKEN"),
+    }
+    # Optional settings (Salesforce's token, or a connected app) are read when the run starts.
+    assert resources["salesforce_destination"].settings == {
+        "instance_url": EnvVar("SALESFORCE_INSTANCE_URL")
+    }
     sensor = build_reverse_etl_automation_sensor()
     assert sensor.name == "reverse_etl_automation"
 

@@ -11,6 +11,7 @@ routes and its API's error bodies.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import contextlib
@@ -875,6 +876,37 @@ class _Handler(BaseHTTPRequestHandler):
 # --------------------------------------------------------------------------------------------
 # As a process
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmulatorInfo:
+    """How one destination's emulator runs as a process; each emulator module (named as its
+    destination) declares one as ``EMULATOR``. The token and the other settings come from the
+    environment variables the destination's client declares (``info.env``), keyed here by the
+    client argument they fill (``access_token``, ``email``, ...)."""
+
+    build: Callable[[argparse.Namespace, Mapping[str, str]], EmulatorServer]
+    add_arguments: Callable[[argparse.ArgumentParser], None] = field(
+        default=lambda parser: None, compare=False
+    )
+    # Values of the client's non-secret settings in the demo (secrets are drawn fresh).
+    demo_settings: Mapping[str, str] = field(default_factory=dict)
+    # The client's secret settings (by argument) the emulator checks; None: the required ones.
+    secrets: tuple[str, ...] | None = None
+    demo_args: tuple[str, ...] = ()  # arguments `medallion services up` starts it with
+
+
+def rate_limit_from_args(args: argparse.Namespace, default: RateLimit | None) -> RateLimit | None:
+    """The shared ``--rate-limit`` / ``--rate-window`` / ``--no-rate-limit`` over an API's
+    default limit (a given count or window replaces that part of it)."""
+    limit = default
+    if args.rate_limit is not None or args.rate_window is not None:
+        base = limit or RateLimit(max_requests=100, window_seconds=1.0)
+        limit = RateLimit(
+            max_requests=base.max_requests if args.rate_limit is None else args.rate_limit,
+            window_seconds=base.window_seconds if args.rate_window is None else args.rate_window,
+        )
+    return None if args.no_rate_limit else limit
 
 
 def serve_until_signal(emulator: EmulatorServer) -> None:

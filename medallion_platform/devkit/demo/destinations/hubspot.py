@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from medallion_platform.devkit.demo.destinations.common import (
     Admission,
     ApiError,
+    EmulatorInfo,
     EmulatorServer,
     Headers,
     IndexFn,
@@ -45,11 +46,11 @@ from medallion_platform.devkit.demo.destinations.common import (
     json_response,
     parse_json,
     proxy_error_page,
+    rate_limit_from_args,
     same_secret,
     utc_timestamp,
 )
 
-TOKEN_ENV = "HUBSPOT_ACCESS_TOKEN"
 MAX_INPUTS = 100
 DEFAULT_RATE_LIMIT = RateLimit(max_requests=100, window_seconds=10)  # private apps, Free/Starter
 FIRST_CONTACT_ID = 51_000_000_001
@@ -689,3 +690,12 @@ def _as_read(record: Mapping[str, Any], wanted: Sequence[str]) -> dict[str, Any]
     if record.get("archivedAt"):
         body["archivedAt"] = record["archivedAt"]
     return body
+
+
+EMULATOR = EmulatorInfo(
+    build=lambda args, settings: HubSpotEmulator(
+        token=settings["access_token"],
+        port=args.port,
+        rate_limit=rate_limit_from_args(args, DEFAULT_RATE_LIMIT),
+    )
+)
