@@ -127,7 +127,7 @@ class WebhookDestination(HttpDestination):
         self.object_name = object_name
         self.identity_field = identity_field
         self.path = WebhookOptions(path=path).path
-        self.fields = dict(FIELDS if fields is None else fields)
+        self.fields = {**FIELDS, **(fields or {})}  # a sync may declare more
         super().__init__(
             url,
             headers={"Authorization": f"Bearer {token}"},
