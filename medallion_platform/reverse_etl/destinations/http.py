@@ -109,6 +109,7 @@ class HttpDestination(HttpCore):
 
     info: ClassVar[DestinationInfo]
     name = "destination"
+    failure = DestinationError
     max_batch = 100
     stats: DestinationStats
     pacer: Pacer
@@ -249,18 +250,6 @@ class HttpDestination(HttpCore):
             f"{self.name}: {endpoint} failed with HTTP {status}: {self.api_message(response)}",
             status=status,
             body=_json_or_none(response),
-        )
-
-    def _exhausted(self, endpoint: str, attempts: int, elapsed: float, failure: str) -> Exception:
-        return DestinationError(
-            f"{self.name}: {endpoint} failed after {attempts} attempt(s); last failure: {failure}"
-        )
-
-    def _impatient(self, endpoint: str, status: int, answers: int, waited: float) -> Exception:
-        return DestinationError(
-            f"{self.name}: {endpoint} still rate limited (HTTP {status}) after {answers} "
-            f"answer(s) and {waited:.0f}s of waiting; gave up "
-            f"(rate_limit_patience_s={self.retry.rate_limit_patience_s:g})"
         )
 
 
