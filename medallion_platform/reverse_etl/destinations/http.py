@@ -42,7 +42,6 @@ import os
 import random
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit
 
@@ -189,17 +188,6 @@ class HttpDestination(HttpCore):
         ):
             outcomes[position] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
