@@ -526,16 +526,21 @@ class EmulatorServer(Service):
         if not 400 <= status <= 599:
             raise ValueError(f"status must be an HTTP error status, got {status}")
         kind: FaultKind = "status_after" if after_processing else "status"
-        self._faults.add(Fault(kind, count, path, status=status, retry_after=retry_after))
+        self.inject(Fault(kind, count, path, status=status, retry_after=retry_after))
 
     def slow_next(self, count: int = 1, *, seconds: float, path: str = "/") -> None:
         """The next ``count`` requests under ``path`` are answered after ``seconds``."""
-        self._faults.add(Fault("slow", count, path, seconds=seconds))
+        self.inject(Fault("slow", count, path, seconds=seconds))
 
     def drop_next(self, count: int = 1, *, after_processing: bool = False, path: str = "/") -> None:
         """Close the connection without answering; with ``after_processing`` the write is
         committed first (the lost-response case that tests a sync's idempotency)."""
-        self._faults.add(Fault("drop_after" if after_processing else "drop", count, path))
+        self.inject(Fault("drop_after" if after_processing else "drop", count, path))
+
+    def inject(self, fault: Fault) -> None:
+        """Queue any fault of ``fault_kinds`` (a truncated or dripped body, one of the API's
+        own, one that lets ``after`` requests pass first)."""
+        self._faults.add(fault)
 
     def clear_faults(self) -> None:
         self._faults.clear()
