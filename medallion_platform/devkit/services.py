@@ -19,6 +19,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel
 
@@ -115,7 +116,22 @@ def _running(settings: PlatformSettings, name: str) -> ServiceInfo | None:
     return None
 
 
-def _record(settings: PlatformSettings, info: ServiceInfo) -> ServiceInfo:
+class _Detachable(Protocol):
+    def detach(self) -> int: ...
+
+
+def _keep(
+    settings: PlatformSettings,
+    name: str,
+    started: _Detachable,
+    *,
+    base_url: str,
+    env: dict[str, str],
+    note: str = "",
+) -> ServiceInfo:
+    """Leave a started service running past this process and record its pid (by which
+    ``down`` stops it) and how to reach it."""
+    info = ServiceInfo(name=name, pid=started.detach(), base_url=base_url, env=env, note=note)
     path = _info_path(settings, info.name)
     path.write_text(info.model_dump_json(indent=2))
     path.chmod(0o600)
@@ -175,14 +191,12 @@ def up_payments_api(
         log_path=_dir(settings) / f"{PAYMENTS}.log",
         timeout_s=timeout_s,
     )
-    return _record(
+    return _keep(
         settings,
-        ServiceInfo(
-            name=PAYMENTS,
-            pid=process.detach(),
-            base_url=base_url,
-            env={"PAYMENTS_API_BASE_URL": base_url, "PAYMENTS_API_TOKEN": token},
-        ),
+        PAYMENTS,
+        process,
+        base_url=base_url,
+        env={"PAYMENTS_API_BASE_URL": base_url, "PAYMENTS_API_TOKEN": token},
     )
 
 
@@ -249,15 +263,13 @@ def up_destination(settings: PlatformSettings, api: str, *, timeout_s: float = 3
         log_path=_dir(settings) / f"{api}.log",
         timeout_s=timeout_s,
     )
-    return _record(
+    return _keep(
         settings,
-        ServiceInfo(
-            name=api,
-            pid=process.detach(),
-            base_url=base_url,
-            env={info.url_env: base_url, **server_env},
-            note=f"{api} API emulator (records in memory)",
-        ),
+        api,
+        process,
+        base_url=base_url,
+        env={info.url_env: base_url, **server_env},
+        note=f"{api} API emulator (records in memory)",
     )
 
 
@@ -297,18 +309,16 @@ def up_kafka(
     except BaseException:
         broker.stop()
         raise
-    pid = broker.detach()  # its own session: it outlives this process until `services down`
-    return _record(
+    # Its own session: it outlives this process until `services down`.
+    return _keep(
         settings,
-        ServiceInfo(
-            name=KAFKA,
-            pid=pid,
-            base_url=broker.bootstrap_servers,
-            env={"EVENTS_KAFKA_BOOTSTRAP": broker.bootstrap_servers},
-            note=(
-                f"{CLICKSTREAM_TOPIC}: {replayed.messages:,} messages kept from earlier runs, "
-                f"{published.messages:,} new"
-            ),
+        KAFKA,
+        broker,
+        base_url=broker.bootstrap_servers,
+        env={"EVENTS_KAFKA_BOOTSTRAP": broker.bootstrap_servers},
+        note=(
+            f"{CLICKSTREAM_TOPIC}: {replayed.messages:,} messages kept from earlier runs, "
+            f"{published.messages:,} new"
         ),
     )
 
@@ -362,18 +372,15 @@ def up_postgres(
     except BaseException:
         server.stop()
         raise
-    pid = server.detach()
-    return _record(
+    return _keep(
         settings,
-        ServiceInfo(
-            name=POSTGRES,
-            pid=pid,
-            base_url=f"postgresql://{server.user}@127.0.0.1:{server.port}/app",
-            env={"APP_DB_DSN": server.dsn, "APP_DB_PASSWORD": password},
-            note=(
-                f"{'seeded, then ' if new else ''}{work.transactions:,} new transactions; "
-                f"{counts[0]:,} customers, {counts[1]:,} orders"
-            ),
+        POSTGRES,
+        server,
+        base_url=f"postgresql://{server.user}@127.0.0.1:{server.port}/app",
+        env={"APP_DB_DSN": server.dsn, "APP_DB_PASSWORD": password},
+        note=(
+            f"{'seeded, then ' if new else ''}{work.transactions:,} new transactions; "
+            f"{counts[0]:,} customers, {counts[1]:,} orders"
         ),
     )
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
-from types import TracebackType
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from confluent_kafka import (
@@ -398,12 +397,7 @@ class KafkaSource(StreamSource):
     def __enter__(self) -> KafkaSource:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -443,17 +437,23 @@ def produce(
     *,
     security: dict[str, str] | None = None,
     timeout_s: float = 30.0,
+    on_delivered: Callable[[Message], None] | None = None,
+    config: Mapping[str, Any] | None = None,
 ) -> int:
     """Send (key, value, partition) triples and flush; ``None`` partition lets Kafka choose.
 
-    Returns the number delivered; raises ``BrokerUnavailable`` if any delivery failed.
+    ``on_delivered`` sees each message the broker acknowledged (with its partition and offset);
+    ``config`` adds librdkafka producer settings (``linger.ms`` ...). Returns the number sent;
+    raises ``BrokerUnavailable`` if any delivery failed.
     """
-    producer = Producer(_client_config(bootstrap_servers, security))
+    producer = Producer({**_client_config(bootstrap_servers, security), **(config or {})})
     failures: list[KafkaError] = []
 
-    def on_delivery(error: KafkaError | None, _message: Message) -> None:
+    def on_delivery(error: KafkaError | None, message: Message) -> None:
         if error is not None:
             failures.append(error)
+        elif on_delivered is not None:
+            on_delivered(message)
 
     sent = 0
     deadline = time.monotonic() + timeout_s

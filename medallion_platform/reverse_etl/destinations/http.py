@@ -42,7 +42,6 @@ import os
 import random
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from types import TracebackType
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit
 
@@ -109,6 +108,7 @@ class HttpDestination(HttpCore):
 
     info: ClassVar[DestinationInfo]
     name = "destination"
+    failure = DestinationError
     max_batch = 100
     stats: DestinationStats
     pacer: Pacer
@@ -189,17 +189,6 @@ class HttpDestination(HttpCore):
             outcomes[position] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
 
@@ -249,18 +238,6 @@ class HttpDestination(HttpCore):
             f"{self.name}: {endpoint} failed with HTTP {status}: {self.api_message(response)}",
             status=status,
             body=_json_or_none(response),
-        )
-
-    def _exhausted(self, endpoint: str, attempts: int, elapsed: float, failure: str) -> Exception:
-        return DestinationError(
-            f"{self.name}: {endpoint} failed after {attempts} attempt(s); last failure: {failure}"
-        )
-
-    def _impatient(self, endpoint: str, status: int, answers: int, waited: float) -> Exception:
-        return DestinationError(
-            f"{self.name}: {endpoint} still rate limited (HTTP {status}) after {answers} "
-            f"answer(s) and {waited:.0f}s of waiting; gave up "
-            f"(rate_limit_patience_s={self.retry.rate_limit_patience_s:g})"
         )
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from medallion_platform.devkit.demo.destinations import salesforce, zendesk
 from medallion_platform.devkit.demo.destinations.__main__ import _parser, build, main
-from medallion_platform.devkit.demo.destinations.common import RateLimit
+from medallion_platform.devkit.demo.http_emulator import RateLimit
 from medallion_platform.reverse_etl.destinations import destination_info, destination_names
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

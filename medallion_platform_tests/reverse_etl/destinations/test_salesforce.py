@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from medallion_platform.devkit.demo.destinations.common import RateLimit as EmulatorRateLimit
 from medallion_platform.devkit.demo.destinations.salesforce import (
     CONTACT,
     SalesforceEmulator,
     SObjectSchema,
 )
+from medallion_platform.devkit.demo.http_emulator import RateLimit as EmulatorRateLimit
 from medallion_platform.reverse_etl.destinations.base import (
     DestinationAuthError,
     DestinationError,

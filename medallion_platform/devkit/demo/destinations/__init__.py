@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import importlib
 
-from medallion_platform.devkit.demo.destinations.common import (
-    EmulatorInfo,
+from medallion_platform.devkit.demo.destinations.common import EmulatorInfo
+from medallion_platform.devkit.demo.http_emulator import (
     EmulatorStats,
     RateLimit,
     RequestRecord,

@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 
 from medallion_platform.devkit.demo.destinations import emulator_secrets, emulators
-from medallion_platform.devkit.demo.destinations.common import EmulatorServer, serve_until_signal
+from medallion_platform.devkit.demo.http_emulator import EmulatorServer, serve_until_signal
 from medallion_platform.reverse_etl.destinations import destination_info
 
 

@@ -28,27 +28,29 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medallion_platform.devkit.demo.destinations.common import (
+    EmulatorInfo,
+    IndexFn,
+    RecordStore,
+    StoreTransaction,
+    is_email,
+    rate_limit_from_args,
+    utc_timestamp,
+)
+from medallion_platform.devkit.demo.http_emulator import (
     Admission,
     ApiError,
-    EmulatorInfo,
     EmulatorServer,
     Headers,
-    IndexFn,
     RateLimit,
-    RecordStore,
     Request,
     Response,
     Route,
-    StoreTransaction,
     bearer_token,
     empty_response,
-    is_email,
     json_response,
     parse_json,
     proxy_error_page,
-    rate_limit_from_args,
     same_secret,
-    utc_timestamp,
 )
 
 MAX_INPUTS = 100

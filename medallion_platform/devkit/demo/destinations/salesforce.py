@@ -32,24 +32,26 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from medallion_platform.devkit.demo.destinations.common import (
+    EmulatorInfo,
+    IndexFn,
+    RecordStore,
+    StoreTransaction,
+    is_email,
+    rate_limit_from_args,
+)
+from medallion_platform.devkit.demo.http_emulator import (
     Admission,
     ApiError,
-    EmulatorInfo,
     EmulatorServer,
     Headers,
-    IndexFn,
     RateLimit,
-    RecordStore,
     Request,
     Response,
     Route,
-    StoreTransaction,
     bearer_token,
-    is_email,
     json_response,
     parse_json,
     proxy_error_page,
-    rate_limit_from_args,
     same_secret,
 )
 

@@ -16,20 +16,22 @@ from http import HTTPStatus
 from typing import Any
 
 from medallion_platform.devkit.demo.destinations.common import (
+    EmulatorInfo,
+    RecordStore,
+    is_email,
+    rate_limit_from_args,
+)
+from medallion_platform.devkit.demo.http_emulator import (
     Admission,
     ApiError,
-    EmulatorInfo,
     EmulatorServer,
     RateLimit,
-    RecordStore,
     Request,
     Response,
     Route,
     bearer_token,
-    is_email,
     json_response,
     parse_json,
-    rate_limit_from_args,
     same_secret,
 )
 

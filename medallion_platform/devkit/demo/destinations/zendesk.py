@@ -41,26 +41,28 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from medallion_platform.devkit.demo.destinations.common import (
-    Admission,
     EmulatorInfo,
+    RecordStore,
+    StoreTransaction,
+    is_email,
+    rate_limit_from_args,
+    utc_timestamp,
+)
+from medallion_platform.devkit.demo.http_emulator import (
+    Admission,
     EmulatorServer,
     Headers,
     RateLimit,
-    RecordStore,
     Request,
     Response,
     Route,
-    StoreTransaction,
     basic_credentials,
     bearer_token,
-    is_email,
     json_response,
     parse_json,
     proxy_error_page,
-    rate_limit_from_args,
     same_secret,
     text_response,
-    utc_timestamp,
 )
 
 DEFAULT_EMAIL = "integrations@acme-outfitters.test"
