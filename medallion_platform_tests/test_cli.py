@@ -156,6 +156,58 @@ def test_two_dagster_job_executes_at_once_both_succeed(
     assert charges > 0  # the API's run went through the same writer
 
 
+SERVICE_VARIABLES = ("PAYMENTS_API_", "EVENTS_", "APP_DB_", "SALESFORCE_", "HUBSPOT_", "ZENDESK_")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_run_without_its_variable_fails_with_one_line_naming_it(settings) -> None:
+    """A fresh shell without the services' variables: `dg launch` and `dagster job execute`
+    fail at the step that needs one, with one line naming the variables unset and the command
+    that sets them. No config error printed per variable and no Python traceback: what else
+    is printed is Dagster's own run log and its one-line summary. A variable that is set (a
+    secret) is never shown."""
+    from medallion_platform.instance import ensure_instance
+
+    ensure_instance(settings)
+    secret = "sk_live_not_for_any_log_8c1f"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_VARIABLES)}
+    env |= {
+        "MEDALLION_HOME": str(settings.home),
+        "DAGSTER_HOME": str(settings.dagster_home),
+        "PAYMENTS_API_TOKEN": secret,
+    }
+    command = 'run `eval "$(medallion services up)"` in this shell first'
+    cases = {  # the README's command for one asset, CI's for a job
+        (str(BIN / "dg"), "launch", "--assets", "bronze/events"): (
+            "stream events: EVENTS_KAFKA_BOOTSTRAP is not set",
+            "Error: Materialization failed.",
+        ),
+        (
+            str(BIN / "dagster"),
+            "job",
+            "execute",
+            "-m",
+            "medallion_platform",
+            "-j",
+            "payments_job",
+        ): (
+            "payments API: PAYMENTS_API_BASE_URL is not set",
+            "Error: Run ",
+        ),
+    }
+    for args, (reason, summary) in cases.items():
+        run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=240, cwd=REPO)
+        out = run.stdout + run.stderr
+        assert run.returncode == 1, out[-3000:]
+        reasons = {line for line in out.splitlines() if "not set" in line}
+        (line,) = reasons  # the step's failure and the run's: the same one line
+        assert reason in line and command in line, line
+        assert "Traceback (most recent call last)" not in out, out[-3000:]
+        assert "DagsterInvalidConfigError" not in out and "PostProcessingError" not in out
+        assert out.strip().splitlines()[-1].startswith(summary), out[-500:]
+        assert secret not in out
+
+
 def test_dev_runs_the_dagster_of_this_environment_even_off_path() -> None:
     """`.venv/bin/medallion dev` must work without the venv on PATH (it once did not)."""
     from medallion_platform.cli import dev_command

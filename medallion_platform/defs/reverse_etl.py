@@ -15,8 +15,9 @@ open the warehouse and a destination client, call the engine and describe the re
 - check ``failure_rate_below_threshold`` (ERROR): the latest real run's failed / attempted
   records is at most the sync's ``failure_rate_threshold``.
 - ``<destination>_destination`` resources: URL, token (and Zendesk's agent email) from the
-  environment through ``EnvVar``, resolved only when a run starts; their values never reach
-  logs, metadata or errors (the clients mask them).
+  environment, read when a sync opens its client (a variable not set fails that sync with one
+  line naming it, ``defs/env.py``); their values never reach logs, metadata or errors (the
+  clients mask them).
 """
 
 import os
@@ -35,9 +36,7 @@ from dagster import (
     AutomationCondition,
     AutomationConditionSensorDefinition,
     Config,
-    ConfigurableResource,
     DefaultSensorStatus,
-    EnvVar,
     FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
@@ -46,6 +45,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from medallion_platform.defs.env import EnvResource, env_names
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.reverse_etl import state
 from medallion_platform.reverse_etl.destinations.base import Destination
@@ -66,36 +66,32 @@ def destination_resource_key(destination: str) -> str:
     return f"{destination}_destination"
 
 
-class DestinationResource(ConfigurableResource):
-    """A SaaS API's address and credentials, read from the environment (``EnvVar``) when a run
-    starts. ``client(spec)`` opens the destination client a sync writes through."""
+class DestinationResource(EnvResource):
+    """A SaaS API's address and credentials, read from the environment when a sync opens its
+    client (``defs/env.py``). ``client(spec)`` opens the destination client a sync writes
+    through."""
 
     destination: str = Field(description="salesforce, hubspot or zendesk.")
-    base_url: str = Field(description="The API's base URL (Salesforce: the instance URL).")
-    token: str = Field(description="Access token or API token (secret).")
+    base_url: str | None = Field(default=None, description="The API's base URL.")
+    token: str | None = Field(default=None, description="Access token or API token (secret).")
     email: str | None = Field(default=None, description="Zendesk: the agent the token is for.")
 
     def client(self, spec: SyncSpec, **options: Any) -> Destination:
         info = destination_info(self.destination)
-        environ = {info.url_env: self.base_url, info.token_env: self.token}
+        values = self.values(f"destination {self.destination}")
+        environ = {info.url_env: values["base_url"], info.token_env: values["token"]}
         if info.email_env is not None:
-            environ[info.email_env] = self.email or ""
+            environ[info.email_env] = values["email"] or ""
         # Optional credentials (Salesforce's OAuth refresh), from the environment when set.
         environ |= {name: os.environ[name] for name in info.optional_env if os.environ.get(name)}
         return open_destination(spec, environ, **options)
 
 
 def build_destination_resource(destination: str) -> DestinationResource:
-    """Every value an ``EnvVar``: nothing secret is in the definitions."""
+    """The names of the destination's variables: nothing secret is in the definitions."""
     info = destination_info(destination)
-    values: dict[str, Any] = {
-        "destination": destination,
-        "base_url": EnvVar(info.url_env),
-        "token": EnvVar(info.token_env),
-    }
-    if info.email_env is not None:
-        values["email"] = EnvVar(info.email_env)
-    return DestinationResource(**values)
+    fields = {"base_url": info.url_env, "token": info.token_env, "email": info.email_env}
+    return DestinationResource(destination=destination, env=env_names(fields))
 
 
 class SyncRunConfig(Config):
