@@ -208,6 +208,30 @@ def test_a_run_without_its_variable_fails_with_one_line_naming_it(settings) -> N
         assert secret not in out
 
 
+def test_dg_sees_the_code_location_from_the_project_config(settings) -> None:
+    """`dg` (what the README runs: `dg launch`, `dg dev`) finds the code location through
+    `[tool.dg]` in pyproject.toml, from the repository, with no `-m`: it lists exactly the
+    definitions `build_definitions` makes."""
+    from medallion_platform.definitions import build_definitions
+
+    listed = subprocess.run(
+        [str(BIN / "dg"), "list", "defs", "--json"],
+        env={**os.environ, "MEDALLION_HOME": str(settings.home)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
+    )
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    found = json.loads(listed.stdout)
+    defs = build_definitions(settings)
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {a["asset_key"] for a in found["assets"]} == keys
+    assert {j["name"] for j in found["jobs"]} == {j.name for j in defs.jobs or []}
+    assert {s["name"] for s in found["sensors"]} == {s.name for s in defs.sensors or []}
+    assert {r["name"] for r in found["resources"]} == set(defs.resources or {})
+
+
 def test_dev_runs_the_dagster_of_this_environment_even_off_path() -> None:
     """`.venv/bin/medallion dev` must work without the venv on PATH (it once did not)."""
     from medallion_platform.cli import dev_command
