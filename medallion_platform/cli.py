@@ -81,7 +81,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  medallion status            # this summary again (MEDALLION_HOME={settings.home})")
     print("  medallion dev               # the Dagster UI on http://127.0.0.1:3000, services up")
     print(f'  or by hand: eval "$(medallion services up)"; DAGSTER_HOME={settings.dagster_home} \\')
-    print("              dagster dev -w workspace.yaml")
+    print("              dg dev   # from the repository; dg launch --job medallion_job: a run")
     print(f"  duckdb.connect({str(settings.warehouse_path)!r}, read_only=True)  # notebooks, BI")
     print(f"  {settings.exports_dir / 'gold'}/*.parquet  # gold for BI tools")
     if report.exists():
