@@ -23,85 +23,6 @@ def _run(args: list[str], settings: PlatformSettings, timeout: float = 240):
     )
 
 
-def test_demo_then_status_json_shows_every_layer_with_rows(settings) -> None:
-    demo = _run([str(BIN / "medallion"), "demo", "--scale", "0.05"], settings)
-    assert demo.returncode == 0, demo.stderr[-3000:]
-    assert "bronze" in demo.stdout and "gold" in demo.stdout
-    assert "Quarantined rows" in demo.stdout
-    assert "dagster dev" in demo.stdout
-    # The demo's clickstream was read to the end: nothing waits on the broker.
-    assert "events (kafka clickstream): lag 0" in demo.stdout
-
-    status = _run([str(BIN / "medallion"), "status", "--json"], settings)
-    assert status.returncode == 0, status.stderr
-    document = json.loads(status.stdout)
-    by_layer: dict[str, list[int]] = {}
-    for table in document["tables"]:
-        by_layer.setdefault(table["layer"], []).append(table["rows"])
-    for layer in ("bronze", "silver", "gold"):
-        assert by_layer.get(layer) and all(rows > 0 for rows in by_layer[layer]), layer
-    assert sum(by_layer["quarantine"]) > 0  # the demo's malformed rows were quarantined
-    assert {i["status"] for i in document["file_issues"]} == {"rejected", "duplicate"}
-    assert all(i["reason"] for i in document["file_issues"])
-    assert document["positions"], "committed source positions are listed"
-    (events,) = document["streams"]
-    assert [p["partition"] for p in events["partitions"]] == ["0", "1", "2"]
-    assert all(p["committed"] for p in events["partitions"])
-    # The instance the demo created turns telemetry off and watches for dead runs (no pool).
-    instance_yaml = (settings.dagster_home / "dagster.yaml").read_text()
-    assert "enabled: false" in instance_yaml and "class: LocalRunLauncher" in instance_yaml
-    assert "pools" not in instance_yaml
-    _check_first_demo_captured_changes(settings)
-    _check_syncs_and_freshness_are_on_the_instance(settings, demo.stdout)
-
-
-def _check_syncs_and_freshness_are_on_the_instance(settings: PlatformSettings, out: str) -> None:
-    """The syncs ran as Dagster materializations (with their figures), and every freshness
-    policy was evaluated: the UI shows them, not "Never materialized" / "Not evaluated"."""
-    from dagster import AssetKey, DagsterInstance
-
-    from medallion_platform.config import platform_config
-
-    assert "Freshness policies, evaluated" in out
-    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        for spec in platform_config().syncs:
-            event = instance.get_latest_materialization_event(AssetKey(["reverse_etl", spec.name]))
-            assert event is not None, spec.name
-            metadata = event.asset_materialization.metadata
-            assert metadata["rows_added"].value > 0 and metadata["rows_failed"].value == 0
-        # A materialization keeps the columns' descriptions (the UI shows its schema).
-        for key, column in (("gold/customer_360", "lifetime_value"), ("silver/orders", "_source")):
-            event = instance.get_latest_materialization_event(AssetKey(key.split("/")))
-            assert event is not None, key
-            schema = event.asset_materialization.metadata["dagster/column_schema"].schema
-            assert next(c for c in schema.columns if c.name == column).description, key
-        keys = [AssetKey(["reverse_etl", s.name]) for s in platform_config().syncs]
-        keys += [AssetKey(["gold", "customer_360"]), AssetKey(["ml", "churn_scores"])]
-        states = instance.get_freshness_state_records(keys)
-    assert {k: r.freshness_state.value for k, r in states.items()} == dict.fromkeys(keys, "PASS")
-
-
-def _check_first_demo_captured_changes(settings: PlatformSettings) -> None:
-    """The first demo captures the app database's snapshot, then changes made after it: the
-    change logs hold inserts, updates and deletes (and a key change), and silver history has
-    several versions for some customers."""
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
-        ops = {
-            table: {
-                op for (op,) in conn.execute(f"SELECT DISTINCT op FROM bronze.{table}").fetchall()
-            }
-            for table in ("app_db_customers", "app_db_orders", "app_db_order_items")
-        }
-        history, current = conn.execute(
-            "SELECT (SELECT count(*) FROM silver.customers_history),"
-            " (SELECT count(*) FROM silver.customers)"
-        ).fetchone()
-    assert {"r", "c", "u"} <= ops["app_db_customers"], ops
-    assert {"r", "c", "u", "d"} <= ops["app_db_orders"] | ops["app_db_order_items"], ops
-    assert "d" in ops["app_db_order_items"], ops  # the renumbered lines' old keys, at least
-    assert history > current > 0
-
-
 def test_status_without_a_warehouse_says_what_to_do(settings) -> None:
     status = _run([str(BIN / "medallion"), "status"], settings)
     assert status.returncode == 1
@@ -122,7 +43,7 @@ def test_two_dagster_job_executes_at_once_both_succeed(
     command = [str(BIN / "dagster"), "job", "execute", "-m", "medallion_platform", "-j"]
     # Every source at once, twice: files, the payments API, the broker and the app database
     # all write bronze, so the runs contend for the writer the whole time (the whole graph,
-    # ML included, runs in CI's own `dagster job execute` and in the demo test above).
+    # ML included, runs in CI's own `dagster job execute` and in test_journey.py).
     runs = [
         subprocess.Popen(
             [*command, "bronze_job"],
