@@ -97,7 +97,7 @@ def test_a_run_without_its_variable_fails_with_one_line_naming_it(settings) -> N
         "DAGSTER_HOME": str(settings.dagster_home),
         "PAYMENTS_API_TOKEN": secret,
     }
-    command = 'run `eval "$(medallion services up)"` in this shell first'
+    command = 'run `eval "$(medallion services up)"` first, in the shell that launches the run'
     cases = {  # the README's command for one asset, CI's for a job
         (str(BIN / "dg"), "launch", "--assets", "bronze/events"): (
             "stream events: EVENTS_KAFKA_BOOTSTRAP is not set",

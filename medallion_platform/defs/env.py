@@ -67,7 +67,8 @@ def missing_variables(what: str, unset: list[str]) -> str:
     """Why a run failed: one line naming the unset variables and the command that sets them."""
     return (
         f"{_not_set(what, unset)}. For the demo's local services run `{DEMO_ENV_COMMAND}` "
-        "in this shell first; otherwise export them with the real system's values"
+        "first, in the shell that launches the run (or starts Dagster); otherwise export "
+        "them with the real system's values"
     )
 
 
