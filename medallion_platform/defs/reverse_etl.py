@@ -14,9 +14,10 @@ open the warehouse and a destination client, call the engine and describe the re
   materialization, so a dry run never makes a sync look fresh.
 - check ``failure_rate_below_threshold`` (ERROR): the latest real run's failed / attempted
   records is at most the sync's ``failure_rate_threshold``.
-- ``<destination>_destination`` resources: the client's settings (URL, token, Zendesk's agent
-  email, as each client's ``info.env`` declares them) from the environment through ``EnvVar``,
-  resolved only when a run starts; their values never reach logs, metadata or errors (the
+- ``<destination>_destination`` resources: the names of the variables the client's settings
+  come from (URL, token, Zendesk's agent email, as each client's ``info.env`` declares them),
+  read when a sync opens its client (a variable not set fails that sync with one line naming
+  it, ``defs/env.py``); their values never reach logs, metadata or errors (the
   clients mask them).
 """
 
@@ -36,9 +37,7 @@ from dagster import (
     AutomationCondition,
     AutomationConditionSensorDefinition,
     Config,
-    ConfigurableResource,
     DefaultSensorStatus,
-    EnvVar,
     FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
@@ -47,6 +46,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from medallion_platform.defs.env import EnvResource, require_env
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.reverse_etl import state
 from medallion_platform.reverse_etl.destinations import destination_class, destination_info
@@ -68,33 +68,31 @@ def destination_resource_key(destination: str) -> str:
     return f"{destination}_destination"
 
 
-class DestinationResource(ConfigurableResource):
-    """A destination's address and credentials: its client's arguments, each from the
-    environment variable its ``info.env`` names (``EnvVar``, resolved when a run starts).
+class DestinationResource(EnvResource):
+    """A destination's address and credentials: its client's arguments, each read from the
+    environment variable its ``info.env`` names when a sync opens the client (``defs/env.py``).
     ``client(spec)`` opens the destination client a sync writes through."""
 
     destination: str = Field(description="A destination of reverse_etl/destinations.")
-    settings: dict[str, str] = Field(
-        description="Client argument -> value (address, token, ...), each from an EnvVar."
-    )
 
     def client(self, spec: SyncSpec, **options: Any) -> Destination:
         client = destination_class(self.destination)
-        # Optional settings are no EnvVars (an unset EnvVar fails the run): read when set.
+        settings = require_env(f"destination {self.destination}", self.env)
+        # Optional settings (Salesforce's token or connected app): read when set.
         optional = {
             s.option: os.environ[s.name]
             for s in client.info.env
             if not s.required and os.environ.get(s.name)
         }
-        return client(**optional, **self.settings, **client_options(spec), **options)
+        return client(**optional, **settings, **client_options(spec), **options)
 
 
 def build_destination_resource(destination: str) -> DestinationResource:
-    """Every required setting an ``EnvVar`` of the name the destination declares: nothing
-    secret is in the definitions."""
+    """The names of the variables of the destination's required settings: nothing secret is
+    in the definitions."""
     info = destination_info(destination)
-    settings: dict[str, Any] = {s.option: EnvVar(s.name) for s in info.env if s.required}
-    return DestinationResource(destination=destination, settings=settings)
+    env = {s.option: s.name for s in info.env if s.required}
+    return DestinationResource(destination=destination, env=env)
 
 
 class SyncRunConfig(Config):

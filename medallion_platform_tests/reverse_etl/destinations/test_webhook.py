@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from dagster import DagsterInstance, EnvVar
+from dagster import DagsterInstance
 
 from medallion_platform.config import platform_config
 from medallion_platform.defs.reverse_etl import build_reverse_etl_defs
@@ -120,17 +120,14 @@ def test_the_registry_finds_it_and_no_other_file_of_the_package_names_it(spec) -
 def test_batches_land_through_the_dagster_asset(
     spec, receiver, conn, settings, monkeypatch
 ) -> None:
-    """The resource gets its settings from the variables the client declares (EnvVar)."""
+    """The resource reads its settings from the variables the client declares."""
     customers = make_customers(130, invalid_every=40, no_orders_every=9)
     create_gold(conn, customers)
     conn.close()
     monkeypatch.setenv("WEBHOOK_URL", receiver.base_url + "/hooks")
     monkeypatch.setenv("WEBHOOK_TOKEN", TOKEN)
     _, _, resources = build_reverse_etl_defs([spec], settings)
-    assert resources["webhook_destination"].settings == {
-        "url": EnvVar("WEBHOOK_URL"),
-        "token": EnvVar("WEBHOOK_TOKEN"),
-    }
+    assert resources["webhook_destination"].env == {"url": "WEBHOOK_URL", "token": "WEBHOOK_TOKEN"}
     with DagsterInstance.ephemeral() as instance:
         result = materialize_sync(settings, spec, instance)
     assert result.success
