@@ -21,9 +21,13 @@ import urllib.request
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from medallion_platform.devkit.process import free_port, pid_alive
 from medallion_platform.settings import PlatformSettings
+
+# Several minutes: `make journey` runs it, and CI after `make test` (keeps `make test` short).
+pytestmark = pytest.mark.journey
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
