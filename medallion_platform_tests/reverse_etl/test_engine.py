@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import tracemalloc
-from collections.abc import Iterator
 
 import duckdb
 import pytest
@@ -25,7 +24,6 @@ from medallion_platform_tests.reverse_etl import (
     hubspot_state,
     make_customers,
     outcomes,
-    running_emulators,
     salesforce_state,
     state_hashes,
     sync,
@@ -33,18 +31,6 @@ from medallion_platform_tests.reverse_etl import (
     write_customers,
     zendesk_state,
 )
-
-
-@pytest.fixture
-def emulators() -> Iterator[Emulators]:
-    yield from running_emulators()
-
-
-@pytest.fixture
-def conn(settings) -> duckdb.DuckDBPyConnection:
-    connection = duckdb.connect(str(settings.warehouse_path))
-    yield connection
-    connection.close()
 
 
 def run(conn, spec, emulators: Emulators, **kwargs):

@@ -11,7 +11,6 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-import duckdb
 import pytest
 
 from medallion_platform.devkit.demo.destinations.hubspot import CONTACT_PROPERTIES, HubSpotEmulator
@@ -36,7 +35,6 @@ from medallion_platform_tests.reverse_etl import (
     hubspot_state,
     make_customers,
     outcomes,
-    running_emulators,
     salesforce_state,
     state_hashes,
     sync,
@@ -44,18 +42,6 @@ from medallion_platform_tests.reverse_etl import (
     write_customers,
     zendesk_state,
 )
-
-
-@pytest.fixture
-def emulators() -> Iterator[Emulators]:
-    yield from running_emulators()
-
-
-@pytest.fixture
-def conn(settings) -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect(str(settings.warehouse_path))
-    yield connection
-    connection.close()
 
 
 def run(conn, spec, emulators: Emulators, **options):
