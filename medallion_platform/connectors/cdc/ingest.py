@@ -24,7 +24,6 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,6 +38,7 @@ from pydantic import BaseModel
 from medallion_platform.connectors.bronze import (
     BRONZE_SCHEMA,
     ROW_GROUP_ROWS,
+    checkpoint_threshold,
     ensure_bronze_table,
 )
 from medallion_platform.connectors.cdc.columnar import (
@@ -147,8 +147,9 @@ CHUNK_MESSAGES = 20_000
 """pgoutput messages fetched and decoded together (a few MiB for rows of ordinary size)."""
 CHUNK_BYTES = 64 << 20
 """At most this many bytes of messages are decoded together (large TOASTed values)."""
-SNAPSHOT_INSERT_ROWS = 4 * ROW_GROUP_ROWS
-"""Snapshot rows per INSERT: whole row groups, written as they come (see connectors.bronze)."""
+SNAPSHOT_INSERT_ROWS = ROW_GROUP_ROWS
+"""Snapshot rows per INSERT: a whole row group, written to the file as it comes (see
+connectors.bronze); about 40 MB of Arrow for the demo's rows, held twice (one being read)."""
 _CSV_BLOCK = 4 << 20
 READ_AHEAD = True
 """Fetch the next batch of messages on a thread while this one is decoded and committed."""
@@ -369,7 +370,9 @@ class _Capture:
                         taken_at=taken_at,
                     )
                     with reader.csv(table, names) as stream:
-                        for insert in copied.inserts(stream):
+                        # The next INSERT's rows are read, parsed and built on a thread of
+                        # their own while DuckDB inserts these (on all its threads).
+                        for insert in read_ahead(copied.tables(stream)):
                             _insert_rows(
                                 self.conn,
                                 self.spec.bronze_table(table),
@@ -911,8 +914,20 @@ class _SnapshotRows:
         self.taken_at = pa.scalar(taken_at, pa.timestamp("us", tz="UTC"))
         self.rows = 0
 
-    def inserts(self, stream: Any) -> Iterator[pa.RecordBatchReader]:
-        """One reader per INSERT, each of at most ``SNAPSHOT_INSERT_ROWS`` rows."""
+    def tables(self, stream: Any) -> Iterator[pa.Table]:
+        """The rows, ``SNAPSHOT_INSERT_ROWS`` at a time (one INSERT each)."""
+        pending: list[pa.RecordBatch] = []
+        count = 0
+        for batch in self._batches(stream):
+            pending.append(batch)
+            count += batch.num_rows
+            if count >= SNAPSHOT_INSERT_ROWS:
+                yield pa.Table.from_batches(pending, _NUMBERED)
+                pending, count = [], 0
+        if pending:
+            yield pa.Table.from_batches(pending, _NUMBERED)
+
+    def _batches(self, stream: Any) -> Iterator[pa.RecordBatch]:
         head = stream.read(1)
         if not head:
             return  # an empty table: no CSV at all
@@ -927,22 +942,8 @@ class _SnapshotRows:
                 quoted_strings_can_be_null=False,
             ),
         )
-        batches = (self._rows(b) for b in csv)
-        done = False
-
-        def one_insert() -> Iterator[pa.RecordBatch]:
-            nonlocal done
-            taken = 0
-            while taken < SNAPSHOT_INSERT_ROWS:
-                batch = next(batches, None)
-                if batch is None:
-                    done = True
-                    return
-                taken += batch.num_rows
-                yield batch
-
-        while not done:
-            yield pa.RecordBatchReader.from_batches(_NUMBERED, one_insert())
+        for values in csv:
+            yield self._rows(values)
 
     def _rows(self, values: pa.RecordBatch) -> pa.RecordBatch:
         n = values.num_rows
@@ -1057,25 +1058,6 @@ def _diff(table: str, old: list[list[Any]], new: list[list[Any]], lsn: str) -> l
     return sorted(changes, key=lambda c: (c.change, c.column))
 
 
-CHECKPOINT_THRESHOLD = "128MiB"
-"""WAL a capture lets grow before DuckDB checkpoints (its default is 16 MB). A capture commits
-every ``batch_size`` changes, and each checkpoint has a cost of its own: at 16 MB about half of
-a 310k-change capture's CPU went into checkpoints (8.2 → 5.3 CPU s at 128 MB, peak RSS lower
-too). The WAL, and what a crash replays, stay bounded by this size."""
-
-
-@contextmanager
-def _checkpoint_threshold(conn: duckdb.DuckDBPyConnection, size: str) -> Iterator[None]:
-    """DuckDB's ``checkpoint_threshold`` for the block, restored afterwards (it is a setting
-    of the database instance, which other connections of this process may share)."""
-    (before,) = conn.execute("SELECT current_setting('checkpoint_threshold')").fetchone()
-    conn.execute(f"SET checkpoint_threshold = '{size}'")
-    try:
-        yield
-    finally:
-        conn.execute(f"SET checkpoint_threshold = '{before}'")
-
-
 def ingest_cdc(
     warehouse: Warehouse,
     source: PostgresChangeSource,
@@ -1086,7 +1068,7 @@ def ingest_cdc(
 ) -> CdcIngestReport:
     """Snapshot (first run) and every committed change since, into the bronze change logs."""
     spec = source.spec
-    with warehouse.connect() as conn, _checkpoint_threshold(conn, CHECKPOINT_THRESHOLD):
+    with warehouse.connect() as conn, checkpoint_threshold(conn):
         with transaction(conn):
             for table in spec.tables:
                 ensure_bronze_table(conn, spec.bronze_table(table), CDC_COLUMNS)

@@ -25,6 +25,7 @@ import httpx
 from pydantic import BaseModel
 
 from medallion_platform.connectors.rest.client import RestClient, RestError
+from medallion_platform.connectors.rest.rows import RAW_ENCODER
 from medallion_platform.connectors.rest.spec import PaginationSpec, RestEndpoint
 
 Resume = dict[str, Any]
@@ -35,6 +36,9 @@ class Page(BaseModel):
     url: str
     next: Resume | None
     fingerprint: str | None = None  # of the records (hex); None for an empty page
+    raw: list[str] = []
+    """Each record as compact JSON: bronze's ``_raw``, encoded once (the fingerprint is the
+    hash of these joined, the page's compact JSON)."""
 
 
 class PaginationError(RestError):
@@ -231,8 +235,10 @@ def _token_key(resume: Resume) -> str:
     return json.dumps(resume, sort_keys=True, default=str)
 
 
-def _fingerprint(records: list[dict[str, Any]]) -> str:
-    body = json.dumps(records, separators=(",", ":"), default=str)  # as served: same order
+def _fingerprint(raw: list[str]) -> str:
+    """Of the records as served (same order): the hash of the page's compact JSON, the same
+    text as ``json.dumps(records, separators=(",", ":"))``, put together from the records'."""
+    body = "[" + ",".join(raw) + "]"
     return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
 
 
@@ -271,7 +277,8 @@ def iter_pages(
             )
         nxt = paginator.next(state, payload, response, records)
         here = client.mask(describe(state))
-        fingerprint = _fingerprint(records) if records else None
+        raw = [RAW_ENCODER.encode(record) for record in records]
+        fingerprint = _fingerprint(raw) if records else None
         if fingerprint is not None:
             earlier = contents.setdefault(fingerprint, number)
             if earlier != number:
@@ -305,7 +312,9 @@ def iter_pages(
                     cursor=cursor,
                 )
             followed[key] = number + 1
-        yield Page(records=records, url=str(response.url), next=nxt, fingerprint=fingerprint)
+        yield Page(
+            records=records, url=str(response.url), next=nxt, fingerprint=fingerprint, raw=raw
+        )
         if nxt is None:
             return
         state = nxt

@@ -22,7 +22,7 @@ resume token, the report says which budget was reached, and the next run continu
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -31,8 +31,13 @@ from typing import Any
 import duckdb
 from pydantic import BaseModel, Field
 
-from medallion_platform.connectors.bronze import append_batch, ensure_bronze_table
-from medallion_platform.connectors.files.readers import flatten_object, records_table
+from medallion_platform.connectors.bronze import (
+    add_data_columns,
+    append_batch,
+    checkpoint_threshold,
+    ensure_bronze_table,
+)
+from medallion_platform.connectors.files.readers import read_ahead
 from medallion_platform.connectors.rest.client import RestClient
 from medallion_platform.connectors.rest.pager import (
     Page,
@@ -42,6 +47,7 @@ from medallion_platform.connectors.rest.pager import (
     describe,
     iter_pages,
 )
+from medallion_platform.connectors.rest.rows import RAW_ENCODER, bronze_rows
 from medallion_platform.connectors.rest.spec import (
     ChangesSpec,
     RestEndpoint,
@@ -207,7 +213,7 @@ def _walk(
     incremental = feed.incremental
     budget = budget or source.budget_for(endpoint)
     started = time.monotonic()
-    with warehouse.connect() as conn:
+    with warehouse.connect() as conn, checkpoint_threshold(conn):
         with transaction(conn):
             ensure_bronze_table(conn, table, REST_LINEAGE)
             state = load_state(conn, key)
@@ -244,6 +250,7 @@ def _walk(
             resume, max_seen, pages = None, hwm, 0
         resumed = state.in_progress is not None
         records = 0
+        known_columns: set[str] = set()  # checked against the table on the first commit
         batch_ids: list[int] = []
         buffered: list[Page] = []
 
@@ -252,11 +259,23 @@ def _walk(
             nonlocal hwm, max_seen, pages, records, state, last_page
             with transaction(conn):
                 batch_id = next_batch_id(conn, key, run_id)
-                flat = []
+                landed: list[dict[str, Any]] = []
+                numbers: list[int] = []
+                sources: list[str] = []
+                raws: list[str] = []
+                wheres: list[str] = []
                 for page in _landing_order(buffer, changes is not None):
-                    for n, entry in _numbered(page.records, changes is not None):
-                        record = entry
-                        if changes is not None:
+                    if changes is None:  # the page's records as they came
+                        k = len(page.records)
+                        landed += page.records
+                        numbers += range(1, k + 1)
+                        sources += [f"{page.url}#row={n}" for n in range(1, k + 1)]
+                        raws += page.raw
+                        wheres += [f"record {n}" for n in range(1, k + 1)]
+                        cursors = page.records
+                    else:
+                        cursors = []
+                        for n, entry in _numbered(page.records, oldest_first=True):
                             record = _dig(entry, changes.record_field)
                             if not isinstance(record, dict):
                                 raise PaginationError(
@@ -265,20 +284,32 @@ def _walk(
                                 )
                             version = entry.get(changes.cursor_field)
                             record = {**record, changes.version_field: version}
-                        # A change's row number is its place in landing order (oldest first).
-                        number = len(flat) + 1 if changes is not None else n
-                        row = flatten_object(
-                            record, number, [endpoint.primary_key], where=f"record {n}"
-                        )
-                        row["_raw"] = json.dumps(record, separators=(",", ":"))
-                        row["_source"] = f"{page.url}#row={n}"
-                        flat.append(row)
-                        if incremental is not None:
-                            seen = _cursor_value(entry, incremental.cursor_field)
+                            landed.append(record)
+                            # A change's row number is its place in landing order.
+                            numbers.append(len(landed))
+                            sources.append(f"{page.url}#row={n}")
+                            raws.append(RAW_ENCODER.encode(record))
+                            wheres.append(f"record {n}")
+                            cursors.append(entry)
+                    if incremental is not None:
+                        field = incremental.cursor_field
+                        for entry in cursors:
+                            seen = _cursor_value(entry, field)
                             if seen is not None and (max_seen is None or seen > max_seen):
                                 max_seen = seen
+                rows = bronze_rows(
+                    landed,
+                    numbers=numbers,
+                    sources=sources,
+                    raws=raws,
+                    required=[endpoint.primary_key],
+                    wheres=wheres,
+                )
+                new = [c for c in rows.column_names if c not in known_columns]
+                if new:  # schema evolution by addition, checked only when a name is new
+                    add_data_columns(conn, table, new, REST_LINEAGE)
                 append_batch(
-                    conn, table, records_table(flat), batch_id=batch_id, lineage=REST_LINEAGE
+                    conn, table, rows, batch_id=batch_id, lineage=REST_LINEAGE, evolve=False
                 )
                 last = buffer[-1]
                 last_page = next(
@@ -299,6 +330,7 @@ def _walk(
                         ),
                     )
                 set_position(conn, key, "state", state.model_dump_json(), batch_id)
+            known_columns.update(new)  # committed: the table has them
             pages += len(buffer)
             records += sum(len(page.records) for page in buffer)
             batch_ids.append(batch_id)
@@ -309,8 +341,11 @@ def _walk(
         budget_reached: str | None = None
         fetched = 0
         walk = iter_pages(client, feed, since=since, resume=resume, committed=last_page)
+        # The next page is fetched on a thread while this one is flattened and committed (the
+        # wait for the API releases the GIL); never more pages than the budget allows.
+        ahead = read_ahead(itertools.islice(walk, budget.max_pages))
         try:
-            for page in walk:
+            for page in ahead:
                 buffered.append(page)
                 fetched += 1
                 if page.next is not None:
@@ -333,6 +368,7 @@ def _walk(
                     )
                     break
         finally:
+            ahead.close()  # stops the reader (after the request in flight, if any)
             walk.close()
             if buffered:  # the API failed mid-way: keep what was fetched, resume after it
                 commit(buffered)
