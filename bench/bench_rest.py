@@ -1,9 +1,17 @@
 """REST ingestion benchmark: records/s from the local payments API into silver.
 
 The emulator runs as its own process (as a real API would), serving ``--charges`` charges
-plus their refunds. In this process, timed separately: bronze (the REST connector paging
-through ``/v1/charges`` and ``/v1/refunds``, 100 records a page, one transaction a page),
-silver (the two contracts and the ``silver.payments`` model). Peak RSS is this process's.
+plus their refunds. In this process, timed separately:
+
+- HTTP only, the baseline: the same pages fetched and parsed by the connector's client and
+  pager, stored nowhere; measured before bronze and again after it (the machine is shared:
+  the quicker of the two is the baseline, which makes the ratio the harder one);
+- bronze: the REST connector paging through ``/v1/charges`` and ``/v1/refunds``, 100 records a
+  page, 10 pages a transaction (the packaged ``pages_per_commit``);
+- silver: the two contracts and the ``silver.payments`` model.
+
+The goal of issue 14 is API → silver (bronze + silver) at no less than half the HTTP-only
+rate of the same run. Peak RSS is this process's.
 
     .venv/bin/python bench/bench_rest.py --charges 100000
 """
@@ -12,14 +20,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+import common
+
+# The platform of the checkout this script is in (a copy of the script in an older checkout
+# measures that checkout's code), ahead of whatever is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from medallion_platform.config import platform_config
 from medallion_platform.connectors.rest import Credentials, RestClient, sync_endpoint
@@ -43,17 +56,20 @@ def run(charges: int, workdir: Path) -> dict:
     warehouse = Warehouse(workdir / "warehouse.duckdb")
     result: dict = {"charges": charges, "api_start_s": round(api_start_s, 2)}
     try:
-        # Baseline: the same pages fetched and parsed, written nowhere (the API's own cost).
-        tb = time.perf_counter()
-        fetched = 0
-        for endpoint in source.endpoints:
-            if endpoint.name == "payouts":
-                continue
-            with RestClient(url, source.auth, Credentials(token=token), source.retry) as client:
-                for page in iter_pages(client, endpoint, since=0):
-                    fetched += len(page.records)
-        result["http_only_s"] = round(time.perf_counter() - tb, 2)
-        result["http_only_records_per_s"] = round(fetched / (time.perf_counter() - tb))
+
+        def http_only() -> tuple[int, float]:
+            """The same pages fetched and parsed, written nowhere (the API's own cost)."""
+            tb = time.perf_counter()
+            fetched = 0
+            for endpoint in source.endpoints:
+                if endpoint.name == "payouts":
+                    continue
+                with RestClient(url, source.auth, Credentials(token=token), source.retry) as client:
+                    for page in iter_pages(client, endpoint, since=0):
+                        fetched += len(page.records)
+            return fetched, time.perf_counter() - tb
+
+        fetched, before_s = http_only()
         t0 = time.perf_counter()
         bronze = {}
         for endpoint in source.endpoints:
@@ -64,6 +80,11 @@ def run(charges: int, workdir: Path) -> dict:
                 report = sync_endpoint(warehouse, source, endpoint, client)
             bronze[endpoint.name] = {"records": report.records, "pages": report.pages}
         bronze_s = time.perf_counter() - t0
+        _, after_s = http_only()
+        http_s = min(before_s, after_s)
+        result["http_only_s"] = round(http_s, 2)
+        result["http_only_runs_s"] = [round(before_s, 2), round(after_s, 2)]
+        result["http_only_records_per_s"] = round(fetched / http_s)
     finally:
         proc.stop(timeout_s=30)
     records = sum(b["records"] for b in bronze.values())
@@ -84,11 +105,13 @@ def run(charges: int, workdir: Path) -> dict:
         silver_rows=silver_rows,
         total_records_per_s=round(records / (bronze_s + silver_s)),
         peak_rss_mib=round(_peak_rss_mib()),
-        machine={
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "nproc": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        machine=common.machine_info(),
+    )
+    result["bronze_of_http"] = round(
+        result["bronze_records_per_s"] / result["http_only_records_per_s"], 2
+    )
+    result["silver_of_http"] = round(
+        result["total_records_per_s"] / result["http_only_records_per_s"], 2
     )
     return result
 
@@ -113,10 +136,16 @@ def main() -> int:
     )
     print(
         f"HTTP only (same pages, fetched and parsed, not stored): {result['http_only_s']:.1f}s, "
-        f"{result['http_only_records_per_s']:,} records/s"
+        f"{result['http_only_records_per_s']:,} records/s (the quicker of "
+        f"{result['http_only_runs_s'][0]:.1f}s before bronze and "
+        f"{result['http_only_runs_s'][1]:.1f}s after)"
     )
     print(f"silver (contracts + payments model): {result['silver_s']:.1f}s")
     print(f"API → silver: {result['total_records_per_s']:,} records/s")
+    print(
+        f"of the HTTP-only rate: bronze {result['bronze_of_http']:.2f}, "
+        f"API → silver {result['silver_of_http']:.2f} (goal >= 0.5)"
+    )
     print(f"peak RSS (this process): {result['peak_rss_mib']} MiB")
     print(f"machine: {result['machine']}")
     return 0
