@@ -47,9 +47,18 @@ def _text(value: Any) -> str | None:
     return _NESTED.encode(value)
 
 
+_NONE = type(None)
+
+
 def _texts(values: list[Any]) -> list[str | None]:
-    if all(v is None or type(v) is str for v in values):
+    """A field's values as text; a field of one type (the usual) converted in one ``map``."""
+    kinds = set(map(type, values))
+    if kinds <= {str, _NONE}:
         return values
+    if kinds == {int}:
+        return list(map(str, values))
+    if kinds == {dict}:
+        return list(map(_NESTED.encode, values))
     return [_text(v) for v in values]
 
 
