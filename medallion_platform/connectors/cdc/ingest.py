@@ -618,47 +618,10 @@ class _Capture:
         relations: RelationCache,
         pieces: dict[str, list[pa.Table]],
     ) -> None:
-        """The row changes of messages ``[lo, hi)`` (one set of Relation messages), a
-        relation and a message type at a time."""
+        """Add the rows of the row changes among messages ``[lo, hi)`` inside a transaction."""
         index = lo + np.flatnonzero(is_row[lo:hi] & (txn_of[lo:hi] >= 0))
-        if not len(index):
-            return
-        short = index[batch.end[index] - batch.start[index] < 6]  # no room for oid and tag
-        for m in short.tolist():
-            decode(batch.datas[m])  # raises, naming what is missing
-            raise PgOutputError(f"a {len(batch.datas[m])}-byte row change")  # pragma: no cover
-        oid = batch.be32(batch.start[index] + 1)
-        group = batch.kind[index].astype(np.int64) << 32 | oid
-        for value in np.unique(group).tolist():
-            messages = index[group == value]
-            relation = relations.relation(value & 0xFFFFFFFF)
-            qualified = _qualified(relation)
-            if qualified not in pieces:
-                continue
-            kind = value >> 32
-            rows = _Rows(batch, messages, relation, self.keys[qualified])
-            try:
-                if kind == _I:
-                    slow = rows.inserts()
-                elif kind == _D:
-                    slow = rows.deletes()
-                else:
-                    slow = rows.updates()
-            except pa.ArrowInvalid:  # a value that is not UTF-8: the decoder says which
-                rows.pieces.clear()
-                slow = messages
-            pieces[qualified] += rows.pieces
-            for m in slow.tolist():  # the rare message the columns do not take
-                for sub, (table, fields) in enumerate(
-                    self._change_rows(decode(batch.datas[m]), relations)
-                ):
-                    pieces[table].append(
-                        _piece(
-                            np.array([m]),
-                            sub,
-                            **{f: constant(fields.get(f), 1) for f in ROW_FIELDS},
-                        )
-                    )
+        for table, found in decode_changes(batch, index, relations, self.keys).items():
+            pieces[table] += found
 
     def _relation(self, message: Relation, lsn: int) -> None:
         qualified = _qualified(message)
@@ -677,57 +640,108 @@ class _Capture:
             self.schema_dirty.add(qualified)
         self.columns[qualified] = new
 
-    def _change_rows(
-        self, message: Message, relations: RelationCache
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """The bronze rows of one row change, one message at a time in Python: two for a
-        primary-key update. The reference :class:`_Rows` matches, and its fallback for what it
-        does not take (an unchanged TOAST value with no old row to fill it from, a binary
-        value, a malformed message, which ``decode`` has rejected before)."""
-        assert isinstance(message, Insert | Update | Delete)
-        relation = relations.relation(message.relation_oid)
+
+def decode_changes(
+    batch: MessageBatch,
+    index: np.ndarray,
+    relations: RelationCache,
+    keys: dict[str, list[str] | None],
+) -> dict[str, list[pa.Table]]:
+    """The bronze rows of the row changes ``index`` of ``batch`` (messages of one set of
+    Relation messages, inside transactions), per captured table (``keys``: each one's
+    change-log key, None for the whole row), as pieces of ``_PIECE``: built column by column a
+    relation and a message type at a time, the rare message the columns do not take by
+    :func:`change_rows`. Raises ``PgOutputError`` for a malformed message."""
+    pieces: dict[str, list[pa.Table]] = {q: [] for q in keys}
+    if not len(index):
+        return pieces
+    short = index[batch.end[index] - batch.start[index] < 6]  # no room for oid and tag
+    for m in short.tolist():
+        decode(batch.datas[m])  # raises, naming what is missing
+        raise PgOutputError(f"a {len(batch.datas[m])}-byte row change")  # pragma: no cover
+    oid = batch.be32(batch.start[index] + 1)
+    group = batch.kind[index].astype(np.int64) << 32 | oid
+    for value in np.unique(group).tolist():
+        messages = index[group == value]
+        relation = relations.relation(value & 0xFFFFFFFF)
         qualified = _qualified(relation)
-        if qualified not in self.buffers:
-            return []
-        keys = self.keys[qualified]
-        if isinstance(message, Insert):
-            after = relations.row(message.relation_oid, message.new)
-            return [(qualified, {"op": "c", "key": _key(after, keys), "after": _dumps(after)})]
-        if isinstance(message, Delete):
-            old = relations.row(message.relation_oid, message.old)
-            before = _dumps(old) if message.old_kind == "O" else None
-            return [(qualified, {"op": "d", "key": _key(old, keys), "before": before})]
-        new = relations.row(message.relation_oid, message.new)
-        old = relations.row(message.relation_oid, message.old) if message.old is not None else None
-        unchanged = [c for c, v in new.items() if v is UNCHANGED_TOAST]
-        for column in unchanged:  # not sent: the old row has it under REPLICA IDENTITY FULL
-            if old is not None and message.old_kind == "O" and old[column] is not UNCHANGED_TOAST:
-                new[column] = old[column]
-        missing = [c for c, v in new.items() if v is UNCHANGED_TOAST]
-        after = {c: v for c, v in new.items() if v is not UNCHANGED_TOAST}
-        before = _dumps(old) if old is not None and message.old_kind == "O" else None
-        new_key = _key(new, keys)
-        toast = ",".join(missing) or None
-        if old is not None and _key(old, keys) != new_key:  # a primary-key update
-            return [
-                (qualified, {"op": "d", "key": _key(old, keys), "before": before}),
-                (
-                    qualified,
-                    {"op": "c", "key": new_key, "after": _dumps(after), "unchanged_toast": toast},
-                ),
-            ]
+        if qualified not in keys:
+            continue
+        kind = value >> 32
+        rows = _Rows(batch, messages, relation, keys[qualified])
+        try:
+            if kind == _I:
+                slow = rows.inserts()
+            elif kind == _D:
+                slow = rows.deletes()
+            else:
+                slow = rows.updates()
+        except pa.ArrowInvalid:  # a value that is not UTF-8: the decoder says which
+            rows.pieces.clear()
+            slow = messages
+        pieces[qualified] += rows.pieces
+        for m in slow.tolist():  # the rare message the columns do not take
+            changed = change_rows(decode(batch.datas[m]), relations, keys)
+            for sub, (table, fields) in enumerate(changed):
+                pieces[table].append(
+                    _piece(
+                        np.array([m]), sub, **{f: constant(fields.get(f), 1) for f in ROW_FIELDS}
+                    )
+                )
+    return pieces
+
+
+def change_rows(
+    message: Message, relations: RelationCache, keys: dict[str, list[str] | None]
+) -> list[tuple[str, dict[str, Any]]]:
+    """The bronze rows of one row change of a captured table (none for another table), one
+    message at a time in Python: two for a primary-key update. The reference the columns of
+    :func:`decode_changes` match, and their fallback for what they do not take (an unchanged
+    TOAST value with no old row to fill it from, a binary value)."""
+    assert isinstance(message, Insert | Update | Delete)
+    relation = relations.relation(message.relation_oid)
+    qualified = _qualified(relation)
+    if qualified not in keys:
+        return []
+    key = keys[qualified]
+    if isinstance(message, Insert):
+        after = relations.row(message.relation_oid, message.new)
+        return [(qualified, {"op": "c", "key": _key(after, key), "after": _dumps(after)})]
+    if isinstance(message, Delete):
+        old = relations.row(message.relation_oid, message.old)
+        before = _dumps(old) if message.old_kind == "O" else None
+        return [(qualified, {"op": "d", "key": _key(old, key), "before": before})]
+    new = relations.row(message.relation_oid, message.new)
+    old = relations.row(message.relation_oid, message.old) if message.old is not None else None
+    unchanged = [c for c, v in new.items() if v is UNCHANGED_TOAST]
+    for column in unchanged:  # not sent: the old row has it under REPLICA IDENTITY FULL
+        if old is not None and message.old_kind == "O" and old[column] is not UNCHANGED_TOAST:
+            new[column] = old[column]
+    missing = [c for c, v in new.items() if v is UNCHANGED_TOAST]
+    after = {c: v for c, v in new.items() if v is not UNCHANGED_TOAST}
+    before = _dumps(old) if old is not None and message.old_kind == "O" else None
+    new_key = _key(new, key)
+    toast = ",".join(missing) or None
+    if old is not None and _key(old, key) != new_key:  # a primary-key update
         return [
+            (qualified, {"op": "d", "key": _key(old, key), "before": before}),
             (
                 qualified,
-                {
-                    "op": "u",
-                    "key": new_key,
-                    "before": before,
-                    "after": _dumps(after),
-                    "unchanged_toast": toast,
-                },
-            )
+                {"op": "c", "key": new_key, "after": _dumps(after), "unchanged_toast": toast},
+            ),
         ]
+    return [
+        (
+            qualified,
+            {
+                "op": "u",
+                "key": new_key,
+                "before": before,
+                "after": _dumps(after),
+                "unchanged_toast": toast,
+            },
+        )
+    ]
 
 
 class _Rows:
