@@ -929,16 +929,20 @@ class _SnapshotRows:
         self.rows = 0
 
     def tables(self, stream: Any) -> Iterator[pa.Table]:
-        """The rows, ``SNAPSHOT_INSERT_ROWS`` at a time (one INSERT each)."""
+        """The rows in tables of exactly ``SNAPSHOT_INSERT_ROWS`` (the last one less): one
+        INSERT each, whole row groups that DuckDB writes as they come, leaving no partial
+        row group between two INSERTs for the checkpoint to rewrite."""
         pending: list[pa.RecordBatch] = []
         count = 0
         for batch in self._batches(stream):
             pending.append(batch)
             count += batch.num_rows
-            if count >= SNAPSHOT_INSERT_ROWS:
-                yield pa.Table.from_batches(pending, _NUMBERED)
-                pending, count = [], 0
-        if pending:
+            while count >= SNAPSHOT_INSERT_ROWS:
+                rows = pa.Table.from_batches(pending, _NUMBERED)
+                yield rows.slice(0, SNAPSHOT_INSERT_ROWS)
+                rest = rows.slice(SNAPSHOT_INSERT_ROWS)
+                pending, count = rest.to_batches(), rest.num_rows
+        if count:
             yield pa.Table.from_batches(pending, _NUMBERED)
 
     def _batches(self, stream: Any) -> Iterator[pa.RecordBatch]:
