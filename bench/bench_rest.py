@@ -7,7 +7,7 @@ plus their refunds. In this process, timed separately:
   pager, stored nowhere; measured before bronze and again after it (the machine is shared:
   the quicker of the two is the baseline, which makes the ratio the harder one);
 - bronze: the REST connector paging through ``/v1/charges`` and ``/v1/refunds``, 100 records a
-  page, 10 pages a transaction (the packaged ``pages_per_commit``);
+  page, 50 pages a transaction (the default ``pages_per_commit``);
 - silver: the two contracts and the ``silver.payments`` model.
 
 The goal of issue 14 is API → silver (bronze + silver) at no less than half the HTTP-only
