@@ -25,7 +25,6 @@ import httpx
 from pydantic import BaseModel
 
 from medallion_platform.connectors.rest.client import RestClient, RestError
-from medallion_platform.connectors.rest.rows import RAW_ENCODER
 from medallion_platform.connectors.rest.spec import PaginationSpec, RestEndpoint
 
 Resume = dict[str, Any]
@@ -37,8 +36,7 @@ class Page(BaseModel):
     next: Resume | None
     fingerprint: str | None = None  # of the records (hex); None for an empty page
     raw: list[str] = []
-    """Each record as compact JSON: bronze's ``_raw``, encoded once (the fingerprint is the
-    hash of these joined, the page's compact JSON)."""
+    """The records as bronze's ``_raw`` (compact JSON), when the sync has encoded them."""
 
 
 class PaginationError(RestError):
@@ -235,10 +233,8 @@ def _token_key(resume: Resume) -> str:
     return json.dumps(resume, sort_keys=True, default=str)
 
 
-def _fingerprint(raw: list[str]) -> str:
-    """Of the records as served (same order): the hash of the page's compact JSON, the same
-    text as ``json.dumps(records, separators=(",", ":"))``, put together from the records'."""
-    body = "[" + ",".join(raw) + "]"
+def _fingerprint(records: list[dict[str, Any]]) -> str:
+    body = json.dumps(records, separators=(",", ":"), default=str)  # as served: same order
     return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
 
 
@@ -277,8 +273,7 @@ def iter_pages(
             )
         nxt = paginator.next(state, payload, response, records)
         here = client.mask(describe(state))
-        raw = [RAW_ENCODER.encode(record) for record in records]
-        fingerprint = _fingerprint(raw) if records else None
+        fingerprint = _fingerprint(records) if records else None
         if fingerprint is not None:
             earlier = contents.setdefault(fingerprint, number)
             if earlier != number:
@@ -312,9 +307,7 @@ def iter_pages(
                     cursor=cursor,
                 )
             followed[key] = number + 1
-        yield Page(
-            records=records, url=str(response.url), next=nxt, fingerprint=fingerprint, raw=raw
-        )
+        yield Page(records=records, url=str(response.url), next=nxt, fingerprint=fingerprint)
         if nxt is None:
             return
         state = nxt

@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import duckdb
@@ -172,6 +172,15 @@ def sync_endpoint(
             "retries": client.retries - retries_before,
         }
     )
+
+
+def _encoded(pages: Iterator[Page], encode: bool) -> Iterator[Page]:
+    """The pages, each record encoded as bronze's ``_raw`` (on the read-ahead thread, while
+    the pages before are committed)."""
+    for page in pages:
+        if encode:
+            page.raw = [RAW_ENCODER.encode(record) for record in page.records]
+        yield page
 
 
 def _landing_order(buffer: list[Page], oldest_first: bool) -> list[Page]:
@@ -343,7 +352,7 @@ def _walk(
         walk = iter_pages(client, feed, since=since, resume=resume, committed=last_page)
         # The next page is fetched on a thread while this one is flattened and committed (the
         # wait for the API releases the GIL); never more pages than the budget allows.
-        ahead = read_ahead(itertools.islice(walk, budget.max_pages))
+        ahead = read_ahead(_encoded(itertools.islice(walk, budget.max_pages), changes is None))
         try:
             for page in ahead:
                 buffered.append(page)

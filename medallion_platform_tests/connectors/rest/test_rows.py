@@ -14,10 +14,8 @@ import random
 from typing import Any
 
 import pyarrow as pa
-import pytest
 
 from medallion_platform.connectors.files.readers import flatten_object, records_table
-from medallion_platform.connectors.rest.pager import _fingerprint
 from medallion_platform.connectors.rest.rows import RAW_ENCODER, bronze_rows
 
 
@@ -115,15 +113,3 @@ def test_a_record_without_its_primary_key_is_flagged_with_its_number() -> None:
         None,
     ]
     same(table, reference(records, ["id"]))
-
-
-@pytest.mark.parametrize("records", [[], [{}], [{"a": 1}, {}], [{"a": 1}] * 3])
-def test_a_page_fingerprint_is_the_hash_of_the_pages_compact_json(records: list) -> None:
-    """The fingerprint is built from the records' encodings; it must stay the hash of
-    ``json.dumps(records, separators=(",", ":"))``, or a stored fingerprint of the last page
-    committed by an earlier version would no longer match on resume."""
-    import hashlib
-
-    raw = [RAW_ENCODER.encode(r) for r in records]
-    body = json.dumps(records, separators=(",", ":"), default=str)
-    assert _fingerprint(raw) == hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
