@@ -35,8 +35,6 @@ class Page(BaseModel):
     url: str
     next: Resume | None
     fingerprint: str | None = None  # of the records (hex); None for an empty page
-    raw: list[str] = []
-    """The records as bronze's ``_raw`` (compact JSON), when the sync has encoded them."""
 
 
 class PaginationError(RestError):

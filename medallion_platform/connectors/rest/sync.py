@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from medallion_platform.connectors.bronze import (
@@ -174,13 +175,26 @@ def sync_endpoint(
     )
 
 
-def _encoded(pages: Iterator[Page], encode: bool) -> Iterator[Page]:
-    """The pages, each record encoded as bronze's ``_raw`` (on the read-ahead thread, while
-    the pages before are committed)."""
+def _page_rows(page: Page, required: list[str]) -> pa.Table:
+    """A page's records as bronze rows, numbered in the page (see :func:`bronze_rows`)."""
+    numbers = range(1, len(page.records) + 1)
+    return bronze_rows(
+        page.records,
+        numbers=list(numbers),
+        sources=[f"{page.url}#row={n}" for n in numbers],
+        raws=[RAW_ENCODER.encode(record) for record in page.records],
+        required=required,
+        wheres=[f"record {n}" for n in numbers],
+    )
+
+
+def _prepared(
+    pages: Iterator[Page], required: list[str], flatten: bool
+) -> Iterator[tuple[Page, pa.Table | None]]:
+    """Each page with its bronze rows, built on the read-ahead thread while the pages before
+    are committed (a change log's entries are built at commit, in landing order)."""
     for page in pages:
-        if encode:
-            page.raw = [RAW_ENCODER.encode(record) for record in page.records]
-        yield page
+        yield page, _page_rows(page, required) if flatten else None
 
 
 def _landing_order(buffer: list[Page], oldest_first: bool) -> list[Page]:
@@ -261,59 +275,59 @@ def _walk(
         records = 0
         known_columns: set[str] = set()  # checked against the table on the first commit
         batch_ids: list[int] = []
-        buffered: list[Page] = []
+        buffered: list[tuple[Page, pa.Table | None]] = []
 
-        def commit(buffer: list[Page]) -> None:
+        def change_rows(landing: list[Page]) -> tuple[pa.Table, list[dict[str, Any]]]:
+            """A change log's entries as the endpoint's rows, oldest first, each stamped with
+            its change's time; and the entries (for the cursor)."""
+            assert changes is not None
+            landed: list[dict[str, Any]] = []
+            sources: list[str] = []
+            raws: list[str] = []
+            wheres: list[str] = []
+            cursors: list[dict[str, Any]] = []
+            for page in landing:
+                for n, entry in _numbered(page.records, oldest_first=True):
+                    record = _dig(entry, changes.record_field)
+                    if not isinstance(record, dict):
+                        raise PaginationError(
+                            f"GET {feed.path}: entry {n} of {page.url} has no object "
+                            f"at {changes.record_field!r}"
+                        )
+                    record = {**record, changes.version_field: entry.get(changes.cursor_field)}
+                    landed.append(record)
+                    sources.append(f"{page.url}#row={n}")
+                    raws.append(RAW_ENCODER.encode(record))
+                    wheres.append(f"record {n}")
+                    cursors.append(entry)
+            rows = bronze_rows(
+                landed,
+                numbers=list(range(1, len(landed) + 1)),  # a change's place in landing order
+                sources=sources,
+                raws=raws,
+                required=[endpoint.primary_key],
+                wheres=wheres,
+            )
+            return rows, cursors
+
+        def commit(buffered_rows: list[tuple[Page, pa.Table | None]]) -> None:
             """The buffered pages' rows and the state after the last of them, one COMMIT."""
             nonlocal hwm, max_seen, pages, records, state, last_page
+            buffer = [page for page, _ in buffered_rows]
             with transaction(conn):
                 batch_id = next_batch_id(conn, key, run_id)
-                landed: list[dict[str, Any]] = []
-                numbers: list[int] = []
-                sources: list[str] = []
-                raws: list[str] = []
-                wheres: list[str] = []
-                for page in _landing_order(buffer, changes is not None):
-                    if changes is None:  # the page's records as they came
-                        k = len(page.records)
-                        landed += page.records
-                        numbers += range(1, k + 1)
-                        sources += [f"{page.url}#row={n}" for n in range(1, k + 1)]
-                        raws += page.raw
-                        wheres += [f"record {n}" for n in range(1, k + 1)]
-                        cursors = page.records
-                    else:
-                        cursors = []
-                        for n, entry in _numbered(page.records, oldest_first=True):
-                            record = _dig(entry, changes.record_field)
-                            if not isinstance(record, dict):
-                                raise PaginationError(
-                                    f"GET {feed.path}: entry {n} of {page.url} has no object "
-                                    f"at {changes.record_field!r}"
-                                )
-                            version = entry.get(changes.cursor_field)
-                            record = {**record, changes.version_field: version}
-                            landed.append(record)
-                            # A change's row number is its place in landing order.
-                            numbers.append(len(landed))
-                            sources.append(f"{page.url}#row={n}")
-                            raws.append(RAW_ENCODER.encode(record))
-                            wheres.append(f"record {n}")
-                            cursors.append(entry)
-                    if incremental is not None:
-                        field = incremental.cursor_field
-                        for entry in cursors:
-                            seen = _cursor_value(entry, field)
-                            if seen is not None and (max_seen is None or seen > max_seen):
-                                max_seen = seen
-                rows = bronze_rows(
-                    landed,
-                    numbers=numbers,
-                    sources=sources,
-                    raws=raws,
-                    required=[endpoint.primary_key],
-                    wheres=wheres,
-                )
+                if changes is None:  # the pages' records as they came, flattened ahead
+                    tables = [rows for _, rows in buffered_rows if rows is not None]
+                    rows = pa.concat_tables(tables, promote_options="default")
+                    cursors = [entry for page in buffer for entry in page.records]
+                else:
+                    rows, cursors = change_rows(_landing_order(buffer, oldest_first=True))
+                if incremental is not None:
+                    field = incremental.cursor_field
+                    for entry in cursors:
+                        seen = _cursor_value(entry, field)
+                        if seen is not None and (max_seen is None or seen > max_seen):
+                            max_seen = seen
                 new = [c for c in rows.column_names if c not in known_columns]
                 if new:  # schema evolution by addition, checked only when a name is new
                     add_data_columns(conn, table, new, REST_LINEAGE)
@@ -352,10 +366,11 @@ def _walk(
         walk = iter_pages(client, feed, since=since, resume=resume, committed=last_page)
         # The next page is fetched on a thread while this one is flattened and committed (the
         # wait for the API releases the GIL); never more pages than the budget allows.
-        ahead = read_ahead(_encoded(itertools.islice(walk, budget.max_pages), changes is None))
+        pages_ahead = itertools.islice(walk, budget.max_pages)
+        ahead = read_ahead(_prepared(pages_ahead, [endpoint.primary_key], changes is None))
         try:
-            for page in ahead:
-                buffered.append(page)
+            for page, rows in ahead:
+                buffered.append((page, rows))
                 fetched += 1
                 if page.next is not None:
                     if fetched >= budget.max_pages:
