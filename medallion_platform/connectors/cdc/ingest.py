@@ -16,6 +16,12 @@ under REPLICA IDENTITY FULL), ``after`` (JSON objects of PostgreSQL's text outpu
 ``lsn``, ``commit_lsn``, ``seq``, ``xid``, ``commit_ts``, plus the bronze lineage columns. A
 primary-key update becomes a delete of the old key and a create of the new one, as in
 Debezium, so that current-state tables never keep the old key.
+
+The rows are built a batch at a time, column by column, with no Python object per change
+(:func:`decode_changes`, ``columnar.py``); :func:`change_rows` does the same for one message in
+Python, the reference the columns are tested against and their fallback for the rare message
+they do not take. The snapshot comes as PostgreSQL's CSV (``COPY … TO STDOUT``) through
+Arrow's CSV reader.
 """
 
 from __future__ import annotations
@@ -151,8 +157,6 @@ SNAPSHOT_INSERT_ROWS = ROW_GROUP_ROWS
 """Snapshot rows per INSERT: a whole row group, written to the file as it comes (see
 connectors.bronze); about 40 MB of Arrow for the demo's rows, held twice (one being read)."""
 _CSV_BLOCK = 4 << 20
-READ_AHEAD = True
-"""Fetch the next batch of messages on a thread while this one is decoded and committed."""
 
 ROW_FIELDS = ("op", "key", "before", "after", "unchanged_toast")
 """What a change's bronze row says, decided per message; the rest comes from its position."""
@@ -423,8 +427,8 @@ class _Capture:
         # lag the sensor watches would never drain). The flush position, unless decoding up
         # to it would wait for WAL that nothing flushes (see readable_upto).
         upto = self.source.readable_upto(state.current_lsn)
-        fetched = self.source.change_batches(upto, CHUNK_MESSAGES)
-        for lsns, datas in read_ahead(fetched) if READ_AHEAD else fetched:
+        # The next fetch is read on a thread while this one is decoded and committed.
+        for lsns, datas in read_ahead(self.source.change_batches(upto, CHUNK_MESSAGES)):
             for lo, hi in _spans(datas, CHUNK_BYTES):
                 batch = MessageBatch(lsns[lo:hi], datas[lo:hi])
                 confirmed = self._messages(batch, relations, committed, confirmed)
