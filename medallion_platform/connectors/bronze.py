@@ -7,7 +7,8 @@ Every connector writes bronze through here, so every bronze table carries the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 
 import duckdb
 import pyarrow as pa
@@ -115,3 +116,25 @@ def append_batch(
     finally:
         conn.unregister("_bronze_batch")
     return rows
+
+
+SMALL_COMMITS_CHECKPOINT = "128MiB"
+"""WAL a connector that commits small batches (CDC's ``batch_size``, REST's pages) lets grow
+before DuckDB checkpoints; DuckDB's default is 16 MiB. Each checkpoint has a cost of its own:
+at 16 MiB, half of a 310k-change CDC capture's CPU went into them (8.2 → 5.3 CPU s at 128
+MiB, peak RSS lower too), and REST's commits took twice as long. The WAL, and what a crash
+replays, stay bounded by this size."""
+
+
+@contextmanager
+def checkpoint_threshold(
+    conn: duckdb.DuckDBPyConnection, size: str = SMALL_COMMITS_CHECKPOINT
+) -> Iterator[None]:
+    """DuckDB's ``checkpoint_threshold`` for the block, restored afterwards (a setting of the
+    database instance, which other connections of this process may share)."""
+    (before,) = conn.execute("SELECT current_setting('checkpoint_threshold')").fetchone()
+    conn.execute(f"SET checkpoint_threshold = '{size}'")
+    try:
+        yield
+    finally:
+        conn.execute(f"SET checkpoint_threshold = '{before}'")
