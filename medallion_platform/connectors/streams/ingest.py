@@ -39,6 +39,7 @@ from medallion_platform.connectors.bronze import (
     BRONZE_SCHEMA,
     ROW_GROUP_ROWS,
     append_batch,
+    append_memory,
     ensure_bronze_table,
 )
 from medallion_platform.connectors.streams.base import (
@@ -333,7 +334,7 @@ def ingest_stream(
     total = flagged = tombstones = binary_headers = 0
     batch_ids: list[int] = []
     lineage = stream_lineage(source)
-    with warehouse.connect() as conn:
+    with warehouse.connect() as conn, append_memory(conn, warehouse.memory_limit):
         with transaction(conn):
             ensure_bronze_table(conn, table, lineage)
             changed = migrate_stream_table(conn, table, lineage)
