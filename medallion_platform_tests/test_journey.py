@@ -79,7 +79,23 @@ def _rows(settings: PlatformSettings, *tables: str) -> dict[str, int]:
 GROWING = ("bronze.events", "bronze.app_db_customers")
 
 
-def test_the_readme_journey_end_to_end(settings: PlatformSettings) -> None:
+@pytest.fixture(scope="module")
+def journey_home(tmp_path_factory: pytest.TempPathFactory) -> PlatformSettings:
+    """One platform home for both walks: the second starts where the first stopped."""
+    settings = PlatformSettings(home=tmp_path_factory.mktemp("journey") / "home")
+    settings.ensure_dirs()
+    return settings
+
+
+@pytest.mark.parametrize("walk", ["first", "again"])
+def test_the_readme_journey_end_to_end(
+    walk: str, journey_home: PlatformSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Walked twice in a row on one home (the second time from the home the first left):
+    the demo, `services up`, `dg launch` and `medallion dev` must each work on a used home."""
+    settings = journey_home
+    monkeypatch.setenv("MEDALLION_HOME", str(settings.home))
+    monkeypatch.setenv("DAGSTER_HOME", str(settings.dagster_home))
     took: dict[str, float] = {}
     lap = time.monotonic()
 
@@ -122,7 +138,7 @@ def test_the_readme_journey_end_to_end(settings: PlatformSettings) -> None:
     _dev_picks_up_a_dropped_file_and_stops_clean(settings, env)
     phase("dev")
     print(
-        f"journey: {sum(took.values()):.0f}s ("
+        f"journey ({walk} walk): {sum(took.values()):.0f}s ("
         + ", ".join(f"{k} {v:.0f}s" for k, v in took.items())
         + ")"
     )
