@@ -204,21 +204,37 @@ def _typed(tree: exp.Expression, schema: Schema) -> exp.Expression:
     return typed.transform(fix)
 
 
-def _lake_table(node: exp.Expression, paths: Mapping[str, str]) -> exp.Expression:
+def _lake_table(
+    node: exp.Expression, paths: Mapping[str, str], views: Mapping[str, str]
+) -> exp.Expression:
     if (
         isinstance(node, exp.Table)
         and node.args.get("db")
         and isinstance(node.this, exp.Identifier)
     ):
         name = f"{node.db}.{node.name}".lower()
+        alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(node.name))
+        if name in views:
+            return exp.Table(this=exp.to_identifier(views[name]), alias=alias)
         if name in paths:
-            alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(node.name))
             return exp.Table(
                 this=exp.to_identifier(paths[name], quoted=True),
                 db=exp.to_identifier("parquet"),
                 alias=alias,
             )
     return node
+
+
+def tables_read(sql: str) -> list[str]:
+    """The ``layer.table`` names a DuckDB statement reads (CTE names have no schema), in the
+    order they first appear."""
+    tree = sqlglot.parse_one(sql, dialect="duckdb")
+    names = [
+        f"{t.db}.{t.name}".lower()
+        for t in tree.find_all(exp.Table)
+        if t.args.get("db") and isinstance(t.this, exp.Identifier)
+    ]
+    return list(dict.fromkeys(names))
 
 
 FRAGMENTS: list[Callable[[exp.Expression], exp.Expression]] = [
@@ -235,6 +251,7 @@ def duckdb_to_spark(
     schema: Schema | None = None,
     *,
     paths: Mapping[str, str] | None = None,
+    views: Mapping[str, str] | None = None,
     extra: Sequence[Callable[[exp.Expression], exp.Expression]] = (),
     pretty: bool = False,
 ) -> str:
@@ -242,13 +259,14 @@ def duckdb_to_spark(
 
     ``schema`` enables the typed fragments; ``paths`` (``"layer.table"`` → Parquet folder)
     makes each table read its lake snapshot directly (``parquet.`<folder>```), so a statement
-    sees one committed snapshot per table and needs no catalog; ``extra`` fragments (the
+    sees one committed snapshot per table and needs no catalog; ``views`` maps names to
+    temporary views instead (a bronze range of batch files); ``extra`` fragments (the
     contract compiler's) run after the engine's."""
     tree = sqlglot.parse_one(sql, dialect="duckdb")
     if schema:
         tree = _typed(tree, schema)
     for fragment in [*FRAGMENTS, *extra]:
         tree = tree.transform(fragment)
-    if paths:
-        tree = tree.transform(lambda node: _lake_table(node, paths))
+    if paths or views:
+        tree = tree.transform(lambda node: _lake_table(node, paths or {}, views or {}))
     return tree.sql(dialect="spark", pretty=pretty, unsupported_level=sqlglot.ErrorLevel.RAISE)
