@@ -24,7 +24,7 @@ error and stay on DuckDB.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlglot import exp
@@ -44,8 +44,6 @@ from medallion_platform.engines.dialects import duckdb_to_spark
 from medallion_platform.warehouse.identifiers import qualified, quote
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
-
     from medallion_platform.engines.spark import SparkEngine
 
 CONTRACT_FRAGMENTS: dict[str, str] = {
@@ -400,6 +398,25 @@ def _unit_tables(contract: Contract) -> list[str]:
     return [*tables, f"quarantine.{contract.name}"]
 
 
+TALLY_SQL = r"""
+SELECT kind, count(*) AS n FROM (
+    SELECT explode(concat(
+        array(CASE WHEN _tombstone THEN '#tombstone' ELSE '#row' END),
+        CASE WHEN size(_reasons) = 0 THEN array()
+             WHEN _tombstone THEN array('#failing_tombstone') ELSE array('#failing') END,
+        transform(_reasons, r -> regexp_extract(r, '^(row \\d+: |line \\d+: )?([a-z0-9_ ]+)', 2))
+    )) AS kind
+    FROM _checked
+) GROUP BY kind
+"""
+"""In one pass over the checked rows: rows and tombstones in, failing ones, and the reasons
+by kind (as DuckDB's run counts them); ``#`` marks the counts, never a reason's kind."""
+
+
+def _tally(rows: list) -> dict[str, int]:
+    return {row["kind"]: row["n"] for row in rows}
+
+
 def _nothing_new(contract: Contract, engine: SparkEngine, watermark: int) -> SilverRunStats:
     batches = engine.lake.bronze_batches(contract.source)
     columns = engine.session.read.parquet(str(batches[max(batches)])).columns
@@ -425,9 +442,13 @@ def apply_contract_spark(
     *,
     rebuild: bool = False,
     on_event: Event | None = None,
+    bronze_columns: Mapping[str, str] | None = None,
 ) -> SilverRunStats:
     """Merge the lake's bronze batches newer than the committed watermark into silver (and
-    history) and quarantine; one lake commit. Returns what DuckDB's run would report."""
+    history) and quarantine; one lake commit. Returns what DuckDB's run would report.
+
+    ``bronze_columns`` (name → DuckDB type, the warehouse's bronze table) spares Spark
+    reading every batch file's footer to merge their schemas."""
     why = _unsupported(contract)
     if why:
         raise NotImplementedError(
@@ -435,6 +456,9 @@ def apply_contract_spark(
             "contract on DuckDB (MEDALLION_ENGINE=duckdb), see the README, 'When you outgrow "
             "one machine'"
         )
+    from pyspark.sql import Observation
+    from pyspark.sql.functions import expr
+
     lake, session = engine.lake, engine.session
     event = on_event or (lambda _name: None)
     unit = f"silver.{contract.name}"
@@ -458,30 +482,17 @@ def apply_contract_spark(
     if high == low and keep:
         return _nothing_new(contract, engine, low)  # the committed tables stay as they are
 
-    bronze = engine.bronze(contract.source, low, high)
+    bronze = engine.bronze(contract.source, low, high, bronze_columns)
     assert bronze is not None  # rebuild: every batch; else at least the batch ``high``
     bronze_cols = set(bronze.columns)
     bronze.createOrReplaceTempView("_bronze")
     checked_sql = _bind(checked_rows_sql(contract, bronze_cols), low, high)
     checked = session.sql(to_spark(checked_sql, views={f"bronze.{contract.source}": "_bronze"}))
     checked = checked.cache()  # read by the counts, the quarantine and the merge
-    merged: DataFrame | None = None
     try:
         checked.createOrReplaceTempView("_checked")
-        counts = session.sql(
-            """SELECT count(*) AS rows_in, count_if(size(_reasons) > 0) AS failing,
-                      count_if(size(_reasons) > 0 AND _tombstone) AS failing_tombstones,
-                      count_if(_tombstone) AS tombstones_in
-               FROM _checked"""
-        ).first()
-        reasons = {
-            r["kind"]: r["n"]
-            for r in session.sql(
-                "SELECT regexp_extract(r, '^(row \\\\d+: |line \\\\d+: )?([a-z0-9_ ]+)', 2) AS "
-                "kind, count(*) AS n FROM (SELECT explode(_reasons) AS r FROM _checked "
-                "WHERE size(_reasons) > 0) GROUP BY 1"
-            ).collect()
-        }
+        tally = _tally(session.sql(TALLY_SQL).collect())  # also fills the cache
+        reasons = {k: n for k, n in tally.items() if not k.startswith("#")}
         stored = (
             {name: str(lake.root / rel) for name, rel in committed.tables.items()}
             if keep and committed is not None
@@ -491,26 +502,17 @@ def apply_contract_spark(
             merge_sql = _merge_changes_sql(contract, keep)
         else:
             merge_sql = _merge_rows_sql(contract, keep)
-        merged = session.sql(to_spark(merge_sql, stored)).cache()
+        merged = session.sql(to_spark(merge_sql, stored))
         truncated = "_truncated" if contract.changes is not None else "FALSE"
+        # The run's counts are observed while silver is written: no second pass over it.
+        observed = Observation(f"silver_{contract.name}")
+        merged = merged.observe(
+            observed,
+            expr("count_if(_inserted)").alias("inserted"),
+            expr("count_if(_updated)").alias("updated"),
+            expr(f"count_if(_removed) + count_if({truncated})").alias("deleted"),
+        )
         merged.createOrReplaceTempView("_merged")
-        tally = session.sql(
-            f"""SELECT count_if(_inserted) AS inserted, count_if(_updated) AS updated,
-                       count_if(_removed) + count_if({truncated}) AS deleted
-                FROM _merged"""
-        ).first()
-        rows_by_day: dict[str, int] = {}
-        if contract.partition:
-            day = quote(contract.partition.name)
-            rows_by_day = {
-                str(r[0]): r[1]
-                for r in session.sql(
-                    to_spark(
-                        f"SELECT {day}, count(*) FROM _merged WHERE _is_new AND NOT _drop "
-                        "GROUP BY 1 ORDER BY 1"
-                    )
-                ).collect()
-            }
         silver_cols = _listed(list(silver_columns(contract)))
         written = {
             f"silver.{contract.name}": engine.write_snapshot(
@@ -519,6 +521,17 @@ def apply_contract_spark(
                 contract.name,
             )
         }
+        outcome = observed.get
+        rows_by_day: dict[str, int] = {}
+        if contract.partition:  # new rows per day, from the snapshot just written
+            rows_by_day = {
+                str(r[0]): r[1]
+                for r in session.read.parquet(str(written[f"silver.{contract.name}"]))
+                .where(f"_batch_id > {int(low)}")
+                .groupBy(contract.partition.name)
+                .count()
+                .collect()
+            }
         event("silver_written")
         if contract.changes is not None and contract.changes.history:
             name = contract.changes.history
@@ -534,11 +547,10 @@ def apply_contract_spark(
         event("committed")
     finally:
         checked.unpersist()
-        if merged is not None:
-            merged.unpersist()
 
-    rows_in, failing = counts["rows_in"], counts["failing"]
-    tombstones = counts["tombstones_in"] - counts["failing_tombstones"]
+    rows_in = tally.get("#row", 0) + tally.get("#tombstone", 0)
+    failing = tally.get("#failing", 0) + tally.get("#failing_tombstone", 0)
+    tombstones = tally.get("#tombstone", 0) - tally.get("#failing_tombstone", 0)
     valid = rows_in - failing - tombstones
     return SilverRunStats(
         table=contract.name,
@@ -548,11 +560,11 @@ def apply_contract_spark(
         rows_in=rows_in,
         valid=valid,
         quarantined=failing,
-        inserted=tally["inserted"],
-        updated=tally["updated"],
-        superseded=valid - tally["inserted"],
-        deleted=tally["deleted"],
+        inserted=outcome["inserted"],
+        updated=outcome["updated"],
+        superseded=valid - outcome["inserted"],
+        deleted=outcome["deleted"],
         tombstones=tombstones if "_tombstone" in bronze_cols else None,
         reasons=reasons,
-        rows_by_day=rows_by_day,
+        rows_by_day=dict(sorted(rows_by_day.items())),
     )

@@ -34,6 +34,7 @@ from medallion_platform.engines.duckdb_lake import (
 from medallion_platform.engines.lake import Lake
 from medallion_platform.engines.settings import EngineSettings
 from medallion_platform.warehouse.identifiers import qualified
+from medallion_platform.warehouse.warehouse import table_columns
 
 if TYPE_CHECKING:
     from medallion_platform.engines.spark import SparkEngine
@@ -116,7 +117,13 @@ class SparkLakeEngine:
             )
         # Bronze stays ingested by DuckDB; its committed batches not in the lake yet go first.
         export_bronze(conn, self.lake, contract.source)
-        stats = apply_contract_spark(self.spark, contract, rebuild=rebuild, on_event=on_event)
+        stats = apply_contract_spark(
+            self.spark,
+            contract,
+            rebuild=rebuild,
+            on_event=on_event,
+            bronze_columns=table_columns(conn, "bronze", contract.source),
+        )
         for name, columns in contract_tables(contract).items():
             attach_lake_table(conn, self.lake, *name.split("."), columns)
         return stats

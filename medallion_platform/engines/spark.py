@@ -7,7 +7,8 @@ mean in DuckDB, and writes Parquet timestamps as microseconds, which DuckDB read
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,6 +90,30 @@ def duckdb_type(spark_type: str) -> str:
     return _SPARK_TO_DUCKDB.get(spark_type, spark_type.upper())
 
 
+_DUCKDB_TO_SPARK = {
+    **{duck: spark for spark, duck in _SPARK_TO_DUCKDB.items()},
+    "TIMESTAMP WITH TIME ZONE": "timestamp",
+    "JSON": "string",  # exported as text (duckdb_lake._PORTABLE)
+    "UUID": "string",
+    "HUGEINT": "decimal(38,0)",
+    "UHUGEINT": "decimal(38,0)",
+}
+
+
+def spark_schema(columns: Mapping[str, str]) -> str | None:
+    """A Spark DDL schema for DuckDB columns as the lake stores them; None if a type has no
+    plain Spark counterpart (the caller then lets Spark read the files' own schemas)."""
+    fields = []
+    for name, duck in columns.items():
+        spark = _DUCKDB_TO_SPARK.get(duck.upper())
+        if spark is None and re.fullmatch(r"DECIMAL\(\d+,\s*\d+\)", duck.upper()):
+            spark = duck.lower().replace(" ", "")
+        if spark is None:
+            return None
+        fields.append(f"`{name}` {spark}")
+    return ", ".join(fields)
+
+
 class SparkEngine:
     """Runs the platform's SQL on a Spark session, reading and writing the lake."""
 
@@ -123,10 +148,14 @@ class SparkEngine:
         paths, schema = self._inputs(tables_read(sql) if tables is None else tables)
         return self.session.sql(duckdb_to_spark(sql, schema, paths=paths))
 
-    def bronze(self, source: str, low: int, high: int) -> DataFrame | None:
+    def bronze(
+        self, source: str, low: int, high: int, columns: Mapping[str, str] | None = None
+    ) -> DataFrame | None:
         """The batch files of ``bronze.<source>`` with ids in ``(low, high]`` (None if none):
         only those files are read, so an incremental run costs what its new batches do.
-        Columns added to bronze later are NULL in older batches (schemas are merged)."""
+        Columns added to bronze later are NULL in older batches: read with ``columns`` (the
+        warehouse table's, name → DuckDB type) when known, else by merging the files'
+        schemas (which reads every file's footer first)."""
         files = [
             str(path)
             for batch_id, path in self.lake.bronze_batches(source).items()
@@ -134,7 +163,10 @@ class SparkEngine:
         ]
         if not files:
             return None
-        return self.session.read.option("mergeSchema", "true").parquet(*files)
+        schema = spark_schema(columns) if columns else None
+        if schema is None:
+            return self.session.read.option("mergeSchema", "true").parquet(*files)
+        return self.session.read.schema(schema).parquet(*files)
 
     def write_snapshot(self, frame: DataFrame, layer: str, table: str) -> Path:
         """Write ``frame`` into a new snapshot folder of ``layer.table`` (not yet committed)."""
