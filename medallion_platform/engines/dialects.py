@@ -37,6 +37,9 @@ SPARK_FRAGMENTS: dict[str, str] = {
     "epoch(a - b)": "Seconds of an interval: (unix_micros(a) - unix_micros(b)) / 1e6.",
     "CAST(double AS integer) (typed)": "DuckDB rounds to the nearest, Spark truncates: round() "
     "first.",
+    "round(double, n) (typed)": "DuckDB rounds x * 10^n to the nearest and divides back "
+    "(627.425, stored as 627.4249…, gives 627.42); Spark rounds the double's shortest decimal "
+    "spelling half up (627.43): written as DuckDB computes it, round(x * 10^n, 0) / 10^n.",
 }
 
 Schema = Mapping[str, Mapping[str, Mapping[str, str]]]
@@ -166,6 +169,36 @@ def _asof_join(select: exp.Expression) -> exp.Expression:
     return select
 
 
+def _is_double(node: exp.Expression) -> bool:
+    """A DOUBLE in DuckDB: typed so, a division (DuckDB divides in DOUBLE), or arithmetic on
+    one."""
+    if node.is_type(exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT) or isinstance(node, exp.Div):
+        return True
+    if isinstance(node, exp.Paren | exp.Neg):
+        return _is_double(node.this)
+    if isinstance(node, exp.Mul | exp.Add | exp.Sub):
+        return _is_double(node.this) or _is_double(node.expression)
+    return False
+
+
+def _double_round(node: exp.Expression) -> exp.Expression:
+    """``round(x, n)`` of a DOUBLE the way DuckDB computes it."""
+    if not isinstance(node, exp.Round) or node.args.get("_spark_double"):
+        return node
+    value, digits = node.this, node.args.get("decimals")
+    if not _is_double(value) or not (digits is None or (digits.is_int and int(digits.this) >= 0)):
+        return node
+    scale = exp.Literal.number(10 ** int(digits.this if digits is not None else 0))
+    scaled = exp.Round(
+        this=exp.Mul(this=exp.paren(value.copy()), expression=scale.copy()),
+        decimals=exp.Literal.number(0),
+        _spark_double=True,
+    )
+    return exp.Div(
+        this=exp.cast(scaled, exp.DataType.Type.DOUBLE), expression=scale, _spark_double=True
+    )
+
+
 def _typed(tree: exp.Expression, schema: Schema) -> exp.Expression:
     """Fragments that depend on types: date - date, CAST(double AS integer)."""
     try:
@@ -242,6 +275,7 @@ FRAGMENTS: list[Callable[[exp.Expression], exp.Expression]] = [
     _calendar,
     _range_table,
     _asof_join,
+    _double_round,
     _double_division,
 ]
 
