@@ -169,8 +169,8 @@ def test_medallion_job_on_spark_killed_and_rerun_builds_what_duckdb_builds(
     with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
         runs = instance.get_run_records()
         # Run 1's process died; run 2 found it so and marked it failed.
-        assert sorted(r.dagster_run.status for r in runs) == sorted(
-            [DagsterRunStatus.FAILURE, DagsterRunStatus.SUCCESS]
+        assert sorted(r.dagster_run.status.value for r in runs) == sorted(
+            [DagsterRunStatus.FAILURE.value, DagsterRunStatus.SUCCESS.value]
         )
         for key in (["silver", KILLED], ["gold", "customer_360"]):
             event = instance.get_latest_materialization_event(AssetKey(key))
