@@ -34,6 +34,7 @@ from medallion_platform.contracts.changes import BEFORE_TRUNCATE, history_column
 from medallion_platform.contracts.compile import (
     CHANGE_COLUMN_TYPES,
     QUARANTINE_COLUMNS,
+    _json_sources,
     checked_rows_sql,
     order_by_latest,
     raw_json_sql,
@@ -398,23 +399,35 @@ def _unit_tables(contract: Contract) -> list[str]:
     return [*tables, f"quarantine.{contract.name}"]
 
 
-TALLY_SQL = r"""
-SELECT kind, count(*) AS n FROM (
-    SELECT explode(concat(
-        array(CASE WHEN _tombstone THEN '#tombstone' ELSE '#row' END),
-        CASE WHEN size(_reasons) = 0 THEN array()
-             WHEN _tombstone THEN array('#failing_tombstone') ELSE array('#failing') END,
-        transform(_reasons, r -> regexp_extract(r, '^(row \\d+: |line \\d+: )?([a-z0-9_ ]+)', 2))
-    )) AS kind
-    FROM _checked
-) GROUP BY kind
+def _kept_sql(contract: Contract, checked_sql: str, bronze_cols: set[str]) -> str:
+    """The checked rows as the run keeps them (cached): what the merge reads (silver's columns,
+    ``_tombstone``, ``_reasons``) and, for failing rows only, the raw text quarantine shows;
+    a valid row's raw text is NULL there, so the cache holds each value about once."""
+    raw = [f"r_{c.name}" for c in contract.columns]
+    raw += list(_json_sources(contract, bronze_cols).values())  # texts read inside as JSON
+    kept = [c for c in silver_columns(contract) if c != "_deleted"]  # (decided by the merge)
+    kept += ["_tombstone", "_reasons"]
+    return f"""
+        SELECT {_listed(kept)}, {
+        ", ".join(f"CASE WHEN array_length(_reasons) > 0 THEN {r} END AS {r}" for r in raw)
+    }
+        FROM ({checked_sql})
+    """
+
+
+COUNTS_SQL = """
+SELECT count(*) AS rows_in, count_if(size(_reasons) > 0) AS failing,
+       count_if(size(_reasons) > 0 AND _tombstone) AS failing_tombstones,
+       count_if(_tombstone) AS tombstones_in
+FROM _checked
 """
-"""In one pass over the checked rows: rows and tombstones in, failing ones, and the reasons
-by kind (as DuckDB's run counts them); ``#`` marks the counts, never a reason's kind."""
-
-
-def _tally(rows: list) -> dict[str, int]:
-    return {row["kind"]: row["n"] for row in rows}
+REASONS_SQL = r"""
+SELECT regexp_extract(r, '^(row \\d+: |line \\d+: )?([a-z0-9_ ]+)', 2) AS kind, count(*) AS n
+FROM (SELECT explode(_reasons) AS r FROM _checked WHERE size(_reasons) > 0)
+GROUP BY 1
+"""
+"""Rows and tombstones in, failing ones, and the reasons by kind, as DuckDB's run counts
+them (the first query fills the cache; the second reads one column of the failing rows)."""
 
 
 def _nothing_new(contract: Contract, engine: SparkEngine, watermark: int) -> SilverRunStats:
@@ -487,12 +500,17 @@ def apply_contract_spark(
     bronze_cols = set(bronze.columns)
     bronze.createOrReplaceTempView("_bronze")
     checked_sql = _bind(checked_rows_sql(contract, bronze_cols), low, high)
-    checked = session.sql(to_spark(checked_sql, views={f"bronze.{contract.source}": "_bronze"}))
+    checked = session.sql(
+        to_spark(
+            _kept_sql(contract, checked_sql, bronze_cols),
+            views={f"bronze.{contract.source}": "_bronze"},
+        )
+    )
     checked = checked.cache()  # read by the counts, the quarantine and the merge
     try:
         checked.createOrReplaceTempView("_checked")
-        tally = _tally(session.sql(TALLY_SQL).collect())  # also fills the cache
-        reasons = {k: n for k, n in tally.items() if not k.startswith("#")}
+        counts = session.sql(COUNTS_SQL).first()  # also fills the cache
+        reasons = {r["kind"]: r["n"] for r in session.sql(REASONS_SQL).collect()}
         stored = (
             {name: str(lake.root / rel) for name, rel in committed.tables.items()}
             if keep and committed is not None
@@ -548,9 +566,8 @@ def apply_contract_spark(
     finally:
         checked.unpersist()
 
-    rows_in = tally.get("#row", 0) + tally.get("#tombstone", 0)
-    failing = tally.get("#failing", 0) + tally.get("#failing_tombstone", 0)
-    tombstones = tally.get("#tombstone", 0) - tally.get("#failing_tombstone", 0)
+    rows_in, failing = counts["rows_in"], counts["failing"]
+    tombstones = counts["tombstones_in"] - counts["failing_tombstones"]
     valid = rows_in - failing - tombstones
     return SilverRunStats(
         table=contract.name,
