@@ -102,8 +102,19 @@ def phase_spark(workdir: Path, memory_limit: str | None, master: str, driver_mem
 
     config = platform_config()
     settings = EngineSettings(engine="spark", spark_master=master, lake=str(workdir / "lake"))
+    events = workdir / "spark-events"
+    events.mkdir(exist_ok=True)
     t0 = time.perf_counter()
-    session = spark_session(settings, conf={"spark.driver.memory": driver_memory})
+    session = spark_session(
+        settings,
+        conf={
+            "spark.driver.memory": driver_memory,
+            # Spark's own event log: the bytes each step read, shuffled and wrote.
+            "spark.eventLog.enabled": "true",
+            "spark.eventLog.compress": "false",
+            "spark.eventLog.dir": events.as_uri(),
+        },
+    )
     started = time.perf_counter() - t0
     engine = SparkEngine(session, Lake(settings.lake))
     with Warehouse(workdir / "warehouse.duckdb", read_only=True).connect() as conn:
@@ -112,6 +123,7 @@ def phase_spark(workdir: Path, memory_limit: str | None, master: str, driver_mem
     start = time.perf_counter()
     for contract in _contracts(config):
         t1 = time.perf_counter()
+        session.sparkContext.setJobGroup(contract.name, f"silver.{contract.name}")
         stats[contract.name] = apply_contract_spark(
             engine, contract, bronze_columns=columns[contract.source]
         )
@@ -121,6 +133,7 @@ def phase_spark(workdir: Path, memory_limit: str | None, master: str, driver_mem
     start = time.perf_counter()
     for model in _models(config):
         t1 = time.perf_counter()
+        session.sparkContext.setJobGroup(model.name, f"gold.{model.name}")
         engine.build_model(model)
         gold_split[model.name] = time.perf_counter() - t1
     gold_s = time.perf_counter() - start
@@ -132,6 +145,7 @@ def phase_spark(workdir: Path, memory_limit: str | None, master: str, driver_mem
     }
     session.stop()
     return {
+        "bytes_by_table": _bytes_by_group(events),
         "rows": sum(s.rows_in for s in stats.values()),
         "seconds": silver_s + gold_s,
         "session_start_s": started,
@@ -144,6 +158,33 @@ def phase_spark(workdir: Path, memory_limit: str | None, master: str, driver_mem
         "master": master,
         "driver_memory": driver_memory,
     }
+
+
+def _bytes_by_group(events: Path) -> dict[str, dict[str, int]]:
+    """From Spark's event log: per job group (a contract or a model), the bytes its tasks
+    read from files, wrote to the shuffle and wrote to files."""
+    stage_group: dict[int, str] = {}
+    totals: dict[str, dict[str, int]] = {}
+    for log in events.rglob("*"):
+        if not log.is_file() or log.name.startswith("."):
+            continue
+        for line in log.read_text(errors="replace").splitlines():
+            event = json.loads(line)
+            if event["Event"] == "SparkListenerJobStart":
+                group = (event.get("Properties") or {}).get("spark.jobGroup.id")
+                for stage in event["Stage Infos"]:
+                    if group:
+                        stage_group[stage["Stage ID"]] = group
+            elif event["Event"] == "SparkListenerTaskEnd" and event.get("Task Metrics"):
+                group = stage_group.get(event["Stage ID"])
+                if group is None:
+                    continue
+                metrics = event["Task Metrics"]
+                total = totals.setdefault(group, {"read": 0, "shuffled": 0, "written": 0})
+                total["read"] += metrics["Input Metrics"]["Bytes Read"]
+                total["shuffled"] += metrics["Shuffle Write Metrics"]["Shuffle Bytes Written"]
+                total["written"] += metrics["Output Metrics"]["Bytes Written"]
+    return totals
 
 
 def _duckdb_counts(workdir: Path) -> dict[str, int]:
@@ -203,6 +244,12 @@ def render(results: dict[str, Result], duck_counts: dict[str, int], args) -> str
         + "; Spark "
         + bench_files._fmt(spark["seconds_by_table"]),
         f"rows out (both engines): {spark['out']}",
+        "Spark bytes (MiB) read from files / shuffled / written: "
+        + "; ".join(
+            f"{name} {b['read'] / 2**20:,.0f} / {b['shuffled'] / 2**20:,.0f} / "
+            f"{b['written'] / 2**20:,.0f}"
+            for name, b in spark["bytes_by_table"].items()
+        ),
         "",
         "machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()),
     ]
