@@ -34,7 +34,7 @@ from medallion_platform.engines.duckdb_lake import (
 from medallion_platform.engines.lake import Lake
 from medallion_platform.engines.settings import EngineSettings
 from medallion_platform.warehouse.identifiers import qualified
-from medallion_platform.warehouse.warehouse import table_columns
+from medallion_platform.warehouse.warehouse import ensure_layout, set_watermark, table_columns
 
 if TYPE_CHECKING:
     from medallion_platform.engines.spark import SparkEngine
@@ -115,6 +115,7 @@ class SparkLakeEngine:
                 f"contract {contract.name}: bronze.{contract.source} does not exist yet; "
                 "load its source first"
             )
+        ensure_layout(conn)
         # Bronze stays ingested by DuckDB; its committed batches not in the lake yet go first.
         export_bronze(conn, self.lake, contract.source)
         stats = apply_contract_spark(
@@ -126,6 +127,15 @@ class SparkLakeEngine:
         )
         for name, columns in contract_tables(contract).items():
             attach_lake_table(conn, self.lake, *name.split("."), columns)
+        # What `medallion status` and the run history read (the lake's commit holds the
+        # watermark Spark goes by; coming back to DuckDB rebuilds, so this one never misleads).
+        set_watermark(conn, f"silver.{contract.name}", stats.to_batch_id)
+        conn.execute(
+            "INSERT INTO _meta.silver_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+            [contract.name, run_id, stats.from_batch_id, stats.to_batch_id, stats.rebuilt,
+             stats.rows_in, stats.valid, stats.quarantined, stats.inserted, stats.updated,
+             stats.superseded],
+        )  # fmt: skip
         return stats
 
     def build_table(self, conn, schema, table, sql) -> None:

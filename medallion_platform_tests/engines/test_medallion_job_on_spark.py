@@ -26,6 +26,7 @@ import duckdb
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
 from medallion_platform.config import platform_config
+from medallion_platform.devkit.demo.run import seed
 from medallion_platform.engines.engine import DuckDBEngine, contract_tables
 from medallion_platform.engines.lake import Lake
 from medallion_platform.gold.build import in_dependency_order
@@ -98,11 +99,7 @@ def test_medallion_job_on_spark_killed_and_rerun_builds_what_duckdb_builds(
         "MEDALLION_SPARK_CONF": json.dumps(TEST_SPARK_CONF),
     }
     cwd = settings.home.parent
-    seed = subprocess.run(
-        [str(BIN / "medallion"), "demo", "--no-run", "--scale", "0.05"],
-        env=env, capture_output=True, text=True, timeout=300, cwd=cwd,
-    )  # fmt: skip
-    assert seed.returncode == 0, seed.stderr
+    seed(settings, scale=0.05, seed=42)  # the demo's files, as `medallion demo --no-run` drops
     job = [
         str(BIN / "dagster"),
         "job",
