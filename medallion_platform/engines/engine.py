@@ -151,10 +151,19 @@ class SparkLakeEngine:
         attach_lake_table(conn, self.lake, schema, table, result_types(conn, sql))
 
 
+_SPARK: dict[str, SparkLakeEngine] = {}
+"""One Spark engine (one session) per process and settings: every step of a run shares it."""
+
+
 def engine_for(settings: EngineSettings) -> Engine:
     """The engine the settings name; Spark's session starts here (one per process)."""
     if settings.engine == "duckdb":
         return DuckDBEngine()
     from medallion_platform.engines.spark import SparkEngine, spark_session
 
-    return SparkLakeEngine(SparkEngine(spark_session(settings), Lake(settings.lake)))
+    key = settings.model_dump_json()
+    engine = _SPARK.get(key)
+    if engine is None:
+        session = spark_session(settings)
+        engine = _SPARK[key] = SparkLakeEngine(SparkEngine(session, Lake(settings.lake)))
+    return engine
