@@ -7,6 +7,8 @@ their lines). Then, each measured phase in its own child process (for an honest 
 - ``raw_snapshot``: ``COPY (SELECT * FROM t) TO STDOUT (FORMAT csv)`` of each table into a
   file, then DuckDB ``read_csv`` (all VARCHAR) into a fresh database: the cheapest copy;
 - ``snapshot``: ``ingest_cdc`` on a fresh warehouse, the first run: the initial snapshot;
+- ``silver_snapshot``: ``apply_contract`` for customers, orders and order_items (one
+  transaction): silver built from the snapshot;
 - (not measured) ``apply_workload`` (``--transactions`` small transactions), then one
   ``bulk_update`` of ``--large-rows`` rows in a single transaction;
 - ``changes``: ``ingest_cdc`` again, capturing the workload and the large transaction at the
@@ -16,7 +18,10 @@ their lines). Then, each measured phase in its own child process (for an honest 
 - ``large_<n>``: the large transaction alone captured with ``batch_size`` n (``--batch-sizes``)
   on a copy of the snapshot warehouse and a slot created right before it: memory should
   follow the batch size, not the transaction's size;
-- ``silver``: ``apply_contract`` for customers, orders and order_items in one transaction.
+- ``silver``: ``apply_contract`` again, incremental: the changes into silver.
+
+Two figures answer the goals of issue 14: the snapshot's time against the raw copy's, and
+changes/s from PostgreSQL to silver, (changes + silver) for the row changes captured.
 
 Silver is checked against the database's current rows. Every slot is dropped and the server
 stopped at the end, whatever happens.
@@ -102,6 +107,20 @@ def _large_slot(batch_size: int) -> str:
     return f"bench_large_{batch_size}"
 
 
+ROUND_PHASES = ("raw_snapshot", "snapshot", "changes", "raw_changes", "silver")
+TEMPLATE_SLOT = "bench_changes_template"  # never advanced: each round's capture copies it
+
+
+def _label(name: str, opts: argparse.Namespace) -> str:
+    """Where a phase's result goes: ``large_<batch>``, ``<phase>_r<round>`` for an earlier
+    round, the phase's name for the last round (the one the counts are checked on)."""
+    if name == "large":
+        return _large_phase(opts.large_batch)
+    if name in ROUND_PHASES and opts.round < opts.rounds:
+        return f"{name}_r{opts.round}"
+    return name
+
+
 def _connect_pg(opts: argparse.Namespace, **kwargs: Any) -> Any:
     """A psycopg connection to the bench's server (autocommit unless told otherwise)."""
     import psycopg
@@ -156,7 +175,7 @@ def phase_raw_snapshot(workdir: Path, opts: argparse.Namespace) -> Result:
     counts: dict[str, int] = {}
     csv_bytes = 0
     duck = duckdb.connect(
-        str(workdir / "raw_snapshot.duckdb"), config=_duckdb_config(opts.memory_limit)
+        str(workdir / f"raw_snapshot_{opts.round}.duckdb"), config=_duckdb_config(opts.memory_limit)
     )
     with _connect_pg(opts, autocommit=False) as conn:
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -232,7 +251,7 @@ def _capture(
 def phase_snapshot(workdir: Path, opts: argparse.Namespace) -> Result:
     """The platform: ingest_cdc's first run on a fresh warehouse takes the snapshot."""
     batch = opts.batch_size or _spec(opts).batch_size
-    return _capture(workdir, opts, "warehouse.duckdb", None, batch)
+    return _capture(workdir, opts, opts.warehouse, None, batch)
 
 
 def phase_workload(workdir: Path, opts: argparse.Namespace) -> Result:
@@ -268,9 +287,10 @@ def phase_bulk(workdir: Path, opts: argparse.Namespace) -> Result:
 
 
 def phase_changes(workdir: Path, opts: argparse.Namespace) -> Result:
-    """The platform: ingest_cdc captures the workload and the large transaction."""
+    """The platform: ingest_cdc captures the workload and the large transaction (an earlier
+    round: on a copy of the warehouse, from a copy of the slot as it was before them)."""
     batch = opts.batch_size or _spec(opts).batch_size
-    return _capture(workdir, opts, "warehouse.duckdb", None, batch)
+    return _capture(workdir, opts, opts.warehouse, opts.slot, batch)
 
 
 def phase_large(workdir: Path, opts: argparse.Namespace) -> Result:
@@ -286,7 +306,7 @@ def phase_raw_changes(workdir: Path, opts: argparse.Namespace) -> Result:
 
     start = time.perf_counter()
     duck = duckdb.connect(
-        str(workdir / "raw_changes.duckdb"), config=_duckdb_config(opts.memory_limit)
+        str(workdir / f"raw_changes_{opts.round}.duckdb"), config=_duckdb_config(opts.memory_limit)
     )
     duck.execute("CREATE TABLE changes (lsn BIGINT, data BLOB)")
     messages = data_bytes = 0
@@ -312,7 +332,7 @@ def phase_raw_changes(workdir: Path, opts: argparse.Namespace) -> Result:
         conn.rollback()
     duck.close()
     seconds = time.perf_counter() - start
-    duck = duckdb.connect(str(workdir / "raw_changes.duckdb"), read_only=True)
+    duck = duckdb.connect(str(workdir / f"raw_changes_{opts.round}.duckdb"), read_only=True)
     kinds = dict(  # untimed: message types (first byte: 42 B, 43 C, 49 I, 55 U, 44 D, 52 R)
         duck.execute(
             "SELECT chr(('0x' || left(hex(data), 2))::INTEGER), count(*) FROM changes GROUP BY 1"
@@ -339,7 +359,7 @@ def phase_silver(workdir: Path, opts: argparse.Namespace) -> Result:
     config = platform_config()
     contracts = [config.contract(name) for name in CONTRACTS]
     start = time.perf_counter()
-    warehouse = Warehouse(workdir / "warehouse.duckdb", memory_limit=opts.memory_limit)
+    warehouse = Warehouse(workdir / opts.warehouse, memory_limit=opts.memory_limit)
     stats = {}
     split = {}
     with warehouse.transaction() as conn:
@@ -375,6 +395,7 @@ PHASE_FUNCS = {
     "seed": phase_seed,
     "raw_snapshot": phase_raw_snapshot,
     "snapshot": phase_snapshot,
+    "silver_snapshot": phase_silver,
     "workload": phase_workload,
     "bulk": phase_bulk,
     "changes": phase_changes,
@@ -399,6 +420,7 @@ PHASE_IMPORTS = {
     "large": _CAPTURE_IMPORTS,
     "silver": ["medallion_platform.contracts.apply", "medallion_platform.config", "psycopg"],
 }
+PHASE_IMPORTS["silver_snapshot"] = PHASE_IMPORTS["silver"]
 
 
 def run_child_phase(name: str, workdir: Path, opts: argparse.Namespace) -> None:
@@ -413,7 +435,7 @@ def run_child_phase(name: str, workdir: Path, opts: argparse.Namespace) -> None:
     result = PHASE_FUNCS[name](workdir, opts)
     result["rss_after_imports_mib"] = rss_start
     result["peak_rss_mib"] = _peak_rss_mib()
-    label = _large_phase(opts.large_batch) if name == "large" else name
+    label = _label(name, opts)
     (workdir / f"{label}.json").write_text(json.dumps(result, indent=2, default=str))
 
 
@@ -435,10 +457,17 @@ def spawn_phase(
         cmd += ["--batch-size", str(args.batch_size)]
     if args.memory_limit:
         cmd += ["--memory-limit", args.memory_limit]
-    label = name
+    round_ = extra.get("round", args.rounds)
+    cmd += ["--rounds", str(args.rounds), "--round", str(round_)]
+    cmd += ["--warehouse", extra.get("warehouse", "warehouse.duckdb")]
+    if extra.get("slot"):
+        cmd += ["--slot", extra["slot"]]
     if "large_batch" in extra:
         cmd += ["--large-batch", str(extra["large_batch"])]
-        label = _large_phase(extra["large_batch"])
+    label = _label(
+        name,
+        argparse.Namespace(round=round_, rounds=args.rounds, large_batch=extra.get("large_batch")),
+    )
     print(f"... {label}", flush=True)
     child = subprocess.Popen(cmd, env=env)
     server_peak = 0.0
@@ -529,7 +558,7 @@ def _row(label: str, result: Result, rows: int | None = None, seconds: float | N
 def check_counts(results: dict[str, Result], args: argparse.Namespace) -> list[str]:
     """Differences between what was captured and what the source holds or committed."""
     seed, snap, changes = results["seed"], results["snapshot"], results["changes"]
-    raw_changes, silver = results["raw_changes"], results["silver"]
+    raw_changes = results["raw_changes"]
     expected = [
         ("snapshot rows", snap["snapshot_rows"], seed["rows"]),
         ("raw snapshot rows", results["raw_snapshot"]["rows"], seed["rows"]),
@@ -543,11 +572,47 @@ def check_counts(results: dict[str, Result], args: argparse.Namespace) -> list[s
     for batch in args.batch_sizes:
         got = results[_large_phase(batch)]["changes"]
         expected.append((f"large transaction at batch_size {batch:,}", got, args.large_rows))
-    for table in CONTRACTS:
-        expected.append(
-            (f"silver {table}", silver["silver_rows"][table], silver["source_rows"][table])
-        )
+    for r in range(1, args.rounds):  # earlier rounds: the same changes, silver the same
+        got = results[f"changes_r{r}"]["changes"]
+        expected.append((f"changes captured in round {r}", got, raw_changes["rows"]))
+    earlier = tuple(f"silver_r{r}" for r in range(1, args.rounds))
+    for phase in ("silver_snapshot", "silver", *earlier):
+        for table in CONTRACTS:
+            result = results[phase]
+            expected.append(
+                (f"{phase} {table}", result["silver_rows"][table], result["source_rows"][table])
+            )
     return [f"{what}: {got:,}, expected {want:,}" for what, got, want in expected if got != want]
+
+
+def round_figures(results: dict[str, Result], rounds: int) -> list[dict[str, float]]:
+    """Each round's seconds and ratios: snapshot / raw snapshot, changes / raw changes,
+    changes/s from PostgreSQL to silver (capture + silver of the changes)."""
+    figures = []
+    for r in range(1, rounds + 1):
+        suffix = f"_r{r}" if r < rounds else ""
+        raw_snap, snap = results[f"raw_snapshot{suffix}"], results[f"snapshot{suffix}"]
+        raw_chg, chg = results[f"raw_changes{suffix}"], results[f"changes{suffix}"]
+        silver = results[f"silver{suffix}"]
+        figures.append(
+            {
+                "raw_snapshot_s": raw_snap["seconds"],
+                "snapshot_s": snap["seconds"],
+                "snapshot_ratio": snap["seconds"] / raw_snap["seconds"],
+                "raw_changes_s": raw_chg["seconds"],
+                "changes_s": chg["seconds"],
+                "silver_s": silver["seconds"],
+                "changes_ratio": chg["seconds"] / raw_chg["seconds"],
+                "to_silver_per_s": chg["rows"] / (chg["seconds"] + silver["seconds"]),
+            }
+        )
+    return figures
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def render(results: dict[str, Result], info: dict[str, str], args: argparse.Namespace) -> str:
@@ -555,11 +620,14 @@ def render(results: dict[str, Result], info: dict[str, str], args: argparse.Name
     seed, raw_snap, snap = results["seed"], results["raw_snapshot"], results["snapshot"]
     work, bulk, changes = results["workload"], results["bulk"], results["changes"]
     raw_changes, silver = results["raw_changes"], results["silver"]
+    silver_snap = results["silver_snapshot"]
     large = [(b, results[_large_phase(b)]) for b in args.batch_sizes]
-    total_s = snap["seconds"] + changes["seconds"] + silver["seconds"]
-    platform = (snap, changes, silver)
+    total_s = snap["seconds"] + silver_snap["seconds"] + changes["seconds"] + silver["seconds"]
+    platform = (snap, silver_snap, changes, silver)
     platform_rss = max(r["peak_rss_mib"] for r in platform)
     platform_base = min(r["rss_after_imports_mib"] for r in platform)
+    to_silver_s = changes["seconds"] + silver["seconds"]
+    rounds = round_figures(results, args.rounds)
     lines = [
         f"source: {seed['rows_by_table']} seeded in {seed['seconds']:.1f}s; workload "
         f"{work['transactions']:,} transactions, {work['rows']:,} row changes in "
@@ -577,18 +645,46 @@ def render(results: dict[str, Result], info: dict[str, str], args: argparse.Name
         _row("raw changes: peek bytes into DuckDB", raw_changes),
         _row(f"changes (ingest_cdc, {changes['transactions']:,} txns)", changes),
         *(_row(f"large txn alone, batch_size {b:,}", r) for b, r in large),
-        _row("silver (apply_contract x3)", silver),
+        _row("silver of the snapshot (x3)", silver_snap),
+        _row("silver of the changes (x3)", silver),
         _row(
-            "platform: snapshot + changes + silver",
+            "changes -> silver: changes + silver",
+            {**silver, "peak_rss_mib": max(changes["peak_rss_mib"], silver["peak_rss_mib"])},
+            rows=changes["rows"],
+            seconds=to_silver_s,
+        ),
+        _row(
+            "platform: snapshot + changes + silvers",
             {**silver, "peak_rss_mib": platform_rss, "rss_after_imports_mib": platform_base},
             rows=snap["rows"] + changes["rows"],
             seconds=total_s,
         ),
         "",
-        f"snapshot / raw snapshot time: {snap['seconds'] / raw_snap['seconds']:.1f}x "
+        "(the table: the last round)",
+        "",
+        "| round | raw snapshot s | snapshot s | snapshot / raw | raw changes s | changes s "
+        "| silver s | changes / raw | PostgreSQL -> silver changes/s |",
+        "|------:|---------------:|-----------:|---------------:|--------------:|----------:"
+        "|---------:|--------------:|-------------------------------:|",
+        *(
+            f"| {r} | {f['raw_snapshot_s']:.2f} | {f['snapshot_s']:.2f} | "
+            f"{f['snapshot_ratio']:.2f}x | {f['raw_changes_s']:.2f} | {f['changes_s']:.2f} | "
+            f"{f['silver_s']:.2f} | {f['changes_ratio']:.2f}x | {f['to_silver_per_s']:,.0f} |"
+            for r, f in enumerate(rounds, start=1)
+        ),
+        f"| median | | | **{_median([f['snapshot_ratio'] for f in rounds]):.2f}x** | | | | "
+        f"{_median([f['changes_ratio'] for f in rounds]):.2f}x | "
+        f"**{_median([f['to_silver_per_s'] for f in rounds]):,.0f}** |",
+        "",
+        f"PostgreSQL -> silver (median of {len(rounds)} rounds): "
+        f"{_median([f['to_silver_per_s'] for f in rounds]):,.0f} changes/s (goal >= 50,000); "
+        f"snapshot / raw snapshot: {_median([f['snapshot_ratio'] for f in rounds]):.2f}x "
+        "(goal <= 2)",
+        "last round:",
+        f"snapshot / raw snapshot time: {snap['seconds'] / raw_snap['seconds']:.2f}x "
         f"(raw: COPY {raw_snap['copy_seconds']:.2f}s + DuckDB {raw_snap['duckdb_seconds']:.2f}s, "
         f"{raw_snap['csv_mib']:.0f} MiB of CSV)",
-        f"changes / raw changes time:   {changes['seconds'] / raw_changes['seconds']:.1f}x "
+        f"changes / raw changes time:   {changes['seconds'] / raw_changes['seconds']:.2f}x "
         f"(raw: {raw_changes['messages']:,} messages, {raw_changes['data_mib']:.0f} MiB, "
         f"first rows after {raw_changes['first_fetch_seconds']:.2f}s: the server decodes "
         f"everything before the first fetch; types {raw_changes['messages_by_type']})",
@@ -605,10 +701,13 @@ def render(results: dict[str, Result], info: dict[str, str], args: argparse.Name
             + " MiB"
             for b, r in large
         ),
-        f"silver: rows in {silver['rows_by_table']}, seconds "
-        + ", ".join(f"{n} {s:.2f}" for n, s in silver["seconds_by_table"].items())
-        + f", quarantined {silver['quarantined']}; rows now {silver['silver_rows']} "
-        f"(source {silver['source_rows']})",
+        *(
+            f"{label}: rows in {r['rows_by_table']}, seconds "
+            + ", ".join(f"{n} {s:.2f}" for n, s in r["seconds_by_table"].items())
+            + f", quarantined {r['quarantined']}; rows now {r['silver_rows']} "
+            f"(source {r['source_rows']})"
+            for label, r in (("silver of the snapshot", silver_snap), ("silver", silver))
+        ),
         "largest private RSS of a PostgreSQL backend during the phase (RssAnon, sampled "
         "every 0.1 s): "
         + ", ".join(f"{p} {r['server_backend_peak_mib']:.0f}" for p, r in results.items())
@@ -649,31 +748,66 @@ def run_all(args: argparse.Namespace, workdir: Path) -> int:
         server.start()
         args.dsn = server.dsn
 
-        def run(name: str, **extra: Any) -> None:
-            label = _large_phase(extra["large_batch"]) if name == "large" else name
-            results[label] = spawn_phase(name, workdir, args, env, server.pid, **extra)
+        rounds = args.rounds
 
-        for name in ("seed", "raw_snapshot", "snapshot"):
-            run(name)
+        def run(name: str, **extra: Any) -> None:
+            result = spawn_phase(name, workdir, args, env, server.pid, **extra)
+            label = _label(
+                name,
+                argparse.Namespace(
+                    round=extra.get("round", rounds),
+                    rounds=rounds,
+                    large_batch=extra.get("large_batch"),
+                ),
+            )
+            results[label] = result
+
+        run("seed")
+        # Each pair measured back to back, in rounds: the machine is shared, so a ratio is
+        # taken from phases seconds apart, and the report gives every round and the median.
+        for r in range(1, rounds + 1):
+            run("raw_snapshot", round=r)
+            last = r == rounds
+            run("snapshot", round=r, warehouse="warehouse.duckdb" if last else f"snap_{r}.duckdb")
+            if not last:  # the next round's snapshot makes the slot again
+                with server.connect() as conn:
+                    conn.execute("SELECT pg_drop_replication_slot(%s)", [spec.slot_name])
         with server.connect() as conn:  # before the workload: sees every change after it
             create_slot(conn, RAW_SLOT)
+            if rounds > 1:
+                create_slot(conn, TEMPLATE_SLOT)
         for batch in args.batch_sizes:
             copy_warehouse(workdir, f"warehouse_{batch}.duckdb")
+        run("silver_snapshot")
+        for r in range(1, rounds):  # earlier rounds capture into copies of this warehouse
+            copy_warehouse(workdir, f"changes_{r}.duckdb")
         run("workload")
         with server.connect() as conn:  # right before the large transaction: sees it alone
             for batch in args.batch_sizes:
                 create_slot(conn, _large_slot(batch))
-        for name in ("bulk", "changes", "raw_changes"):
-            run(name)
+        run("bulk")
+        for r in range(1, rounds + 1):
+            if r < rounds:
+                slot = f"bench_changes_{r}"
+                with server.connect() as conn:  # the slot as it was before the workload
+                    conn.execute(
+                        "SELECT pg_copy_logical_replication_slot(%s, %s)", [TEMPLATE_SLOT, slot]
+                    )
+                where = {"warehouse": f"changes_{r}.duckdb", "slot": slot}
+            else:
+                where = {"warehouse": "warehouse.duckdb"}
+            run("changes", round=r, **where)
+            run("raw_changes", round=r)
+            run("silver", round=r, warehouse=where["warehouse"])
         for batch in args.batch_sizes:
             run("large", large_batch=batch)
-        run("silver")
         problems = check_counts(results, args)
         info = machine_info()
         print()
         print(render(results, info, args))
         if args.json:
             document = {
+                "rounds": round_figures(results, args.rounds),
                 "customers_requested": args.customers,
                 "transactions_requested": args.transactions,
                 "large_rows_requested": args.large_rows,
@@ -724,7 +858,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work dir at the end")
     parser.add_argument("--memory-limit", help="DuckDB memory_limit, e.g. '2GB'")
     parser.add_argument("--json", action="store_true", help="also print the result as JSON")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="times the snapshot and the changes (with their raw baselines and silver) are "
+        "measured, back to back; the report gives each round and the median",
+    )
     parser.add_argument("--phase", choices=sorted(PHASE_FUNCS), help=argparse.SUPPRESS)
+    parser.add_argument("--round", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--warehouse", default="warehouse.duckdb", help=argparse.SUPPRESS)
+    parser.add_argument("--slot", help=argparse.SUPPRESS)
     parser.add_argument("--dsn", help=argparse.SUPPRESS)
     parser.add_argument("--large-batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--tables", help=argparse.SUPPRESS)

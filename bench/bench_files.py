@@ -48,6 +48,10 @@ ROWS_PER_SCALE = 2000 * 1.17 + 4 * 30 * 10
 LOADED_KINDS = ("good", "drifted_header")  # what the platform loads; the rest it sets aside
 PHASES = ("generate", "raw", "dlt", "bronze", "silver", "gold")
 LAYERS = ("bronze", "silver", "gold")
+# After the full run: new files worth --incremental % of its rows arrive (``grow``, not timed)
+# and each layer runs again on the same warehouse, as the landing-zone sensor would.
+INCREMENTAL_PHASES = ("grow", "bronze_inc", "silver_inc", "gold_inc")
+GROW_START_OFFSET_DAYS = 45  # the new drops are dated after the first ones: new file names
 Result = dict[str, Any]
 
 
@@ -381,6 +385,33 @@ def phase_gold(workdir: Path, rows: int, memory_limit: str | None) -> Result:
     }
 
 
+def phase_grow(workdir: Path, rows: int, memory_limit: str | None) -> Result:
+    """Not timed: new landing files worth ``percent`` % of the full run's rows (the parent
+    writes it to ``grow_request.json``), dated after the first drops so their names are new:
+    a catalog export that reprices known SKUs and adds some, and more days of ad spend."""
+    from datetime import date, timedelta
+
+    from medallion_platform.devkit.demo.generator import generate_landing_files
+
+    percent = json.loads((workdir / "grow_request.json").read_text())["percent"]
+    first = json.loads((workdir / "generate.json").read_text())
+    start = time.perf_counter()
+    manifest = generate_landing_files(
+        workdir / "landing",
+        scale=first["scale"] * percent / 100,
+        seed=43,
+        start_date=date(2026, 10, 1) + timedelta(days=GROW_START_OFFSET_DAYS),
+    )
+    loadable = [f for f in manifest.files if f.kind in LOADED_KINDS]
+    return {
+        "rows": sum(f.rows for f in loadable),
+        "seconds": time.perf_counter() - start,
+        "percent_requested": percent,
+        "files": len(manifest.files),
+        "loadable_files": len(loadable),
+    }
+
+
 # Imported before the phase's clock and RSS baseline start, so neither counts import costs.
 PHASE_IMPORTS = {
     "generate": ["medallion_platform.devkit.demo.generator"],
@@ -389,7 +420,10 @@ PHASE_IMPORTS = {
     "bronze": ["medallion_platform.connectors.files.loader", "medallion_platform.config"],
     "silver": ["medallion_platform.contracts.apply", "medallion_platform.config"],
     "gold": ["medallion_platform.warehouse", "medallion_platform.config"],
+    "grow": ["medallion_platform.devkit.demo.generator"],
 }
+for _layer in LAYERS:
+    PHASE_IMPORTS[f"{_layer}_inc"] = PHASE_IMPORTS[_layer]
 PHASE_FUNCS = {
     "generate": phase_generate,
     "raw": phase_raw,
@@ -397,6 +431,11 @@ PHASE_FUNCS = {
     "bronze": phase_bronze,
     "silver": phase_silver,
     "gold": phase_gold,
+    "grow": phase_grow,
+    # The same code on the same warehouse: only new files, new bronze batches; gold rebuilt.
+    "bronze_inc": phase_bronze,
+    "silver_inc": phase_silver,
+    "gold_inc": phase_gold,
 }
 
 
@@ -526,6 +565,50 @@ def render(
     return "\n".join(lines)
 
 
+def render_incremental(results: dict[str, Result | None]) -> str:
+    """The incremental run against the full one: each layer's seconds as a share of the full
+    bronze → silver → gold (the goal of issue 14: 1 % new data costs at most 5 %)."""
+    grow = results["grow"]
+    full = {layer: results[layer] for layer in LAYERS}
+    inc = {layer: results[f"{layer}_inc"] for layer in LAYERS}
+    full_s = sum(r["seconds"] for r in full.values())
+    inc_s = sum(r["seconds"] for r in inc.values())
+    labels = {
+        "bronze": "bronze (new files)",
+        "silver": "silver (new batches)",
+        "gold": "gold (every model)",
+    }
+    lines = [
+        f"incremental: {grow['rows']:,} new rows in {grow['loadable_files']} loadable files "
+        f"({grow['files']} dropped), {100 * grow['rows'] / full['bronze']['rows']:.2f} % of the "
+        f"full run's {full['bronze']['rows']:,} (requested {grow['percent_requested']:g} %)",
+        "",
+        "| layer                | full s | incremental s | rows in (incremental) | "
+        "share of full total |",
+        "|----------------------|-------:|--------------:|----------------------:|"
+        "--------------------:|",
+    ]
+    for layer, label in labels.items():
+        lines.append(
+            f"| {label:<20} | {full[layer]['seconds']:>6.2f} | {inc[layer]['seconds']:>13.2f} "
+            f"| {inc[layer]['rows']:>21,} | {100 * inc[layer]['seconds'] / full_s:>18.1f} % |"
+        )
+    lines += [
+        f"| {'total':<20} | {full_s:>6.2f} | {inc_s:>13.2f} | {'':>21} "
+        f"| {100 * inc_s / full_s:>18.1f} % |",
+        "",
+        f"incremental / full time: {100 * inc_s / full_s:.1f} % (goal <= 5 %); "
+        f"seconds by table: "
+        + "; ".join(
+            f"{p} {_fmt(results[p]['seconds_by_table'])}"
+            for p in ("bronze_inc", "silver_inc", "gold_inc")
+        ),
+        f"peak RSS: bronze {inc['bronze']['peak_rss_mib']:.0f}, silver "
+        f"{inc['silver']['peak_rss_mib']:.0f}, gold {inc['gold']['peak_rss_mib']:.0f} MiB",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments; as parent run every phase in a child, as child run one phase."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -547,7 +630,15 @@ def main(argv: list[str] | None = None) -> int:
         default="gold",
         help="last phase to run (bronze: skip silver and gold, e.g. for bronze's memory at 20M)",
     )
-    parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--incremental",
+        type=float,
+        default=1.0,
+        metavar="PCT",
+        help="after the full run, new files worth PCT %% of its rows arrive and every layer "
+        "runs again (0: skip; demo shape and --upto gold only)",
+    )
+    parser.add_argument("--phase", choices=(*PHASES, *INCREMENTAL_PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.phase:
@@ -571,9 +662,16 @@ def main(argv: list[str] | None = None) -> int:
         if results["bronze"]["rows"] < args.rows:
             print(f"error: bronze loaded {results['bronze']['rows']:,} < {args.rows:,} rows")
             return 1
+        if args.incremental > 0 and upto == "gold":
+            (workdir / "grow_request.json").write_text(json.dumps({"percent": args.incremental}))
+            for name in INCREMENTAL_PHASES:
+                results[name] = spawn_phase(name, workdir, args.rows, args.memory_limit, args.shape)
         info = machine_info()
         print()
         print(render(results, info, args))
+        if results.get("gold_inc"):
+            print()
+            print(render_incremental(results))
         if args.json:
             for result in results.values():
                 if result:

@@ -401,12 +401,15 @@ PHASE_IMPORTS = {
     "raw_json": ["duckdb"],
     "raw_dedup": ["duckdb"],
     "consume": ["confluent_kafka"],
+    # pandas: DuckDB imports it at the first query with parameters (about 1 s here); the
+    # platform's process has it already (Dagster's DuckDB IO managers import it).
     "bronze": [
         "medallion_platform.connectors.streams.ingest",
         "medallion_platform.connectors.streams.kafka",
         "medallion_platform.config",
+        "pandas",
     ],
-    "silver": ["medallion_platform.contracts.apply", "medallion_platform.config"],
+    "silver": ["medallion_platform.contracts.apply", "medallion_platform.config", "pandas"],
 }
 PHASE_FUNCS = {
     "publish": phase_publish,
@@ -426,7 +429,15 @@ def run_child_phase(name: str, workdir: Path, events: int, opts: argparse.Namesp
     for module in PHASE_IMPORTS[name]:
         importlib.import_module(module)
     rss_start = _peak_rss_mib()
-    result = PHASE_FUNCS[name](workdir, events, opts)
+    if opts.profile == name:  # cProfile of the phase (slower): <workdir>/<name>.prof
+        import cProfile
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(PHASE_FUNCS[name], workdir, events, opts)
+        profiler.dump_stats(workdir / f"{name}.prof")
+        result["profiled"] = True
+    else:
+        result = PHASE_FUNCS[name](workdir, events, opts)
     result["rss_after_imports_mib"] = rss_start
     result["peak_rss_mib"] = _peak_rss_mib()
     (workdir / f"{name}.json").write_text(json.dumps(result, indent=2))
@@ -438,6 +449,8 @@ def spawn_phase(name: str, workdir: Path, args: argparse.Namespace, bootstrap: s
     cmd += ["--workdir", str(workdir), "--events", str(args.events), "--bootstrap", bootstrap]
     if args.memory_limit:
         cmd += ["--memory-limit", args.memory_limit]
+    if args.profile:
+        cmd += ["--profile", args.profile]
     print(f"... {name}", flush=True)
     subprocess.run(cmd, check=True)
     result: Result = json.loads((workdir / f"{name}.json").read_text())
@@ -553,6 +566,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work dir at the end")
     parser.add_argument("--memory-limit", help="DuckDB memory_limit, e.g. '2GB'")
     parser.add_argument("--json", action="store_true", help="also print the result as JSON")
+    parser.add_argument(
+        "--profile",
+        choices=PHASES,
+        help="run this phase under cProfile (slower) and keep <workdir>/<phase>.prof; "
+        "implies --keep",
+    )
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -560,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase:
         run_child_phase(args.phase, args.workdir, args.events, args)
         return 0
+    args.keep = args.keep or bool(args.profile)
 
     if args.workdir:
         workdir = args.workdir.absolute()

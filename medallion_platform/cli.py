@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from medallion_platform.settings import PlatformSettings
@@ -81,7 +82,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  medallion status            # this summary again (MEDALLION_HOME={settings.home})")
     print("  medallion dev               # the Dagster UI on http://127.0.0.1:3000, services up")
     print(f'  or by hand: eval "$(medallion services up)"; DAGSTER_HOME={settings.dagster_home} \\')
-    print("              dagster dev -w workspace.yaml")
+    print("              dg dev   # from the repository; dg launch --job medallion_job: a run")
     print(f"  duckdb.connect({str(settings.warehouse_path)!r}, read_only=True)  # notebooks, BI")
     print(f"  {settings.exports_dir / 'gold'}/*.parquet  # gold for BI tools")
     if report.exists():
@@ -269,8 +270,12 @@ def _dev(args: argparse.Namespace) -> int:
         while not stop and process.poll() is None:
             time.sleep(0.1)
     finally:
-        stop_session(process, grace_s=2.0)
-        services.down(settings)
+        # Dagster and the services at once: the stop takes as long as the slower of the two
+        # (about 2 s), not their sum; a run cut short meanwhile is killed with its session.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            stopped = pool.submit(services.down, settings)
+            stop_session(process, grace_s=2.0)
+            stopped.result()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0 if stop else int(process.returncode or 0)

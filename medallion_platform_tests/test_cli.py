@@ -23,85 +23,6 @@ def _run(args: list[str], settings: PlatformSettings, timeout: float = 240):
     )
 
 
-def test_demo_then_status_json_shows_every_layer_with_rows(settings) -> None:
-    demo = _run([str(BIN / "medallion"), "demo", "--scale", "0.05"], settings)
-    assert demo.returncode == 0, demo.stderr[-3000:]
-    assert "bronze" in demo.stdout and "gold" in demo.stdout
-    assert "Quarantined rows" in demo.stdout
-    assert "dagster dev" in demo.stdout
-    # The demo's clickstream was read to the end: nothing waits on the broker.
-    assert "events (kafka clickstream): lag 0" in demo.stdout
-
-    status = _run([str(BIN / "medallion"), "status", "--json"], settings)
-    assert status.returncode == 0, status.stderr
-    document = json.loads(status.stdout)
-    by_layer: dict[str, list[int]] = {}
-    for table in document["tables"]:
-        by_layer.setdefault(table["layer"], []).append(table["rows"])
-    for layer in ("bronze", "silver", "gold"):
-        assert by_layer.get(layer) and all(rows > 0 for rows in by_layer[layer]), layer
-    assert sum(by_layer["quarantine"]) > 0  # the demo's malformed rows were quarantined
-    assert {i["status"] for i in document["file_issues"]} == {"rejected", "duplicate"}
-    assert all(i["reason"] for i in document["file_issues"])
-    assert document["positions"], "committed source positions are listed"
-    (events,) = document["streams"]
-    assert [p["partition"] for p in events["partitions"]] == ["0", "1", "2"]
-    assert all(p["committed"] for p in events["partitions"])
-    # The instance the demo created turns telemetry off and watches for dead runs (no pool).
-    instance_yaml = (settings.dagster_home / "dagster.yaml").read_text()
-    assert "enabled: false" in instance_yaml and "class: LocalRunLauncher" in instance_yaml
-    assert "pools" not in instance_yaml
-    _check_first_demo_captured_changes(settings)
-    _check_syncs_and_freshness_are_on_the_instance(settings, demo.stdout)
-
-
-def _check_syncs_and_freshness_are_on_the_instance(settings: PlatformSettings, out: str) -> None:
-    """The syncs ran as Dagster materializations (with their figures), and every freshness
-    policy was evaluated: the UI shows them, not "Never materialized" / "Not evaluated"."""
-    from dagster import AssetKey, DagsterInstance
-
-    from medallion_platform.config import platform_config
-
-    assert "Freshness policies, evaluated" in out
-    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
-        for spec in platform_config().syncs:
-            event = instance.get_latest_materialization_event(AssetKey(["reverse_etl", spec.name]))
-            assert event is not None, spec.name
-            metadata = event.asset_materialization.metadata
-            assert metadata["rows_added"].value > 0 and metadata["rows_failed"].value == 0
-        # A materialization keeps the columns' descriptions (the UI shows its schema).
-        for key, column in (("gold/customer_360", "lifetime_value"), ("silver/orders", "_source")):
-            event = instance.get_latest_materialization_event(AssetKey(key.split("/")))
-            assert event is not None, key
-            schema = event.asset_materialization.metadata["dagster/column_schema"].schema
-            assert next(c for c in schema.columns if c.name == column).description, key
-        keys = [AssetKey(["reverse_etl", s.name]) for s in platform_config().syncs]
-        keys += [AssetKey(["gold", "customer_360"]), AssetKey(["ml", "churn_scores"])]
-        states = instance.get_freshness_state_records(keys)
-    assert {k: r.freshness_state.value for k, r in states.items()} == dict.fromkeys(keys, "PASS")
-
-
-def _check_first_demo_captured_changes(settings: PlatformSettings) -> None:
-    """The first demo captures the app database's snapshot, then changes made after it: the
-    change logs hold inserts, updates and deletes (and a key change), and silver history has
-    several versions for some customers."""
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
-        ops = {
-            table: {
-                op for (op,) in conn.execute(f"SELECT DISTINCT op FROM bronze.{table}").fetchall()
-            }
-            for table in ("app_db_customers", "app_db_orders", "app_db_order_items")
-        }
-        history, current = conn.execute(
-            "SELECT (SELECT count(*) FROM silver.customers_history),"
-            " (SELECT count(*) FROM silver.customers)"
-        ).fetchone()
-    assert {"r", "c", "u"} <= ops["app_db_customers"], ops
-    assert {"r", "c", "u", "d"} <= ops["app_db_orders"] | ops["app_db_order_items"], ops
-    assert "d" in ops["app_db_order_items"], ops  # the renumbered lines' old keys, at least
-    assert history > current > 0
-
-
 def test_status_without_a_warehouse_says_what_to_do(settings) -> None:
     status = _run([str(BIN / "medallion"), "status"], settings)
     assert status.returncode == 1
@@ -122,7 +43,7 @@ def test_two_dagster_job_executes_at_once_both_succeed(
     command = [str(BIN / "dagster"), "job", "execute", "-m", "medallion_platform", "-j"]
     # Every source at once, twice: files, the payments API, the broker and the app database
     # all write bronze, so the runs contend for the writer the whole time (the whole graph,
-    # ML included, runs in CI's own `dagster job execute` and in the demo test above).
+    # ML included, runs in CI's own `dagster job execute` and in test_journey.py).
     runs = [
         subprocess.Popen(
             [*command, "bronze_job"],
@@ -154,6 +75,82 @@ def test_two_dagster_job_executes_at_once_both_succeed(
         (charges,) = conn.execute("SELECT count(*) FROM bronze.payments_charges").fetchone()
     assert rows > 0 and rows == distinct  # each file's rows once, whichever run took it
     assert charges > 0  # the API's run went through the same writer
+
+
+SERVICE_VARIABLES = ("PAYMENTS_API_", "EVENTS_", "APP_DB_", "SALESFORCE_", "HUBSPOT_", "ZENDESK_")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_run_without_its_variable_fails_with_one_line_naming_it(settings) -> None:
+    """A fresh shell without the services' variables: `dg launch` and `dagster job execute`
+    fail at the step that needs one, with one line naming the variables unset and the command
+    that sets them. No config error printed per variable and no Python traceback: what else
+    is printed is Dagster's own run log and its one-line summary. A variable that is set (a
+    secret) is never shown."""
+    from medallion_platform.instance import ensure_instance
+
+    ensure_instance(settings)
+    secret = "sk_live_not_for_any_log_8c1f"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SERVICE_VARIABLES)}
+    env |= {
+        "MEDALLION_HOME": str(settings.home),
+        "DAGSTER_HOME": str(settings.dagster_home),
+        "PAYMENTS_API_TOKEN": secret,
+    }
+    command = 'run `eval "$(medallion services up)"` first, in the shell that launches the run'
+    cases = {  # the README's command for one asset, CI's for a job
+        (str(BIN / "dg"), "launch", "--assets", "bronze/events"): (
+            "stream events: EVENTS_KAFKA_BOOTSTRAP is not set",
+            "Error: Materialization failed.",
+        ),
+        (
+            str(BIN / "dagster"),
+            "job",
+            "execute",
+            "-m",
+            "medallion_platform",
+            "-j",
+            "payments_job",
+        ): (
+            "payments API: PAYMENTS_API_BASE_URL is not set",
+            "Error: Run ",
+        ),
+    }
+    for args, (reason, summary) in cases.items():
+        run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=240, cwd=REPO)
+        out = run.stdout + run.stderr
+        assert run.returncode == 1, out[-3000:]
+        reasons = {line for line in out.splitlines() if "not set" in line}
+        (line,) = reasons  # the step's failure and the run's: the same one line
+        assert reason in line and command in line, line
+        assert "Traceback (most recent call last)" not in out, out[-3000:]
+        assert "DagsterInvalidConfigError" not in out and "PostProcessingError" not in out
+        assert out.strip().splitlines()[-1].startswith(summary), out[-500:]
+        assert secret not in out
+
+
+def test_dg_sees_the_code_location_from_the_project_config(settings) -> None:
+    """`dg` (what the README runs: `dg launch`, `dg dev`) finds the code location through
+    `[tool.dg]` in pyproject.toml, from the repository, with no `-m`: it lists exactly the
+    definitions `build_definitions` makes."""
+    from medallion_platform.definitions import build_definitions
+
+    listed = subprocess.run(
+        [str(BIN / "dg"), "list", "defs", "--json"],
+        env={**os.environ, "MEDALLION_HOME": str(settings.home)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
+    )
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    found = json.loads(listed.stdout)
+    defs = build_definitions(settings)
+    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {a["asset_key"] for a in found["assets"]} == keys
+    assert {j["name"] for j in found["jobs"]} == {j.name for j in defs.jobs or []}
+    assert {s["name"] for s in found["sensors"]} == {s.name for s in defs.sensors or []}
+    assert {r["name"] for r in found["resources"]} == set(defs.resources or {})
 
 
 def test_dev_runs_the_dagster_of_this_environment_even_off_path() -> None:

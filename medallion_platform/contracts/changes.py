@@ -55,7 +55,24 @@ def merge_changes(conn: duckdb.DuckDBPyConnection, contract: Contract) -> tuple[
     )
     stored = ", ".join(f"s.{quote(c)}" for c in data_cols)
     # Every version in play per key: the new changes and the stored row. The winner is the
-    # latest; its values are those of the latest version that is not a delete (for flag).
+    # latest; with deletes flagged, its values are those of the latest version that is not a
+    # delete (a removed key needs none: its winner is either a delete, not kept, or its own
+    # latest live version). The key was stored when one of its versions came from silver.
+    live_rank = (
+        f""",
+                row_number() OVER (
+                    PARTITION BY {keys} ORDER BY (_op = 'd'), _commit_lsn DESC, _seq DESC
+                ) AS _live_rank"""
+        if flag
+        else ""
+    )
+    chosen = ", ".join(
+        f"w.{quote(c)}"
+        if not flag or c in contract.business_key or c in CHANGE_COLUMN_TYPES or c.startswith("_")
+        else f"l.{quote(c)}"
+        for c in data_cols
+    )
+    live = f"JOIN ranked l ON {_join(contract, 'w', 'l')} AND l._live_rank = 1" if flag else ""
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _winners AS
@@ -69,22 +86,13 @@ def merge_changes(conn: duckdb.DuckDBPyConnection, contract: Contract) -> tuple[
             SELECT *,
                 row_number() OVER (PARTITION BY {keys} ORDER BY _commit_lsn DESC, _seq DESC)
                     AS _rank,
-                row_number() OVER (
-                    PARTITION BY {keys} ORDER BY (_op = 'd'), _commit_lsn DESC, _seq DESC
-                ) AS _live_rank
+                bool_or(NOT _is_new) OVER (PARTITION BY {keys}) AS _stored{live_rank}
             FROM versions
         )
-        SELECT {
-            ", ".join(
-                f"w.{quote(c)}"
-                if c in contract.business_key or c in CHANGE_COLUMN_TYPES or c.startswith("_")
-                else f"l.{quote(c)}"
-                for c in data_cols
-            )
-        }, w._op = 'd' AS _deleted, w._is_new AS _is_new,
-            EXISTS (SELECT 1 FROM {silver} s WHERE {_join(contract, "s", "w")}) AS _was_stored
-        FROM ranked w JOIN ranked l ON {_join(contract, "w", "l")}
-        WHERE w._rank = 1 AND l._live_rank = 1
+        SELECT {chosen}, w._op = 'd' AS _deleted, w._is_new AS _is_new,
+            w._stored AS _was_stored
+        FROM ranked w {live}
+        WHERE w._rank = 1
         """
     )
     inserted, updated, removed = conn.execute(

@@ -88,12 +88,19 @@ def _json_sources(contract: Contract, bronze_columns: set[str]) -> dict[str, str
 
 
 def _json_source(column: Column, bronze_columns: set[str]) -> str:
-    """The bronze text a ``json_path`` column reads inside (to say when it is not JSON)."""
+    """The bronze text a ``json_path`` column reads inside (to say when it is not JSON).
+
+    Trimmed (blank → NULL) only where it did not parse: text that parsed is JSON, never
+    blank, and DuckDB's ``trim`` walks the whole string (about 1.5 s of CPU per million
+    300-byte messages, a third of a pass over the events)."""
     present = _present(column, bronze_columns)
     if not present:
         return "CAST(NULL AS VARCHAR)"
+    if len(present) == 1:
+        (n,) = present
+        return f"CASE WHEN {_valid_flag(n)} THEN {quote(n)} ELSE NULLIF(trim({quote(n)}), '') END"
     text = [f"NULLIF(trim({quote(n)}), '')" for n in present]
-    return text[0] if len(text) == 1 else f"coalesce({', '.join(text)})"
+    return f"coalesce({', '.join(text)})"
 
 
 def _json_invalid(column: Column, bronze_columns: set[str], text: str) -> str:

@@ -8,7 +8,6 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AssetSpec,
-    ConfigurableResource,
     DefaultSensorStatus,
     MaterializeResult,
     MetadataValue,
@@ -26,21 +25,28 @@ from medallion_platform.connectors.cdc.ingest import ingest_cdc, position_source
 from medallion_platform.connectors.cdc.pgoutput import int_to_lsn
 from medallion_platform.connectors.cdc.postgres import PostgresChangeSource
 from medallion_platform.connectors.cdc.spec import CdcSource
-from medallion_platform.defs.env import EnvFields, env_var_fields, read_env_fields, unset_reason
+from medallion_platform.defs.env import (
+    EnvFields,
+    EnvResource,
+    env_names,
+    read_env_fields,
+    unset_reason,
+)
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.warehouse.tables import describe_table
 
 
-class CdcDatabaseResource(ConfigurableResource):
+class CdcDatabaseResource(EnvResource):
     """Where a source database is, read from the environment at run time; the password
     travels to libpq apart from the connection string and is never logged."""
 
-    dsn: str = Field(description="libpq connection string, without the password.")
+    dsn: str | None = Field(default=None, description="libpq connection string, no password.")
     password: str | None = Field(default=None, description="The database password.")
 
     def source(self, spec: CdcSource) -> PostgresChangeSource:
-        return PostgresChangeSource(spec, self.dsn, self.password)
+        values = self.values(f"CDC source {spec.name}")
+        return PostgresChangeSource(spec, values["dsn"], values["password"])
 
 
 def cdc_resource_key(spec: CdcSource) -> str:
@@ -53,7 +59,7 @@ def cdc_env_fields(spec: CdcSource) -> EnvFields:
 
 
 def build_cdc_resource(spec: CdcSource) -> CdcDatabaseResource:
-    return CdcDatabaseResource(**env_var_fields(cdc_env_fields(spec)))
+    return CdcDatabaseResource(env=env_names(cdc_env_fields(spec)))
 
 
 def cdc_bronze_keys(spec: CdcSource) -> list[AssetKey]:

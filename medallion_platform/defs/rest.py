@@ -6,8 +6,6 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     AssetSpec,
-    ConfigurableResource,
-    EnvVar,
     FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
@@ -18,23 +16,27 @@ from pydantic import Field
 from medallion_platform.connectors.bronze import BRONZE_SCHEMA
 from medallion_platform.connectors.rest import Credentials, RestClient, RestSource, sync_endpoint
 from medallion_platform.connectors.rest.spec import RestEndpoint
+from medallion_platform.defs.env import EnvResource, env_names
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.warehouse.tables import describe_table
 
 
-class RestApiResource(ConfigurableResource):
-    """An API's base URL and credential, read from the environment (``EnvVar``) at run time."""
+class RestApiResource(EnvResource):
+    """An API's base URL and credential, read from the environment at run time."""
 
-    base_url: str = Field(description="Base URL of the API.")
+    base_url: str | None = Field(default=None, description="Base URL of the API.")
     token: str | None = Field(default=None, description="Bearer token or API key (secret).")
     username: str | None = None
     password: str | None = Field(default=None, description="Basic-auth password (secret).")
 
     def client(self, source: RestSource) -> RestClient:
-        credentials = Credentials(token=self.token, username=self.username, password=self.password)
+        values = self.values(f"{source.name} API")
+        credentials = Credentials(
+            token=values["token"], username=values["username"], password=values["password"]
+        )
         return RestClient(
-            self.base_url, source.auth, credentials, source.retry, headers=source.headers
+            values["base_url"], source.auth, credentials, source.retry, headers=source.headers
         )
 
 
@@ -43,16 +45,15 @@ def rest_resource_key(source: RestSource) -> str:
 
 
 def build_rest_resource(source: RestSource) -> RestApiResource:
-    """The resource with every value an ``EnvVar``: nothing secret is in the definitions."""
+    """The resource with the names of its variables: nothing secret is in the definitions."""
     auth = source.auth
-    values: dict = {"base_url": EnvVar(source.base_url_env)}
-    if auth.token_env:
-        values["token"] = EnvVar(auth.token_env)
-    if auth.username_env:
-        values["username"] = EnvVar(auth.username_env)
-    if auth.password_env:
-        values["password"] = EnvVar(auth.password_env)
-    return RestApiResource(**values)
+    fields = {
+        "base_url": source.base_url_env,
+        "token": auth.token_env,
+        "username": auth.username_env,
+        "password": auth.password_env,
+    }
+    return RestApiResource(env=env_names(fields))
 
 
 def rest_bronze_key(source: RestSource, endpoint: RestEndpoint) -> AssetKey:

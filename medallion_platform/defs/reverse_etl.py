@@ -14,9 +14,11 @@ open the warehouse and a destination client, call the engine and describe the re
   materialization, so a dry run never makes a sync look fresh.
 - check ``failure_rate_below_threshold`` (ERROR): the latest real run's failed / attempted
   records is at most the sync's ``failure_rate_threshold``.
-- ``<destination>_destination`` resources: URL, token (and Zendesk's agent email) from the
-  environment through ``EnvVar``, resolved only when a run starts; their values never reach
-  logs, metadata or errors (the clients mask them).
+- ``<destination>_destination`` resources: the names of the variables the client's settings
+  come from (URL, token, Zendesk's agent email, as each client's ``info.env`` declares them),
+  read when a sync opens its client (a variable not set fails that sync with one line naming
+  it, ``defs/env.py``); their values never reach logs, metadata or errors (the
+  clients mask them).
 """
 
 import os
@@ -35,9 +37,7 @@ from dagster import (
     AutomationCondition,
     AutomationConditionSensorDefinition,
     Config,
-    ConfigurableResource,
     DefaultSensorStatus,
-    EnvVar,
     FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
@@ -46,11 +46,13 @@ from dagster import (
 )
 from pydantic import Field
 
+from medallion_platform.defs.env import EnvResource, require_env
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.reverse_etl import state
+from medallion_platform.reverse_etl.destinations import destination_class, destination_info
 from medallion_platform.reverse_etl.destinations.base import Destination
 from medallion_platform.reverse_etl.engine import SyncResult, execute
-from medallion_platform.reverse_etl.spec import SyncSpec, destination_info, open_destination
+from medallion_platform.reverse_etl.spec import SyncSpec, client_options
 from medallion_platform.settings import PlatformSettings
 from medallion_platform.warehouse.warehouse import table_exists, transaction
 
@@ -66,36 +68,31 @@ def destination_resource_key(destination: str) -> str:
     return f"{destination}_destination"
 
 
-class DestinationResource(ConfigurableResource):
-    """A SaaS API's address and credentials, read from the environment (``EnvVar``) when a run
-    starts. ``client(spec)`` opens the destination client a sync writes through."""
+class DestinationResource(EnvResource):
+    """A destination's address and credentials: its client's arguments, each read from the
+    environment variable its ``info.env`` names when a sync opens the client (``defs/env.py``).
+    ``client(spec)`` opens the destination client a sync writes through."""
 
-    destination: str = Field(description="salesforce, hubspot or zendesk.")
-    base_url: str = Field(description="The API's base URL (Salesforce: the instance URL).")
-    token: str = Field(description="Access token or API token (secret).")
-    email: str | None = Field(default=None, description="Zendesk: the agent the token is for.")
+    destination: str = Field(description="A destination of reverse_etl/destinations.")
 
     def client(self, spec: SyncSpec, **options: Any) -> Destination:
-        info = destination_info(self.destination)
-        environ = {info.url_env: self.base_url, info.token_env: self.token}
-        if info.email_env is not None:
-            environ[info.email_env] = self.email or ""
-        # Optional credentials (Salesforce's OAuth refresh), from the environment when set.
-        environ |= {name: os.environ[name] for name in info.optional_env if os.environ.get(name)}
-        return open_destination(spec, environ, **options)
+        client = destination_class(self.destination)
+        settings = require_env(f"destination {self.destination}", self.env)
+        # Optional settings (Salesforce's token or connected app): read when set.
+        optional = {
+            s.option: os.environ[s.name]
+            for s in client.info.env
+            if not s.required and os.environ.get(s.name)
+        }
+        return client(**optional, **settings, **client_options(spec), **options)
 
 
 def build_destination_resource(destination: str) -> DestinationResource:
-    """Every value an ``EnvVar``: nothing secret is in the definitions."""
+    """The names of the variables of the destination's required settings: nothing secret is
+    in the definitions."""
     info = destination_info(destination)
-    values: dict[str, Any] = {
-        "destination": destination,
-        "base_url": EnvVar(info.url_env),
-        "token": EnvVar(info.token_env),
-    }
-    if info.email_env is not None:
-        values["email"] = EnvVar(info.email_env)
-    return DestinationResource(**values)
+    env = {s.option: s.name for s in info.env if s.required}
+    return DestinationResource(destination=destination, env=env)
 
 
 class SyncRunConfig(Config):

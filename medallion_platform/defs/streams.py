@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from dagster import (
     AssetKey,
     AssetsDefinition,
-    ConfigurableResource,
     DefaultSensorStatus,
     MaterializeResult,
     MetadataValue,
@@ -25,21 +24,28 @@ from medallion_platform.connectors.bronze import BRONZE_SCHEMA
 from medallion_platform.connectors.streams import BrokerUnavailable, ingest_stream
 from medallion_platform.connectors.streams.base import StreamSource
 from medallion_platform.connectors.streams.spec import StreamSpec
-from medallion_platform.defs.env import EnvFields, env_var_fields, read_env_fields, unset_reason
+from medallion_platform.defs.env import (
+    EnvFields,
+    EnvResource,
+    env_names,
+    read_env_fields,
+    unset_reason,
+)
 from medallion_platform.defs.metadata import table_metadata
 from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.warehouse.tables import describe_table
 
 
-class StreamBrokerResource(ConfigurableResource):
+class StreamBrokerResource(EnvResource):
     """Where a stream's broker is (and its secret), read from the environment at run time."""
 
-    address: str = Field(description="Kafka bootstrap servers or Redis URL.")
+    address: str | None = Field(default=None, description="Kafka bootstrap servers or Redis URL.")
     password: str | None = Field(default=None, description="Broker secret, if any.")
     username: str | None = Field(default=None, description="Kafka SASL user, if any.")
 
     def source(self, spec: StreamSpec) -> StreamSource:
-        return spec.source(self.address, self.password, self.username)
+        values = self.values(f"stream {spec.name}")
+        return spec.source(values["address"], values["password"], values["username"])
 
 
 def stream_resource_key(spec: StreamSpec) -> str:
@@ -56,7 +62,7 @@ def stream_env_fields(spec: StreamSpec) -> EnvFields:
 
 
 def build_stream_resource(spec: StreamSpec) -> StreamBrokerResource:
-    return StreamBrokerResource(**env_var_fields(stream_env_fields(spec)))
+    return StreamBrokerResource(env=env_names(stream_env_fields(spec)))
 
 
 def stream_bronze_key(spec: StreamSpec) -> AssetKey:

@@ -20,7 +20,6 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Self
 
 HOST = "127.0.0.1"
@@ -236,17 +235,28 @@ class LocalProcess:
                     stream.close()
 
 
-class LocalServer:
-    """What every local server class shares around its ``LocalProcess``: ``with Server(...)
-    as server``, ``restart`` (same port, so clients' addresses stay valid), its pid."""
-
-    _process: LocalProcess
+class Service:
+    """Anything of the harness that is started and stopped (a local server process, an
+    in-process API emulator): ``with Service(...) as service``."""
 
     def start(self) -> Self:
         raise NotImplementedError
 
     def stop(self) -> None:
         raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalServer(Service):
+    """What every local server class shares around its ``LocalProcess``: its pid, and
+    ``restart`` on the same port (so clients' addresses stay valid)."""
+
+    _process: LocalProcess
 
     @property
     def pid(self) -> int | None:
@@ -260,17 +270,6 @@ class LocalServer:
     def restart(self) -> Self:
         self.stop()
         return self.start()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def stop_session(process: subprocess.Popen[Any], *, grace_s: float = 3.0) -> None:

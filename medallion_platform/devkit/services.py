@@ -1,7 +1,7 @@
 """The local services a platform home needs for the demo: the payments API emulator, a
 Kafka-compatible broker (Tansu) carrying the storefront's clickstream, the storefront's
-app database (PostgreSQL, captured by CDC) and emulators of the SaaS APIs reverse-ETL syncs
-write to (Salesforce, HubSpot, Zendesk).
+app database (PostgreSQL, captured by CDC) and emulators of the SaaS APIs the declared
+reverse-ETL syncs write to (each destination's emulator, from the destinations' registry).
 
 ``medallion services up`` starts each as a child process on 127.0.0.1 and records its pid,
 address and (demo) credential under ``$MEDALLION_HOME/services/``; ``down`` stops them by
@@ -19,6 +19,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel
 
@@ -28,11 +29,6 @@ from medallion_platform.settings import PlatformSettings
 PAYMENTS = "payments_api"
 KAFKA = "kafka"
 POSTGRES = "postgres"
-SALESFORCE = "salesforce"
-HUBSPOT = "hubspot"
-ZENDESK = "zendesk"
-DESTINATIONS = (SALESFORCE, HUBSPOT, ZENDESK)
-ZENDESK_DEMO_EMAIL = "integrations@acme-outfitters.test"
 CLICKSTREAM_TOPIC = "clickstream"
 CLICKSTREAM_PARTITIONS = 3
 
@@ -120,7 +116,22 @@ def _running(settings: PlatformSettings, name: str) -> ServiceInfo | None:
     return None
 
 
-def _record(settings: PlatformSettings, info: ServiceInfo) -> ServiceInfo:
+class _Detachable(Protocol):
+    def detach(self) -> int: ...
+
+
+def _keep(
+    settings: PlatformSettings,
+    name: str,
+    started: _Detachable,
+    *,
+    base_url: str,
+    env: dict[str, str],
+    note: str = "",
+) -> ServiceInfo:
+    """Leave a started service running past this process and record its pid (by which
+    ``down`` stops it) and how to reach it."""
+    info = ServiceInfo(name=name, pid=started.detach(), base_url=base_url, env=env, note=note)
     path = _info_path(settings, info.name)
     path.write_text(info.model_dump_json(indent=2))
     path.chmod(0o600)
@@ -144,7 +155,8 @@ def up(
     after them; a running one is reused as it is. The app
     database keeps its data under the home: seeded with ``customers`` on first start, it gets
     a new workload of transactions at every start, so every demo run has changes to capture.
-    With ``destinations``, the Salesforce, HubSpot and Zendesk emulators start too (their
+    With ``destinations``, the emulators of the destinations the declared syncs write to start
+    too (Salesforce, HubSpot and Zendesk in the demo; their
     records live in memory: a restarted emulator is empty, and the next syncs fill it again
     only after ``medallion sync <name> --full``, since the warehouse remembers what it sent).
     """
@@ -179,23 +191,30 @@ def up_payments_api(
         log_path=_dir(settings) / f"{PAYMENTS}.log",
         timeout_s=timeout_s,
     )
-    return _record(
+    return _keep(
         settings,
-        ServiceInfo(
-            name=PAYMENTS,
-            pid=process.detach(),
-            base_url=base_url,
-            env={"PAYMENTS_API_BASE_URL": base_url, "PAYMENTS_API_TOKEN": token},
-        ),
+        PAYMENTS,
+        process,
+        base_url=base_url,
+        env={"PAYMENTS_API_BASE_URL": base_url, "PAYMENTS_API_TOKEN": token},
     )
 
 
+def demo_destinations() -> tuple[str, ...]:
+    """The destinations the declared syncs (``config/syncs.yaml``) write to: the emulators
+    ``up`` starts."""
+    from medallion_platform.reverse_etl.spec import load_syncs
+
+    return tuple(sorted({spec.destination for spec in load_syncs()}))
+
+
 def _up_destinations(settings: PlatformSettings, timeout_s: float) -> list[ServiceInfo]:
-    """The three SaaS emulators, started at once: each spends seconds importing the package."""
-    with ThreadPoolExecutor(max_workers=len(DESTINATIONS)) as pool:
-        started = [
-            pool.submit(up_destination, settings, api, timeout_s=timeout_s) for api in DESTINATIONS
-        ]
+    """The SaaS emulators, started at once: each spends seconds importing the package."""
+    apis = demo_destinations()
+    if not apis:
+        return []
+    with ThreadPoolExecutor(max_workers=len(apis)) as pool:
+        started = [pool.submit(up_destination, settings, api, timeout_s=timeout_s) for api in apis]
         return [future.result() for future in started]
 
 
@@ -207,8 +226,8 @@ def start_destination_emulator(
     log_path: Path = Path(os.devnull),
     timeout_s: float = 30,
 ) -> tuple[LocalProcess, str]:
-    """Start one SaaS API emulator (``salesforce``, ``hubspot``, ``zendesk``) as its own
-    process on a free loopback port, its token in ``env``. Returns the process and its base URL."""
+    """Start destination ``api``'s emulator as its own process on a free loopback port, its
+    token in ``env``. Returns the process and its base URL."""
     return start_emulator(
         f"the {api} emulator",
         "medallion_platform.devkit.demo.destinations",
@@ -220,33 +239,37 @@ def start_destination_emulator(
 
 
 def up_destination(settings: PlatformSettings, api: str, *, timeout_s: float = 30) -> ServiceInfo:
-    """Start the ``api`` emulator (salesforce, hubspot or zendesk) unless it is running, with
-    a new demo token; its ``env`` holds what the reverse-ETL clients read."""
-    if api not in DESTINATIONS:
-        raise ValueError(f"unknown destination {api!r}; expected one of {DESTINATIONS}")
-    if (info := _running(settings, api)) is not None:
-        return info
-    from medallion_platform.reverse_etl.spec import destination_info  # the clients' env names
+    """Start destination ``api``'s emulator unless it is running, with a new demo token; its
+    ``env`` holds what the reverse-ETL client reads (the variables its ``info.env`` names)."""
+    from medallion_platform.devkit.demo.destinations import emulator_info, emulator_secrets
+    from medallion_platform.reverse_etl.destinations import destination_info
 
-    client = destination_info(api)
+    info = destination_info(api)  # KeyError naming the known destinations
+    if (running := _running(settings, api)) is not None:
+        return running
+    emulator = emulator_info(api)
     _dir(settings).mkdir(parents=True, exist_ok=True)
-    server_env = {client.token_env: secrets.token_urlsafe(24)}  # a demo credential, never real
-    if client.email_env is not None:
-        server_env[client.email_env] = ZENDESK_DEMO_EMAIL
-    # Zendesk jobs wait 0.5 s by default before running; the demo needs no such patience.
-    args = ("--job-delay", "0.05") if api == ZENDESK else ()
+    server_env: dict[str, str] = {}
+    drawn = emulator_secrets(api)
+    for setting in info.env:
+        if setting in drawn:
+            server_env[setting.name] = secrets.token_urlsafe(24)  # a demo credential
+        elif setting.option in emulator.demo_settings:
+            server_env[setting.name] = emulator.demo_settings[setting.option]
     process, base_url = start_destination_emulator(
-        api, server_env, args=args, log_path=_dir(settings) / f"{api}.log", timeout_s=timeout_s
+        api,
+        server_env,
+        args=emulator.demo_args,
+        log_path=_dir(settings) / f"{api}.log",
+        timeout_s=timeout_s,
     )
-    return _record(
+    return _keep(
         settings,
-        ServiceInfo(
-            name=api,
-            pid=process.detach(),
-            base_url=base_url,
-            env={client.url_env: base_url, **server_env},
-            note=f"{api} API emulator (records in memory)",
-        ),
+        api,
+        process,
+        base_url=base_url,
+        env={info.url_env: base_url, **server_env},
+        note=f"{api} API emulator (records in memory)",
     )
 
 
@@ -286,18 +309,16 @@ def up_kafka(
     except BaseException:
         broker.stop()
         raise
-    pid = broker.detach()  # its own session: it outlives this process until `services down`
-    return _record(
+    # Its own session: it outlives this process until `services down`.
+    return _keep(
         settings,
-        ServiceInfo(
-            name=KAFKA,
-            pid=pid,
-            base_url=broker.bootstrap_servers,
-            env={"EVENTS_KAFKA_BOOTSTRAP": broker.bootstrap_servers},
-            note=(
-                f"{CLICKSTREAM_TOPIC}: {replayed.messages:,} messages kept from earlier runs, "
-                f"{published.messages:,} new"
-            ),
+        KAFKA,
+        broker,
+        base_url=broker.bootstrap_servers,
+        env={"EVENTS_KAFKA_BOOTSTRAP": broker.bootstrap_servers},
+        note=(
+            f"{CLICKSTREAM_TOPIC}: {replayed.messages:,} messages kept from earlier runs, "
+            f"{published.messages:,} new"
         ),
     )
 
@@ -351,18 +372,15 @@ def up_postgres(
     except BaseException:
         server.stop()
         raise
-    pid = server.detach()
-    return _record(
+    return _keep(
         settings,
-        ServiceInfo(
-            name=POSTGRES,
-            pid=pid,
-            base_url=f"postgresql://{server.user}@127.0.0.1:{server.port}/app",
-            env={"APP_DB_DSN": server.dsn, "APP_DB_PASSWORD": password},
-            note=(
-                f"{'seeded, then ' if new else ''}{work.transactions:,} new transactions; "
-                f"{counts[0]:,} customers, {counts[1]:,} orders"
-            ),
+        POSTGRES,
+        server,
+        base_url=f"postgresql://{server.user}@127.0.0.1:{server.port}/app",
+        env={"APP_DB_DSN": server.dsn, "APP_DB_PASSWORD": password},
+        note=(
+            f"{'seeded, then ' if new else ''}{work.transactions:,} new transactions; "
+            f"{counts[0]:,} customers, {counts[1]:,} orders"
         ),
     )
 

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
@@ -169,10 +169,13 @@ class HttpCore:
     Hooks: :meth:`_observe` (every response: learn a rate limit), :meth:`_is_rate_limited`
     (recognise "slow down", or raise for a quota waiting will not fix), :meth:`_reauthenticate`
     (401: renew the credentials once), :meth:`_refuse` (a final answer: raise),
-    :meth:`_exhausted` / :meth:`_impatient` (the error when retries or patience run out).
+    :meth:`_exhausted` / :meth:`_impatient` (the error when retries or patience run out). The
+    core's own versions raise ``failure`` (a subclass's error class) with the core's messages.
     """
 
     name = "http"
+    # The error the core's own messages (refused, retries or patience exhausted) are raised as.
+    failure: ClassVar[Callable[[str], Exception]] = HttpFailure
 
     def __init__(
         self,
@@ -210,6 +213,12 @@ class HttpCore:
 
     def close(self) -> None:
         self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- secrets ----------------------------------------------------------------------------------
 
@@ -384,19 +393,19 @@ class HttpCore:
     def _refuse(self, response: httpx.Response, endpoint: str, verdict: bool | None) -> None:
         """A final answer (or, ``verdict`` False, one the API said not to retry): raise."""
         reason = f" ({self.retry.should_retry_header}: false)" if verdict is False else ""
-        raise HttpFailure(
+        raise self.failure(
             f"{self.name}: {endpoint} failed with HTTP {response.status_code}{reason}: "
             f"{self.api_message(response)}"
         )
 
     def _exhausted(self, endpoint: str, attempts: int, elapsed: float, failure: str) -> Exception:
-        return HttpFailure(
+        return self.failure(
             f"{self.name}: {endpoint} failed after {attempts} attempt(s) in {elapsed:.1f}s; "
             f"last failure: {failure}"
         )
 
     def _impatient(self, endpoint: str, status: int, answers: int, waited: float) -> Exception:
-        return HttpFailure(
+        return self.failure(
             f"{self.name}: {endpoint} still rate limited (HTTP {status}) after {answers} "
             f"answer(s) and {waited:.0f}s of waiting; gave up "
             f"(rate_limit_patience_s={self.retry.rate_limit_patience_s:g})"

@@ -26,8 +26,6 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from importlib import import_module
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -36,7 +34,7 @@ import sqlglot
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlglot import exp
 
-from medallion_platform.config_files import CONFIG_DIR, ConfigError, load_entries
+from medallion_platform.config_files import CONFIG_DIR, ConfigError, describe, load_entries
 from medallion_platform.contracts.changes import history_columns
 from medallion_platform.contracts.compile import QUARANTINE_COLUMNS, silver_columns
 from medallion_platform.contracts.spec import Contract
@@ -45,8 +43,12 @@ from medallion_platform.gold.spec import SqlModel, tables_read
 from medallion_platform.ml.features import FEATURES_TABLE, ML_SCHEMA, features_sql
 from medallion_platform.ml.scoring import SCORES_COLUMNS, SCORES_TABLE
 from medallion_platform.ml.spec import ChurnSpec
+from medallion_platform.reverse_etl.destinations import (
+    destination_class,
+    destination_info,
+    destination_names,
+)
 from medallion_platform.reverse_etl.destinations.base import Destination, FieldSpec
-from medallion_platform.reverse_etl.destinations.salesforce import DuplicateRuleHeader
 from medallion_platform.reverse_etl.transforms import (
     DIALECT,
     TransformError,
@@ -63,7 +65,6 @@ from medallion_platform.warehouse.identifiers import qualified, quote, validate_
 
 SYNCS_PATH = CONFIG_DIR / "syncs.yaml"
 
-DestinationName = Literal["salesforce", "hubspot", "zendesk"]
 Mode = Literal["upsert", "update_only", "mirror"]
 
 SOURCE_SCHEMAS = ("gold", "ml")  # what a sync may read: gold tables and ML scores
@@ -76,175 +77,32 @@ class SyncSpecError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# Destinations: what the clients in reverse_etl/destinations declare
+# Destinations: what the clients in reverse_etl/destinations declare (their ``info``)
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DestinationInfo:
-    """What a sync is checked against: the destination's objects, the fields that can identify
-    a record, its writable fields and batch limit (from the client module), and the
-    environment variables its client reads (names, never values)."""
-
-    name: str
-    client: str  # "module:Class" under reverse_etl/destinations
-    objects: tuple[str, ...]
-    identity_fields: tuple[str, ...]
-    url_env: str
-    token_env: str
-    email_env: str | None = None
-    # Read when set (never required): OAuth refresh of the access token.
-    optional_env: tuple[str, ...] = ()
-    # Identity fields the destination matches case-insensitively and stores lower-cased: the
-    # identity is lower-cased before the diff, so "A@x.com" -> "a@x.com" is no change.
-    lowercase_identity: tuple[str, ...] = ()
-
-    @property
-    def env(self) -> tuple[str, ...]:
-        return tuple(e for e in (self.url_env, self.email_env, self.token_env) if e)
-
-    @property
-    def credential_env(self) -> tuple[str, ...]:
-        return tuple(e for e in (self.email_env, self.token_env, *self.optional_env) if e)
-
-    @property
-    def client_class(self) -> Any:
-        module, _, cls = self.client.partition(":")
-        return getattr(import_module(f"medallion_platform.reverse_etl.destinations.{module}"), cls)
-
-    @property
-    def fields(self) -> Mapping[str, FieldSpec]:
-        """The fields every account has (the client's ``FIELDS``); an org's own are declared
-        by each sync (``SyncSpec.fields``)."""
-        return import_module(self.client_class.__module__).FIELDS
-
-    @property
-    def max_batch(self) -> int:
-        return int(self.client_class.max_batch)
-
-    def client_options(self, spec: SyncSpec) -> dict[str, Any]:
-        """How the client is told which object and identity field a sync writes, and the
-        sync's destination ``options``."""
-        options = destination_options(spec)
-        declared = {
-            name: FieldSpec(name=name, type=field.type) for name, field in spec.fields.items()
-        }
-        if self.name == "salesforce":
-            assert isinstance(options, SalesforceOptions)
-            return {
-                "sobject": spec.object,
-                "external_id_field": spec.identity.field,
-                "duplicate_rule_header": options.duplicate_rule_header,
-                "fields": declared,
-            }
-        if self.name == "hubspot":
-            return {"id_property": spec.identity.field, "fields": declared}
-        # Zendesk users are matched by external_id
-        assert isinstance(options, ZendeskOptions)
-        tags = spec.mapping.get("tags")
-        if tags is None or options.tags is None:
-            return {"fields": declared}
-        return {"tags": options.tags, "managed_tags": managed_tags(tags), "fields": declared}
-
-
-class ZendeskOptions(BaseModel):
-    """``options`` of a Zendesk sync."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tags: Literal["merge", "replace"] | None = Field(
-        default=None,
-        description="merge: keep the tags the sync does not manage (agents'), one more request "
-        "per 100 users; replace: the sync owns every tag of its users. Required when the "
-        "mapping sets tags (a tags list replaces all of a user's tags in Zendesk).",
+def client_options(spec: SyncSpec) -> dict[str, Any]:
+    """The client arguments ``spec`` gives: its object, identity field and ``options`` (as its
+    destination's options model takes them, adjusted by the client to the mapping), and the
+    org's own ``fields``. A ``ValueError`` when the client cannot take them as configured."""
+    client = destination_class(spec.destination)
+    given = client.info.client_options(
+        object=spec.object, identity_field=spec.identity.field, options=spec.options
     )
-
-
-class HubSpotOptions(BaseModel):
-    """``options`` of a HubSpot sync (none yet)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SalesforceOptions(BaseModel):
-    """``options`` of a Salesforce sync."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    duplicate_rule_header: DuplicateRuleHeader | None = Field(
-        default=None,
-        description="Sent as Sforce-Duplicate-Rule-Header; allow_save: true saves records a "
-        "duplicate rule only alerts on. Unset: such records fail with DUPLICATES_DETECTED.",
-    )
-
-
-OPTIONS: dict[str, type[BaseModel]] = {
-    "salesforce": SalesforceOptions,
-    "hubspot": HubSpotOptions,
-    "zendesk": ZendeskOptions,
-}
-
-
-def destination_options(spec: SyncSpec) -> BaseModel:
-    """The sync's ``options``, as its destination's options model."""
-    return OPTIONS[spec.destination].model_validate(spec.options)
-
-
-def managed_tags(field: FieldMapping) -> list[str]:
-    """The tags a ``tags`` mapping decides (set or removed by the sync)."""
-    if field.tags_from is not None:
-        return list(field.tags_from)
-    constant = field.constant if field.constant is not None else field.default
-    return list(constant) if isinstance(constant, list) else []
-
-
-DESTINATIONS: dict[str, DestinationInfo] = {
-    "salesforce": DestinationInfo(
-        name="salesforce",
-        client="salesforce:SalesforceDestination",
-        objects=("Contact",),
-        identity_fields=(),  # an org's external id fields: declared with identity: true
-        url_env="SALESFORCE_INSTANCE_URL",
-        token_env="SALESFORCE_ACCESS_TOKEN",
-        optional_env=(
-            "SALESFORCE_CLIENT_ID",
-            "SALESFORCE_CLIENT_SECRET",
-            "SALESFORCE_REFRESH_TOKEN",
-            "SALESFORCE_TOKEN_URL",
-        ),
-    ),
-    "hubspot": DestinationInfo(
-        name="hubspot",
-        client="hubspot:HubSpotDestination",
-        objects=("contacts",),
-        identity_fields=("email",),  # a portal's own unique properties: identity: true
-        url_env="HUBSPOT_BASE_URL",
-        token_env="HUBSPOT_ACCESS_TOKEN",
-        lowercase_identity=("email",),
-    ),
-    "zendesk": DestinationInfo(
-        name="zendesk",
-        client="zendesk:ZendeskDestination",
-        objects=("users",),
-        identity_fields=("external_id",),  # create_or_update_many matches by it
-        url_env="ZENDESK_BASE_URL",
-        token_env="ZENDESK_API_TOKEN",
-        email_env="ZENDESK_EMAIL",
-    ),
-}
-
-
-def destination_info(name: str) -> DestinationInfo:
-    return DESTINATIONS[name]
+    given = client.sync_arguments(given, spec.mapping)
+    if spec.fields:
+        given["fields"] = {n: FieldSpec(name=n, type=f.type) for n, f in spec.fields.items()}
+    return given
 
 
 def open_destination(
     spec: SyncSpec, environ: Mapping[str, str] | None = None, **options: Any
 ) -> Destination:
     """The client for ``spec``'s destination, configured from ``environ`` (default: the
-    process environment) by the client's own ``from_env``; ``options`` go to the client."""
-    info = destination_info(spec.destination)
-    return info.client_class.from_env(environ=environ, **info.client_options(spec), **options)
+    process environment) by the variables its ``info.env`` names; ``options`` go to the
+    client."""
+    client = destination_class(spec.destination)
+    return client.from_env(environ=environ, **client_options(spec), **options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,7 +219,7 @@ class SyncSpec(BaseModel):
     description: str = Field(min_length=10)
     owner: str = Field(description="team:<name> or an email address")
     source: str = Field(description="One SELECT over gold/ml tables.")
-    destination: DestinationName
+    destination: str = Field(description="A destination of reverse_etl/destinations.")
     object: str
     identity: Identity
     mapping: dict[str, FieldMapping] = Field(min_length=1)
@@ -386,7 +244,8 @@ class SyncSpec(BaseModel):
     )
     options: dict[str, Any] = Field(
         default_factory=dict,
-        description="Destination options: zendesk {tags: merge|replace}; see the options models.",
+        description="Destination options, checked against the destination's options model "
+        "(e.g. zendesk {tags: merge|replace}, salesforce {duplicate_rule_header: ...}).",
     )
     dry_run: bool = False
     freshness_minutes: float = Field(default=60, gt=0)
@@ -396,6 +255,16 @@ class SyncSpec(BaseModel):
     @classmethod
     def _name(cls, value: str) -> str:
         return validate_identifier(value)
+
+    @field_validator("destination")
+    @classmethod
+    def _destination(cls, value: str) -> str:
+        if value not in destination_names():
+            raise ValueError(
+                f"{value!r} is not a destination of reverse_etl/destinations (known: "
+                f"{', '.join(destination_names())})"
+            )
+        return value
 
     @field_validator("owner")
     @classmethod
@@ -458,16 +327,9 @@ class SyncSpec(BaseModel):
                     f"field {name} is {writable[name].type}"
                 )
         try:
-            options = destination_options(self)
+            client_options(self)
         except ValueError as exc:
-            raise ValueError(f"options: {exc}") from None
-        if isinstance(options, ZendeskOptions) and "tags" in self.mapping and options.tags is None:
-            raise ValueError(
-                "mapping tags: a tags list replaces all of a Zendesk user's tags, agents' "
-                "included; declare options.tags: merge (keep the tags this sync does not "
-                "manage; one more request per 100 users) or replace (this sync owns every tag "
-                "of its users)"
-            )
+            raise ValueError(f"options: {describe(exc)}") from None
         if self.batch_size is not None and self.batch_size > info.max_batch:
             raise ValueError(
                 f"batch_size {self.batch_size} is above {self.destination}'s limit of "
@@ -512,6 +374,8 @@ class SyncSpec(BaseModel):
                 for name, field in sorted(self.mapping.items())
             },
         }
+        if self.options:  # options may change what is sent (absent: fingerprints unchanged)
+            decisive["options"] = self.options
         canonical = json.dumps(decisive, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -9,12 +9,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from medallion_platform.devkit.demo.destinations import (
-    HubSpotEmulator,
-    SalesforceEmulator,
-    ZendeskEmulator,
-)
-from medallion_platform.devkit.demo.destinations.common import Request, Response
+from medallion_platform.devkit.demo.destinations.hubspot import HubSpotEmulator
+from medallion_platform.devkit.demo.destinations.salesforce import SalesforceEmulator
+from medallion_platform.devkit.demo.destinations.zendesk import ZendeskEmulator
+from medallion_platform.devkit.demo.http_emulator import Request, Response
 from medallion_platform.reverse_etl.spec import SyncSpec, destination_info
 from medallion_platform_tests.faults.harness import KillSwitch
 from medallion_platform_tests.reverse_etl import (

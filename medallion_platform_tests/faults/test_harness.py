@@ -17,6 +17,7 @@ TOKEN = "sk_test_fault_harness_0123456789"
 def _rest_job(config: PlatformConfig, warehouse: Path, base_url: str) -> Job:
     source = config.rest_sources[0]
     endpoint = next(e for e in source.endpoints if e.name == "charges")
+    endpoint = endpoint.model_copy(update={"pages_per_commit": 10})  # 3,000 charges: 3 commits
     params = {"source": source, "endpoint": endpoint, "base_url": base_url}
     return Job("rest", str(warehouse), params, env={source.auth.token_env: TOKEN})
 

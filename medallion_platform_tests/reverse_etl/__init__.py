@@ -14,11 +14,9 @@ import duckdb
 import pyarrow as pa
 
 from medallion_platform.config import platform_config
-from medallion_platform.devkit.demo.destinations import (
-    HubSpotEmulator,
-    SalesforceEmulator,
-    ZendeskEmulator,
-)
+from medallion_platform.devkit.demo.destinations.hubspot import HubSpotEmulator
+from medallion_platform.devkit.demo.destinations.salesforce import SalesforceEmulator
+from medallion_platform.devkit.demo.destinations.zendesk import ZendeskEmulator
 from medallion_platform.reverse_etl.spec import SyncSpec, declared_catalog, load_syncs
 from medallion_platform.warehouse.identifiers import qualified
 

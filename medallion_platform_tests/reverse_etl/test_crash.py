@@ -12,8 +12,8 @@ import time
 
 import duckdb
 
-from medallion_platform.devkit.demo.destinations import SalesforceEmulator
-from medallion_platform.devkit.demo.destinations.common import Request, Response
+from medallion_platform.devkit.demo.destinations.salesforce import SalesforceEmulator
+from medallion_platform.devkit.demo.http_emulator import Request, Response
 from medallion_platform.reverse_etl.engine import execute
 from medallion_platform.reverse_etl.spec import open_destination
 from medallion_platform_tests.reverse_etl import (

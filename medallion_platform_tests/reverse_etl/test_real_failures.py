@@ -11,17 +11,11 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-import duckdb
 import pytest
 
-from medallion_platform.devkit.demo.destinations import (
-    HubSpotEmulator,
-    SalesforceEmulator,
-    ZendeskEmulator,
-)
-from medallion_platform.devkit.demo.destinations.hubspot import CONTACT_PROPERTIES
-from medallion_platform.devkit.demo.destinations.salesforce import CONTACT
-from medallion_platform.devkit.demo.destinations.zendesk import USER_FIELDS
+from medallion_platform.devkit.demo.destinations.hubspot import CONTACT_PROPERTIES, HubSpotEmulator
+from medallion_platform.devkit.demo.destinations.salesforce import CONTACT, SalesforceEmulator
+from medallion_platform.devkit.demo.destinations.zendesk import USER_FIELDS, ZendeskEmulator
 from medallion_platform.reverse_etl import state
 from medallion_platform.reverse_etl.destinations.base import DestinationRecord
 from medallion_platform.reverse_etl.destinations.hubspot import HubSpotDestination
@@ -41,7 +35,6 @@ from medallion_platform_tests.reverse_etl import (
     hubspot_state,
     make_customers,
     outcomes,
-    running_emulators,
     salesforce_state,
     state_hashes,
     sync,
@@ -49,18 +42,6 @@ from medallion_platform_tests.reverse_etl import (
     write_customers,
     zendesk_state,
 )
-
-
-@pytest.fixture
-def emulators() -> Iterator[Emulators]:
-    yield from running_emulators()
-
-
-@pytest.fixture
-def conn(settings) -> Iterator[duckdb.DuckDBPyConnection]:
-    connection = duckdb.connect(str(settings.warehouse_path))
-    yield connection
-    connection.close()
 
 
 def run(conn, spec, emulators: Emulators, **options):

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from medallion_platform.config import ConfigError, platform_config
+from medallion_platform.reverse_etl.destinations import destination_names
 from medallion_platform.reverse_etl.spec import SYNCS_PATH, SyncSpec, load_syncs
 
 
@@ -170,7 +171,8 @@ def test_the_source_is_one_select_over_gold_and_ml(tmp_path) -> None:
 
 def test_unknown_destination_object_and_mode(tmp_path) -> None:
     message = _refused(tmp_path, _raw(destination="marketo"))
-    assert "destination" in message and "'salesforce', 'hubspot' or 'zendesk'" in message
+    assert "destination: 'marketo' is not a destination" in message
+    assert f"(known: {', '.join(destination_names())})" in message and "zendesk" in message
     assert "object 'Lead'" in _refused(tmp_path, _raw(object="Lead"))
     assert "mode" in _refused(tmp_path, _raw(mode="append"))
 

@@ -12,7 +12,6 @@ from dagster import (
     AssetKey,
     AutomationCondition,
     DagsterInstance,
-    EnvVar,
     materialize,
 )
 
@@ -59,7 +58,7 @@ RUN_METADATA = {
 
 @pytest.fixture
 def emulators(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulators]:
-    """The emulators, and their addresses and credentials in the environment (EnvVar)."""
+    """The emulators, and their addresses and credentials in the environment."""
     for started in running_emulators():
         for name, value in started.env.items():
             monkeypatch.setenv(name, value)
@@ -117,14 +116,21 @@ def test_the_sync_assets_are_declared_as_the_design_says(settings) -> None:
         assert spec.automation_condition == AutomationCondition.eager()
         assert spec.metadata["destination_object"] == sync_spec.object
     assert [key.name for c in checks for key in c.check_keys] == [CHECK_NAME] * 3
-    # Credentials are EnvVar references in the definitions, never values.
+    # Credentials are the names of variables in the definitions, never values.
     assert set(resources) == {
         "salesforce_destination",
         "hubspot_destination",
         "zendesk_destination",
     }
-    assert resources["zendesk_destination"].email == EnvVar("ZENDESK_EMAIL")
-    assert resources["salesforce_destination"].token == EnvVar("SALESFORCE_ACCESS_TOKEN")
+    # Each client argument's variable as its destination declares it; no value in the definitions.
+    zendesk, salesforce = resources["zendesk_destination"], resources["salesforce_destination"]
+    assert zendesk.env == {
+        "base_url": "ZENDESK_BASE_URL",
+        "email": "ZENDESK_EMAIL",
+        "api_token": "ZENDESK_API_TOKEN",
+    }
+    # Optional settings (Salesforce's token, or a connected app) are read when set.
+    assert salesforce.env == {"instance_url": "SALESFORCE_INSTANCE_URL"}
     sensor = build_reverse_etl_automation_sensor()
     assert sensor.name == "reverse_etl_automation"
 

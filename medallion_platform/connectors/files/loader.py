@@ -39,6 +39,7 @@ from medallion_platform.connectors.bronze import (
     ROW_GROUP_ROWS,
     add_data_columns,
     append_batch,
+    append_memory,
     ensure_bronze_table,
 )
 from medallion_platform.connectors.files.landing import (
@@ -162,7 +163,7 @@ def ingest_files(
     if not pending:
         return IngestReport(feed=feed.name, files=outcomes)
 
-    with warehouse.connect() as conn:
+    with warehouse.connect() as conn, append_memory(conn, warehouse.memory_limit):
         with transaction(conn):
             ensure_feed_table(conn, feed)
         group = _SmallFiles(conn, feed, landing_root, run_id, on_progress, on_committed)

@@ -191,9 +191,12 @@ class RestEndpoint(BaseModel):
     page_size: int = Field(default=100, ge=1)
     page_size_param: str = "limit"
     pages_per_commit: int = Field(
-        default=10,
+        default=50,
         ge=1,
-        description="Pages per warehouse transaction: fewer commits, coarser resume points.",
+        description="Pages per warehouse transaction: fewer commits, coarser resume points. "
+        "Each commit costs about 25 ms of warehouse bookkeeping (batch id, sync state, COMMIT): "
+        "at 10 pages of 100 records that was a sixth of a sync's CPU; a crash re-reads at most "
+        "this many pages (never lands one twice).",
     )
     params: dict[str, str] = Field(default_factory=dict)
     budget: SyncBudget | None = Field(

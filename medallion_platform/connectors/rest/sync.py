@@ -22,17 +22,23 @@ resume token, the report says which budget was reached, and the next run continu
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 from pydantic import BaseModel, Field
 
-from medallion_platform.connectors.bronze import append_batch, ensure_bronze_table
-from medallion_platform.connectors.files.readers import flatten_object, records_table
+from medallion_platform.connectors.bronze import (
+    add_data_columns,
+    append_batch,
+    checkpoint_threshold,
+    ensure_bronze_table,
+)
+from medallion_platform.connectors.files.readers import read_ahead
 from medallion_platform.connectors.rest.client import RestClient
 from medallion_platform.connectors.rest.pager import (
     Page,
@@ -42,6 +48,7 @@ from medallion_platform.connectors.rest.pager import (
     describe,
     iter_pages,
 )
+from medallion_platform.connectors.rest.rows import RAW_ENCODER, bronze_rows
 from medallion_platform.connectors.rest.spec import (
     ChangesSpec,
     RestEndpoint,
@@ -168,6 +175,28 @@ def sync_endpoint(
     )
 
 
+def _page_rows(page: Page, required: list[str]) -> pa.Table:
+    """A page's records as bronze rows, numbered in the page (see :func:`bronze_rows`)."""
+    numbers = range(1, len(page.records) + 1)
+    return bronze_rows(
+        page.records,
+        numbers=list(numbers),
+        sources=[f"{page.url}#row={n}" for n in numbers],
+        raws=[RAW_ENCODER.encode(record) for record in page.records],
+        required=required,
+        wheres=[f"record {n}" for n in numbers],
+    )
+
+
+def _prepared(
+    pages: Iterator[Page], required: list[str], flatten: bool
+) -> Iterator[tuple[Page, pa.Table | None]]:
+    """Each page with its bronze rows, built on the read-ahead thread while the pages before
+    are committed (a change log's entries are built at commit, in landing order)."""
+    for page in pages:
+        yield page, _page_rows(page, required) if flatten else None
+
+
 def _landing_order(buffer: list[Page], oldest_first: bool) -> list[Page]:
     """A change log lists newest first; its entries land oldest first, so two changes of one
     record within the same second still end with the newer one last (arrival order breaks a
@@ -207,7 +236,7 @@ def _walk(
     incremental = feed.incremental
     budget = budget or source.budget_for(endpoint)
     started = time.monotonic()
-    with warehouse.connect() as conn:
+    with warehouse.connect() as conn, checkpoint_threshold(conn):
         with transaction(conn):
             ensure_bronze_table(conn, table, REST_LINEAGE)
             state = load_state(conn, key)
@@ -244,41 +273,66 @@ def _walk(
             resume, max_seen, pages = None, hwm, 0
         resumed = state.in_progress is not None
         records = 0
+        known_columns: set[str] = set()  # checked against the table on the first commit
         batch_ids: list[int] = []
-        buffered: list[Page] = []
+        buffered: list[tuple[Page, pa.Table | None]] = []
 
-        def commit(buffer: list[Page]) -> None:
+        def change_rows(landing: list[Page]) -> tuple[pa.Table, list[dict[str, Any]]]:
+            """A change log's entries as the endpoint's rows, oldest first, each stamped with
+            its change's time; and the entries (for the cursor)."""
+            assert changes is not None
+            landed: list[dict[str, Any]] = []
+            sources: list[str] = []
+            raws: list[str] = []
+            wheres: list[str] = []
+            cursors: list[dict[str, Any]] = []
+            for page in landing:
+                for n, entry in _numbered(page.records, oldest_first=True):
+                    record = _dig(entry, changes.record_field)
+                    if not isinstance(record, dict):
+                        raise PaginationError(
+                            f"GET {feed.path}: entry {n} of {page.url} has no object "
+                            f"at {changes.record_field!r}"
+                        )
+                    record = {**record, changes.version_field: entry.get(changes.cursor_field)}
+                    landed.append(record)
+                    sources.append(f"{page.url}#row={n}")
+                    raws.append(RAW_ENCODER.encode(record))
+                    wheres.append(f"record {n}")
+                    cursors.append(entry)
+            rows = bronze_rows(
+                landed,
+                numbers=list(range(1, len(landed) + 1)),  # a change's place in landing order
+                sources=sources,
+                raws=raws,
+                required=[endpoint.primary_key],
+                wheres=wheres,
+            )
+            return rows, cursors
+
+        def commit(buffered_rows: list[tuple[Page, pa.Table | None]]) -> None:
             """The buffered pages' rows and the state after the last of them, one COMMIT."""
             nonlocal hwm, max_seen, pages, records, state, last_page
+            buffer = [page for page, _ in buffered_rows]
             with transaction(conn):
                 batch_id = next_batch_id(conn, key, run_id)
-                flat = []
-                for page in _landing_order(buffer, changes is not None):
-                    for n, entry in _numbered(page.records, changes is not None):
-                        record = entry
-                        if changes is not None:
-                            record = _dig(entry, changes.record_field)
-                            if not isinstance(record, dict):
-                                raise PaginationError(
-                                    f"GET {feed.path}: entry {n} of {page.url} has no object "
-                                    f"at {changes.record_field!r}"
-                                )
-                            version = entry.get(changes.cursor_field)
-                            record = {**record, changes.version_field: version}
-                        # A change's row number is its place in landing order (oldest first).
-                        number = len(flat) + 1 if changes is not None else n
-                        row = flatten_object(
-                            record, number, [endpoint.primary_key], where=f"record {n}"
-                        )
-                        row["_raw"] = json.dumps(record, separators=(",", ":"))
-                        row["_source"] = f"{page.url}#row={n}"
-                        flat.append(row)
-                        if incremental is not None:
-                            seen = _cursor_value(entry, incremental.cursor_field)
-                            if seen is not None and (max_seen is None or seen > max_seen):
-                                max_seen = seen
+                if changes is None:  # the pages' records as they came, flattened ahead
+                    tables = [rows for _, rows in buffered_rows if rows is not None]
+                    rows = pa.concat_tables(tables, promote_options="default")
+                    cursors = [entry for page in buffer for entry in page.records]
+                else:
+                    rows, cursors = change_rows(_landing_order(buffer, oldest_first=True))
+                if incremental is not None:
+                    field = incremental.cursor_field
+                    for entry in cursors:
+                        seen = _cursor_value(entry, field)
+                        if seen is not None and (max_seen is None or seen > max_seen):
+                            max_seen = seen
+                new = [c for c in rows.column_names if c not in known_columns]
+                if new:  # schema evolution by addition, checked only when a name is new
+                    add_data_columns(conn, table, new, REST_LINEAGE)
                 append_batch(
-                    conn, table, records_table(flat), batch_id=batch_id, lineage=REST_LINEAGE
+                    conn, table, rows, batch_id=batch_id, lineage=REST_LINEAGE, evolve=False
                 )
                 last = buffer[-1]
                 last_page = next(
@@ -299,6 +353,7 @@ def _walk(
                         ),
                     )
                 set_position(conn, key, "state", state.model_dump_json(), batch_id)
+            known_columns.update(new)  # committed: the table has them
             pages += len(buffer)
             records += sum(len(page.records) for page in buffer)
             batch_ids.append(batch_id)
@@ -309,9 +364,13 @@ def _walk(
         budget_reached: str | None = None
         fetched = 0
         walk = iter_pages(client, feed, since=since, resume=resume, committed=last_page)
+        # The next page is fetched on a thread while this one is flattened and committed (the
+        # wait for the API releases the GIL); never more pages than the budget allows.
+        pages_ahead = itertools.islice(walk, budget.max_pages)
+        ahead = read_ahead(_prepared(pages_ahead, [endpoint.primary_key], changes is None))
         try:
-            for page in walk:
-                buffered.append(page)
+            for page, rows in ahead:
+                buffered.append((page, rows))
                 fetched += 1
                 if page.next is not None:
                     if fetched >= budget.max_pages:
@@ -333,6 +392,7 @@ def _walk(
                     )
                     break
         finally:
+            ahead.close()  # stops the reader (after the request in flight, if any)
             walk.close()
             if buffered:  # the API failed mid-way: keep what was fetched, resume after it
                 commit(buffered)

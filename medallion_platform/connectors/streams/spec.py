@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from medallion_platform.connectors.bronze import ROW_GROUP_ROWS
 from medallion_platform.connectors.streams.base import StreamSource
 from medallion_platform.warehouse.identifiers import validate_identifier
 
@@ -67,7 +68,13 @@ class StreamSpec(BaseModel):
         default=None, description="TLS / SASL for a production Kafka cluster."
     )
     group_id: str = "medallion"
-    batch_size: int = Field(default=5_000, ge=1)
+    batch_size: int = Field(
+        default=ROW_GROUP_ROWS,
+        ge=1,
+        description="Messages per warehouse transaction. A multiple of DuckDB's row group "
+        "(122,880) is written straight to the database file; a smaller batch goes through "
+        "the WAL (about 0.2 s a commit at 20,000 messages, measured).",
+    )
     max_message_bytes: int = Field(default=1_000_000, ge=1)
     offset_reset: Literal["fail", "earliest"] = Field(
         default="fail",

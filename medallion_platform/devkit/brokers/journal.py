@@ -20,19 +20,17 @@ means is lost on restart, as with any in-memory broker.
 
 from __future__ import annotations
 
-import logging
 import os
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Message
 
-log = logging.getLogger(__name__)
+from medallion_platform.connectors.streams.base import BrokerUnavailable
+from medallion_platform.connectors.streams.kafka import produce
 
 SCHEMA = pa.schema(
     [
@@ -152,37 +150,23 @@ def _produce(
 ) -> list[tuple[int, int]]:
     """Send and flush; return ``(partition, offset)`` of every delivery (in delivery order).
     With ``sink``, each delivered message is appended there as (partition, offset, key, value)."""
-    producer = Producer({"bootstrap.servers": bootstrap_servers, "logger": log, "linger.ms": 20})
     delivered: list[tuple[int, int]] = []
-    failures: list[KafkaError] = []
 
-    def on_delivery(error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            failures.append(error)
-            return
-        delivered.append((message.partition(), message.offset()))
+    def on_delivered(message: Message) -> None:
+        partition, offset = message.partition(), message.offset()
+        delivered.append((partition, offset))
         if sink is not None:
-            sink.append((message.partition(), message.offset(), message.key(), message.value()))
+            sink.append((partition, offset, message.key(), message.value()))
 
-    deadline = time.monotonic() + timeout_s
-    for key, value, partition in messages:
-        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
-        if partition is not None:
-            kwargs["partition"] = partition
-        while True:
-            try:
-                producer.produce(topic, **kwargs)
-                break
-            except BufferError:  # local queue full: let deliveries drain
-                if time.monotonic() > deadline:
-                    raise JournalError(
-                        f"producing to {topic!r} at {bootstrap_servers}: queue still full "
-                        f"after {timeout_s} s"
-                    ) from None
-                producer.poll(0.1)
-        producer.poll(0)
-    remaining = producer.flush(max(0.0, deadline - time.monotonic()))
-    if remaining or failures:
-        detail = failures[0] if failures else f"{remaining} undelivered after {timeout_s} s"
-        raise JournalError(f"producing to {topic!r} at {bootstrap_servers}: {detail}")
+    try:
+        produce(
+            bootstrap_servers,
+            topic,
+            messages,
+            timeout_s=timeout_s,
+            on_delivered=on_delivered,
+            config={"linger.ms": 20},
+        )
+    except BrokerUnavailable as exc:
+        raise JournalError(str(exc)) from exc  # it names the topic and the broker
     return delivered

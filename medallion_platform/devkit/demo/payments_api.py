@@ -9,8 +9,10 @@ does, Stripe's error bodies, ``Stripe-Should-Retry`` and ``Stripe-Version`` head
 API keys, and faults injected on demand (rate limits, 5xx, a 409 lock timeout, slow, dripped and
 truncated responses, a repeated page, a redirect, an HTML page instead of JSON, schema drift, a
 revoked token). ``payouts_pagination="link_header"`` keeps the older, gentler GitHub-style
-page-numbered payouts (a bare array and a ``Link`` header) for the pager's tests. Stdlib HTTP only,
-bound to loopback; the data is seeded and never depends on the clock.
+page-numbered payouts (a bare array and a ``Link`` header) for the pager's tests. It runs on the
+harness's shared emulator server (:mod:`medallion_platform.devkit.demo.http_emulator`: server,
+routing, fault plan, request log), bound to loopback, and keeps here only what is Stripe's; the
+data is seeded and never depends on the clock.
 
 As a process (the token comes from the environment so it never shows in ``ps``)::
 
@@ -23,32 +25,36 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import contextlib
 import copy
-import hmac
-import ipaddress
 import itertools
-import json
 import math
 import os
 import random
 import re
-import signal
-import socket
 import string
-import sys
-import threading
-import time
-import traceback
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, get_args
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from pydantic import BaseModel, Field
+
+from medallion_platform.devkit.demo.http_emulator import (
+    SERVER_FAULTS,
+    Admission,
+    ApiError,
+    EmulatorServer,
+    Fault,
+    FaultPlan,
+    Headers,
+    Request,
+    Response,
+    Route,
+    bearer_token,
+    json_response,
+    proxy_error_page,
+    same_secret,
+    serve_until_signal,
+)
 
 TOKEN_ENV = "PAYMENTS_API_TOKEN"
 DEFAULT_START = 1_759_276_800  # 2025-10-01T00:00:00Z
@@ -378,31 +384,21 @@ FaultKind = Literal[
 ]
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 # These change the server's state for good when they fire rather than shaping one response.
-_STICKY_KINDS = frozenset({"new_field", "revoke"})
+_PERMANENT_KINDS = frozenset({"new_field", "revoke"})
+_STATUS_KINDS = frozenset({"409", "429", "500", "502", "503"})
 
 
-@dataclass
-class _Fault:
-    kind: str
-    path: str
-    count: int
-    after: int
-    retry_after: float | None
-    delay: float
-    should_retry: bool | None = None
-
-
-class FaultPlan:
-    """Faults queued by a test, consumed by the requests whose path starts with their ``path``.
+class StripeFaults:
+    """Faults queued by a test by the names above, consumed by the requests whose path starts
+    with their ``path`` (the shared server's :class:`FaultPlan` underneath).
 
     Every fault counts the matching requests independently: it lets ``after`` of them pass, then
     fires. At most one response-shaping fault applies per request (the earliest added; the others
     wait for the next request); ``new_field`` and ``revoke`` fire alongside and are permanent.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._faults: list[_Fault] = []
+    def __init__(self, plan: FaultPlan) -> None:
+        self._plan = plan
 
     def add(
         self,
@@ -419,76 +415,32 @@ class FaultPlan:
         ``should_retry`` sends ``Stripe-Should-Retry`` with an error status (as Stripe does)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
-        if not path.startswith("/"):
-            raise ValueError(f"path must start with '/', got {path!r}")
-        if count < 1 or after < 0 or delay < 0 or (retry_after is not None and retry_after < 0):
-            raise ValueError("count must be >= 1; after, delay and retry_after must be >= 0")
-        fault = _Fault(kind, path, count, after, retry_after, delay, should_retry)
-        with self._lock:
-            self._faults.append(fault)
+        headers = (
+            () if should_retry is None else (("Stripe-Should-Retry", str(should_retry).lower()),)
+        )
+        self._plan.add(
+            Fault(
+                kind,
+                count,
+                path,
+                retry_after=retry_after,
+                seconds=delay,
+                after=after,
+                headers=headers,
+            )
+        )
 
     def clear(self) -> None:
         """Drop the queued faults (a token already revoked or drift already begun stays)."""
-        with self._lock:
-            self._faults.clear()
+        self._plan.clear()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._faults)
-
-    def take(self, path: str) -> tuple[_Fault | None, list[_Fault]]:
-        """Consume what one request to ``path`` triggers: (response fault, permanent faults)."""
-        response: _Fault | None = None
-        sticky: list[_Fault] = []
-        with self._lock:
-            keep: list[_Fault] = []
-            for fault in self._faults:
-                if not path.startswith(fault.path):
-                    keep.append(fault)
-                elif fault.after > 0:
-                    fault.after -= 1
-                    keep.append(fault)
-                elif fault.kind in _STICKY_KINDS:
-                    sticky.append(fault)
-                elif response is None:
-                    response = replace(fault)
-                    fault.count -= 1
-                    if fault.count > 0:
-                        keep.append(fault)
-                else:
-                    keep.append(fault)
-            self._faults = keep
-        return response, sticky
+        return len(self._plan)
 
 
 # --------------------------------------------------------------------------------------------
-# Server
+# The API
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One served request, appended before its response is written (so a client sees it)."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    status: int
-    time: float
-    faults: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class _Response:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: tuple[tuple[str, str], ...] = ()
-    drip_s: float = 0.0  # > 0: the body goes out one byte at a time, this far apart
-
-
-def _json(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> _Response:
-    return _Response(status, json.dumps(payload, separators=(",", ":")).encode(), headers=headers)
 
 
 def _stripe_error(
@@ -498,14 +450,14 @@ def _stripe_error(
     type_: str = "invalid_request_error",
     param: str | None = None,
     code: str | None = None,
-    headers: tuple[tuple[str, str], ...] = (),
-) -> _Response:
+    headers: Headers = (),
+) -> Response:
     error: dict[str, str] = {"type": type_, "message": message}
     if param is not None:
         error["param"] = param
     if code is not None:
         error["code"] = code
-    return _json(status, {"error": error}, headers)
+    return json_response(status, {"error": error}, headers)
 
 
 def mask_key(key: str) -> str:
@@ -539,27 +491,20 @@ _LISTS = {
     "/v1/payouts": "payout",
     "/v1/events": "event",
 }
-_PAGED = frozenset(_LISTS)
 STRIPE_VERSION = "2024-06-20"
 _RETRIEVE = re.compile(r"/v1/(charges|refunds)/([^/]+)")
 
 
-class _BadRequest(Exception):
-    def __init__(self, response: _Response) -> None:
-        super().__init__(response.status)
-        self.response = response
-
-
-def _stripe_int(query: dict[str, str], name: str) -> int | None:
+def _stripe_int(query: Mapping[str, str], name: str) -> int | None:
     value = query.get(name)
     if value is None:
         return None
     if not _INTEGER.fullmatch(value):
-        raise _BadRequest(_stripe_error(400, f"Invalid integer: {value}", param=name))
+        raise ApiError(_stripe_error(400, f"Invalid integer: {value}", param=name))
     return int(value)
 
 
-def _created_window(neg_created: list[int], query: dict[str, str]) -> tuple[int, int]:
+def _created_window(neg_created: list[int], query: Mapping[str, str]) -> tuple[int, int]:
     """Positions ``[low, high)`` of a newest-first list that pass the ``created`` filters.
 
     The list is ascending in ``-created``, so each bound is one bisect, not a scan.
@@ -597,23 +542,18 @@ class _Listing:
             raise ValueError("object ids must be unique")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.version == 4 and address.is_loopback
-
-
-class PaymentsApi:
+class PaymentsApi(EmulatorServer):
     """The emulator: serves ``data`` on loopback to clients presenting ``token``.
 
     Usable as a context manager (``with PaymentsApi(data, token=...) as api:``). ``faults`` injects
     failures; ``requests`` records every served request; ``add_charges`` and ``revoke_token``
     change the world while a client is syncing.
     """
+
+    name = "payments API"
+    server_software = "payments-api-emulator/1"
+    fault_kinds = SERVER_FAULTS | FAULT_KINDS
+    permanent_faults = _PERMANENT_KINDS
 
     def __init__(
         self,
@@ -625,22 +565,13 @@ class PaymentsApi:
         max_page_size: int = 100,
         payouts_pagination: Literal["cursor", "link_header"] = "cursor",
     ) -> None:
-        if not token:
-            raise ValueError("token must be a non-empty string")
-        if not _is_loopback(host):
-            raise ValueError(f"the emulator binds to IPv4 loopback only, got host {host!r}")
+        super().__init__(token=token, host=host, port=port, rate_limit=None)
         if max_page_size < 1:
             raise ValueError(f"max_page_size must be >= 1, got {max_page_size}")
-        self.faults = FaultPlan()
-        self.requests: list[RequestRecord] = []
+        self.faults = StripeFaults(self._faults)
         self.max_page_size = max_page_size
-        self._host = host
-        self._port = port
-        self._token = token
-        self._revoked = False
         self._drift_prefixes: tuple[str, ...] = ()
-        self._last_page: dict[str, _Response] = {}  # per list path, for ``repeat_page``
-        self._lock = threading.Lock()
+        self._last_page: dict[str, Response] = {}  # per list path, for ``repeat_page``
         self._charges = _Listing(data.charges)
         self._refunds = _Listing(data.refunds)
         self.payouts_pagination = payouts_pagination
@@ -648,53 +579,6 @@ class PaymentsApi:
         self._payouts_list = _Listing(self._payouts)
         self._events = _Listing(_change_events(data))
         self._request_ids = itertools.count(1)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``; the port is known once started (``port=0`` picks one)."""
-        if self._server is None:
-            raise RuntimeError("the payments API is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> PaymentsApi:
-        """Bind and serve on a daemon thread; the socket listens before this returns."""
-        if self._server is not None:
-            raise RuntimeError("the payments API was already started")
-        self._server = _Server((self._host, self._port), self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="payments-api",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and cut kept-alive connections, so no client is answered afterwards."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None or not thread.is_alive():
-            return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        thread.join(timeout=5)
-
-    def __enter__(self) -> PaymentsApi:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- the world changing under a sync -------------------------------------------------------
 
@@ -772,10 +656,17 @@ class PaymentsApi:
 
     def revoke_token(self) -> None:
         """From now on the token is refused with 401, as after a key roll."""
-        with self._lock:
-            self._revoked = True
+        self.expire_token()
 
     # -- request handling ----------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response | None:
+        return self._respond(
+            request.method,
+            request.target,
+            request.header("Authorization"),
+            request.header("Stripe-Version"),
+        )
 
     def _respond(
         self,
@@ -783,64 +674,32 @@ class PaymentsApi:
         target: str,
         authorization: str | None,
         stripe_version: str | None = None,
-    ) -> _Response:
-        """Answer one request and record it; the handler only moves bytes."""
-        received = time.time()
+    ) -> Response | None:
+        """Answer one request and record it, from what Stripe reads of it (the request target,
+        the key, the pinned version): where a test's subclass acts while a page is served."""
         split = urlsplit(target)
-        path = unquote(split.path)
-        query = dict(parse_qsl(split.query, keep_blank_values=True))
-        fault, sticky = self.faults.take(path)
-        for permanent in sticky:
-            if permanent.kind == "revoke":
-                self.revoke_token()
-            else:
-                with self._lock:
-                    self._drift_prefixes = (*self._drift_prefixes, permanent.path)
-        kind = fault.kind if fault is not None else None
-        if fault is not None and kind == "slow":
-            time.sleep(fault.delay)
-        with self._lock:
-            previous = self._last_page.get(path)
-        if fault is not None and kind in {"409", "429", "500", "502", "503", "redirect", "html"}:
-            response = _fault_response(fault, self.base_url, target)
-        elif kind == "repeat_page" and previous is not None:
-            response = previous
-        else:
-            try:
-                response = self._authorize(authorization) or self._route(method, path, query)
-            except _BadRequest as bad:
-                response = bad.response
-            except Exception:
-                traceback.print_exc()
-                response = _stripe_error(
-                    500, "An unexpected error occurred in the emulator.", type_="api_error"
-                )
-            if response.status == 200 and method == "GET" and path in _PAGED:
-                with self._lock:
-                    self._last_page[path] = response
-            if fault is not None and fault.kind == "truncated":
-                response = replace(response, body=response.body[: len(response.body) // 2])
-            if fault is not None and fault.kind == "drip":
-                response = replace(response, drip_s=max(fault.delay, 0.001))
-        kinds = tuple(f.kind for f in sticky) + ((fault.kind,) if fault is not None else ())
-        extra = [
-            ("Request-Id", f"req_{next(self._request_ids):014d}"),
-            ("Stripe-Version", stripe_version or STRIPE_VERSION),
-        ]
-        if fault is not None and fault.should_retry is not None:
-            extra.append(("Stripe-Should-Retry", "true" if fault.should_retry else "false"))
-        response = replace(response, headers=(*response.headers, *extra))
-        record = RequestRecord(method, path, query, response.status, received, kinds)
-        with self._lock:
-            self.requests.append(record)
-        return response
+        headers = {"authorization": authorization, "stripe-version": stripe_version}
+        request = Request(
+            method=method,
+            path=unquote(split.path),
+            query=dict(parse_qsl(split.query, keep_blank_values=True)),
+            headers={name: value for name, value in headers.items() if value is not None},
+            target=target,
+        )
+        return super().handle(request)
 
-    def _authorize(self, authorization: str | None) -> _Response | None:
+    def _routes(self) -> list[Route]:
+        lists = [
+            Route("GET", re.compile(re.escape(path)), f"GET {path}", self._list_route)
+            for path in _LISTS
+        ]
+        return [*lists, Route("GET", _RETRIEVE, "GET /v1/{collection}/{id}", self._retrieve_route)]
+
+    def _authenticate(self, request: Request) -> Response | None:
         """``None`` when the bearer token is the live one, else Stripe's 401 (key masked)."""
         challenge = (("WWW-Authenticate", 'Bearer realm="Stripe"'),)
-        scheme, _, key = (authorization or "").strip().partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
+        key = bearer_token(request)
+        if key is None:
             return _stripe_error(
                 401,
                 "You did not provide an API key. You need to provide your API key in the "
@@ -848,30 +707,110 @@ class PaymentsApi:
                 "YOUR_SECRET_KEY').",
                 headers=challenge,
             )
-        if self._revoked or not hmac.compare_digest(key.encode(), self._token.encode()):
+        token, revoked = self._token_state()
+        if revoked or not same_secret(key, token):
             return _stripe_error(
                 401, f"Invalid API Key provided: {mask_key(key)}", headers=challenge
             )
         return None
 
-    def _route(self, method: str, path: str, query: dict[str, str]) -> _Response:
-        retrieve = _RETRIEVE.fullmatch(path)
-        if path not in _LISTS and retrieve is None:
-            return _stripe_error(404, f"Unrecognized request URL ({method}: {path}).")
-        if method != "GET":
-            return _stripe_error(405, f"This emulator is read-only; {method} is not allowed.")
-        if path == "/v1/payouts" and self.payouts_pagination == "link_header":
-            return self._payouts_page(query)
-        if retrieve is not None:
-            return self._retrieve(retrieve.group(1), retrieve.group(2), path)
-        return self._list(path, query)
+    def _headers(self, request: Request) -> Headers:
+        return (
+            ("Request-Id", f"req_{next(self._request_ids):014d}"),
+            ("Stripe-Version", request.header("Stripe-Version") or STRIPE_VERSION),
+        )
+
+    def _limited(self, admission: Admission) -> Response:
+        return self._fault(429, max(round(admission.retry_after, 3), 0.001))
+
+    def _fault(self, status: int, retry_after: float | None) -> Response:
+        """Stripe's own error for 409, 429 and 500; what the proxy in front says otherwise."""
+        retry = () if retry_after is None else (("Retry-After", str(retry_after)),)
+        if status == 409:
+            return _stripe_error(
+                409,
+                "This object cannot be accessed right now because another API request or Stripe "
+                "process is currently accessing it. If you see this error intermittently, retry "
+                "the request.",
+                code="lock_timeout",
+                headers=retry,
+            )
+        if status == 429:
+            return _stripe_error(
+                429,
+                "Too many requests hit the API too quickly. We recommend an exponential backoff "
+                "of your requests.",
+                type_="rate_limit_error",
+                code="rate_limit",
+                headers=retry or (("Retry-After", "1"),),
+            )
+        if status == 500:
+            return _stripe_error(
+                500,
+                "An unknown error occurred while processing this request; please retry.",
+                type_="api_error",
+                headers=retry,
+            )
+        return proxy_error_page(status, signature="nginx", headers=retry)
+
+    def _not_found(self, request: Request, allowed: list[str]) -> Response:
+        if not allowed:
+            return _stripe_error(
+                404, f"Unrecognized request URL ({request.method}: {request.path})."
+            )
+        return _stripe_error(405, f"This emulator is read-only; {request.method} is not allowed.")
+
+    def _internal_error(self) -> Response:
+        return _stripe_error(
+            500, "An unexpected error occurred in the emulator.", type_="api_error"
+        )
+
+    def _injected(self, request: Request, fault: Fault) -> Response | None:
+        if fault.kind in _STATUS_KINDS:
+            return self._fault(int(fault.kind), fault.retry_after)
+        if fault.kind == "redirect":
+            location = "https://" + self.base_url.split("://", 1)[1] + request.target
+            page = (
+                "<html><head><title>301 Moved Permanently</title></head><body>nginx</body></html>"
+            )
+            return Response(301, page.encode(), "text/html", (("Location", location),))
+        if fault.kind == "html":
+            page = (
+                "<!DOCTYPE html><html><head><title>Down for maintenance</title></head>"
+                "<body><h1>We'll be back soon.</h1></body></html>"
+            )
+            return Response(200, page.encode(), "text/html; charset=utf-8")
+        if fault.kind == "repeat_page":
+            with self._lock:
+                return self._last_page.get(request.path)  # none yet: the page itself
+        return super()._injected(request, fault)
+
+    def _permanent_fault(self, fault: Fault) -> None:
+        if fault.kind == "revoke":
+            self.revoke_token()
+        else:  # new_field: the objects under its path gain a field from now on
+            with self._lock:
+                self._drift_prefixes = (*self._drift_prefixes, fault.path)
+
+    def _list_route(self, request: Request, match: re.Match[str]) -> Response:
+        if request.path == "/v1/payouts" and self.payouts_pagination == "link_header":
+            response = self._payouts_page(request.query)
+        else:
+            response = self._list(request.path, request.query)
+        if response.status == 200:
+            with self._lock:
+                self._last_page[request.path] = response
+        return response
+
+    def _retrieve_route(self, request: Request, match: re.Match[str]) -> Response:
+        return self._retrieve(match.group(1), match.group(2), request.path)
 
     def _with_drift(self, path: str, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not any(path.startswith(prefix) for prefix in self._drift_prefixes):
             return objects
         return [{**obj, "risk_score": _risk_score(obj["id"])} for obj in objects]
 
-    def _retrieve(self, collection: str, object_id: str, path: str) -> _Response:
+    def _retrieve(self, collection: str, object_id: str, path: str) -> Response:
         listing = self._charges if collection == "charges" else self._refunds
         position = listing.position.get(object_id)
         if position is None:
@@ -879,9 +818,9 @@ class PaymentsApi:
             return _stripe_error(
                 404, f"No such {noun}: '{object_id}'", param="id", code="resource_missing"
             )
-        return _json(200, self._with_drift(path, [listing.objects[position]])[0])
+        return json_response(200, self._with_drift(path, [listing.objects[position]])[0])
 
-    def _list(self, path: str, query: dict[str, str]) -> _Response:
+    def _list(self, path: str, query: Mapping[str, str]) -> Response:
         """Stripe list semantics: newest first, ``limit`` + cursor, ``created[...]`` window."""
         noun = _LISTS[path]
         listing = {
@@ -941,7 +880,7 @@ class PaymentsApi:
         else:
             end = min(high, low + limit)
             page, has_more = objects[low:end], end < high
-        return _json(
+        return json_response(
             200,
             {
                 "object": "list",
@@ -951,7 +890,7 @@ class PaymentsApi:
             },
         )
 
-    def _payouts_page(self, query: dict[str, str]) -> _Response:
+    def _payouts_page(self, query: Mapping[str, str]) -> Response:
         """GitHub-style pages: a bare array, ``Link`` with prev/next/last/first as they apply.
 
         Like GitHub, bad ``page``/``per_page`` values fall back to the defaults and ``per_page`` is
@@ -978,7 +917,7 @@ class PaymentsApi:
         if page > 1:
             links.append(link(1, "first"))
         headers = (("Link", ", ".join(links)),) if links else ()
-        return _json(200, self._with_drift("/v1/payouts", items), headers)
+        return json_response(200, self._with_drift("/v1/payouts", items), headers)
 
 
 def _lenient_positive_int(value: str | None, default: int) -> int:
@@ -987,160 +926,9 @@ def _lenient_positive_int(value: str | None, default: int) -> int:
     return int(value)
 
 
-def _fault_response(fault: _Fault, base_url: str, target: str) -> _Response:
-    if fault.kind == "redirect":
-        location = "https://" + base_url.split("://", 1)[1] + target
-        page = "<html><head><title>301 Moved Permanently</title></head><body>nginx</body></html>"
-        return _Response(301, page.encode(), "text/html", (("Location", location),))
-    if fault.kind == "html":
-        page = (
-            "<!DOCTYPE html><html><head><title>Down for maintenance</title></head>"
-            "<body><h1>We'll be back soon.</h1></body></html>"
-        )
-        return _Response(200, page.encode(), "text/html; charset=utf-8")
-    status = int(fault.kind)
-    retry_after = () if fault.retry_after is None else (("Retry-After", str(fault.retry_after)),)
-    if status == 409:
-        return _stripe_error(
-            409,
-            "This object cannot be accessed right now because another API request or Stripe "
-            "process is currently accessing it. If you see this error intermittently, retry the "
-            "request.",
-            code="lock_timeout",
-            headers=retry_after,
-        )
-    if status == 429:
-        return _stripe_error(
-            429,
-            "Too many requests hit the API too quickly. We recommend an exponential backoff of "
-            "your requests.",
-            type_="rate_limit_error",
-            code="rate_limit",
-            headers=retry_after or (("Retry-After", "1"),),
-        )
-    if status == 500:
-        return _stripe_error(
-            500,
-            "An unknown error occurred while processing this request; please retry.",
-            type_="api_error",
-            headers=retry_after,
-        )
-    phrase = HTTPStatus(status).phrase
-    page = (
-        f"<html>\r\n<head><title>{status} {phrase}</title></head>\r\n<body>\r\n"
-        f"<center><h1>{status} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-        "</body>\r\n</html>\r\n"
-    )
-    return _Response(status, page.encode(), "text/html", retry_after)
-
-
-class _Server(ThreadingHTTPServer):
-    """Knows its API and its open connections, so ``stop`` can cut kept-alive clients."""
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], api: PaymentsApi) -> None:
-        self.api = api
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def track(self, connection: socket.socket, *, open_: bool) -> None:
-        with self._connections_lock:
-            if open_:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client hanging up is routine here (timeouts, stop); anything else is a bug."""
-        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            return
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: a 100-page walk reuses one connection
-    server_version = "payments-api-emulator/1"
-    sys_version = ""
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in separate writes; without this, Nagle's algorithm and the
-        # client's delayed ACK add ~40 ms to every kept-alive response.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self.connection, open_=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, open_=False)
-
-    def _serve(self) -> None:
-        length = self.headers.get("Content-Length")
-        if length and length.isdigit():
-            self.rfile.read(int(length))
-        if self.command != "GET":
-            self.close_connection = True
-        response = self.server.api._respond(
-            self.command,
-            self.path,
-            self.headers.get("Authorization"),
-            self.headers.get("Stripe-Version"),
-        )
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers:
-            self.send_header(name, value)
-        self.end_headers()
-        if not response.drip_s:
-            self.wfile.write(response.body)
-            return
-        for offset in range(len(response.body)):  # a client that gives up ends this (EPIPE)
-            self.wfile.write(response.body[offset : offset + 1])
-            self.wfile.flush()
-            time.sleep(response.drip_s)
-
-    do_GET = _serve
-    do_POST = _serve
-    do_PUT = _serve
-    do_PATCH = _serve
-    do_DELETE = _serve
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: a sync issues hundreds of requests; ``PaymentsApi.requests`` records them."""
-
-
 # --------------------------------------------------------------------------------------------
 # As a process
 # --------------------------------------------------------------------------------------------
-
-
-def serve_forever(data: PaymentsData, token: str, port: int) -> None:
-    """Serve ``data`` until SIGTERM/SIGINT, printing the URL when ready.
-
-    The signals are blocked and then awaited with ``sigwait`` (POSIX; main thread), so no handler
-    runs at an arbitrary point and a signal arriving during start-up is not lost.
-    """
-    signals = {signal.SIGINT, signal.SIGTERM}
-    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    try:
-        # The server thread inherits the blocked mask, so the signal is left for sigwait.
-        with PaymentsApi(data, token=token, port=port) as api:
-            print(api.base_url, flush=True)
-            signal.sigwait(signals)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1166,7 +954,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = payments_for_orders(orders, seed=args.seed)
     else:
         data = generate_payments(args.charges, seed=args.seed)
-    serve_forever(data, token, args.port)
+    serve_until_signal(PaymentsApi(data, token=token, port=args.port))
     return 0
 
 

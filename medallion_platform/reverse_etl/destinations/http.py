@@ -26,7 +26,8 @@ Credentials only travel in the ``Authorization`` header; every text that leaves 
 logs, outcomes) goes through :meth:`HttpDestination.mask` first.
 
 Also here: how record values become JSON for a destination (:func:`prepare_fields`, checked
-against the destination's ``FIELDS``), batching helpers and the ``from_env`` lookups.
+against the destination's ``FIELDS``), batching helpers and the settings from the environment
+(:func:`settings_from_env`).
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import random
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -52,6 +53,7 @@ from medallion_platform.http.core import RetryPolicy as CoreRetryPolicy
 from medallion_platform.reverse_etl.destinations.base import (
     DestinationAuthError,
     DestinationError,
+    DestinationInfo,
     DestinationRecord,
     DestinationStats,
     FieldSpec,
@@ -71,8 +73,8 @@ __all__ = [
     "header_int",
     "not_sent",
     "prepare_fields",
-    "require_env",
     "rounds",
+    "settings_from_env",
 ]
 
 logger = logging.getLogger("medallion_platform.reverse_etl.destinations")
@@ -98,15 +100,47 @@ class RetryPolicy(CoreRetryPolicy):
 class HttpDestination(HttpCore):
     """The shared half of a destination client: the HTTP client, pacing, retries, stats.
 
-    Subclasses set ``name`` and ``max_batch`` and may override :meth:`_announced_limit` (learn
-    the rate limit from headers), :meth:`_is_rate_limited` (recognise the API's "slow down"
-    answer, or raise for a quota that waiting will not fix) and :meth:`_reauthenticate`.
+    Subclasses declare ``info`` (their :class:`~.base.DestinationInfo`: ``name`` and
+    ``max_batch`` come from it) and may override :meth:`_announced_limit` (learn the rate limit
+    from headers), :meth:`_is_rate_limited` (recognise the API's "slow down" answer, or raise
+    for a quota that waiting will not fix) and :meth:`_reauthenticate`.
     """
 
+    info: ClassVar[DestinationInfo]
     name = "destination"
+    failure = DestinationError
     max_batch = 100
     stats: DestinationStats
     pacer: Pacer
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "info" in cls.__dict__:
+            cls.name = cls.info.name
+            cls.max_batch = cls.info.max_batch
+
+    @classmethod
+    def from_env(
+        cls,
+        env_prefix: str | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Self:
+        """The client configured from the environment variables ``info.env`` names (with
+        ``env_prefix``, e.g. ``SF_SANDBOX``, in place of the destination's: a second account);
+        ``options`` go to the client. A required variable that is not set is a
+        :class:`DestinationConfigError` naming it (never its value)."""
+        return cls(**settings_from_env(cls.info, environ, env_prefix), **options)
+
+    @classmethod
+    def sync_arguments(
+        cls, arguments: dict[str, Any], mapping: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The client arguments a sync gives (object, identity field, ``options``), adjusted
+        to its ``mapping`` where the destination needs to (Zendesk: the tags it manages); a
+        ``ValueError`` for a mapping the client cannot take as configured."""
+        return arguments
 
     def __init__(
         self,
@@ -154,17 +188,6 @@ class HttpDestination(HttpCore):
         ):
             outcomes[position] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
@@ -217,18 +240,6 @@ class HttpDestination(HttpCore):
             body=_json_or_none(response),
         )
 
-    def _exhausted(self, endpoint: str, attempts: int, elapsed: float, failure: str) -> Exception:
-        return DestinationError(
-            f"{self.name}: {endpoint} failed after {attempts} attempt(s); last failure: {failure}"
-        )
-
-    def _impatient(self, endpoint: str, status: int, answers: int, waited: float) -> Exception:
-        return DestinationError(
-            f"{self.name}: {endpoint} still rate limited (HTTP {status}) after {answers} "
-            f"answer(s) and {waited:.0f}s of waiting; gave up "
-            f"(rate_limit_patience_s={self.retry.rate_limit_patience_s:g})"
-        )
-
 
 def _json_or_none(response: httpx.Response) -> Any:
     try:
@@ -269,13 +280,25 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def require_env(env: Mapping[str, str], name: str, destination: str, what: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
-        raise DestinationConfigError(
-            f"{destination}: environment variable {name} is not set ({what})"
-        )
-    return value
+def settings_from_env(
+    info: DestinationInfo, environ: Mapping[str, str] | None = None, env_prefix: str | None = None
+) -> dict[str, str]:
+    """The client arguments ``info.env`` fills, from ``environ`` (default: the process
+    environment); optional variables that are not set are left out."""
+    env = os.environ if environ is None else environ
+    settings: dict[str, str] = {}
+    for setting in info.env:
+        name = setting.name
+        if env_prefix is not None:
+            name = env_prefix + name.removeprefix(info.env_prefix)
+        value = env.get(name, "").strip()
+        if value:
+            settings[setting.option] = value
+        elif setting.required:
+            raise DestinationConfigError(
+                f"{info.name}: environment variable {name} is not set ({setting.help})"
+            )
+    return settings
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,7 +36,9 @@ import httpx
 
 from medallion_platform.reverse_etl.destinations.base import (
     DestinationError,
+    DestinationInfo,
     DestinationRecord,
+    EnvSetting,
     FieldSpec,
     RecordOutcome,
 )
@@ -51,7 +52,6 @@ from medallion_platform.reverse_etl.destinations.http import (
     header_int,
     not_sent,
     prepare_fields,
-    require_env,
     rounds,
 )
 from medallion_platform.reverse_etl.destinations.ratelimit import Pacer, RateLimit
@@ -75,8 +75,29 @@ declared by the sync (``fields`` in ``syncs.yaml``) and given as ``fields``."""
 class HubSpotDestination(HttpDestination):
     """Contacts upserted by ``id_property`` (a unique property: ``email``, ``acme_customer_id``)."""
 
-    name = "hubspot"
-    max_batch = MAX_INPUTS
+    info = DestinationInfo(
+        name="hubspot",
+        objects=("contacts",),
+        identity_fields=("email",),  # a portal's own unique properties: identity: true
+        fields=FIELDS,
+        max_batch=MAX_INPUTS,
+        env=(
+            EnvSetting(
+                name="HUBSPOT_BASE_URL",
+                option="base_url",
+                help="e.g. https://api.hubapi.com",
+                address=True,
+            ),
+            EnvSetting(
+                name="HUBSPOT_ACCESS_TOKEN",
+                option="access_token",
+                help="a private app's token",
+                secret=True,
+            ),
+        ),
+        lowercase_identity=("email",),
+        identity_option="id_property",
+    )
 
     def __init__(
         self,
@@ -101,22 +122,6 @@ class HubSpotDestination(HttpDestination):
             secrets=[access_token],
             pacer=Pacer(rate_limit or DEFAULT_RATE_LIMIT, learn=rate_limit is None),
             retry=retry,
-        )
-
-    @classmethod
-    def from_env(
-        cls,
-        env_prefix: str = "HUBSPOT",
-        *,
-        environ: Mapping[str, str] | None = None,
-        **options: Any,
-    ) -> HubSpotDestination:
-        """From ``{prefix}_BASE_URL`` and ``{prefix}_ACCESS_TOKEN``."""
-        env = os.environ if environ is None else environ
-        return cls(
-            require_env(env, f"{env_prefix}_BASE_URL", cls.name, "e.g. https://api.hubapi.com"),
-            require_env(env, f"{env_prefix}_ACCESS_TOKEN", cls.name, "a private app's token"),
-            **options,
         )
 
     # -- Destination ----------------------------------------------------------------------------

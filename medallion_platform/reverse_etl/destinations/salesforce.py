@@ -35,18 +35,19 @@ There is no per-window limit to learn, so requests are paced only when ``rate_li
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from medallion_platform.reverse_etl.destinations.base import (
     DestinationAuthError,
     DestinationError,
+    DestinationInfo,
     DestinationRecord,
+    EnvSetting,
     FieldSpec,
     RecordOutcome,
 )
@@ -59,7 +60,6 @@ from medallion_platform.reverse_etl.destinations.http import (
     describe_error,
     not_sent,
     prepare_fields,
-    require_env,
     rounds,
 )
 from medallion_platform.reverse_etl.destinations.ratelimit import Pacer, RateLimit
@@ -103,6 +103,18 @@ class DuplicateRuleHeader(BaseModel):
         )
 
 
+class SalesforceOptions(BaseModel):
+    """``options`` of a Salesforce sync."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    duplicate_rule_header: DuplicateRuleHeader | None = Field(
+        default=None,
+        description="Sent as Sforce-Duplicate-Rule-Header; allow_save: true saves records a "
+        "duplicate rule only alerts on. Unset: such records fail with DUPLICATES_DETECTED.",
+    )
+
+
 class OAuthSettings(BaseModel):
     """A connected app's credentials for ``{token_url}`` (``/services/oauth2/token``): the
     refresh-token flow when ``refresh_token`` is set, else the client-credentials flow."""
@@ -127,14 +139,68 @@ class OAuthSettings(BaseModel):
 class SalesforceDestination(HttpDestination):
     """Contacts (or any sObject) upserted by an external id field."""
 
-    name = "salesforce"
-    max_batch = MAX_RECORDS
+    info = DestinationInfo(
+        name="salesforce",
+        objects=("Contact",),
+        identity_fields=(),  # an org's external id fields: declared with identity: true
+        fields=FIELDS,
+        max_batch=MAX_RECORDS,
+        env=(
+            EnvSetting(
+                name="SALESFORCE_INSTANCE_URL",
+                option="instance_url",
+                help="the org's instance URL",
+                address=True,
+            ),
+            EnvSetting(
+                name="SALESFORCE_ACCESS_TOKEN",
+                option="access_token",
+                help="an OAuth access token; may be unset with SALESFORCE_CLIENT_ID",
+                secret=True,
+                required=False,
+            ),
+            # A connected app: the access token is refreshed with these on 401.
+            EnvSetting(
+                name="SALESFORCE_CLIENT_ID",
+                option="client_id",
+                help="the connected app's consumer key",
+                required=False,
+            ),
+            EnvSetting(
+                name="SALESFORCE_CLIENT_SECRET",
+                option="client_secret",
+                help="the connected app's consumer secret",
+                secret=True,
+                required=False,
+            ),
+            EnvSetting(
+                name="SALESFORCE_REFRESH_TOKEN",
+                option="refresh_token",
+                help="a refresh token (refresh-token flow); unset: client-credentials flow",
+                secret=True,
+                required=False,
+            ),
+            EnvSetting(
+                name="SALESFORCE_TOKEN_URL",
+                option="token_url",
+                help="the token endpoint; default <instance>/services/oauth2/token",
+                required=False,
+            ),
+        ),
+        object_option="sobject",
+        identity_option="external_id_field",
+        options=SalesforceOptions,
+    )
 
     def __init__(
         self,
         instance_url: str,
-        access_token: str,
+        access_token: str = "",
         *,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        refresh_token: str | None = None,
+        token_url: str | None = None,
         sobject: str = "Contact",
         external_id_field: str = "Acme_Customer_Id__c",
         api_version: str = "62.0",
@@ -144,9 +210,26 @@ class SalesforceDestination(HttpDestination):
         oauth: OAuthSettings | None = None,
         duplicate_rule_header: DuplicateRuleHeader | Mapping[str, bool] | None = None,
     ) -> None:
-        """``access_token`` may be empty when ``oauth`` is given: the first call then gets one."""
+        """``access_token`` may be empty when a connected app is given (``oauth``, or
+        ``client_id`` and ``client_secret`` as the environment gives them): the first call
+        then gets one."""
+        if oauth is None and client_id:
+            if not client_secret:
+                raise DestinationConfigError(
+                    "salesforce: SALESFORCE_CLIENT_ID is set but SALESFORCE_CLIENT_SECRET is not "
+                    "(the connected app's consumer secret)"
+                )
+            oauth = OAuthSettings(
+                token_url=token_url or f"{instance_url.strip().rstrip('/')}/services/oauth2/token",
+                client_id=client_id,
+                client_secret=client_secret,
+                refresh_token=refresh_token or None,
+            )
         if not access_token and oauth is None:
-            raise DestinationConfigError("salesforce: access_token is empty and no oauth given")
+            raise DestinationConfigError(
+                "salesforce: set SALESFORCE_ACCESS_TOKEN (an OAuth access token), or "
+                "SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET (a connected app)"
+            )
         if oauth is not None:
             check_base_url(self.name, oauth.token_url)
         self.oauth = oauth
@@ -175,45 +258,6 @@ class SalesforceDestination(HttpDestination):
             pacer=Pacer(rate_limit),
             retry=retry,
         )
-
-    @classmethod
-    def from_env(
-        cls,
-        env_prefix: str = "SALESFORCE",
-        *,
-        environ: Mapping[str, str] | None = None,
-        **options: Any,
-    ) -> SalesforceDestination:
-        """From ``{prefix}_INSTANCE_URL`` and ``{prefix}_ACCESS_TOKEN``; with
-        ``{prefix}_CLIENT_ID`` and ``{prefix}_CLIENT_SECRET`` (a connected app) the token is
-        refreshed on 401, by ``{prefix}_REFRESH_TOKEN`` when set (refresh-token flow), else by
-        the client-credentials flow; ``{prefix}_TOKEN_URL`` defaults to the instance's
-        ``/services/oauth2/token``. The access token may then be left unset."""
-        env = os.environ if environ is None else environ
-        instance = require_env(
-            env, f"{env_prefix}_INSTANCE_URL", cls.name, "the org's instance URL"
-        )
-        client_id = env.get(f"{env_prefix}_CLIENT_ID", "").strip()
-        oauth = None
-        if client_id:
-            oauth = OAuthSettings(
-                token_url=env.get(f"{env_prefix}_TOKEN_URL", "").strip()
-                or f"{instance.rstrip('/')}/services/oauth2/token",
-                client_id=client_id,
-                client_secret=require_env(
-                    env, f"{env_prefix}_CLIENT_SECRET", cls.name, "the connected app's secret"
-                ),
-                refresh_token=env.get(f"{env_prefix}_REFRESH_TOKEN", "").strip() or None,
-            )
-            token = env.get(f"{env_prefix}_ACCESS_TOKEN", "").strip()
-        else:
-            token = require_env(
-                env,
-                f"{env_prefix}_ACCESS_TOKEN",
-                cls.name,
-                f"an OAuth access token, or {env_prefix}_CLIENT_ID/_CLIENT_SECRET",
-            )
-        return cls(instance, token, oauth=oauth, **options)
 
     # -- Destination ----------------------------------------------------------------------------
 

@@ -43,18 +43,20 @@ from __future__ import annotations
 import base64
 import heapq
 import itertools
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field
 
 from medallion_platform.reverse_etl.destinations.base import (
     DestinationError,
+    DestinationInfo,
     DestinationRecord,
     DestinationSetupError,
+    EnvSetting,
     FieldSpec,
     RecordOutcome,
 )
@@ -68,7 +70,6 @@ from medallion_platform.reverse_etl.destinations.http import (
     header_int,
     not_sent,
     prepare_fields,
-    require_env,
     rounds,
 )
 from medallion_platform.reverse_etl.destinations.ratelimit import Pacer, RateLimit
@@ -111,11 +112,74 @@ class _Job:
     result: dict[str, Any] | None = field(default=None, repr=False)
 
 
+class ZendeskOptions(BaseModel):
+    """``options`` of a Zendesk sync."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tags: TagsMode | None = Field(
+        default=None,
+        description="merge: keep the tags the sync does not manage (agents'), one more request "
+        "per 100 users; replace: the sync owns every tag of its users. Required when the "
+        "mapping sets tags (a tags list replaces all of a user's tags in Zendesk).",
+    )
+
+
+def managed_tags(tags_field: Any) -> list[str]:
+    """The tags a sync's ``tags`` mapping decides (sets or removes): its ``tags_from`` keys,
+    or its constant (or default) list."""
+    if tags_field.tags_from is not None:
+        return list(tags_field.tags_from)
+    constant = tags_field.constant if tags_field.constant is not None else tags_field.default
+    return list(constant) if isinstance(constant, list) else []
+
+
 class ZendeskDestination(HttpDestination):
     """End users upserted by ``external_id`` through bulk jobs."""
 
-    name = "zendesk"
-    max_batch = MAX_USERS
+    info = DestinationInfo(
+        name="zendesk",
+        objects=("users",),
+        identity_fields=("external_id",),  # create_or_update_many matches by it
+        fields=FIELDS,
+        max_batch=MAX_USERS,
+        env=(
+            EnvSetting(
+                name="ZENDESK_BASE_URL",
+                option="base_url",
+                help="e.g. https://acme.zendesk.com",
+                address=True,
+            ),
+            EnvSetting(
+                name="ZENDESK_EMAIL", option="email", help="the agent the API token belongs to"
+            ),
+            EnvSetting(
+                name="ZENDESK_API_TOKEN", option="api_token", help="an API token", secret=True
+            ),
+        ),
+        options=ZendeskOptions,
+    )
+
+    @classmethod
+    def sync_arguments(
+        cls, arguments: dict[str, Any], mapping: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """``tags`` goes to the client only with a ``tags`` mapping, with the tags it manages;
+        a ``tags`` mapping without ``options.tags`` is refused (Zendesk would wipe agents'
+        tags without a word)."""
+        given = dict(arguments)
+        mode = given.pop("tags", None)
+        tags_field = mapping.get("tags")
+        if tags_field is None:
+            return given
+        if mode is None:
+            raise ValueError(
+                "mapping tags: a tags list replaces all of a Zendesk user's tags, agents' "
+                "included; declare options.tags: merge (keep the tags this sync does not "
+                "manage; one more request per 100 users) or replace (this sync owns every tag "
+                "of its users)"
+            )
+        return {**given, "tags": mode, "managed_tags": managed_tags(tags_field)}
 
     def __init__(
         self,
@@ -173,23 +237,6 @@ class ZendeskDestination(HttpDestination):
             secrets=[api_token, credentials],
             pacer=Pacer(rate_limit or default, learn=rate_limit is None),
             retry=retry,
-        )
-
-    @classmethod
-    def from_env(
-        cls,
-        env_prefix: str = "ZENDESK",
-        *,
-        environ: Mapping[str, str] | None = None,
-        **options: Any,
-    ) -> ZendeskDestination:
-        """From ``{prefix}_BASE_URL``, ``{prefix}_EMAIL`` and ``{prefix}_API_TOKEN``."""
-        env = os.environ if environ is None else environ
-        return cls(
-            require_env(env, f"{env_prefix}_BASE_URL", cls.name, "e.g. https://acme.zendesk.com"),
-            require_env(env, f"{env_prefix}_EMAIL", cls.name, "the agent the API token belongs to"),
-            require_env(env, f"{env_prefix}_API_TOKEN", cls.name, "an API token"),
-            **options,
         )
 
     # -- Destination ----------------------------------------------------------------------------

@@ -8,13 +8,12 @@ import threading
 
 import pytest
 
-from medallion_platform.devkit.demo.destinations.common import (
+from medallion_platform.devkit.demo.destinations.common import RecordStore, is_email
+from medallion_platform.devkit.demo.http_emulator import (
     Fault,
     FaultPlan,
     RateLimit,
-    RecordStore,
     SlidingWindowLimiter,
-    is_email,
 )
 
 

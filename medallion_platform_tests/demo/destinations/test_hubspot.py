@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from medallion_platform.devkit.demo.destinations.common import RateLimit
 from medallion_platform.devkit.demo.destinations.hubspot import HubSpotEmulator
+from medallion_platform.devkit.demo.http_emulator import RateLimit
 
 TOKEN = "pat-eu1-0000aaaa-bbbb-cccc-dddd-eeeeffff9876"
 UPSERT = "/crm/v3/objects/contacts/batch/upsert"

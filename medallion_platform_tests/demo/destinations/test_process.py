@@ -15,24 +15,22 @@ from pathlib import Path
 import httpx
 import pytest
 
-from medallion_platform.devkit.demo.destinations import hubspot, salesforce, zendesk
+from medallion_platform.devkit.demo.destinations import salesforce, zendesk
 from medallion_platform.devkit.demo.destinations.__main__ import _parser, build, main
-from medallion_platform.devkit.demo.destinations.common import RateLimit
+from medallion_platform.devkit.demo.http_emulator import RateLimit
+from medallion_platform.reverse_etl.destinations import destination_info, destination_names
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 TOKEN = "process-mode-token-0000000000009876"
-TOKEN_ENVS = {
-    "salesforce": salesforce.TOKEN_ENV,
-    "hubspot": hubspot.TOKEN_ENV,
-    "zendesk": zendesk.TOKEN_ENV,
-}
+# The token each emulator reads: the secret its destination's client declares.
+TOKEN_ENVS = {name: destination_info(name).secret_env[0] for name in destination_names()}
 
 
 def test_runs_as_a_process_and_stops_on_sigterm() -> None:
     # One API is enough to check the shared print-then-sigwait plumbing (each process spends
     # seconds importing the platform package); Zendesk also has its job worker to stop.
-    env = {**os.environ, zendesk.TOKEN_ENV: TOKEN, "PYTHONUNBUFFERED": "1"}
-    env.pop(zendesk.EMAIL_ENV, None)
+    env = {**os.environ, "ZENDESK_API_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
+    env.pop("ZENDESK_EMAIL", None)
     command = [sys.executable, "-m", "medallion_platform.devkit.demo.destinations", "zendesk"]
     process = subprocess.Popen(
         [*command, "--port", "0", "--job-delay", "0"],
@@ -73,14 +71,18 @@ def test_runs_as_a_process_and_stops_on_sigterm() -> None:
 
 def test_arguments_shape_the_emulator() -> None:
     parser = _parser()
-    hub = build(parser.parse_args(["hubspot", "--rate-limit", "7"]), TOKEN)
+    hub = build(parser.parse_args(["hubspot", "--rate-limit", "7"]), {"access_token": TOKEN})
     assert hub.rate_limit == RateLimit(max_requests=7, window_seconds=10)
-    desk = build(parser.parse_args(["zendesk", "--rate-window", "1", "--job-delay", "0"]), TOKEN)
+    desk = build(
+        parser.parse_args(["zendesk", "--rate-window", "1", "--job-delay", "0"]),
+        {"api_token": TOKEN},
+    )
     assert isinstance(desk, zendesk.ZendeskEmulator)
     assert desk.rate_limit == RateLimit(max_requests=700, window_seconds=1) and desk.job_delay == 0
-    force = build(parser.parse_args(["salesforce", "--api-budget", "5"]), TOKEN)
+    force = build(parser.parse_args(["salesforce", "--api-budget", "5"]), {"access_token": TOKEN})
     assert isinstance(force, salesforce.SalesforceEmulator) and force.rate_limit is None
-    assert build(parser.parse_args(["hubspot", "--no-rate-limit"]), TOKEN).rate_limit is None
+    quiet = build(parser.parse_args(["hubspot", "--no-rate-limit"]), {"access_token": TOKEN})
+    assert quiet.rate_limit is None
 
 
 @pytest.mark.parametrize("api", sorted(TOKEN_ENVS))

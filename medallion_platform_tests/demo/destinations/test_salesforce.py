@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from medallion_platform.devkit.demo.destinations.common import RateLimit
 from medallion_platform.devkit.demo.destinations.salesforce import (
     CONTACT,
     SalesforceEmulator,
     case_safe_id,
 )
+from medallion_platform.devkit.demo.http_emulator import RateLimit
 
 TOKEN = "00DAcmeOutfitters!AQ4AQFakeSessionToken9876"
 UPSERT = "/services/data/v62.0/composite/sobjects/Contact/Acme_Customer_Id__c"

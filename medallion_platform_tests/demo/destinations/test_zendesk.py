@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from medallion_platform.devkit.demo.destinations.common import RateLimit
 from medallion_platform.devkit.demo.destinations.zendesk import DEFAULT_EMAIL, ZendeskEmulator
+from medallion_platform.devkit.demo.http_emulator import RateLimit
 
 TOKEN = "ZdAcmeOutfittersApiToken0000000000009876"
 UPSERT = "/api/v2/users/create_or_update_many.json"

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from medallion_platform.devkit.demo.destinations.common import RateLimit as EmulatorRateLimit
 from medallion_platform.devkit.demo.destinations.salesforce import (
     CONTACT,
     SalesforceEmulator,
     SObjectSchema,
 )
+from medallion_platform.devkit.demo.http_emulator import RateLimit as EmulatorRateLimit
 from medallion_platform.reverse_etl.destinations.base import (
     DestinationAuthError,
     DestinationError,
@@ -252,7 +252,9 @@ def test_fields_and_from_env() -> None:
         "Segment__c": "string",
         "Last_Order_Date__c": "date",
     }
-    with pytest.raises(DestinationConfigError, match="SALESFORCE_ACCESS_TOKEN is not set"):
+    with pytest.raises(
+        DestinationConfigError, match=r"set SALESFORCE_ACCESS_TOKEN .*, or SALESFORCE_CLIENT_ID"
+    ):
         SalesforceDestination.from_env(environ={"SALESFORCE_INSTANCE_URL": "https://x.test"})
     with pytest.raises(DestinationConfigError, match="SF_SANDBOX_INSTANCE_URL is not set"):
         SalesforceDestination.from_env("SF_SANDBOX", environ={})

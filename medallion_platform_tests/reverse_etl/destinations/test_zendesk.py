@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from medallion_platform.devkit.demo.destinations.common import RateLimit as EmulatorRateLimit
 from medallion_platform.devkit.demo.destinations.zendesk import DEFAULT_EMAIL, ZendeskEmulator
+from medallion_platform.devkit.demo.http_emulator import RateLimit as EmulatorRateLimit
 from medallion_platform.reverse_etl.destinations.base import (
     DestinationAuthError,
     DestinationError,

@@ -28,28 +28,31 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medallion_platform.devkit.demo.destinations.common import (
+    EmulatorInfo,
+    IndexFn,
+    RecordStore,
+    StoreTransaction,
+    is_email,
+    rate_limit_from_args,
+    utc_timestamp,
+)
+from medallion_platform.devkit.demo.http_emulator import (
     Admission,
     ApiError,
     EmulatorServer,
     Headers,
-    IndexFn,
     RateLimit,
-    RecordStore,
     Request,
     Response,
     Route,
-    StoreTransaction,
     bearer_token,
     empty_response,
-    is_email,
     json_response,
     parse_json,
     proxy_error_page,
     same_secret,
-    utc_timestamp,
 )
 
-TOKEN_ENV = "HUBSPOT_ACCESS_TOKEN"
 MAX_INPUTS = 100
 DEFAULT_RATE_LIMIT = RateLimit(max_requests=100, window_seconds=10)  # private apps, Free/Starter
 FIRST_CONTACT_ID = 51_000_000_001
@@ -689,3 +692,12 @@ def _as_read(record: Mapping[str, Any], wanted: Sequence[str]) -> dict[str, Any]
     if record.get("archivedAt"):
         body["archivedAt"] = record["archivedAt"]
     return body
+
+
+EMULATOR = EmulatorInfo(
+    build=lambda args, settings: HubSpotEmulator(
+        token=settings["access_token"],
+        port=args.port,
+        rate_limit=rate_limit_from_args(args, DEFAULT_RATE_LIMIT),
+    )
+)

@@ -16,6 +16,7 @@ As a process (the token comes from the environment so it never shows in ``ps``):
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import itertools
@@ -31,26 +32,29 @@ from urllib.parse import parse_qsl
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from medallion_platform.devkit.demo.destinations.common import (
+    EmulatorInfo,
+    IndexFn,
+    RecordStore,
+    StoreTransaction,
+    is_email,
+    rate_limit_from_args,
+)
+from medallion_platform.devkit.demo.http_emulator import (
     Admission,
     ApiError,
     EmulatorServer,
     Headers,
-    IndexFn,
     RateLimit,
-    RecordStore,
     Request,
     Response,
     Route,
-    StoreTransaction,
     bearer_token,
-    is_email,
     json_response,
     parse_json,
     proxy_error_page,
     same_secret,
 )
 
-TOKEN_ENV = "SALESFORCE_ACCESS_TOKEN"
 MAX_RECORDS = 200  # per sObject Collections call, upsert and delete alike
 MIN_COLLECTION_UPSERT_VERSION = 46.0  # collection upsert exists from API v46.0
 DEFAULT_API_BUDGET = 100_000  # DailyApiRequests of a small Enterprise org
@@ -1045,3 +1049,24 @@ def _as_read(schema: SObjectSchema, record: Mapping[str, Any], version: str) -> 
     for name in ("CreatedDate", "LastModifiedDate", "SystemModstamp"):
         body[name] = record.get(name)
     return body
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--api-budget",
+        type=int,
+        default=DEFAULT_API_BUDGET,
+        help="Salesforce: the org's request budget (403 REQUEST_LIMIT_EXCEEDED beyond it)",
+    )
+
+
+EMULATOR = EmulatorInfo(
+    build=lambda args, settings: SalesforceEmulator(
+        token=settings["access_token"],
+        port=args.port,
+        api_budget=args.api_budget,
+        rate_limit=rate_limit_from_args(args, None),
+    ),
+    add_arguments=_add_arguments,
+    secrets=("access_token",),  # OAuth flows: the tests start the emulator with a client app
+)

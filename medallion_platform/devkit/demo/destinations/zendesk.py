@@ -24,6 +24,7 @@ As a process (the token comes from the environment so it never shows in ``ps``):
 
 from __future__ import annotations
 
+import argparse
 import copy
 import datetime as dt
 import itertools
@@ -40,28 +41,30 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from medallion_platform.devkit.demo.destinations.common import (
+    EmulatorInfo,
+    RecordStore,
+    StoreTransaction,
+    is_email,
+    rate_limit_from_args,
+    utc_timestamp,
+)
+from medallion_platform.devkit.demo.http_emulator import (
     Admission,
     EmulatorServer,
     Headers,
     RateLimit,
-    RecordStore,
     Request,
     Response,
     Route,
-    StoreTransaction,
     basic_credentials,
     bearer_token,
-    is_email,
     json_response,
     parse_json,
     proxy_error_page,
     same_secret,
     text_response,
-    utc_timestamp,
 )
 
-TOKEN_ENV = "ZENDESK_API_TOKEN"
-EMAIL_ENV = "ZENDESK_EMAIL"
 DEFAULT_EMAIL = "integrations@acme-outfitters.test"
 MAX_USERS = 100  # per create_or_update_many, destroy_many and show_many
 DEFAULT_RATE_LIMIT = RateLimit(max_requests=700, window_seconds=60)  # Enterprise plan
@@ -655,3 +658,27 @@ def _id_list(request: Request) -> tuple[list[str], bool]:
 
 def _job_id() -> str:
     return uuid.uuid4().hex
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--job-delay",
+        type=float,
+        default=DEFAULT_JOB_DELAY,
+        help="Zendesk: seconds a job stays queued before it runs",
+    )
+
+
+EMULATOR = EmulatorInfo(
+    build=lambda args, settings: ZendeskEmulator(
+        token=settings["api_token"],
+        email=settings.get("email") or DEFAULT_EMAIL,
+        port=args.port,
+        rate_limit=rate_limit_from_args(args, DEFAULT_RATE_LIMIT),
+        job_delay=args.job_delay,
+    ),
+    add_arguments=_add_arguments,
+    demo_settings={"email": DEFAULT_EMAIL},
+    # Jobs wait 0.5 s by default before running; the demo needs no such patience.
+    demo_args=("--job-delay", "0.05"),
+)
