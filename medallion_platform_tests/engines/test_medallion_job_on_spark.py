@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
 from medallion_platform.config import platform_config
@@ -36,6 +37,9 @@ from medallion_platform_tests.engines.compare import differences, quarantine_row
 from medallion_platform_tests.engines.conftest import TEST_SPARK_CONF
 
 BIN = Path(sys.executable).parent
+# Minutes (a JVM per Dagster step): `make spark` runs it, and CI after `make test`.
+pytestmark = pytest.mark.spark_job
+
 KILLED = "events"  # the first silver step: silver (stored by day) and quarantine, one commit
 
 
