@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SCALE  ?= 1
 
-.PHONY: install demo test journey soak lint format dev bench bench-streams bench-cdc lock clean
+.PHONY: install demo test journey spark soak lint format dev bench bench-streams bench-cdc lock clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,11 +22,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -m "not journey"
+	$(BIN)/pytest -m "not journey and not spark_job"
 
 ## The README's journey walked end to end, a second demo on one home (minutes; CI runs it).
 journey: $(STAMP)
 	$(BIN)/pytest -m journey
+
+## medallion_job on the Spark engine (local[2]), killed mid-write and rerun, equal to DuckDB's
+## tables (minutes: a JVM per Dagster step; CI runs it). Needs Java 17+.
+spark: $(STAMP)
+	$(BIN)/pytest -m spark_job
 
 ## Fault soak: every source and sync killed at many more seeded points than `make test` does
 ## (medallion_platform_tests/faults); FAULT_TRIALS=40 per source, from FAULT_SEED=1000.

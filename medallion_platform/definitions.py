@@ -207,10 +207,17 @@ def build_definitions(
         }.items()
         if v
     }
+    warehouse = WarehouseResource(
+        path=warehouse_path,
+        memory_limit=settings.duckdb_memory_limit,
+        threads=settings.duckdb_threads,
+        **_engine_fields(settings.home),
+    )
     io_manager = WarehouseIOManager(
         database=warehouse_path,
         connection_config=duckdb_config,
         parquet_dir=str(settings.exports_dir),
+        warehouse=warehouse,  # its engine builds the SQL outputs (gold on Spark, or DuckDB)
     )
     return Definitions(
         assets=assets,
@@ -219,12 +226,7 @@ def build_definitions(
         sensors=sensors,
         schedules=schedules,
         resources={
-            "warehouse": WarehouseResource(
-                path=warehouse_path,
-                memory_limit=settings.duckdb_memory_limit,
-                threads=settings.duckdb_threads,
-                **_engine_fields(settings.home),
-            ),
+            "warehouse": warehouse,
             "landing_zone": LandingZoneResource(path=str(settings.landing_dir)),
             **{rest_resource_key(src): build_rest_resource(src) for src in config.rest_sources},
             **{stream_resource_key(s): build_stream_resource(s) for s in config.streams},
@@ -250,6 +252,7 @@ def _engine_fields(home) -> dict:
         "spark_master": engine.spark_master,
         "spark_remote": engine.spark_remote,
         "lake": engine.lake,
+        "spark_conf": engine.spark_conf,
     }
 
 

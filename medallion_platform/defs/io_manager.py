@@ -27,7 +27,10 @@ from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, Tabl
 from dagster_duckdb.io_manager import DuckDbClient, DuckDBIOManager
 
 from medallion_platform.defs.metadata import table_metadata
+from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.defs.runs import run_writer_session
+from medallion_platform.engines.duckdb_lake import detach_lake_table
+from medallion_platform.engines.engine import DuckDBEngine, Engine
 from medallion_platform.warehouse import Warehouse
 from medallion_platform.warehouse.exports import export_parquet
 from medallion_platform.warehouse.identifiers import qualified, quote
@@ -101,10 +104,25 @@ class PolarsHandler(DbTypeHandler[pl.DataFrame]):
 
 
 class SqlHandler(DbTypeHandler[SqlQuery]):
-    """Lazy: outputs are SELECTs run by the warehouse, inputs are handles to the table."""
+    """Lazy: outputs are SELECTs run by the engine (the warehouse itself, or Spark over the
+    lake for silver and gold), inputs are handles to the table."""
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.engine = engine or DuckDBEngine()
 
     def handle_output(self, context, table_slice, obj, connection):
-        return _write_relation(context, table_slice, connection, f"({obj.sql})")
+        schema, table = table_slice.schema, table_slice.table
+        if self.engine.name == "duckdb" or not self.engine.builds(schema):
+            detach_lake_table(connection, schema, table)  # a view a Spark run left
+            return _write_relation(context, table_slice, connection, f"({obj.sql})")
+        if table_slice.partition_dimensions:
+            raise NotImplementedError(
+                f"{schema}.{table}: partitioned SQL assets do not run on the {self.engine.name} "
+                "engine; build it with MEDALLION_ENGINE=duckdb"
+            )
+        self.engine.build_table(connection, schema, table, obj.sql)
+        desc = describe_table(connection, schema, table)
+        return {**table_metadata(desc, declared_descriptions(context)), "engine": self.engine.name}
 
     def load_input(self, context, table_slice, connection) -> TableRef:
         return TableRef(
@@ -178,6 +196,8 @@ class WarehouseIOManager(DuckDBIOManager):
 
     parquet_dir: str | None = None
     parquet_schemas: list[str] = ["gold"]
+    warehouse: WarehouseResource | None = None
+    """The warehouse resource, whose engine builds SQL outputs (DuckDB when not given)."""
 
     @staticmethod
     def type_handlers() -> Sequence[DbTypeHandler]:
@@ -204,7 +224,11 @@ class WarehouseIOManager(DuckDBIOManager):
             db_client=TransactionalDuckDbClient(),
             database=self.database,
             schema=self.schema_,
-            type_handlers=self.type_handlers(),
+            type_handlers=[
+                PandasHandler(),
+                PolarsHandler(),
+                SqlHandler(self.warehouse.sql_engine() if self.warehouse else None),
+            ],
             default_load_type=self.default_load_type(),
             io_manager_name="WarehouseIOManager",
         )

@@ -19,7 +19,6 @@ from pydantic import Field
 from medallion_platform.contracts import (
     Contract,
     SilverRunStats,
-    apply_contract,
     run_contract_checks,
 )
 from medallion_platform.contracts.changes import history_columns
@@ -272,8 +271,11 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
         ],
     )
     def _silver(context, config: SilverConfig, warehouse: WarehouseResource):
+        engine = warehouse.sql_engine()  # DuckDB, or Spark over the lake (views in the warehouse)
         with warehouse.warehouse().transaction() as conn:
-            stats = apply_contract(conn, contract, rebuild=config.rebuild, run_id=context.run_id)
+            stats = engine.apply_contract(
+                conn, contract, rebuild=config.rebuild, run_id=context.run_id
+            )
             outcomes = run_contract_checks(conn, contract)
             history_outcomes = run_history_checks(conn, contract) if history_specs else []
             drift = detect_drift(conn, contract)
@@ -296,6 +298,7 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
             asset_key=key,
             metadata={
                 **table_metadata(silver_desc, silver_descriptions(contract)),
+                "engine": engine.name,
                 "bronze_batches": f"({stats.from_batch_id}, {stats.to_batch_id}]",
                 "rebuilt": stats.rebuilt,
                 "rows_in": stats.rows_in,

@@ -37,6 +37,9 @@ SPARK_FRAGMENTS: dict[str, str] = {
     "epoch(a - b)": "Seconds of an interval: (unix_micros(a) - unix_micros(b)) / 1e6.",
     "CAST(double AS integer) (typed)": "DuckDB rounds to the nearest, Spark truncates: round() "
     "first.",
+    "round(double, n) (typed)": "DuckDB rounds x * 10^n to the nearest and divides back "
+    "(627.425, stored as 627.4249…, gives 627.42); Spark rounds the double's shortest decimal "
+    "spelling half up (627.43): written as DuckDB computes it, round(x * 10^n, 0) / 10^n.",
 }
 
 Schema = Mapping[str, Mapping[str, Mapping[str, str]]]
@@ -166,6 +169,36 @@ def _asof_join(select: exp.Expression) -> exp.Expression:
     return select
 
 
+def _is_double(node: exp.Expression) -> bool:
+    """A DOUBLE in DuckDB: typed so, a division (DuckDB divides in DOUBLE), or arithmetic on
+    one."""
+    if node.is_type(exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT) or isinstance(node, exp.Div):
+        return True
+    if isinstance(node, exp.Paren | exp.Neg):
+        return _is_double(node.this)
+    if isinstance(node, exp.Mul | exp.Add | exp.Sub):
+        return _is_double(node.this) or _is_double(node.expression)
+    return False
+
+
+def _double_round(node: exp.Expression) -> exp.Expression:
+    """``round(x, n)`` of a DOUBLE the way DuckDB computes it."""
+    if not isinstance(node, exp.Round) or node.args.get("_spark_double"):
+        return node
+    value, digits = node.this, node.args.get("decimals")
+    if not _is_double(value) or not (digits is None or (digits.is_int and int(digits.this) >= 0)):
+        return node
+    scale = exp.Literal.number(10 ** int(digits.this if digits is not None else 0))
+    scaled = exp.Round(
+        this=exp.Mul(this=exp.paren(value.copy()), expression=scale.copy()),
+        decimals=exp.Literal.number(0),
+        _spark_double=True,
+    )
+    return exp.Div(
+        this=exp.cast(scaled, exp.DataType.Type.DOUBLE), expression=scale, _spark_double=True
+    )
+
+
 def _typed(tree: exp.Expression, schema: Schema) -> exp.Expression:
     """Fragments that depend on types: date - date, CAST(double AS integer)."""
     try:
@@ -204,15 +237,19 @@ def _typed(tree: exp.Expression, schema: Schema) -> exp.Expression:
     return typed.transform(fix)
 
 
-def _lake_table(node: exp.Expression, paths: Mapping[str, str]) -> exp.Expression:
+def _lake_table(
+    node: exp.Expression, paths: Mapping[str, str], views: Mapping[str, str]
+) -> exp.Expression:
     if (
         isinstance(node, exp.Table)
         and node.args.get("db")
         and isinstance(node.this, exp.Identifier)
     ):
         name = f"{node.db}.{node.name}".lower()
+        alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(node.name))
+        if name in views:
+            return exp.Table(this=exp.to_identifier(views[name]), alias=alias)
         if name in paths:
-            alias = node.args.get("alias") or exp.TableAlias(this=exp.to_identifier(node.name))
             return exp.Table(
                 this=exp.to_identifier(paths[name], quoted=True),
                 db=exp.to_identifier("parquet"),
@@ -221,11 +258,24 @@ def _lake_table(node: exp.Expression, paths: Mapping[str, str]) -> exp.Expressio
     return node
 
 
+def tables_read(sql: str) -> list[str]:
+    """The ``layer.table`` names a DuckDB statement reads (CTE names have no schema), in the
+    order they first appear."""
+    tree = sqlglot.parse_one(sql, dialect="duckdb")
+    names = [
+        f"{t.db}.{t.name}".lower()
+        for t in tree.find_all(exp.Table)
+        if t.args.get("db") and isinstance(t.this, exp.Identifier)
+    ]
+    return list(dict.fromkeys(names))
+
+
 FRAGMENTS: list[Callable[[exp.Expression], exp.Expression]] = [
     _timezone_utc,
     _calendar,
     _range_table,
     _asof_join,
+    _double_round,
     _double_division,
 ]
 
@@ -235,6 +285,7 @@ def duckdb_to_spark(
     schema: Schema | None = None,
     *,
     paths: Mapping[str, str] | None = None,
+    views: Mapping[str, str] | None = None,
     extra: Sequence[Callable[[exp.Expression], exp.Expression]] = (),
     pretty: bool = False,
 ) -> str:
@@ -242,13 +293,14 @@ def duckdb_to_spark(
 
     ``schema`` enables the typed fragments; ``paths`` (``"layer.table"`` → Parquet folder)
     makes each table read its lake snapshot directly (``parquet.`<folder>```), so a statement
-    sees one committed snapshot per table and needs no catalog; ``extra`` fragments (the
+    sees one committed snapshot per table and needs no catalog; ``views`` maps names to
+    temporary views instead (a bronze range of batch files); ``extra`` fragments (the
     contract compiler's) run after the engine's."""
     tree = sqlglot.parse_one(sql, dialect="duckdb")
     if schema:
         tree = _typed(tree, schema)
     for fragment in [*FRAGMENTS, *extra]:
         tree = tree.transform(fragment)
-    if paths:
-        tree = tree.transform(lambda node: _lake_table(node, paths))
+    if paths or views:
+        tree = tree.transform(lambda node: _lake_table(node, paths or {}, views or {}))
     return tree.sql(dialect="spark", pretty=pretty, unsupported_level=sqlglot.ErrorLevel.RAISE)

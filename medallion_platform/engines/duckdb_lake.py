@@ -9,6 +9,7 @@ the same file with the same rows, so the lake's bronze is exactly-once because D
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
@@ -102,3 +103,60 @@ def lake_relation(lake: Lake, layer: str, table: str) -> str:
     path = lake.require(layer, table)
     pattern = path / "*.parquet"
     return f"read_parquet('{str(pattern).replace(chr(39), chr(39) * 2)}')"
+
+
+def _object_type(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> str | None:
+    """``BASE TABLE``, ``VIEW`` or None: what the warehouse holds under ``schema.table``."""
+    row = conn.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_schema = ? "
+        "AND table_name = ? AND table_catalog = current_database()",
+        [schema, table],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def attach_lake_table(
+    conn: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    schema: str,
+    table: str,
+    columns: Mapping[str, str] | None = None,
+) -> None:
+    """Make the warehouse's ``schema.table`` a view of the lake's current snapshot, so what
+    reads the warehouse (checks, ML, reports, syncs, the CLI) reads what Spark built. With
+    ``columns`` (name → DuckDB type) the view casts to them: the types the DuckDB engine
+    would have given (JSON, DECIMAL(38,2) …). A table of that name, left by the DuckDB
+    engine, is dropped: the lake owns the table now."""
+    folder = lake.require(schema, table)
+    pattern = str(folder / "*.parquet").replace("'", "''")
+    select = (
+        ", ".join(f"CAST({quote(c)} AS {t}) AS {quote(c)}" for c, t in columns.items())
+        if columns
+        else "*"
+    )
+    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+    if _object_type(conn, schema, table) == "BASE TABLE":
+        conn.execute(f"DROP TABLE {qualified(schema, table)}")
+    conn.execute(
+        f"CREATE OR REPLACE VIEW {qualified(schema, table)} AS "
+        f"SELECT {select} FROM read_parquet('{pattern}')"
+    )
+
+
+def detach_lake_table(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    """Drop the view the Spark engine left under ``schema.table`` (the DuckDB engine then
+    builds its own table); True if there was one."""
+    if _object_type(conn, schema, table) != "VIEW":
+        return False
+    conn.execute(f"DROP VIEW {qualified(schema, table)}")
+    return True
+
+
+def is_warehouse_table(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    """True when DuckDB owns ``schema.table`` (a table it built), not a view of the lake."""
+    return _object_type(conn, schema, table) == "BASE TABLE"
+
+
+def result_types(conn: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
+    """The columns and DuckDB types a SELECT gives (planned, not run)."""
+    return {row[0]: row[1] for row in conn.execute(f"DESCRIBE ({sql})").fetchall()}

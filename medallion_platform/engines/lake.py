@@ -13,9 +13,14 @@ would download at run time):
   over it: a rerun replaces the same batch with the same rows, never adds a second copy.
 - A table is never rewritten in place. A writer fills a new snapshot folder, then replaces
   one small commit file (``os.replace``, atomic) that names the snapshot of every table of
-  the unit *and* the position it reached (a contract's silver and quarantine tables and its
-  bronze watermark commit together). A crash before the replace leaves an unreferenced
-  folder and the old commit: the rerun starts from the old position.
+  the unit *and* the position it reached (a contract's silver, history and quarantine
+  tables and its bronze watermark commit together). A crash before the replace leaves an
+  unreferenced folder and the old commit: the rerun starts from the old position.
+
+The snapshots a commit supersedes are kept until the next commit (``Commit.previous``): a
+reader that resolved the old snapshot a moment before (DuckDB's views over the lake, until
+the run that committed updates them) can still finish. A table committed in another table's
+unit (a quarantine or history table) has a redirect file naming that unit.
 
 Local folders only in this slice; an object-store root needs the same commit rule on a
 store with atomic single-object puts (S3, GCS, ADLS all have them).
@@ -55,6 +60,8 @@ class Commit(BaseModel):
     tables: dict[str, str]
     position: dict[str, Any] = {}
     committed_at: str
+    previous: dict[str, str] = {}
+    """The tables of the commit before: kept on disk until the next commit replaces this one."""
 
 
 class Lake:
@@ -105,11 +112,18 @@ class Lake:
             / f"{validate_identifier(layer)}.{validate_identifier(table)}.json"
         )
 
+    def _replace_file(self, path: Path, text: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
     def commit(
         self, unit: str, tables: dict[str, Path], position: dict[str, Any] | None = None
     ) -> Commit:
         """Make ``tables`` (``"layer.table"`` → snapshot folder) the current state of ``unit``,
-        with its position, in one atomic file replace; then drop the snapshots it superseded."""
+        with its position, in one atomic file replace; then drop the snapshots the commit
+        before this one superseded (the last commit's stay for readers still on them)."""
         previous = self.read_commit(unit)
         for name, folder in tables.items():
             if not Path(folder).is_dir():
@@ -121,27 +135,40 @@ class Lake:
             },
             position=position or {},
             committed_at=datetime.now(UTC).isoformat(),
+            previous=previous.tables if previous is not None else {},
         )
-        path = self._commit_path(unit)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(commit.model_dump_json(indent=2))
-        os.replace(tmp, path)
+        for name in tables:  # where to find a table committed under another unit's name
+            if name != unit and self._unit_file(name) != unit:
+                self._replace_file(self._commit_path(name), json.dumps({"redirect": unit}))
+        self._replace_file(self._commit_path(unit), commit.model_dump_json(indent=2))
         if previous is not None:
-            for name, old in previous.tables.items():
-                if commit.tables.get(name) != old:
+            keep = {*commit.tables.values(), *commit.previous.values()}
+            for old in previous.previous.values():
+                if old not in keep:
                     shutil.rmtree(self.root / old, ignore_errors=True)
         return commit
 
-    def read_commit(self, unit: str) -> Commit | None:
-        path = self._commit_path(unit)
-        if not path.is_file():
-            return None
-        return Commit.model_validate(json.loads(path.read_text()))
+    def _read(self, name: str) -> dict[str, Any] | None:
+        path = self._commit_path(name)
+        return json.loads(path.read_text()) if path.is_file() else None
 
-    @staticmethod
-    def unit_of(layer: str, table: str) -> str:
-        """The commit unit a table belongs to: a contract's quarantine commits with its silver."""
+    def _unit_file(self, name: str) -> str | None:
+        """The unit ``name`` redirects to (None when it is a unit itself or unknown)."""
+        document = self._read(name)
+        return document.get("redirect") if document else None
+
+    def read_commit(self, unit: str) -> Commit | None:
+        document = self._read(unit)
+        if document is None or "redirect" in document:
+            return None
+        return Commit.model_validate(document)
+
+    def unit_of(self, layer: str, table: str) -> str:
+        """The commit unit a table belongs to: its redirect's (a history table commits with its
+        contract's silver), else a contract's quarantine commits with its silver."""
+        redirect = self._unit_file(f"{layer}.{table}")
+        if redirect:
+            return redirect
         return f"silver.{table}" if layer == "quarantine" else f"{layer}.{table}"
 
     def table_path(self, layer: str, table: str) -> Path | None:

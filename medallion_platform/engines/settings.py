@@ -7,10 +7,13 @@
                            ``local[*]`` (every core of this machine)
 ``MEDALLION_LAKE``         the lake root both engines read (a folder, or an object-store URL
                            a cluster can reach); ``<MEDALLION_HOME>/lake`` when unset
+``MEDALLION_SPARK_CONF``   Spark properties as a JSON object, e.g.
+                           ``{"spark.executor.memory": "8g"}`` (spark-defaults.conf works too)
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -32,6 +35,9 @@ class EngineSettings(BaseModel):
         default=None, description="Spark Connect URL; when set, spark_master is not used."
     )
     lake: str = Field(description="Root of the Parquet lake (folder or object-store URL).")
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict, description="Spark properties for the session (not secrets)."
+    )
 
     @field_validator("engine", mode="before")
     @classmethod
@@ -53,6 +59,7 @@ class EngineSettings(BaseModel):
                 os.environ.get("MEDALLION_SPARK_REMOTE") or os.environ.get("SPARK_REMOTE") or None
             ),
             lake=os.environ.get("MEDALLION_LAKE") or str(home / "lake"),
+            spark_conf=_spark_conf(os.environ.get("MEDALLION_SPARK_CONF")),
         )
 
     @property
@@ -61,3 +68,19 @@ class EngineSettings(BaseModel):
         if self.spark_remote:
             return self.spark_remote.split(";", 1)[0]  # sc://host:port;token=… → sc://host:port
         return self.spark_master
+
+
+def _spark_conf(text: str | None) -> dict[str, str]:
+    """``MEDALLION_SPARK_CONF``: a JSON object of Spark properties (values as text)."""
+    if not text or not text.strip():
+        return {}
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"MEDALLION_SPARK_CONF is not JSON ({exc.msg}); write an object like "
+            '{"spark.executor.memory": "8g"}'
+        ) from None
+    if not isinstance(document, dict):
+        raise ValueError("MEDALLION_SPARK_CONF must be a JSON object of Spark properties")
+    return {str(key): str(value) for key, value in document.items()}

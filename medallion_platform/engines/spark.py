@@ -7,11 +7,12 @@ mean in DuckDB, and writes Parquet timestamps as microseconds, which DuckDB read
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from medallion_platform.engines.dialects import duckdb_to_spark
+from medallion_platform.engines.dialects import duckdb_to_spark, tables_read
 from medallion_platform.engines.lake import Lake
 from medallion_platform.engines.settings import EngineSettings
 from medallion_platform.gold.build import in_dependency_order
@@ -25,6 +26,9 @@ SESSION_CONFIG = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     # DuckDB's semantics where Spark can be told: ANSI errors on overflow, no silent NULLs.
     "spark.sql.ansi.enabled": "true",
+    # DuckDB reads JSON with a repeated key as valid (the first one counts, as in
+    # get_json_object); Spark's JSON parser refuses it unless told.
+    "spark.sql.variant.allowDuplicateKeys": "true",
 }
 LOCAL_CONFIG = {
     "spark.ui.enabled": "false",
@@ -58,7 +62,7 @@ def spark_session(
         if settings.spark_master.startswith("local"):
             for key, value in LOCAL_CONFIG.items():
                 builder = builder.config(key, value)
-    for key, value in {**SESSION_CONFIG, **(conf or {})}.items():
+    for key, value in {**SESSION_CONFIG, **settings.spark_conf, **(conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     if not settings.spark_remote:
@@ -84,6 +88,30 @@ _SPARK_TO_DUCKDB = {
 def duckdb_type(spark_type: str) -> str:
     """A Spark type as DuckDB spells it (for sqlglot's typed fragments)."""
     return _SPARK_TO_DUCKDB.get(spark_type, spark_type.upper())
+
+
+_DUCKDB_TO_SPARK = {
+    **{duck: spark for spark, duck in _SPARK_TO_DUCKDB.items()},
+    "TIMESTAMP WITH TIME ZONE": "timestamp",
+    "JSON": "string",  # exported as text (duckdb_lake._PORTABLE)
+    "UUID": "string",
+    "HUGEINT": "decimal(38,0)",
+    "UHUGEINT": "decimal(38,0)",
+}
+
+
+def spark_schema(columns: Mapping[str, str]) -> str | None:
+    """A Spark DDL schema for DuckDB columns as the lake stores them; None if a type has no
+    plain Spark counterpart (the caller then lets Spark read the files' own schemas)."""
+    fields = []
+    for name, duck in columns.items():
+        spark = _DUCKDB_TO_SPARK.get(duck.upper())
+        if spark is None and re.fullmatch(r"DECIMAL\(\d+,\s*\d+\)", duck.upper()):
+            spark = duck.lower().replace(" ", "")
+        if spark is None:
+            return None
+        fields.append(f"`{name}` {spark}")
+    return ", ".join(fields)
 
 
 class SparkEngine:
@@ -114,10 +142,31 @@ class SparkEngine:
             schema.setdefault(layer, {})[table] = self._schemas[path]
         return paths, schema
 
-    def sql(self, sql: str, tables: Iterable[str]) -> DataFrame:
-        """A DuckDB statement over lake tables, transpiled and run on Spark."""
-        paths, schema = self._inputs(tables)
+    def sql(self, sql: str, tables: Iterable[str] | None = None) -> DataFrame:
+        """A DuckDB statement over lake tables (by default, every table it names), transpiled
+        and run on Spark."""
+        paths, schema = self._inputs(tables_read(sql) if tables is None else tables)
         return self.session.sql(duckdb_to_spark(sql, schema, paths=paths))
+
+    def bronze(
+        self, source: str, low: int, high: int, columns: Mapping[str, str] | None = None
+    ) -> DataFrame | None:
+        """The batch files of ``bronze.<source>`` with ids in ``(low, high]`` (None if none):
+        only those files are read, so an incremental run costs what its new batches do.
+        Columns added to bronze later are NULL in older batches: read with ``columns`` (the
+        warehouse table's, name → DuckDB type) when known, else by merging the files'
+        schemas (which reads every file's footer first)."""
+        files = [
+            str(path)
+            for batch_id, path in self.lake.bronze_batches(source).items()
+            if low < batch_id <= high
+        ]
+        if not files:
+            return None
+        schema = spark_schema(columns) if columns else None
+        if schema is None:
+            return self.session.read.option("mergeSchema", "true").parquet(*files)
+        return self.session.read.schema(schema).parquet(*files)
 
     def write_snapshot(self, frame: DataFrame, layer: str, table: str) -> Path:
         """Write ``frame`` into a new snapshot folder of ``layer.table`` (not yet committed)."""
@@ -125,12 +174,18 @@ class SparkEngine:
         frame.write.mode("errorifexists").parquet(str(folder))
         return folder
 
+    def build_table(
+        self, sql: str, layer: str, table: str, tables: Iterable[str] | None = None
+    ) -> Path:
+        """Build ``layer.table`` from a DuckDB SELECT over committed snapshots (the tables it
+        names, or ``tables``); write a new snapshot and commit it; returns the folder."""
+        folder = self.write_snapshot(self.sql(sql, tables), layer, table)
+        self.lake.commit(f"{layer}.{table}", {f"{layer}.{table}": folder})
+        return folder
+
     def build_model(self, model: SqlModel) -> Path:
         """Build one SQL model from its inputs' committed snapshots; commit its snapshot."""
-        frame = self.sql(model.sql, model.depends_on)
-        folder = self.write_snapshot(frame, model.layer, model.name)
-        self.lake.commit(f"{model.layer}.{model.name}", {f"{model.layer}.{model.name}": folder})
-        return folder
+        return self.build_table(model.sql, model.layer, model.name, model.depends_on)
 
     def build_models(self, models: Iterable[SqlModel]) -> dict[str, Path]:
         """Every model in dependency order (as :func:`gold.build.build_models` does on DuckDB);

@@ -133,10 +133,3 @@ def test_rerun_without_new_batches_changes_nothing(runs) -> None:
     assert (again.from_batch_id, again.to_batch_id, again.rows_in) == (2, 2, 0)
     assert table_rows(conn, lake_relation(lake, "silver", "products"), ["sku"]) == before
     assert _quarantine(conn, lake_relation(lake, "quarantine", "products")) == quarantined
-
-
-def test_unsupported_contract_says_so(runs) -> None:
-    _, _, engine, _ = runs
-    orders = next(c for c in platform_config().contracts if c.name == "orders")
-    with pytest.raises(NotImplementedError, match="orders: change logs"):
-        apply_contract_spark(engine, orders)

@@ -39,13 +39,23 @@ def test_unknown_engine_fails_at_load(monkeypatch, tmp_path) -> None:
         EngineSettings.from_env(tmp_path)
 
 
-def test_a_run_asked_to_use_spark_refuses_instead_of_running_on_duckdb(tmp_path) -> None:
-    resource = WarehouseResource(path=str(tmp_path / "warehouse.duckdb"), engine="spark")
+def test_a_misconfigured_engine_fails_before_the_first_step(tmp_path) -> None:
+    resource = WarehouseResource(path=str(tmp_path / "warehouse.duckdb"), engine="sparky")
     with (
-        pytest.raises(NotImplementedError, match="do not run on Spark yet"),
+        pytest.raises(ValidationError, match="'sparky' is not an engine"),
         resource.yield_for_execution(build_init_resource_context()),
     ):
         pass
     duckdb = WarehouseResource(path=str(tmp_path / "warehouse.duckdb"))
     assert duckdb.engine_settings().engine == "duckdb"
     assert duckdb.engine_settings().lake == str(tmp_path / "lake")
+    assert duckdb.sql_engine().name == "duckdb"
+
+
+def test_spark_properties_come_from_the_environment_as_json(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("MEDALLION_SPARK_CONF", '{"spark.executor.memory": "8g", "x.n": 2}')
+    conf = EngineSettings.from_env(tmp_path).spark_conf
+    assert conf == {"spark.executor.memory": "8g", "x.n": "2"}
+    monkeypatch.setenv("MEDALLION_SPARK_CONF", "spark.executor.memory=8g")
+    with pytest.raises(ValueError, match="MEDALLION_SPARK_CONF is not JSON"):
+        EngineSettings.from_env(tmp_path)

@@ -9,6 +9,8 @@ warehouse; the silver is published to the lake, Spark builds gold from the one S
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import duckdb
 import pytest
 
@@ -54,3 +56,18 @@ def test_model_on_spark_equals_duckdb(built, model) -> None:
     )
     assert snapshots[f"{model.layer}.{model.name}"] == lake.require(model.layer, model.name)
     assert differences(duck, spark_rows, names) == []
+
+
+def test_rounding_a_division_agrees_at_the_half_cent(spark) -> None:
+    """1254.85 / 2 is stored as 627.4249999…: DuckDB's round gives 627.42, Spark's own round
+    627.43 (it rounds the spelling '627.425'). Seen in gold.daily_revenue's aov on the demo."""
+    from medallion_platform.engines.dialects import duckdb_to_spark
+
+    sql = (
+        "SELECT CAST(round(gross / nullif(orders, 0), 2) AS DECIMAL(18, 2)) AS aov, "
+        "round(gross / orders * -1, 2) AS negative FROM (SELECT CAST(1254.85 AS DECIMAL(18, 2)) "
+        "AS gross, CAST(2 AS BIGINT) AS orders) AS t"
+    )
+    duck = duckdb.sql(sql).fetchone()
+    assert duck == (Decimal("627.42"), -627.42)
+    assert tuple(spark.sql(duckdb_to_spark(sql)).first()) == duck
