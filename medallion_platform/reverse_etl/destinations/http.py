@@ -130,8 +130,19 @@ class HttpDestination(HttpCore):
         """The client configured from the environment variables ``info.env`` names (with
         ``env_prefix``, e.g. ``SF_SANDBOX``, in place of the destination's: a second account);
         ``options`` go to the client. A required variable that is not set is a
-        :class:`DestinationConfigError` naming it (never its value)."""
-        return cls(**settings_from_env(cls.info, environ, env_prefix), **options)
+        :class:`DestinationConfigError` naming it (never its value); so does an error of the
+        client's own checks, with the prefixed names."""
+        settings = settings_from_env(cls.info, environ, env_prefix)
+        try:
+            return cls(**settings, **options)
+        except DestinationConfigError as exc:
+            if env_prefix is None:
+                raise
+            message = str(exc)
+            for setting in cls.info.env:
+                prefixed = _env_name(cls.info, setting.name, env_prefix)
+                message = re.sub(rf"\b{re.escape(setting.name)}\b", prefixed, message)
+            raise DestinationConfigError(message) from None
 
     @classmethod
     def sync_arguments(
@@ -280,6 +291,11 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _env_name(info: DestinationInfo, name: str, env_prefix: str | None) -> str:
+    """``name`` (``SALESFORCE_ACCESS_TOKEN``) under ``env_prefix`` (``SF_SANDBOX``) if given."""
+    return name if env_prefix is None else env_prefix + name.removeprefix(info.env_prefix)
+
+
 def settings_from_env(
     info: DestinationInfo, environ: Mapping[str, str] | None = None, env_prefix: str | None = None
 ) -> dict[str, str]:
@@ -288,9 +304,7 @@ def settings_from_env(
     env = os.environ if environ is None else environ
     settings: dict[str, str] = {}
     for setting in info.env:
-        name = setting.name
-        if env_prefix is not None:
-            name = env_prefix + name.removeprefix(info.env_prefix)
+        name = _env_name(info, setting.name, env_prefix)
         value = env.get(name, "").strip()
         if value:
             settings[setting.option] = value

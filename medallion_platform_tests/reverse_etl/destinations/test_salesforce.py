@@ -258,6 +258,14 @@ def test_fields_and_from_env() -> None:
         SalesforceDestination.from_env(environ={"SALESFORCE_INSTANCE_URL": "https://x.test"})
     with pytest.raises(DestinationConfigError, match="SF_SANDBOX_INSTANCE_URL is not set"):
         SalesforceDestination.from_env("SF_SANDBOX", environ={})
+    # A second account's error names its own variables, not the default account's.
+    with pytest.raises(DestinationConfigError) as second:
+        SalesforceDestination.from_env(
+            "SF_SANDBOX", environ={"SF_SANDBOX_INSTANCE_URL": "https://x.test"}
+        )
+    assert "set SF_SANDBOX_ACCESS_TOKEN" in str(second.value)
+    assert "SF_SANDBOX_CLIENT_ID and SF_SANDBOX_CLIENT_SECRET" in str(second.value)
+    assert "SALESFORCE_" not in str(second.value)
     with pytest.raises(DestinationConfigError, match="must use https"):
         SalesforceDestination("http://acme.my.salesforce.com", TOKEN)
     env = {
