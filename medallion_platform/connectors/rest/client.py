@@ -152,12 +152,6 @@ class RestClient(HttpCore):
     def retries(self) -> int:
         return self.stats.retries
 
-    def __enter__(self) -> RestClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def check_same_origin(self, url: str) -> None:
         """A next-page URL must stay on the base URL's origin: the credential goes with it."""
         base, other = urlsplit(self.base_url), urlsplit(url)
