@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,13 @@ JSON_COLUMNS = {
     "currency": "VARCHAR",
 }
 PHASES = ("publish", "raw_text", "raw_json", "raw_dedup", "consume", "bronze", "silver")
+# After the full run: new events worth --incremental % of it are published to the same topic
+# (a day after the first window, new ids, redeliveries and malformed ones as the generator
+# makes them), then bronze and silver run again on the same warehouse, as the stream sensor's
+# run would: the share of the full run's time they take is issue 14's incremental figure.
+INCREMENTAL_PHASES = ("publish_inc", "bronze_inc", "silver_inc")
+INCREMENTAL_SEED = 8  # another generator seed: event ids distinct from the first run's
+FIRST_DAY, WINDOW_DAYS = date(2026, 11, 1), 14  # iter_clickstream's window, the full run's
 Result = dict[str, Any]
 
 
@@ -167,6 +175,33 @@ def phase_publish(workdir: Path, events: int, opts: argparse.Namespace) -> Resul
         "manifest_seconds": manifest_s,
         "value_bytes": written["bytes"],
         "jsonl_mib": jsonl.stat().st_size / 2**20,
+    }
+
+
+def phase_publish_inc(workdir: Path, events: int, opts: argparse.Namespace) -> Result:
+    """Publish the new events of the incremental run (after the full run's, same topic)."""
+    from medallion_platform.connectors.streams.kafka import produce
+    from medallion_platform.devkit.demo.clickstream import clickstream_manifest, iter_clickstream
+
+    new_events = max(1, round(events * opts.incremental / 100))
+    start_date = FIRST_DAY + timedelta(days=WINDOW_DAYS)
+    kwargs = {"seed": INCREMENTAL_SEED, "start_date": start_date, "days": 1}
+    start = time.perf_counter()
+    sent = produce(
+        opts.bootstrap,
+        TOPIC,
+        ((key, value, None) for key, value in iter_clickstream(new_events, **kwargs)),
+        timeout_s=3600.0,
+    )
+    seconds = time.perf_counter() - start
+    manifest = clickstream_manifest(new_events, **kwargs)
+    if sent != manifest.messages:
+        raise RuntimeError(f"published {sent}, manifest {manifest.messages}")
+    return {
+        "rows": sent,
+        "seconds": seconds,
+        "manifest": manifest.model_dump(mode="json"),
+        "percent_requested": opts.incremental,
     }
 
 
@@ -411,6 +446,11 @@ PHASE_IMPORTS = {
     ],
     "silver": ["medallion_platform.contracts.apply", "medallion_platform.config", "pandas"],
 }
+PHASE_IMPORTS |= {
+    "publish_inc": PHASE_IMPORTS["publish"],
+    "bronze_inc": PHASE_IMPORTS["bronze"],
+    "silver_inc": PHASE_IMPORTS["silver"],
+}
 PHASE_FUNCS = {
     "publish": phase_publish,
     "raw_text": phase_raw_text,
@@ -419,6 +459,10 @@ PHASE_FUNCS = {
     "consume": phase_consume,
     "bronze": phase_bronze,
     "silver": phase_silver,
+    # The incremental run: the same bronze and silver code, on the warehouse the full run left.
+    "publish_inc": phase_publish_inc,
+    "bronze_inc": phase_bronze,
+    "silver_inc": phase_silver,
 }
 
 
@@ -451,6 +495,7 @@ def spawn_phase(name: str, workdir: Path, args: argparse.Namespace, bootstrap: s
         cmd += ["--memory-limit", args.memory_limit]
     if args.profile:
         cmd += ["--profile", args.profile]
+    cmd += ["--incremental", str(args.incremental)]
     print(f"... {name}", flush=True)
     subprocess.run(cmd, check=True)
     result: Result = json.loads((workdir / f"{name}.json").read_text())
@@ -477,6 +522,62 @@ def check_counts(results: dict[str, Result]) -> list[str]:
         ("quarantine rows", silver["quarantine_rows"], manifest["malformed"]),
     ]
     return [f"{what}: {got:,}, expected {want:,}" for what, got, want in expected if got != want]
+
+
+def check_incremental_counts(results: dict[str, Result]) -> list[str]:
+    """The incremental run stored exactly the new messages, events and malformed ones."""
+    manifest = results["publish_inc"]["manifest"]
+    bronze, silver = results["bronze_inc"], results["silver_inc"]
+    full = results["publish"]["manifest"]
+    expected = [
+        ("incremental bronze messages", bronze["rows"], manifest["messages"]),
+        (
+            "bronze rows stored after both",
+            bronze["bronze_rows"],
+            full["messages"] + manifest["messages"],
+        ),
+        ("incremental silver rows in", silver["rows"], manifest["messages"]),
+        ("incremental silver rows inserted", silver["inserted"], manifest["events"]),
+        ("silver rows after both", silver["silver_rows"], full["events"] + manifest["events"]),
+        ("incremental quarantined", silver["quarantined"], manifest["malformed"]),
+    ]
+    return [f"{what}: {got:,}, expected {want:,}" for what, got, want in expected if got != want]
+
+
+def render_incremental(results: dict[str, Result]) -> str:
+    """The incremental run against the full one: each layer's seconds as a share of the full
+    broker → silver (issue 14's goal: 1 % new data costs at most 5 %)."""
+    pub = results["publish_inc"]
+    full = {layer: results[layer] for layer in ("bronze", "silver")}
+    inc = {layer: results[f"{layer}_inc"] for layer in ("bronze", "silver")}
+    full_s = sum(r["seconds"] for r in full.values())
+    inc_s = sum(r["seconds"] for r in inc.values())
+    share = 100 * pub["rows"] / full["bronze"]["rows"]
+    lines = [
+        f"incremental: {pub['rows']:,} new messages ({pub['manifest']['events']:,} events), "
+        f"{share:.2f} % of the full run's {full['bronze']['rows']:,} (requested "
+        f"{pub['percent_requested']:g} %)",
+        "",
+        "| layer                  | full s | incremental s | rows in (incremental) | "
+        "share of full total |",
+        "|------------------------|-------:|--------------:|----------------------:|"
+        "--------------------:|",
+    ]
+    labels = {"bronze": "bronze (new messages)", "silver": "silver (new batches)"}
+    for layer, label in labels.items():
+        lines.append(
+            f"| {label:<22} | {full[layer]['seconds']:>6.2f} | {inc[layer]['seconds']:>13.2f} "
+            f"| {inc[layer]['rows']:>21,} | {100 * inc[layer]['seconds'] / full_s:>18.1f} % |"
+        )
+    lines += [
+        f"| {'total':<22} | {full_s:>6.2f} | {inc_s:>13.2f} | {'':>21} "
+        f"| {100 * inc_s / full_s:>18.1f} % |",
+        "",
+        f"incremental / full time: {100 * inc_s / full_s:.1f} % (goal <= 5 %); peak RSS: "
+        f"bronze {inc['bronze']['peak_rss_mib']:.0f}, "
+        f"silver {inc['silver']['peak_rss_mib']:.0f} MiB",
+    ]
+    return "\n".join(lines)
 
 
 def machine_info() -> dict[str, str]:
@@ -572,7 +673,15 @@ def main(argv: list[str] | None = None) -> int:
         help="run this phase under cProfile (slower) and keep <workdir>/<phase>.prof; "
         "implies --keep",
     )
-    parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--incremental",
+        type=float,
+        default=1.0,
+        metavar="PCT",
+        help="after the full run, new events worth PCT %% of it are published and bronze and "
+        "silver run again on the same warehouse (0: skip)",
+    )
+    parser.add_argument("--phase", choices=(*PHASES, *INCREMENTAL_PHASES), help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -606,9 +715,16 @@ def main(argv: list[str] | None = None) -> int:
                 }
         results["broker"] = memory
         problems = check_counts(results)
+        if args.incremental > 0:
+            for name in INCREMENTAL_PHASES:
+                results[name] = spawn_phase(name, workdir, args, bootstrap)
+            problems += check_incremental_counts(results)
         info = machine_info()
         print()
         print(render(results, info, args))
+        if args.incremental > 0:
+            print()
+            print(render_incremental(results))
         if args.json:
             print(
                 json.dumps({"events_requested": args.events, "machine": info, **results}, indent=2)
