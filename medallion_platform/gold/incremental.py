@@ -96,7 +96,7 @@ class _Plan(BaseModel):
 def check_incremental(model: SqlModel, contracts: list[Contract]) -> None:
     """What config loading can check of ``incremental:`` against the contracts: the input is
     a contract's silver table whose business key includes the model's key (so a replaced
-    version of a silver row keeps its gold key), not a snapshot feed's, and each key column
+    version of a silver row keeps its gold key), not one that flags deleted snapshot keys, and each key column
     passes the input's column of that name through. Raises ``ValueError`` naming the model."""
     from medallion_platform.lineage.columns import ColumnRef, model_column_lineage
 
@@ -106,10 +106,13 @@ def check_incremental(model: SqlModel, contracts: list[Contract]) -> None:
     contract = next((c for c in contracts if c.name == table), None)
     if schema != "silver" or contract is None:
         raise ValueError(f"{where} is not a contract's silver table")
-    if contract.mode == "snapshot":
-        # Snapshot silver keeps the lineage of a value's first delivery (an undeleted key
-        # keeps an old _batch_id), so _batch_id does not mark every change.
-        raise ValueError(f"{where}: contract {contract.name} is a snapshot feed (mode: snapshot)")
+    if contract.mode == "snapshot" and contract.snapshot_deletes == "flag":
+        # A flagged key that comes back keeps the _batch_id of its first delivery, so the
+        # watermark would not see it return.
+        raise ValueError(
+            f"{where}: contract {contract.name} flags deleted snapshot keys "
+            "(snapshot_deletes: flag); incremental needs snapshot_deletes: remove"
+        )
     outside = [k for k in model.key if k not in contract.business_key]
     if outside:
         raise ValueError(
