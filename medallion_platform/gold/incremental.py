@@ -96,8 +96,9 @@ class _Plan(BaseModel):
 def check_incremental(model: SqlModel, contracts: list[Contract]) -> None:
     """What config loading can check of ``incremental:`` against the contracts: the input is
     a contract's silver table whose business key includes the model's key (so a replaced
-    version of a silver row keeps its gold key), not one that flags deleted snapshot keys, and each key column
-    passes the input's column of that name through. Raises ``ValueError`` naming the model."""
+    version of a silver row keeps its gold key), not one that flags deleted snapshot keys,
+    and each key column passes the input's column of that name through. Raises
+    ``ValueError`` naming the model."""
     from medallion_platform.lineage.columns import ColumnRef, model_column_lineage
 
     assert model.incremental is not None
