@@ -8,7 +8,9 @@ those same files, measures (each phase in its own child process, for an honest p
   as lineage) into a fresh DuckDB file: the peer bronze is compared with (the ``bench`` extra);
 - ``bronze``: ``ingest_files`` for every configured feed into a fresh warehouse;
 - ``silver``: ``apply_contract`` for each file feed's contract, one transaction each;
-- ``gold``: ``CREATE OR REPLACE TABLE gold.<name> AS <model SQL>`` (what the IO manager runs).
+- ``gold``: ``build_model`` per model (what the IO manager runs): ``CREATE OR REPLACE TABLE
+  gold.<name> AS <model SQL>``, or, in the incremental phase, only the changed keys of a
+  model declared ``incremental``.
 
 Run: ``python bench/bench_files.py --rows 5000000`` (see bench/README.md).
 """
@@ -340,8 +342,10 @@ def phase_silver(workdir: Path, rows: int, memory_limit: str | None) -> Result:
 
 
 def phase_gold(workdir: Path, rows: int, memory_limit: str | None) -> Result:
-    """The platform's gold: each model's SQL as CREATE OR REPLACE TABLE, one transaction each."""
+    """The platform's gold: ``build_model`` per model (what the gold assets run), one
+    transaction each: the whole table, or only the changed keys of an incremental model."""
     from medallion_platform.config import platform_config
+    from medallion_platform.gold.incremental import build_model
     from medallion_platform.warehouse import Warehouse
     from medallion_platform.warehouse.identifiers import qualified
 
@@ -364,12 +368,13 @@ def phase_gold(workdir: Path, rows: int, memory_limit: str | None) -> Result:
         }
     start = time.perf_counter()
     split = {}
+    builds = {}
     for model in models:
         t0 = time.perf_counter()
         with warehouse.transaction() as conn:
-            target = qualified("gold", model.name)
-            conn.execute(f"CREATE OR REPLACE TABLE {target} AS {model.sql}")
+            built = build_model(conn, model)
         split[model.name] = time.perf_counter() - t0
+        builds[model.name] = built.model_dump(exclude_none=True)
     seconds = time.perf_counter() - start
     with warehouse.connect() as conn:
         out = {
@@ -382,6 +387,7 @@ def phase_gold(workdir: Path, rows: int, memory_limit: str | None) -> Result:
         "rows_by_table": read,
         "seconds_by_table": split,
         "out": out,
+        "builds": builds,
     }
 
 
@@ -419,7 +425,11 @@ PHASE_IMPORTS = {
     "dlt": ["dlt", "dlt.sources.filesystem", "pyarrow.csv", "duckdb"],
     "bronze": ["medallion_platform.connectors.files.loader", "medallion_platform.config"],
     "silver": ["medallion_platform.contracts.apply", "medallion_platform.config"],
-    "gold": ["medallion_platform.warehouse", "medallion_platform.config"],
+    "gold": [
+        "medallion_platform.warehouse",
+        "medallion_platform.config",
+        "medallion_platform.gold.incremental",
+    ],
     "grow": ["medallion_platform.devkit.demo.generator"],
 }
 for _layer in LAYERS:
@@ -432,7 +442,8 @@ PHASE_FUNCS = {
     "silver": phase_silver,
     "gold": phase_gold,
     "grow": phase_grow,
-    # The same code on the same warehouse: only new files, new bronze batches; gold rebuilt.
+    # The same code on the same warehouse: only new files, new bronze batches, and the
+    # changed keys of incremental gold models (the others rebuilt).
     "bronze_inc": phase_bronze,
     "silver_inc": phase_silver,
     "gold_inc": phase_gold,
@@ -576,7 +587,7 @@ def render_incremental(results: dict[str, Result | None]) -> str:
     labels = {
         "bronze": "bronze (new files)",
         "silver": "silver (new batches)",
-        "gold": "gold (every model)",
+        "gold": "gold (incremental)",
     }
     lines = [
         f"incremental: {grow['rows']:,} new rows in {grow['loadable_files']} loadable files "
@@ -605,6 +616,12 @@ def render_incremental(results: dict[str, Result | None]) -> str:
         ),
         f"peak RSS: bronze {inc['bronze']['peak_rss_mib']:.0f}, silver "
         f"{inc['silver']['peak_rss_mib']:.0f}, gold {inc['gold']['peak_rss_mib']:.0f} MiB",
+        "gold builds: "
+        + "; ".join(
+            f"{name} {b['build']}"
+            + (f" ({b['changed_keys']:,} keys)" if "changed_keys" in b else f" ({b['reason']})")
+            for name, b in inc["gold"].get("builds", {}).items()
+        ),
     ]
     return "\n".join(lines)
 

@@ -254,7 +254,7 @@ def _status(conn: duckdb.DuckDBPyConnection, path: str) -> PlatformStatus:
             PositionStatus(source=s, key=k, position=p, batch_id=b, committed_at=t)
             for s, k, p, b, t in conn.execute(
                 "SELECT source, key, position, batch_id, committed_at FROM _meta.positions "
-                "WHERE key <> 'contract' ORDER BY 1, 2"
+                "WHERE key NOT IN ('contract', 'model', 'resets') ORDER BY 1, 2"
             ).fetchall()
         ]
         for feed, status, n in conn.execute(

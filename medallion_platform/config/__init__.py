@@ -25,6 +25,7 @@ from medallion_platform.connectors.rest.spec import RestSource
 from medallion_platform.connectors.streams.spec import StreamSpec
 from medallion_platform.contracts.spec import Contract
 from medallion_platform.gold.graph import TableGraph
+from medallion_platform.gold.incremental import check_incremental
 from medallion_platform.gold.spec import MODELS_ROOT, SqlModel
 from medallion_platform.ml.spec import ChurnSpec, load_churn_spec
 from medallion_platform.reverse_etl.spec import SyncSpec, load_syncs, validate_syncs
@@ -151,6 +152,11 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
             raise ConfigError(
                 f"{model.layer} model {model.name}: references unknown tables {sorted(unknown)}"
             )
+        if model.incremental is not None:
+            try:
+                check_incremental(model, contracts)
+            except ValueError as exc:
+                raise ConfigError(f"{model.layer}_models.yaml: {exc}") from None
     for stream in streams:
         contract = by_name.get(stream.contract or "")
         if stream.contract and (contract is None or contract.source != stream.bronze_table):

@@ -23,6 +23,7 @@ from medallion_platform.contracts.snapshots import merge_snapshot, quarantine_on
 from medallion_platform.contracts.spec import Contract
 from medallion_platform.contracts.tombstones import apply_tombstones
 from medallion_platform.warehouse.identifiers import qualified, quote
+from medallion_platform.warehouse.resets import record_reset
 from medallion_platform.warehouse.warehouse import (
     ensure_layout,
     get_watermark,
@@ -340,6 +341,8 @@ def apply_contract(
     )
     set_watermark(conn, consumer, high)
     set_position(conn, consumer, "contract", fingerprint, high)
+    if rebuild or deleted:  # invisible to a _batch_id watermark: incremental gold rebuilds
+        record_reset(conn, consumer, high)
     conn.execute(
         "INSERT INTO _meta.silver_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
         [

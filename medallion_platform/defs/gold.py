@@ -28,16 +28,22 @@ from medallion_platform.gold.checks import (
     rule_violations,
     unresolved_references,
 )
+from medallion_platform.gold.incremental import FULL_REFRESH_TAG, ModelQuery
 from medallion_platform.gold.reconcile import ReconcileOutcome, reconcile
 from medallion_platform.gold.spec import ModelRule
 from medallion_platform.lineage.columns import read_schemas
 from medallion_platform.warehouse.identifiers import qualified, quote
-from medallion_platform.warehouse.tables import SqlQuery, markdown_table
+from medallion_platform.warehouse.tables import markdown_table
 from medallion_platform.warehouse.warehouse import table_exists
 
 
 def gold_key(model: GoldModel) -> AssetKey:
     return AssetKey([model.layer, model.name])
+
+
+def full_refresh_asked(context: AssetExecutionContext) -> bool:
+    """Whether the run's ``medallion/full_refresh`` tag asks every SQL model to rebuild whole."""
+    return context.run.tags.get(FULL_REFRESH_TAG, "").strip().lower() in ("1", "true", "yes")
 
 
 def build_gold_asset(
@@ -94,7 +100,8 @@ def build_gold_asset(
                 "exist yet (their sources have not been loaded); it and what reads it are skipped."
             )
             return
-        yield Output(SqlQuery(model.sql), metadata=column_lineage_metadata(model, schemas))
+        query = ModelQuery(model.sql, model=model, full_refresh=full_refresh_asked(context))
+        yield Output(query, metadata=column_lineage_metadata(model, schemas))
 
     return _gold
 

@@ -31,6 +31,7 @@ from medallion_platform.defs.resources import WarehouseResource
 from medallion_platform.defs.runs import run_writer_session
 from medallion_platform.engines.duckdb_lake import detach_lake_table
 from medallion_platform.engines.engine import DuckDBEngine, Engine
+from medallion_platform.gold.incremental import BuildResult, ModelQuery, build_model, forget_build
 from medallion_platform.warehouse import Warehouse
 from medallion_platform.warehouse.exports import export_parquet
 from medallion_platform.warehouse.identifiers import qualified, quote
@@ -112,17 +113,31 @@ class SqlHandler(DbTypeHandler[SqlQuery]):
 
     def handle_output(self, context, table_slice, obj, connection):
         schema, table = table_slice.schema, table_slice.table
+        model = obj.model if isinstance(obj, ModelQuery) else None
+        whole = not table_slice.partition_dimensions
         if self.engine.name == "duckdb" or not self.engine.builds(schema):
             detach_lake_table(connection, schema, table)  # a view a Spark run left
-            return _write_relation(context, table_slice, connection, f"({obj.sql})")
-        if table_slice.partition_dimensions:
+            if model is None or not whole:
+                return _write_relation(context, table_slice, connection, f"({obj.sql})")
+            # A SQL model: only its changed keys when it is incremental and that is safe.
+            built = build_model(connection, model, full_refresh=obj.full_refresh)
+            desc = describe_table(connection, schema, table)
+            return {**table_metadata(desc, declared_descriptions(context)), **built.metadata()}
+        if not whole:
             raise NotImplementedError(
                 f"{schema}.{table}: partitioned SQL assets do not run on the {self.engine.name} "
                 "engine; build it with MEDALLION_ENGINE=duckdb"
             )
         self.engine.build_table(connection, schema, table, obj.sql)
+        built = BuildResult(build="full", reason=f"{self.engine.name} engine")
+        if model is not None:  # the DuckDB table's record no longer describes the table
+            forget_build(connection, model)
         desc = describe_table(connection, schema, table)
-        return {**table_metadata(desc, declared_descriptions(context)), "engine": self.engine.name}
+        return {
+            **table_metadata(desc, declared_descriptions(context)),
+            "engine": self.engine.name,
+            **built.metadata(),
+        }
 
     def load_input(self, context, table_slice, connection) -> TableRef:
         return TableRef(

@@ -71,6 +71,28 @@ class Reconciliation(BaseModel):
         return validate_identifier(value)
 
 
+class Incremental(BaseModel):
+    """``incremental: {from: silver.x}``: the model's rows for a key depend only on the rows of
+    ``silver.x`` with the same key values, so a build may replace just the keys whose input
+    rows changed (:mod:`medallion_platform.gold.incremental`) instead of the whole table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: str = Field(
+        alias="from",
+        description="The one table the model reads, as schema.table: a contract's silver "
+        "table whose business key includes the model's key.",
+    )
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        parts = value.lower().split(".")
+        if len(parts) != 2:
+            raise ValueError(f"{value!r} is not schema.table")
+        return ".".join(validate_identifier(p) for p in parts)
+
+
 class SqlModel(BaseModel):
     """A table built by SQL: what one row is (grain), its key, and the SELECT that builds it."""
 
@@ -100,6 +122,10 @@ class SqlModel(BaseModel):
         default_factory=dict,
         description="Column -> description, shown in the UI. A column not listed here takes "
         "the description of the one column it passes through (column lineage), if any.",
+    )
+    incremental: Incremental | None = Field(
+        default=None,
+        description="Build only the keys whose input rows changed (else the whole table).",
     )
     # Where ``<layer>/<name>.sql`` is read from: the packaged models unless the loader says.
     _models_root: Path = PrivateAttr(default=MODELS_ROOT)
@@ -178,6 +204,13 @@ class SqlModel(BaseModel):
             raise ValueError(
                 f"{self.layer} model {self.name}: SQL reads {sorted(referenced)} but depends_on "
                 f"declares {sorted(declared)}"
+            )
+        reads = sorted({d.lower() for d in self.depends_on})
+        if self.incremental is not None and reads != [self.incremental.from_]:
+            raise ValueError(
+                f"{self.layer} model {self.name}: incremental.from is "
+                f"{self.incremental.from_}, but an incremental model reads that one table only "
+                f"(its SQL reads {sorted(referenced)})"
             )
         if self.reconcile is not None:
             if not self.reconcile_path.is_file():
