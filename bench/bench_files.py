@@ -57,6 +57,14 @@ GROW_START_OFFSET_DAYS = 45  # the new drops are dated after the first ones: new
 Result = dict[str, Any]
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system, all threads) this process has used so far. On a machine
+    shared with other work, a phase's CPU seconds move less than its wall time: the
+    comparison to read when the wall ratios of one run disagree with the next's."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _peak_rss_mib() -> float:
     """This process's peak resident set size so far, in MiB (ru_maxrss is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -459,10 +467,12 @@ def run_child_phase(
     for module in PHASE_IMPORTS[name]:
         importlib.import_module(module)
     rss_start = _peak_rss_mib()
+    cpu_start = _cpu_seconds()
     if name == "generate":
         result = phase_generate(workdir, rows, memory_limit, shape)
     else:
         result = PHASE_FUNCS[name](workdir, rows, memory_limit)
+    result["cpu_seconds"] = _cpu_seconds() - cpu_start
     result["rss_after_imports_mib"] = rss_start
     result["peak_rss_mib"] = _peak_rss_mib()
     (workdir / f"{name}.json").write_text(json.dumps(result, indent=2))
@@ -548,6 +558,13 @@ def render(
             f"dlt / raw time:            {dlt['seconds'] / raw['seconds']:.2f}x",
             f"bronze / dlt time:         {bronze['seconds'] / dlt['seconds']:.2f}x",
         ]
+    cpu = {p: results[p].get("cpu_seconds") for p in ("raw", "dlt", *LAYERS) if results.get(p)}
+    if all(v is not None for v in cpu.values()):
+        lines.append(
+            "CPU seconds (user + sys): " + ", ".join(f"{p} {v:.1f}" for p, v in cpu.items())
+        )
+        if dlt:
+            lines.append(f"bronze / dlt CPU:          {cpu['bronze'] / cpu['dlt']:.2f}x")
     else:
         lines.append("dlt: not installed, not measured (pip install -e '.[bench]')")
     if silver and gold:
