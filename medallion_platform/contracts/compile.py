@@ -247,11 +247,13 @@ def _listed(checks: list[Check]) -> str:
     return f"list_filter([{cases}], x -> x IS NOT NULL)"
 
 
-def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
+def checked_rows_sql(contract: Contract, bronze_columns: set[str], *, rows: str = "") -> str:
     """SELECT over the bronze batches in ``(? , ?]`` with typed columns, ``_failing`` and
     ``_reasons`` (empty unless ``_failing``).
 
-    Parameters: the exclusive lower and inclusive upper ``_batch_id``.
+    Parameters: the exclusive lower and inclusive upper ``_batch_id``. ``rows``, a join on
+    the bronze table (``SEMI JOIN t USING (_batch_id, _row_number)``), narrows the rows read
+    before any is parsed: a pass that needs a few rows, or all but a few, parses only those.
     """
     paths = _json_paths(contract, bronze_columns)
     raw_cols = ",\n  ".join(
@@ -313,7 +315,7 @@ def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
     return f"""
 WITH batches AS (
   SELECT *{valid_cols}
-  FROM {qualified("bronze", contract.source)}
+  FROM {qualified("bronze", contract.source)}{" " + rows if rows else ""}
   WHERE _batch_id > ? AND _batch_id <= ?
 ), parsed AS (
   SELECT *{extracted_cols}
