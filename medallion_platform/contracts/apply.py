@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from medallion_platform.contracts.changes import merge_changes, update_history
 from medallion_platform.contracts.compile import (
+    BRONZE_ROW,
     QUARANTINE_COLUMNS,
     checked_rows_sql,
     order_by_latest,
@@ -174,17 +175,13 @@ def _streams(
     return conn.execute(f"SELECT NOT EXISTS (SELECT 1 FROM {silver})").fetchone()[0]
 
 
-IDENTITY = "USING (_batch_id, _row_number)"
-"""A bronze row's identity, unique within a source: its batch and its row in the batch."""
-
-
 def _exclude_streamed(
     conn: duckdb.DuckDBPyConnection,
     contract: Contract,
     bronze_cols: set[str],
     params: list[int],
 ) -> None:
-    """``_excluded``: the rows the streaming INSERT leaves out, by identity, from one pass
+    """``_excluded``: the rows the streaming INSERT leaves out, by bronze row, from one pass
     over the run's rows: each failing row (``_failing``), and each valid version of a key that
     does not win; then ``_failed``, the failing rows checked again in full (only they are
     parsed again).
@@ -194,11 +191,11 @@ def _exclude_streamed(
     excluded rows are few (duplicates and failures), so the INSERT reads bronze without them
     through a small hash table instead of joining the winners back."""
     keys = ", ".join(quote(k) for k in contract.business_key)
-    checked = checked_rows_sql(contract, bronze_cols)
+    checked = checked_rows_sql(contract, bronze_cols, rows="TRUE")
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _excluded AS
-        SELECT _batch_id, _row_number, _fails AS _failing
+        SELECT {BRONZE_ROW}, _fails AS _failing
         FROM (SELECT *, len(_reasons) > 0 AS _fails FROM ({checked}))
         QUALIFY _fails OR (NOT _tombstone AND row_number() OVER (
             PARTITION BY _fails OR _tombstone, {keys} ORDER BY {order_by_latest(contract)}
@@ -209,7 +206,7 @@ def _exclude_streamed(
     failing = checked_rows_sql(
         contract,
         bronze_cols,
-        rows=f"SEMI JOIN (SELECT _batch_id, _row_number FROM _excluded WHERE _failing) {IDENTITY}",
+        rows=f"rowid IN (SELECT {BRONZE_ROW} FROM _excluded WHERE _failing)",
     )
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE _failed AS "
@@ -233,7 +230,9 @@ def _insert_streamed(
     # Only a key silver does not hold yet (keep: first); with latest, silver is empty here.
     anti = f"ANTI JOIN {silver} s ON {join}" if contract.keep == "first" else ""
     day = quote(contract.partition.name) if contract.partition else None
-    winners = checked_rows_sql(contract, bronze_cols, rows=f"ANTI JOIN _excluded {IDENTITY}")
+    winners = checked_rows_sql(
+        contract, bronze_cols, rows=f"rowid NOT IN (SELECT {BRONZE_ROW} FROM _excluded)"
+    )
     inserted = conn.execute(
         f"""
         INSERT INTO {silver} ({cols})

@@ -9,13 +9,17 @@ from decimal import Decimal
 import pytest
 
 from medallion_platform.config import PlatformConfig
+from medallion_platform.connectors.bronze import append_batch, ensure_bronze_table
 from medallion_platform.connectors.files import FileFeed
 from medallion_platform.connectors.files.landing import list_landing_files
 from medallion_platform.connectors.files.loader import ingest_files
+from medallion_platform.connectors.rest.rows import bronze_rows
+from medallion_platform.connectors.rest.sync import REST_LINEAGE
 from medallion_platform.contracts import Column, Contract, Rule, SilverRunStats, apply_contract
 from medallion_platform.devkit.demo.generator import generate_landing_files
 from medallion_platform.settings import PlatformSettings
 from medallion_platform.warehouse import Warehouse
+from medallion_platform.warehouse.warehouse import next_batch_id
 from medallion_platform_tests.conftest import write_csv
 
 PRODUCTS = "sku,name,category,brand,unit_price,currency,weight_kg,active,updated_at\n"
@@ -424,6 +428,48 @@ def test_first_run_winner_is_the_latest_valid_version_by_latest_by_then_batch_th
     ]
     assert (stats.rows_in, stats.valid, stats.quarantined) == (7, 6, 1)
     assert (stats.inserted, stats.updated, stats.superseded) == (3, 0, 3)
+
+
+CHARGES_CONTRACT = Contract(
+    name="api_charges",
+    description="Charges from a paged REST endpoint, the later version wins.",
+    source="api_charges",
+    business_key=["id"],
+    columns=[Column(name="id"), Column(name="amount", type="integer", required=True)],
+)
+
+
+def test_a_rest_batch_of_several_pages_keeps_every_key_although_row_numbers_repeat(
+    warehouse: Warehouse,
+) -> None:
+    """A REST batch commits several pages, each numbered from 1, so ``(_batch_id,
+    _row_number)`` names two rows: excluding the losing version ``a`` (page 1, row 1) must
+    not exclude ``c`` (page 2, row 1)."""
+    pages = [
+        [{"id": "a", "amount": 1}, {"id": "b", "amount": 2}],
+        [{"id": "c", "amount": 3}, {"id": "a", "amount": 4}],
+    ]
+    with warehouse.transaction() as conn:
+        ensure_bronze_table(conn, "api_charges", REST_LINEAGE)
+        batch = next_batch_id(conn, "api_charges", None)
+        for page, records in enumerate(pages, start=1):
+            numbers = list(range(1, len(records) + 1))
+            rows = bronze_rows(
+                records,
+                numbers=numbers,
+                sources=[f"/v1/charges?page={page}#row={n}" for n in numbers],
+                raws=[json.dumps(r) for r in records],
+                required=["id"],
+                wheres=[f"record {n}" for n in numbers],
+            )
+            append_batch(conn, "api_charges", rows, batch_id=batch, lineage=REST_LINEAGE)
+    stats = apply(warehouse, CHARGES_CONTRACT)
+    assert fetch(warehouse, "SELECT id, amount, _source FROM silver.api_charges ORDER BY id") == [
+        ("a", 4, "/v1/charges?page=2#row=2"),
+        ("b", 2, "/v1/charges?page=1#row=2"),
+        ("c", 3, "/v1/charges?page=2#row=1"),
+    ]
+    assert (stats.valid, stats.inserted, stats.superseded) == (4, 3, 1)
 
 
 # --- drift ----------------------------------------------------------------------------------
