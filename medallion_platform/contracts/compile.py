@@ -247,12 +247,24 @@ def _listed(checks: list[Check]) -> str:
     return f"list_filter([{cases}], x -> x IS NOT NULL)"
 
 
-def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
+BRONZE_ROW = "_bronze_row"
+"""A bronze row's identity (DuckDB's ``rowid``): unique in its table and stable within a
+transaction. ``(_batch_id, _row_number)`` is not unique: a REST batch of several pages
+numbers each page's rows from 1."""
+
+
+def checked_rows_sql(
+    contract: Contract, bronze_columns: set[str], *, rows: str | None = None
+) -> str:
     """SELECT over the bronze batches in ``(? , ?]`` with typed columns, ``_failing`` and
     ``_reasons`` (empty unless ``_failing``).
 
-    Parameters: the exclusive lower and inclusive upper ``_batch_id``.
+    Parameters: the exclusive lower and inclusive upper ``_batch_id``. ``rows`` (DuckDB only)
+    adds :data:`BRONZE_ROW` and a condition on bronze's ``rowid`` (``rowid IN (SELECT …)``,
+    ``TRUE`` for all) that narrows the rows read before any is parsed: a pass that needs a
+    few rows, or all but a few, parses only those.
     """
+    identity = f" {BRONZE_ROW}," if rows is not None else ""
     paths = _json_paths(contract, bronze_columns)
     raw_cols = ",\n  ".join(
         f"{_raw(contract, c, bronze_columns, paths)} AS r_{c.name}" for c in contract.columns
@@ -312,14 +324,14 @@ def checked_rows_sql(contract: Contract, bronze_columns: set[str]) -> str:
         )
     return f"""
 WITH batches AS (
-  SELECT *{valid_cols}
+  SELECT *{valid_cols}{f", rowid AS {BRONZE_ROW}" if identity else ""}
   FROM {qualified("bronze", contract.source)}
-  WHERE _batch_id > ? AND _batch_id <= ?
+  WHERE _batch_id > ? AND _batch_id <= ?{f" AND {rows}" if identity else ""}
 ), parsed AS (
   SELECT *{extracted_cols}
   FROM batches
 ), raw AS (
-  SELECT _batch_id, _source, _row_number, {parse_error} AS _parse_error,
+  SELECT _batch_id, _source, _row_number,{identity} {parse_error} AS _parse_error,
   {tombstone} AS _tombstone{change_cols},
   {raw_cols}{json_cols}{"".join(f", {_valid_flag(n)}" for n in paths)}
   FROM parsed

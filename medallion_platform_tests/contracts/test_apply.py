@@ -9,13 +9,17 @@ from decimal import Decimal
 import pytest
 
 from medallion_platform.config import PlatformConfig
+from medallion_platform.connectors.bronze import append_batch, ensure_bronze_table
 from medallion_platform.connectors.files import FileFeed
 from medallion_platform.connectors.files.landing import list_landing_files
 from medallion_platform.connectors.files.loader import ingest_files
+from medallion_platform.connectors.rest.rows import bronze_rows
+from medallion_platform.connectors.rest.sync import REST_LINEAGE
 from medallion_platform.contracts import Column, Contract, Rule, SilverRunStats, apply_contract
 from medallion_platform.devkit.demo.generator import generate_landing_files
 from medallion_platform.settings import PlatformSettings
 from medallion_platform.warehouse import Warehouse
+from medallion_platform.warehouse.warehouse import next_batch_id
 from medallion_platform_tests.conftest import write_csv
 
 PRODUCTS = "sku,name,category,brand,unit_price,currency,weight_kg,active,updated_at\n"
@@ -377,6 +381,95 @@ def test_without_latest_by_the_later_arriving_batch_wins(
         ("brand_02", Decimal("50.00"), corrected - 1, 2),
     ]
     assert (stats.inserted, stats.updated, stats.superseded) == (0, 1, 2)
+
+
+def test_first_run_winner_is_the_latest_valid_version_by_latest_by_then_batch_then_row(
+    warehouse: Warehouse,
+    settings: PlatformSettings,
+    products_feed: FileFeed,
+    products_contract: Contract,
+) -> None:
+    """A first run streams (silver is empty): the winners are chosen by row identity among
+    the valid rows only. A failing version, even the newest, never wins nor hides the valid
+    ones; equal ``updated_at`` goes to the later batch, then the later row."""
+    row = "{sku},Tent,tents,Northpeak,{price},USD,2.00,true,2026-10-{day}T00:00:00\n"
+    first = load(
+        warehouse,
+        settings,
+        products_feed,
+        "v1.csv",
+        PRODUCTS
+        + row.format(sku="SKU-000001", price="10.00", day="05")
+        + row.format(sku="SKU-000001", price="abc", day="09")  # newest, but fails
+        + row.format(sku="SKU-000002", price="20.00", day="05")
+        + row.format(sku="SKU-000002", price="21.00", day="05"),  # tie: the later row
+    )
+    second = load(
+        warehouse,
+        settings,
+        products_feed,
+        "v2.csv",
+        PRODUCTS
+        + row.format(sku="SKU-000001", price="11.00", day="05")  # tie: the later batch
+        + row.format(sku="SKU-000002", price="22.00", day="04")  # later batch, but older
+        + row.format(sku="SKU-000003", price="30.00", day="01"),
+    )
+    stats = apply(warehouse, products_contract)
+    assert fetch(
+        warehouse,
+        "SELECT sku, unit_price, _batch_id, _row_number FROM silver.products ORDER BY sku",
+    ) == [
+        ("SKU-000001", Decimal("11.00"), second, 1),
+        ("SKU-000002", Decimal("21.00"), first, 4),
+        ("SKU-000003", Decimal("30.00"), second, 3),
+    ]
+    assert [(n, batch) for n, (_, batch, _, _) in quarantined(warehouse, "products").items()] == [
+        (2, first)
+    ]
+    assert (stats.rows_in, stats.valid, stats.quarantined) == (7, 6, 1)
+    assert (stats.inserted, stats.updated, stats.superseded) == (3, 0, 3)
+
+
+CHARGES_CONTRACT = Contract(
+    name="api_charges",
+    description="Charges from a paged REST endpoint, the later version wins.",
+    source="api_charges",
+    business_key=["id"],
+    columns=[Column(name="id"), Column(name="amount", type="integer", required=True)],
+)
+
+
+def test_a_rest_batch_of_several_pages_keeps_every_key_although_row_numbers_repeat(
+    warehouse: Warehouse,
+) -> None:
+    """A REST batch commits several pages, each numbered from 1, so ``(_batch_id,
+    _row_number)`` names two rows: excluding the losing version ``a`` (page 1, row 1) must
+    not exclude ``c`` (page 2, row 1)."""
+    pages = [
+        [{"id": "a", "amount": 1}, {"id": "b", "amount": 2}],
+        [{"id": "c", "amount": 3}, {"id": "a", "amount": 4}],
+    ]
+    with warehouse.transaction() as conn:
+        ensure_bronze_table(conn, "api_charges", REST_LINEAGE)
+        batch = next_batch_id(conn, "api_charges", None)
+        for page, records in enumerate(pages, start=1):
+            numbers = list(range(1, len(records) + 1))
+            rows = bronze_rows(
+                records,
+                numbers=numbers,
+                sources=[f"/v1/charges?page={page}#row={n}" for n in numbers],
+                raws=[json.dumps(r) for r in records],
+                required=["id"],
+                wheres=[f"record {n}" for n in numbers],
+            )
+            append_batch(conn, "api_charges", rows, batch_id=batch, lineage=REST_LINEAGE)
+    stats = apply(warehouse, CHARGES_CONTRACT)
+    assert fetch(warehouse, "SELECT id, amount, _source FROM silver.api_charges ORDER BY id") == [
+        ("a", 4, "/v1/charges?page=2#row=2"),
+        ("b", 2, "/v1/charges?page=1#row=2"),
+        ("c", 3, "/v1/charges?page=2#row=1"),
+    ]
+    assert (stats.valid, stats.inserted, stats.superseded) == (4, 3, 1)
 
 
 # --- drift ----------------------------------------------------------------------------------
@@ -1012,6 +1105,30 @@ def test_keep_first_appends_only_new_events_and_reports_the_days_it_wrote(
         "2026-11-05": 1,
     }
     assert fetch(warehouse, "SELECT * FROM silver.clicks ORDER BY event_id") == before
+
+
+def test_keep_first_keeps_the_first_valid_arrival_when_an_earlier_copy_fails(
+    warehouse, settings
+) -> None:
+    """Streamed (keep: first): a copy that fails the contract is quarantined and is not the
+    first arrival; the first valid copy wins, in its batch and row, over later ones."""
+    header = "event_id,occurred_at,page\n"
+    first = load(
+        warehouse,
+        settings,
+        EVENTS_FEED,
+        "b1.csv",
+        header + "e1,not a time,/broken\ne1,2026-11-03T10:00:00Z,/a\n"
+        "e2,2026-11-03T11:00:00Z,/b\ne2,2026-11-03T11:00:00Z,/b-again\n",
+    )
+    load(warehouse, settings, EVENTS_FEED, "b2.csv", header + "e1,2026-11-03T10:00:00Z,/c\n")
+    stats = apply(warehouse, EVENTS_CONTRACT)
+    assert fetch(
+        warehouse, "SELECT event_id, page, _batch_id, _row_number FROM silver.clicks ORDER BY 1"
+    ) == [("e1", "/a", first, 2), ("e2", "/b", first, 3)]
+    assert list(quarantined(warehouse, "clicks")) == [1]
+    assert (stats.rows_in, stats.valid, stats.quarantined) == (5, 4, 1)
+    assert (stats.inserted, stats.superseded) == (2, 2)
 
 
 def test_keep_first_and_partition_are_validated() -> None:
