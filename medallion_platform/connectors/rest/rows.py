@@ -12,7 +12,8 @@ number (that was most of the sync's own time).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from json.encoder import c_make_encoder, encode_basestring_ascii
 from typing import Any
 
 import pyarrow as pa
@@ -20,9 +21,33 @@ import pyarrow as pa
 from medallion_platform.connectors.bronze import EXTRA_FIELDS, PARSE_ERROR, ROW_NUMBER
 from medallion_platform.connectors.files.readers import unique_column_names
 
-RAW_ENCODER = json.JSONEncoder(separators=(",", ":"))
-"""``json.dumps(record, separators=(",", ":"))``, one encoder for every record."""
-_NESTED = json.JSONEncoder()  # json.dumps' defaults: how a number or nested value is kept
+
+def _json_text(item_separator: str, key_separator: str) -> Callable[[Any], str]:
+    """``json.dumps(value, separators=(item_separator, key_separator))``, text for text.
+
+    ``JSONEncoder.encode`` builds the C encoder it calls on every call; built once here, a
+    small value (a charge's ``metadata``) encodes in under half the time. The one thing left
+    out is the circular-reference check, which values parsed from JSON never need."""
+    reference = json.JSONEncoder(separators=(item_separator, key_separator))
+    if c_make_encoder is None:  # an interpreter without the C accelerator
+        return reference.encode
+    encode = c_make_encoder(
+        None,  # no circular-reference markers
+        reference.default,
+        encode_basestring_ascii,
+        None,  # no indent
+        key_separator,
+        item_separator,
+        False,  # sort_keys
+        False,  # skipkeys
+        True,  # allow_nan
+    )
+    return lambda value: "".join(encode(value, 0))
+
+
+raw_json = _json_text(",", ":")
+"""``json.dumps(record, separators=(",", ":"))``: a record's ``_raw``."""
+_nested_json = _json_text(", ", ": ")  # json.dumps' defaults: how a number or nested value is kept
 _names_cache: dict[tuple[str, ...], list[str]] = {}
 
 
@@ -44,7 +69,7 @@ def _text(value: Any) -> str | None:
         return "true" if value else "false"
     if type(value) is int:
         return str(value)  # what json.dumps writes for an int, for a fraction of the cost
-    return _NESTED.encode(value)
+    return _nested_json(value)
 
 
 _NONE = type(None)
@@ -58,7 +83,7 @@ def _texts(values: list[Any]) -> list[str | None]:
     if kinds == {int}:
         return list(map(str, values))
     if kinds == {dict}:
-        return list(map(_NESTED.encode, values))
+        return list(map(_nested_json, values))
     return [_text(v) for v in values]
 
 
@@ -104,4 +129,4 @@ def bronze_rows(
     return pa.table(data)
 
 
-__all__ = ["RAW_ENCODER", "bronze_rows"]
+__all__ = ["bronze_rows", "raw_json"]

@@ -36,6 +36,7 @@ from medallion_platform.connectors.bronze import (
     add_data_columns,
     append_batch,
     checkpoint_threshold,
+    collector_paused,
     ensure_bronze_table,
 )
 from medallion_platform.connectors.files.readers import read_ahead
@@ -48,7 +49,7 @@ from medallion_platform.connectors.rest.pager import (
     describe,
     iter_pages,
 )
-from medallion_platform.connectors.rest.rows import RAW_ENCODER, bronze_rows
+from medallion_platform.connectors.rest.rows import bronze_rows, raw_json
 from medallion_platform.connectors.rest.spec import (
     ChangesSpec,
     RestEndpoint,
@@ -136,37 +137,39 @@ def sync_endpoint(
     is complete, its change log (``changes``) the same way."""
     started = time.monotonic()
     calls_before, retries_before = client.calls, client.retries
-    report = _walk(
-        warehouse, source, endpoint, endpoint, client, state_key(source, endpoint), run_id, on_page
-    )
-    feed = endpoint.changes_feed()
-    if feed is not None and report.complete and endpoint.changes is not None:
-        spent = time.monotonic() - started
-        budget = source.budget_for(endpoint)
-        left = SyncBudget(
-            max_pages=max(1, budget.max_pages - report.pages),
-            max_seconds=max(1.0, budget.max_seconds - spent),
+    # One connection for both walks: each connection's close is a checkpoint.
+    with warehouse.connect() as conn, checkpoint_threshold(conn), collector_paused():
+        report = _walk(
+            conn, source, endpoint, endpoint, client, state_key(source, endpoint), run_id, on_page
         )
-        changed = _walk(
-            warehouse,
-            source,
-            endpoint,
-            feed,
-            client,
-            changes_key(source, endpoint),
-            run_id,
-            on_page,
-            changes=endpoint.changes,
-            budget=left,
-        )
-        report = report.model_copy(
-            update={
-                "changed_records": changed.records,
-                "batch_ids": report.batch_ids + changed.batch_ids,
-                "complete": changed.complete,
-                "budget_reached": changed.budget_reached,
-            }
-        )
+        feed = endpoint.changes_feed()
+        if feed is not None and report.complete and endpoint.changes is not None:
+            spent = time.monotonic() - started
+            budget = source.budget_for(endpoint)
+            left = SyncBudget(
+                max_pages=max(1, budget.max_pages - report.pages),
+                max_seconds=max(1.0, budget.max_seconds - spent),
+            )
+            changed = _walk(
+                conn,
+                source,
+                endpoint,
+                feed,
+                client,
+                changes_key(source, endpoint),
+                run_id,
+                on_page,
+                changes=endpoint.changes,
+                budget=left,
+            )
+            report = report.model_copy(
+                update={
+                    "changed_records": changed.records,
+                    "batch_ids": report.batch_ids + changed.batch_ids,
+                    "complete": changed.complete,
+                    "budget_reached": changed.budget_reached,
+                }
+            )
     return report.model_copy(
         update={
             "api_calls": client.calls - calls_before,
@@ -182,7 +185,7 @@ def _page_rows(page: Page, required: list[str]) -> pa.Table:
         page.records,
         numbers=list(numbers),
         sources=[f"{page.url}#row={n}" for n in numbers],
-        raws=[RAW_ENCODER.encode(record) for record in page.records],
+        raws=list(map(raw_json, page.records)),
         required=required,
         wheres=[f"record {n}" for n in numbers],
     )
@@ -219,7 +222,7 @@ def _newest_change(client: RestClient, feed: RestEndpoint, changes: ChangesSpec)
 
 
 def _walk(
-    warehouse: Warehouse,
+    conn: duckdb.DuckDBPyConnection,
     source: RestSource,
     endpoint: RestEndpoint,
     feed: RestEndpoint,
@@ -236,166 +239,161 @@ def _walk(
     incremental = feed.incremental
     budget = budget or source.budget_for(endpoint)
     started = time.monotonic()
-    with warehouse.connect() as conn, checkpoint_threshold(conn):
+    with transaction(conn):
+        ensure_bronze_table(conn, table, REST_LINEAGE)
+        state = load_state(conn, key)
+    if changes is not None and state.high_water_mark is None and state.in_progress is None:
+        # First sync: the endpoint was just read whole; changes start from now on.
+        newest = _newest_change(client, feed, changes)
         with transaction(conn):
-            ensure_bronze_table(conn, table, REST_LINEAGE)
-            state = load_state(conn, key)
-        if changes is not None and state.high_water_mark is None and state.in_progress is None:
-            # First sync: the endpoint was just read whole; changes start from now on.
-            newest = _newest_change(client, feed, changes)
-            with transaction(conn):
-                state = SyncState(high_water_mark=newest if newest is not None else 0)
-                set_position(conn, key, "state", state.model_dump_json(), None)
-            return SyncReport(
-                endpoint=endpoint.name,
-                table=table,
-                resumed=False,
-                since=None,
-                pages=0,
-                records=0,
-                batch_ids=[],
-                high_water_mark=state.high_water_mark,
-                api_calls=0,
-                retries=0,
-                complete=True,
-            )
-        hwm = state.high_water_mark
-        last_page: str | None = None
-        if state.in_progress is not None:
-            since, resume = state.in_progress.since, state.in_progress.resume
-            max_seen, pages = state.in_progress.max_seen, state.in_progress.pages
-            last_page = state.in_progress.last_page
-        else:
-            since = None
+            state = SyncState(high_water_mark=newest if newest is not None else 0)
+            set_position(conn, key, "state", state.model_dump_json(), None)
+        return SyncReport(
+            endpoint=endpoint.name,
+            table=table,
+            resumed=False,
+            since=None,
+            pages=0,
+            records=0,
+            batch_ids=[],
+            high_water_mark=state.high_water_mark,
+            api_calls=0,
+            retries=0,
+            complete=True,
+        )
+    hwm = state.high_water_mark
+    last_page: str | None = None
+    if state.in_progress is not None:
+        since, resume = state.in_progress.since, state.in_progress.resume
+        max_seen, pages = state.in_progress.max_seen, state.in_progress.pages
+        last_page = state.in_progress.last_page
+    else:
+        since = None
+        if incremental is not None:
+            since = incremental.initial_value if hwm is None else hwm
+            since = max(0, since - incremental.lookback_seconds) if hwm is not None else since
+        resume, max_seen, pages = None, hwm, 0
+    resumed = state.in_progress is not None
+    records = 0
+    known_columns: set[str] = set()  # checked against the table on the first commit
+    batch_ids: list[int] = []
+    buffered: list[tuple[Page, pa.Table | None]] = []
+
+    def change_rows(landing: list[Page]) -> tuple[pa.Table, list[dict[str, Any]]]:
+        """A change log's entries as the endpoint's rows, oldest first, each stamped with
+        its change's time; and the entries (for the cursor)."""
+        assert changes is not None
+        landed: list[dict[str, Any]] = []
+        sources: list[str] = []
+        raws: list[str] = []
+        wheres: list[str] = []
+        cursors: list[dict[str, Any]] = []
+        for page in landing:
+            for n, entry in _numbered(page.records, oldest_first=True):
+                record = _dig(entry, changes.record_field)
+                if not isinstance(record, dict):
+                    raise PaginationError(
+                        f"GET {feed.path}: entry {n} of {page.url} has no object "
+                        f"at {changes.record_field!r}"
+                    )
+                record = {**record, changes.version_field: entry.get(changes.cursor_field)}
+                landed.append(record)
+                sources.append(f"{page.url}#row={n}")
+                raws.append(raw_json(record))
+                wheres.append(f"record {n}")
+                cursors.append(entry)
+        rows = bronze_rows(
+            landed,
+            numbers=list(range(1, len(landed) + 1)),  # a change's place in landing order
+            sources=sources,
+            raws=raws,
+            required=[endpoint.primary_key],
+            wheres=wheres,
+        )
+        return rows, cursors
+
+    def commit(buffered_rows: list[tuple[Page, pa.Table | None]]) -> None:
+        """The buffered pages' rows and the state after the last of them, one COMMIT."""
+        nonlocal hwm, max_seen, pages, records, state, last_page
+        buffer = [page for page, _ in buffered_rows]
+        with transaction(conn):
+            batch_id = next_batch_id(conn, key, run_id)
+            if changes is None:  # the pages' records as they came, flattened ahead
+                tables = [rows for _, rows in buffered_rows if rows is not None]
+                rows = pa.concat_tables(tables, promote_options="default")
+                cursors = [entry for page in buffer for entry in page.records]
+            else:
+                rows, cursors = change_rows(_landing_order(buffer, oldest_first=True))
             if incremental is not None:
-                since = incremental.initial_value if hwm is None else hwm
-                since = max(0, since - incremental.lookback_seconds) if hwm is not None else since
-            resume, max_seen, pages = None, hwm, 0
-        resumed = state.in_progress is not None
-        records = 0
-        known_columns: set[str] = set()  # checked against the table on the first commit
-        batch_ids: list[int] = []
-        buffered: list[tuple[Page, pa.Table | None]] = []
-
-        def change_rows(landing: list[Page]) -> tuple[pa.Table, list[dict[str, Any]]]:
-            """A change log's entries as the endpoint's rows, oldest first, each stamped with
-            its change's time; and the entries (for the cursor)."""
-            assert changes is not None
-            landed: list[dict[str, Any]] = []
-            sources: list[str] = []
-            raws: list[str] = []
-            wheres: list[str] = []
-            cursors: list[dict[str, Any]] = []
-            for page in landing:
-                for n, entry in _numbered(page.records, oldest_first=True):
-                    record = _dig(entry, changes.record_field)
-                    if not isinstance(record, dict):
-                        raise PaginationError(
-                            f"GET {feed.path}: entry {n} of {page.url} has no object "
-                            f"at {changes.record_field!r}"
-                        )
-                    record = {**record, changes.version_field: entry.get(changes.cursor_field)}
-                    landed.append(record)
-                    sources.append(f"{page.url}#row={n}")
-                    raws.append(RAW_ENCODER.encode(record))
-                    wheres.append(f"record {n}")
-                    cursors.append(entry)
-            rows = bronze_rows(
-                landed,
-                numbers=list(range(1, len(landed) + 1)),  # a change's place in landing order
-                sources=sources,
-                raws=raws,
-                required=[endpoint.primary_key],
-                wheres=wheres,
-            )
-            return rows, cursors
-
-        def commit(buffered_rows: list[tuple[Page, pa.Table | None]]) -> None:
-            """The buffered pages' rows and the state after the last of them, one COMMIT."""
-            nonlocal hwm, max_seen, pages, records, state, last_page
-            buffer = [page for page, _ in buffered_rows]
-            with transaction(conn):
-                batch_id = next_batch_id(conn, key, run_id)
-                if changes is None:  # the pages' records as they came, flattened ahead
-                    tables = [rows for _, rows in buffered_rows if rows is not None]
-                    rows = pa.concat_tables(tables, promote_options="default")
-                    cursors = [entry for page in buffer for entry in page.records]
-                else:
-                    rows, cursors = change_rows(_landing_order(buffer, oldest_first=True))
-                if incremental is not None:
-                    field = incremental.cursor_field
-                    for entry in cursors:
-                        seen = _cursor_value(entry, field)
-                        if seen is not None and (max_seen is None or seen > max_seen):
-                            max_seen = seen
-                new = [c for c in rows.column_names if c not in known_columns]
-                if new:  # schema evolution by addition, checked only when a name is new
-                    add_data_columns(conn, table, new, REST_LINEAGE)
-                append_batch(
-                    conn, table, rows, batch_id=batch_id, lineage=REST_LINEAGE, evolve=False
+                field = incremental.cursor_field
+                for entry in cursors:
+                    seen = _cursor_value(entry, field)
+                    if seen is not None and (max_seen is None or seen > max_seen):
+                        max_seen = seen
+            new = [c for c in rows.column_names if c not in known_columns]
+            if new:  # schema evolution by addition, checked only when a name is new
+                add_data_columns(conn, table, new, REST_LINEAGE)
+            append_batch(conn, table, rows, batch_id=batch_id, lineage=REST_LINEAGE, evolve=False)
+            last = buffer[-1]
+            last_page = next((p.fingerprint for p in reversed(buffer) if p.fingerprint), last_page)
+            if last.next is None:
+                hwm = max_seen if incremental is not None else None
+                state = SyncState(high_water_mark=hwm)
+            else:
+                state = SyncState(
+                    high_water_mark=hwm,
+                    in_progress=InProgress(
+                        since=since,
+                        resume=last.next,
+                        max_seen=max_seen,
+                        pages=pages + len(buffer),
+                        last_page=last_page,
+                    ),
                 )
-                last = buffer[-1]
-                last_page = next(
-                    (p.fingerprint for p in reversed(buffer) if p.fingerprint), last_page
-                )
-                if last.next is None:
-                    hwm = max_seen if incremental is not None else None
-                    state = SyncState(high_water_mark=hwm)
-                else:
-                    state = SyncState(
-                        high_water_mark=hwm,
-                        in_progress=InProgress(
-                            since=since,
-                            resume=last.next,
-                            max_seen=max_seen,
-                            pages=pages + len(buffer),
-                            last_page=last_page,
-                        ),
-                    )
-                set_position(conn, key, "state", state.model_dump_json(), batch_id)
-            known_columns.update(new)  # committed: the table has them
-            pages += len(buffer)
-            records += sum(len(page.records) for page in buffer)
-            batch_ids.append(batch_id)
-            log.info("%s: %d pages committed, %d records", key, pages, records)
-            if on_page:
-                on_page(pages, records)
+            set_position(conn, key, "state", state.model_dump_json(), batch_id)
+        known_columns.update(new)  # committed: the table has them
+        pages += len(buffer)
+        records += sum(len(page.records) for page in buffer)
+        batch_ids.append(batch_id)
+        log.info("%s: %d pages committed, %d records", key, pages, records)
+        if on_page:
+            on_page(pages, records)
 
-        budget_reached: str | None = None
-        fetched = 0
-        walk = iter_pages(client, feed, since=since, resume=resume, committed=last_page)
-        # The next page is fetched on a thread while this one is flattened and committed (the
-        # wait for the API releases the GIL); never more pages than the budget allows.
-        pages_ahead = itertools.islice(walk, budget.max_pages)
-        ahead = read_ahead(_prepared(pages_ahead, [endpoint.primary_key], changes is None))
-        try:
-            for page, rows in ahead:
-                buffered.append((page, rows))
-                fetched += 1
-                if page.next is not None:
-                    if fetched >= budget.max_pages:
-                        budget_reached = f"max_pages={budget.max_pages}"
-                    elif time.monotonic() - started >= budget.max_seconds:
-                        budget_reached = f"max_seconds={budget.max_seconds:g}"
-                last = page.next is None or budget_reached is not None
-                if len(buffered) >= feed.pages_per_commit or last:
-                    chunk, buffered = buffered, []
-                    commit(chunk)
-                if budget_reached is not None:
-                    log.warning(
-                        "%s: budget %s reached after %d page(s); committed, the next run "
-                        "continues at %s",
-                        key,
-                        budget_reached,
-                        fetched,
-                        client.mask(describe(page.next or {})),
-                    )
-                    break
-        finally:
-            ahead.close()  # stops the reader (after the request in flight, if any)
-            walk.close()
-            if buffered:  # the API failed mid-way: keep what was fetched, resume after it
-                commit(buffered)
+    budget_reached: str | None = None
+    fetched = 0
+    walk = iter_pages(client, feed, since=since, resume=resume, committed=last_page)
+    # The next page is fetched on a thread while this one is flattened and committed (the
+    # wait for the API releases the GIL); never more pages than the budget allows.
+    pages_ahead = itertools.islice(walk, budget.max_pages)
+    ahead = read_ahead(_prepared(pages_ahead, [endpoint.primary_key], changes is None))
+    try:
+        for page, rows in ahead:
+            buffered.append((page, rows))
+            fetched += 1
+            if page.next is not None:
+                if fetched >= budget.max_pages:
+                    budget_reached = f"max_pages={budget.max_pages}"
+                elif time.monotonic() - started >= budget.max_seconds:
+                    budget_reached = f"max_seconds={budget.max_seconds:g}"
+            last = page.next is None or budget_reached is not None
+            if len(buffered) >= feed.pages_per_commit or last:
+                chunk, buffered = buffered, []
+                commit(chunk)
+            if budget_reached is not None:
+                log.warning(
+                    "%s: budget %s reached after %d page(s); committed, the next run "
+                    "continues at %s",
+                    key,
+                    budget_reached,
+                    fetched,
+                    client.mask(describe(page.next or {})),
+                )
+                break
+    finally:
+        ahead.close()  # stops the reader (after the request in flight, if any)
+        walk.close()
+        if buffered:  # the API failed mid-way: keep what was fetched, resume after it
+            commit(buffered)
     return SyncReport(
         endpoint=endpoint.name,
         table=table,

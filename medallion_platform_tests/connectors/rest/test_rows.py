@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from medallion_platform.connectors.files.readers import flatten_object, records_table
-from medallion_platform.connectors.rest.rows import RAW_ENCODER, bronze_rows
+from medallion_platform.connectors.rest.rows import bronze_rows, raw_json
 
 
 def reference(records: list[dict[str, Any]], required: list[str]) -> pa.Table:
@@ -36,7 +36,7 @@ def columnar(records: list[dict[str, Any]], required: list[str]) -> pa.Table:
         records,
         numbers=list(range(1, n + 1)),
         sources=[f"https://api.example/v1/things?page=1#row={i}" for i in range(1, n + 1)],
-        raws=[RAW_ENCODER.encode(r) for r in records],
+        raws=[raw_json(r) for r in records],
         required=required,
         wheres=[f"record {i}" for i in range(1, n + 1)],
     )
