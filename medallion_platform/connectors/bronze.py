@@ -7,7 +7,6 @@ Every connector writes bronze through here, so every bronze table carries the sa
 
 from __future__ import annotations
 
-import gc
 import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -188,22 +187,3 @@ def append_memory(
         yield
     finally:
         conn.execute(f"SET memory_limit = '{limit}B'")
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while a loader's batches are alive.
-
-    Why: a loader holds its parsed records (dicts and lists, all tracked by the collector)
-    until their batch commits, so they survive into the oldest generation and trigger full
-    collections that walk every object of the process (Dagster's too) for nothing: they die
-    by reference count. For the REST sync of 108k records, 0.5-0.7 s of about 7 s of CPU.
-    Cycles made meanwhile (an exception's traceback) wait for the collector's next run."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()

@@ -36,9 +36,9 @@ from medallion_platform.connectors.bronze import (
     add_data_columns,
     append_batch,
     checkpoint_threshold,
-    collector_paused,
     ensure_bronze_table,
 )
+from medallion_platform.connectors.collector import collector_paused
 from medallion_platform.connectors.files.readers import read_ahead
 from medallion_platform.connectors.rest.client import RestClient
 from medallion_platform.connectors.rest.pager import (
