@@ -178,8 +178,18 @@ def sync_endpoint(
     )
 
 
+def _numbered_in_batch(rows: pa.Table) -> pa.Table:
+    """The commit's rows numbered 1..n in landing order (page after page), so that
+    ``(_batch_id, _row_number)`` names one row, as it does for every other source: silver
+    breaks ``latest_by`` ties by it. ``_source`` keeps the page and the record in it."""
+    index = rows.schema.get_field_index("_row_number")
+    numbers = pa.array(range(1, rows.num_rows + 1), type=rows.schema.field(index).type)
+    return rows.set_column(index, "_row_number", numbers)
+
+
 def _page_rows(page: Page, required: list[str]) -> pa.Table:
-    """A page's records as bronze rows, numbered in the page (see :func:`bronze_rows`)."""
+    """A page's records as bronze rows, numbered in the page (see :func:`bronze_rows`; the
+    commit numbers them again across its pages)."""
     numbers = range(1, len(page.records) + 1)
     return bronze_rows(
         page.records,
@@ -320,7 +330,7 @@ def _walk(
             batch_id = next_batch_id(conn, key, run_id)
             if changes is None:  # the pages' records as they came, flattened ahead
                 tables = [rows for _, rows in buffered_rows if rows is not None]
-                rows = pa.concat_tables(tables, promote_options="default")
+                rows = _numbered_in_batch(pa.concat_tables(tables, promote_options="default"))
                 cursors = [entry for page in buffer for entry in page.records]
             else:
                 rows, cursors = change_rows(_landing_order(buffer, oldest_first=True))

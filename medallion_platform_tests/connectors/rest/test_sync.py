@@ -77,8 +77,23 @@ def test_ten_thousand_charges_over_100_record_pages_arrive_exactly_once(
             "SELECT (_raw->>'$.id') = id, _source LIKE '%/v1/charges?%#row=%' "
             "FROM bronze.payments_charges LIMIT 1"
         ).fetchone()
+        # Several pages per commit, and (_batch_id, _row_number) still names one row: rows
+        # are numbered 1..n across the commit's pages, in landing order (the API's order).
+        per_batch = conn.execute(
+            "SELECT count(*), count(DISTINCT _row_number), min(_row_number), max(_row_number),"
+            " count(DISTINCT split_part(_source, '#', 1)) FROM bronze.payments_charges"
+            " GROUP BY _batch_id"
+        ).fetchall()
+        out_of_order = conn.execute(
+            "SELECT count(*) FROM (SELECT _row_number, row_number() OVER"
+            " (PARTITION BY _batch_id ORDER BY rowid) AS landed FROM bronze.payments_charges)"
+            " WHERE _row_number <> landed"
+        ).fetchone()[0]
     assert state.in_progress is None and state.high_water_mark == report.high_water_mark
     assert raw == (True, True)
+    assert len(per_batch) < 100 and all(pages > 1 for *_, pages in per_batch)
+    assert all(n == distinct == last and first == 1 for n, distinct, first, last, _ in per_batch)
+    assert out_of_order == 0
 
 
 def test_429_burst_500_and_truncated_body_mid_pagination_leave_no_gap_or_duplicate(
