@@ -94,7 +94,12 @@ def _passes(q: Query) -> list[Pass]:
         return []  # (until its first rows, the table has only its lineage columns: no id)
     passes: list[tuple[int, list[str], set[str]]] = []
     previous = None
-    rows = q(f"SELECT id, _source, _batch_id FROM {BRONZE} ORDER BY _batch_id, rowid")
+    # Only the charges' list: changes to charges read from /v1/events land in the same table
+    # (issue 15), as versions; the passes are what the list pages hold.
+    rows = q(
+        f"SELECT id, _source, _batch_id FROM {BRONZE} WHERE _source LIKE '%/v1/charges?%'"
+        " ORDER BY _batch_id, rowid"
+    )
     for charge, source, batch in rows:
         page = source.split("#", 1)[0]
         # (the same first page twice in a row is two passes: they are in two commits)
