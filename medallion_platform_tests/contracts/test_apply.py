@@ -442,9 +442,10 @@ CHARGES_CONTRACT = Contract(
 def test_a_rest_batch_of_several_pages_keeps_every_key_although_row_numbers_repeat(
     warehouse: Warehouse,
 ) -> None:
-    """A REST batch commits several pages, each numbered from 1, so ``(_batch_id,
-    _row_number)`` names two rows: excluding the losing version ``a`` (page 1, row 1) must
-    not exclude ``c`` (page 2, row 1)."""
+    """A REST batch commits several pages; batches written before the sync numbered its
+    rows across the commit numbered each page from 1 (and stay in existing warehouses), so
+    ``(_batch_id, _row_number)`` can name two rows: excluding the losing version ``a``
+    (page 1, row 1) must not exclude ``c`` (page 2, row 1)."""
     pages = [
         [{"id": "a", "amount": 1}, {"id": "b", "amount": 2}],
         [{"id": "c", "amount": 3}, {"id": "a", "amount": 4}],
