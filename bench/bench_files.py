@@ -57,14 +57,6 @@ GROW_START_OFFSET_DAYS = 45  # the new drops are dated after the first ones: new
 Result = dict[str, Any]
 
 
-def _cpu_seconds() -> float:
-    """CPU seconds (user + system, all threads) this process has used so far. On a machine
-    shared with other work, a phase's CPU seconds move less than its wall time: the
-    comparison to read when the wall ratios of one run disagree with the next's."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _peak_rss_mib() -> float:
     """This process's peak resident set size so far, in MiB (ru_maxrss is KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -407,14 +399,15 @@ def phase_grow(workdir: Path, rows: int, memory_limit: str | None) -> Result:
 
     from medallion_platform.devkit.demo.generator import generate_landing_files
 
-    percent = json.loads((workdir / "grow_request.json").read_text())["percent"]
+    request = json.loads((workdir / "grow_request.json").read_text())
+    percent, round_ = request["percent"], request.get("round", 1)
     first = json.loads((workdir / "generate.json").read_text())
     start = time.perf_counter()
     manifest = generate_landing_files(
         workdir / "landing",
         scale=first["scale"] * percent / 100,
-        seed=43,
-        start_date=date(2026, 10, 1) + timedelta(days=GROW_START_OFFSET_DAYS),
+        seed=42 + round_,
+        start_date=date(2026, 10, 1) + timedelta(days=GROW_START_OFFSET_DAYS * round_),
     )
     loadable = [f for f in manifest.files if f.kind in LOADED_KINDS]
     return {
@@ -467,12 +460,12 @@ def run_child_phase(
     for module in PHASE_IMPORTS[name]:
         importlib.import_module(module)
     rss_start = _peak_rss_mib()
-    cpu_start = _cpu_seconds()
+    cpu_start = common.cpu_seconds()
     if name == "generate":
         result = phase_generate(workdir, rows, memory_limit, shape)
     else:
         result = PHASE_FUNCS[name](workdir, rows, memory_limit)
-    result["cpu_seconds"] = _cpu_seconds() - cpu_start
+    result["cpu_seconds"] = common.cpu_seconds() - cpu_start
     result["rss_after_imports_mib"] = rss_start
     result["peak_rss_mib"] = _peak_rss_mib()
     (workdir / f"{name}.json").write_text(json.dumps(result, indent=2))
@@ -593,12 +586,17 @@ def render(
     return "\n".join(lines)
 
 
-def render_incremental(results: dict[str, Result | None]) -> str:
-    """The incremental run against the full one: each layer's seconds as a share of the full
+def round_name(phase: str, round_: int) -> str:
+    """The results key of an incremental phase in round ``round_`` (1: the phase's own name)."""
+    return phase if round_ == 1 else f"{phase}_r{round_}"
+
+
+def render_incremental(results: dict[str, Result | None], round_: int = 1) -> str:
+    """One incremental round against the full run: each layer's seconds as a share of the full
     bronze → silver → gold (the goal of issue 14: 1 % new data costs at most 5 %)."""
-    grow = results["grow"]
+    grow = results[round_name("grow", round_)]
     full = {layer: results[layer] for layer in LAYERS}
-    inc = {layer: results[f"{layer}_inc"] for layer in LAYERS}
+    inc = {layer: results[round_name(f"{layer}_inc", round_)] for layer in LAYERS}
     full_s = sum(r["seconds"] for r in full.values())
     inc_s = sum(r["seconds"] for r in inc.values())
     labels = {
@@ -607,7 +605,8 @@ def render_incremental(results: dict[str, Result | None]) -> str:
         "gold": "gold (incremental)",
     }
     lines = [
-        f"incremental: {grow['rows']:,} new rows in {grow['loadable_files']} loadable files "
+        f"incremental round {round_}: {grow['rows']:,} new rows in {grow['loadable_files']} "
+        "loadable files "
         f"({grow['files']} dropped), {100 * grow['rows'] / full['bronze']['rows']:.2f} % of the "
         f"full run's {full['bronze']['rows']:,} (requested {grow['percent_requested']:g} %)",
         "",
@@ -628,7 +627,7 @@ def render_incremental(results: dict[str, Result | None]) -> str:
         f"incremental / full time: {100 * inc_s / full_s:.1f} % (goal <= 5 %); "
         f"seconds by table: "
         + "; ".join(
-            f"{p} {_fmt(results[p]['seconds_by_table'])}"
+            f"{p} {_fmt(results[round_name(p, round_)]['seconds_by_table'])}"
             for p in ("bronze_inc", "silver_inc", "gold_inc")
         ),
         f"peak RSS: bronze {inc['bronze']['peak_rss_mib']:.0f}, silver "
@@ -672,6 +671,14 @@ def main(argv: list[str] | None = None) -> int:
         help="after the full run, new files worth PCT %% of its rows arrive and every layer "
         "runs again (0: skip; demo shape and --upto gold only)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="incremental rounds, each with its own new files (the first after a bulk load "
+        "pays DuckDB's merge of the load's partly filled row groups; the next ones show the "
+        "steady state)",
+    )
     parser.add_argument("--phase", choices=(*PHASES, *INCREMENTAL_PHASES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -697,15 +704,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: bronze loaded {results['bronze']['rows']:,} < {args.rows:,} rows")
             return 1
         if args.incremental > 0 and upto == "gold":
-            (workdir / "grow_request.json").write_text(json.dumps({"percent": args.incremental}))
-            for name in INCREMENTAL_PHASES:
-                results[name] = spawn_phase(name, workdir, args.rows, args.memory_limit, args.shape)
+            for round_ in range(1, args.rounds + 1):
+                request = {"percent": args.incremental, "round": round_}
+                (workdir / "grow_request.json").write_text(json.dumps(request))
+                for name in INCREMENTAL_PHASES:
+                    results[round_name(name, round_)] = spawn_phase(
+                        name, workdir, args.rows, args.memory_limit, args.shape
+                    )
         info = machine_info()
         print()
         print(render(results, info, args))
-        if results.get("gold_inc"):
-            print()
-            print(render_incremental(results))
+        for round_ in range(1, args.rounds + 1):
+            if results.get(round_name("gold_inc", round_)):
+                print()
+                print(render_incremental(results, round_))
         if args.json:
             for result in results.values():
                 if result:

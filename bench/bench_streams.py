@@ -10,6 +10,10 @@ its own child process (for an honest peak RSS), on those same messages:
 - ``raw_json``: DuckDB ``read_json`` of the file into a typed table (``ignore_errors``);
 - ``raw_dedup``: the same, keeping one row per ``event_id`` (silver's result, unchecked);
 - ``consume``: every message read from the broker by a bare confluent-kafka consumer, not stored;
+- ``raw_pipeline``: the least a lossless pipeline does with the raw engine: the same consumer
+  keeps each message's text with its partition and offset in DuckDB (a row group per
+  transaction, the last offsets in the same transaction), then ``raw_dedup``'s typed, one row
+  per ``event_id`` result from that table (no checks, no quarantine, no lineage);
 - ``bronze``: ``ingest_stream`` from the broker into a fresh warehouse (stream ``events``);
 - ``silver``: ``apply_contract`` for the ``events`` contract in one ``Warehouse.transaction()``.
 
@@ -74,7 +78,16 @@ JSON_COLUMNS = {
     "revenue": "DECIMAL(12,2)",
     "currency": "VARCHAR",
 }
-PHASES = ("publish", "raw_text", "raw_json", "raw_dedup", "consume", "bronze", "silver")
+PHASES = (
+    "publish",
+    "raw_text",
+    "raw_json",
+    "raw_dedup",
+    "consume",
+    "raw_pipeline",
+    "bronze",
+    "silver",
+)
 # After the full run: new events worth --incremental % of it are published to the same topic
 # (a day after the first window, new ids, redeliveries and malformed ones as the generator
 # makes them), then bronze and silver run again on the same warehouse, as the stream sensor's
@@ -318,6 +331,134 @@ def phase_consume(workdir: Path, events: int, opts: argparse.Namespace) -> Resul
     return {"rows": rows, "seconds": time.perf_counter() - start, "value_bytes": value_bytes}
 
 
+ROW_GROUP = 122_880  # DuckDB's rows per row group: one per transaction, as bronze commits
+
+
+def phase_raw_pipeline(workdir: Path, events: int, opts: argparse.Namespace) -> Result:
+    """The raw engine's lossless pipeline: broker → kept text → typed + dedup, nothing checked.
+
+    What a hand-written loader with the same floor as bronze does: read every message with
+    the bare consumer, keep its value as text with its partition and offset (one row group per
+    transaction, the last offset of each partition committed with it), then type and
+    deduplicate from that table as ``raw_dedup`` does from the file. No lineage columns, no
+    per-value checks, no quarantine: the gap between this and bronze + silver is what those
+    promises cost here.
+    """
+    import gc
+
+    import duckdb
+    import numpy as np
+    import pyarrow as pa
+    from confluent_kafka import (
+        OFFSET_BEGINNING,
+        Consumer,
+        KafkaError,
+        KafkaException,
+        Message,
+        TopicPartition,
+    )
+
+    gc.disable()  # as KafkaSource while a consume()'s messages are alive
+    start = time.perf_counter()
+    conn = duckdb.connect(
+        str(workdir / "raw_pipeline.duckdb"), config=_duckdb_config(opts.memory_limit)
+    )
+    conn.execute('CREATE TABLE kept ("partition" INTEGER, "offset" BIGINT, payload VARCHAR)')
+    conn.execute('CREATE TABLE positions ("partition" INTEGER PRIMARY KEY, "offset" BIGINT)')
+    consumer = Consumer(
+        {
+            "bootstrap.servers": opts.bootstrap,
+            "group.id": "bench-raw-pipeline",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 100,
+        }
+    )
+    buffered: list[pa.RecordBatch] = []
+    storing = [0.0]  # seconds in store(): DuckDB's INSERTs and COMMITs
+
+    def store(rows: int | None = None) -> None:
+        """Commit the first ``rows`` buffered messages (all of them when None)."""
+        began = time.perf_counter()
+        head = pa.Table.from_batches(buffered).combine_chunks()
+        buffered.clear()
+        if rows is not None and head.num_rows > rows:
+            buffered.extend(head.slice(rows).to_batches())
+            head = head.slice(0, rows)
+        if not head.num_rows:
+            return
+        ends = head.group_by("partition").aggregate([("offset", "max")])  # noqa: F841
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO kept SELECT * FROM head")
+        conn.execute('INSERT OR REPLACE INTO positions SELECT "partition", offset_max FROM ends')
+        conn.execute("COMMIT")
+        storing[0] += time.perf_counter() - began
+
+    kept = 0
+    try:
+        partitions = sorted(consumer.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions)
+        consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in partitions])
+        pending = set(partitions)
+        idle_until = time.monotonic() + IDLE_TIMEOUT_S
+        while pending:
+            messages = consumer.consume(num_messages=CONSUME_CHUNK, timeout=0.1)
+            if not messages:
+                if time.monotonic() > idle_until:
+                    raise RuntimeError(f"nothing from partitions {sorted(pending)} for 30 s")
+                continue
+            idle_until = time.monotonic() + IDLE_TIMEOUT_S
+            errors = list(map(Message.error, messages))  # in C, as KafkaSource reads
+            good = messages
+            if any(error is not None for error in errors):
+                good = []
+                for message, error in zip(messages, errors, strict=True):
+                    if error is None:
+                        good.append(message)
+                    elif error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(message.partition())
+                    else:
+                        raise KafkaException(error)
+            if not good:
+                continue
+            count = len(good)
+            partition_ids = np.fromiter(map(Message.partition, good), np.int32, count)
+            offsets = np.fromiter(map(Message.offset, good), np.int64, count)
+            buffered.append(
+                pa.record_batch(
+                    [
+                        pa.array(partition_ids),
+                        pa.array(offsets),
+                        pa.array(list(map(Message.value, good))).cast(pa.string()),
+                    ],
+                    names=["partition", "offset", "payload"],
+                )
+            )
+            kept += count
+            if sum(b.num_rows for b in buffered) >= ROW_GROUP:
+                store(ROW_GROUP)
+        store()
+    finally:
+        consumer.close()
+    keep_seconds = time.perf_counter() - start
+    shape = json.dumps(JSON_COLUMNS)
+    conn.execute(
+        "CREATE TABLE events AS SELECT * FROM (SELECT unnest(json_transform(payload, "
+        f"{_sql_str(shape)})) FROM kept WHERE json_valid(payload)) WHERE event_id IS NOT NULL "
+        "QUALIFY row_number() OVER (PARTITION BY event_id) = 1"
+    )
+    rows = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    conn.close()
+    seconds = time.perf_counter() - start
+    return {
+        "rows": kept,
+        "seconds": seconds,
+        "keep_seconds": keep_seconds,
+        "store_seconds": storing[0],
+        "typed_seconds": seconds - keep_seconds,
+        "typed_rows": rows,
+    }
+
+
 def phase_bronze(workdir: Path, events: int, opts: argparse.Namespace) -> Result:
     """The platform's bronze: ingest_stream from the broker, as the events stream is configured.
 
@@ -436,6 +577,7 @@ PHASE_IMPORTS = {
     "raw_json": ["duckdb"],
     "raw_dedup": ["duckdb"],
     "consume": ["confluent_kafka"],
+    "raw_pipeline": ["confluent_kafka", "duckdb", "numpy", "pyarrow", "pandas"],
     # pandas: DuckDB imports it at the first query with parameters (about 1 s here); the
     # platform's process has it already (Dagster's DuckDB IO managers import it).
     "bronze": [
@@ -457,6 +599,7 @@ PHASE_FUNCS = {
     "raw_json": phase_raw_json,
     "raw_dedup": phase_raw_dedup,
     "consume": phase_consume,
+    "raw_pipeline": phase_raw_pipeline,
     "bronze": phase_bronze,
     "silver": phase_silver,
     # The incremental run: the same bronze and silver code, on the warehouse the full run left.
@@ -473,6 +616,7 @@ def run_child_phase(name: str, workdir: Path, events: int, opts: argparse.Namesp
     for module in PHASE_IMPORTS[name]:
         importlib.import_module(module)
     rss_start = _peak_rss_mib()
+    cpu_start = common.cpu_seconds()
     if opts.profile == name:  # cProfile of the phase (slower): <workdir>/<name>.prof
         import cProfile
 
@@ -482,6 +626,7 @@ def run_child_phase(name: str, workdir: Path, events: int, opts: argparse.Namesp
         result["profiled"] = True
     else:
         result = PHASE_FUNCS[name](workdir, events, opts)
+    result["cpu_seconds"] = common.cpu_seconds() - cpu_start
     result["rss_after_imports_mib"] = rss_start
     result["peak_rss_mib"] = _peak_rss_mib()
     (workdir / f"{name}.json").write_text(json.dumps(result, indent=2))
@@ -514,6 +659,7 @@ def check_counts(results: dict[str, Result]) -> list[str]:
         ("bronze messages ingested", bronze["rows"], manifest["messages"]),
         ("bronze rows stored", bronze["bronze_rows"], manifest["messages"]),
         ("messages consumed (bare consumer)", results["consume"]["rows"], manifest["messages"]),
+        ("messages kept (raw pipeline)", results["raw_pipeline"]["rows"], manifest["messages"]),
         ("raw text lines", results["raw_text"]["rows"], manifest["messages"]),
         ("silver rows in", silver["rows"], manifest["messages"]),
         ("silver rows", silver["silver_rows"], manifest["events"]),
@@ -595,7 +741,7 @@ def _row(label: str, rows: int, seconds: float, rss: float) -> str:
 
 def render(results: dict[str, Result], info: dict[str, str], args: argparse.Namespace) -> str:
     """The results as a Markdown table plus ratios, counts and machine info."""
-    pub, text, typed, dedup, consume, bronze, silver = (results[p] for p in PHASES)
+    pub, text, typed, dedup, consume, pipeline, bronze, silver = (results[p] for p in PHASES)
     manifest = pub["manifest"]
     total_s = bronze["seconds"] + silver["seconds"]
     total_rss = max(bronze["peak_rss_mib"], silver["peak_rss_mib"])
@@ -627,6 +773,12 @@ def render(results: dict[str, Result], info: dict[str, str], args: argparse.Name
             consume["seconds"],
             consume["peak_rss_mib"],
         ),
+        _row(
+            "raw pipeline: kept, typed + dedup",
+            pipeline["rows"],
+            pipeline["seconds"],
+            pipeline["peak_rss_mib"],
+        ),
         _row("bronze (ingest_stream)", bronze["rows"], bronze["seconds"], bronze["peak_rss_mib"]),
         _row("silver (apply_contract)", silver["rows"], silver["seconds"], silver["peak_rss_mib"]),
         _row("broker → silver (bronze + silver)", bronze["rows"], total_s, total_rss),
@@ -638,6 +790,16 @@ def render(results: dict[str, Result], info: dict[str, str], args: argparse.Name
         f"silver / raw typed + dedup:       {silver['seconds'] / dedup['seconds']:.1f}x",
         f"broker → silver / raw typed:      {total_s / typed['seconds']:.1f}x",
         f"broker → silver / typed + dedup:  {total_s / dedup['seconds']:.1f}x",
+        f"raw pipeline / typed + dedup:     {pipeline['seconds'] / dedup['seconds']:.1f}x "
+        f"(keeping {pipeline['keep_seconds']:.1f}s of which DuckDB's INSERTs and COMMITs "
+        f"{pipeline['store_seconds']:.1f}s, typed + dedup from the kept table "
+        f"{pipeline['typed_seconds']:.1f}s, {pipeline['typed_rows']:,} rows)",
+        f"broker → silver / raw pipeline:   {total_s / pipeline['seconds']:.1f}x "
+        f"(bronze / keeping {bronze['seconds'] / pipeline['keep_seconds']:.1f}x, "
+        f"silver / typed from the kept table {silver['seconds'] / pipeline['typed_seconds']:.1f}x)",
+        "",
+        "CPU seconds (user + sys, the phase's process; the broker's are its own): "
+        + ", ".join(f"{p} {results[p]['cpu_seconds']:.1f}" for p in PHASES[1:]),
         "",
         f"broker (tansu) RSS MiB: after publish {broker['after_publish']}, "
         f"after bronze {broker['after_bronze']} (VmHWM = its peak)",

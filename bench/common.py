@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,3 +38,11 @@ def machine_info(**versions: str) -> dict[str, str]:
         "pyarrow": pyarrow.__version__,
         **versions,
     }
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system, all threads) this process has used so far. On a machine
+    shared with other work, a phase's CPU seconds move less than its wall time: the
+    comparison to read when the wall ratios of one run disagree with the next's."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
