@@ -8,7 +8,11 @@ plus their refunds. In this process, timed separately:
   the quicker of the two is the baseline, which makes the ratio the harder one);
 - bronze: the REST connector paging through ``/v1/charges`` and ``/v1/refunds``, 100 records a
   page, 50 pages a transaction (the default ``pages_per_commit``);
-- silver: the two contracts and the ``silver.payments`` model.
+- silver: the two contracts and the ``silver.payments`` model;
+- raw pipeline, the peer: the least a lossless loader does with the same client and pager
+  and the raw engine: each page's body kept as text in DuckDB (``pages_per_commit`` pages a
+  transaction, with the page's cursor), then the records typed and deduplicated by id from
+  those bodies with DuckDB's JSON functions (no lineage, no flattening, no checks).
 
 The goal of issue 14 is API → silver (bronze + silver) at no less than half the HTTP-only
 rate of the same run. The three are measured ``--rounds`` times (default 3) back to back,
@@ -28,9 +32,14 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import common
+import duckdb
+import httpx
+import pyarrow as pa
 
 # The platform of the checkout this script is in (a copy of the script in an older checkout
 # measures that checkout's code), ahead of whatever is installed.
@@ -39,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from medallion_platform.config import platform_config
 from medallion_platform.connectors.rest import Credentials, RestClient, sync_endpoint
 from medallion_platform.connectors.rest.pager import iter_pages
+from medallion_platform.connectors.rest.spec import RestEndpoint, RestSource
 from medallion_platform.contracts import apply_contract
 from medallion_platform.devkit.services import start_payments_api
 from medallion_platform.warehouse import Warehouse
@@ -52,6 +62,92 @@ def _median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+# The records' fields as raw DuckDB would type them (the contracts' columns, unchecked).
+RAW_SHAPES = {
+    "charges": {
+        "id": "VARCHAR",
+        "amount": "BIGINT",
+        "amount_refunded": "BIGINT",
+        "currency": "VARCHAR",
+        "customer": "VARCHAR",
+        "metadata": "JSON",
+        "status": "VARCHAR",
+        "paid": "BOOLEAN",
+        "created": "BIGINT",
+    },
+    "refunds": {
+        "id": "VARCHAR",
+        "charge": "VARCHAR",
+        "amount": "BIGINT",
+        "currency": "VARCHAR",
+        "status": "VARCHAR",
+        "reason": "VARCHAR",
+        "created": "BIGINT",
+    },
+}
+
+
+class _KeepingClient(RestClient):
+    """The connector's client, remembering the last response body (the raw pipeline keeps it)."""
+
+    body: bytes = b""
+
+    def get_json(
+        self, url: str, params: Mapping[str, Any] | None = None
+    ) -> tuple[Any, httpx.Response]:
+        payload, response = super().get_json(url, params)
+        self.body = response.content
+        return payload, response
+
+
+def _keep_pages(
+    conn: duckdb.DuckDBPyConnection, endpoint: str, pages: list[tuple[int, bytes]], cursor: str
+) -> None:
+    """One transaction: the pages' bodies as text and the endpoint's cursor after them."""
+    rows = pa.table(  # noqa: F841 (read by DuckDB)
+        {
+            "endpoint": pa.array([endpoint] * len(pages)),
+            "page": pa.array([number for number, _ in pages], pa.int64()),
+            "body": pa.array([body for _, body in pages]).cast(pa.string()),
+        }
+    )
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO pages SELECT * FROM rows")
+    conn.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", [endpoint, cursor])
+    conn.execute("COMMIT")
+
+
+def raw_pipeline(
+    url: str, token: str, source: RestSource, endpoints: list[RestEndpoint], path: Path
+) -> tuple[int, float]:
+    """The raw engine's lossless REST load: page bodies kept, then typed + dedup in DuckDB."""
+    start = time.perf_counter()
+    conn = duckdb.connect(str(path))
+    conn.execute("CREATE TABLE pages (endpoint VARCHAR, page BIGINT, body VARCHAR)")
+    conn.execute("CREATE TABLE cursors (endpoint VARCHAR PRIMARY KEY, cursor VARCHAR)")
+    for endpoint in endpoints:
+        pages: list[tuple[int, bytes]] = []
+        with _KeepingClient(url, source.auth, Credentials(token=token), source.retry) as client:
+            for number, page in enumerate(iter_pages(client, endpoint, since=0), start=1):
+                pages.append((number, client.body))
+                if len(pages) == endpoint.pages_per_commit:
+                    _keep_pages(conn, endpoint.name, pages, json.dumps(page.next))
+                    pages = []
+        if pages:
+            _keep_pages(conn, endpoint.name, pages, "null")
+    records = 0
+    for name, fields in RAW_SHAPES.items():
+        shape = json.dumps({"data": [fields]}).replace("'", "''")
+        conn.execute(
+            f"CREATE TABLE {name} AS SELECT unnest(r) FROM (SELECT unnest("
+            f"json_transform(body, '{shape}').data) AS r FROM pages WHERE endpoint = '{name}') "
+            "QUALIFY row_number() OVER (PARTITION BY r.id ORDER BY r.created DESC) = 1"
+        )
+        records += conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
+    conn.close()
+    return records, time.perf_counter() - start
 
 
 def run(charges: int, workdir: Path, rounds: int = 3) -> dict:
@@ -97,6 +193,9 @@ def run(charges: int, workdir: Path, rounds: int = 3) -> dict:
                 conn.execute(f"CREATE OR REPLACE TABLE silver.payments AS {model.sql}")
                 silver_rows = conn.execute("SELECT count(*) FROM silver.payments").fetchone()[0]
             silver_s = time.perf_counter() - t1
+            raw_records, raw_s = raw_pipeline(
+                url, token, source, endpoints, workdir / f"raw_{r}.duckdb"
+            )
             _, after_s = http_only()
             http_s = min(before_s, after_s)
             per_round.append(
@@ -111,6 +210,9 @@ def run(charges: int, workdir: Path, rounds: int = 3) -> dict:
                     "total_records_per_s": round(records / (bronze_s + silver_s)),
                     "bronze_of_http": round(http_s / bronze_s, 2),
                     "silver_of_http": round(http_s / (bronze_s + silver_s), 2),
+                    "raw_pipeline_s": round(raw_s, 2),
+                    "raw_pipeline_records": raw_records,
+                    "raw_pipeline_of_http": round(http_s / raw_s, 2),
                 }
             )
     finally:
@@ -119,9 +221,10 @@ def run(charges: int, workdir: Path, rounds: int = 3) -> dict:
     result.update(
         records=sum(b["records"] for b in last["bronze"].values()),
         rounds=per_round,
-        **{k: last[k] for k in last if k not in ("bronze_of_http", "silver_of_http")},
+        **{k: last[k] for k in last if not k.endswith("_of_http")},
         bronze_of_http=_median([r["bronze_of_http"] for r in per_round]),
         silver_of_http=_median([r["silver_of_http"] for r in per_round]),
+        raw_pipeline_of_http=_median([r["raw_pipeline_of_http"] for r in per_round]),
         peak_rss_mib=round(_peak_rss_mib()),
         machine=common.machine_info(),
     )
@@ -148,21 +251,28 @@ def main() -> int:
     print()
     print(
         "| round | HTTP only s (before, after) | bronze s | silver s | records/s to silver "
-        "| bronze of HTTP-only | API → silver of HTTP-only |"
+        "| bronze of HTTP-only | API → silver of HTTP-only | raw pipeline s "
+        "| raw pipeline of HTTP-only |"
     )
-    print("|--:|--:|--:|--:|--:|--:|--:|")
+    print("|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r, x in enumerate(result["rounds"], start=1):
         before, after = x["http_only_runs_s"]
         print(
             f"| {r} | {before:.2f}, {after:.2f} | {x['bronze_s']:.2f} | {x['silver_s']:.2f} "
             f"| {x['total_records_per_s']:,} | {x['bronze_of_http']:.2f} "
-            f"| {x['silver_of_http']:.2f} |"
+            f"| {x['silver_of_http']:.2f} | {x['raw_pipeline_s']:.2f} "
+            f"| {x['raw_pipeline_of_http']:.2f} |"
         )
-    print(f"| median | | | | | {result['bronze_of_http']:.2f} | {result['silver_of_http']:.2f} |")
+    print(
+        f"| median | | | | | {result['bronze_of_http']:.2f} | {result['silver_of_http']:.2f} "
+        f"| | {result['raw_pipeline_of_http']:.2f} |"
+    )
     print()
     print(
         f"API → silver, of the HTTP-only rate (median of {len(result['rounds'])} rounds): "
-        f"{result['silver_of_http']:.2f} (goal >= 0.5); bronze alone {result['bronze_of_http']:.2f}"
+        f"{result['silver_of_http']:.2f} (goal >= 0.5); bronze alone "
+        f"{result['bronze_of_http']:.2f}; the raw pipeline (bodies kept, typed + dedup in DuckDB) "
+        f"{result['raw_pipeline_of_http']:.2f}"
     )
     print(f"peak RSS (this process): {result['peak_rss_mib']} MiB")
     print(f"machine: {result['machine']}")
