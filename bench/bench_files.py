@@ -591,6 +591,16 @@ def round_name(phase: str, round_: int) -> str:
     return phase if round_ == 1 else f"{phase}_r{round_}"
 
 
+def _cpu_share(full: dict[str, Result], inc: dict[str, Result]) -> str:
+    """The incremental layers' CPU seconds as a share of the full run's (steadier than wall
+    time on a shared machine), or "n/a" when a phase did not report them."""
+    if any("cpu_seconds" not in r for r in (*full.values(), *inc.values())):
+        return "n/a"
+    full_cpu = sum(r["cpu_seconds"] for r in full.values())
+    inc_cpu = sum(r["cpu_seconds"] for r in inc.values())
+    return f"{100 * inc_cpu / full_cpu:.1f} % ({inc_cpu:.1f} of {full_cpu:.1f})"
+
+
 def render_incremental(results: dict[str, Result | None], round_: int = 1) -> str:
     """One incremental round against the full run: each layer's seconds as a share of the full
     bronze → silver → gold (the goal of issue 14: 1 % new data costs at most 5 %)."""
@@ -624,8 +634,8 @@ def render_incremental(results: dict[str, Result | None], round_: int = 1) -> st
         f"| {'total':<20} | {full_s:>6.2f} | {inc_s:>13.2f} | {'':>21} "
         f"| {100 * inc_s / full_s:>18.1f} % |",
         "",
-        f"incremental / full time: {100 * inc_s / full_s:.1f} % (goal <= 5 %); "
-        f"seconds by table: "
+        f"incremental / full time: {100 * inc_s / full_s:.1f} % (goal <= 5 %); by CPU "
+        f"seconds: {_cpu_share(full, inc)}; seconds by table: "
         + "; ".join(
             f"{p} {_fmt(results[round_name(p, round_)]['seconds_by_table'])}"
             for p in ("bronze_inc", "silver_inc", "gold_inc")
