@@ -37,3 +37,17 @@ def machine_info(**versions: str) -> dict[str, str]:
         "pyarrow": pyarrow.__version__,
         **versions,
     }
+
+
+def platform_memory_limit(root: Path) -> str:
+    """What the platform's phases run with when --memory-limit is not given (``root``: the
+    checkout whose package the phases import)."""
+    import sys
+
+    sys.path.insert(0, str(root))
+    from medallion_platform.settings import duckdb_memory_limit, duckdb_silver_memory_limit
+
+    return (
+        f"platform default {duckdb_memory_limit()}, silver under {duckdb_silver_memory_limit()} "
+        "(raw phases: DuckDB's default)"
+    )
