@@ -42,7 +42,7 @@ SILVER_MEMORY_LIMIT = "1GiB"
 
 Silver's sort by day, its windows and the blocks it reads and writes are held up to the limit
 before DuckDB spills or evicts: under the warehouse's quarter of the machine, silver of 5M
-stream events peaked at 2.25 GiB (a 1.2 GiB sort plus cached blocks); under 1 GiB at 1.3 GiB,
+stream events peaked at 2.24 GiB (a 1.2 GiB sort plus cached blocks); under 1 GiB at 1.36 GiB,
 for the same CPU (bench/README.md, "Silver's memory bound"). Spills go to the warehouse's
 ``temp_directory``."""
 
