@@ -50,14 +50,6 @@ import common
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _platform_memory_limit() -> str:
-    """What the platform's phases run with when --memory-limit is not given."""
-    sys.path.insert(0, str(ROOT))
-    from medallion_platform.settings import duckdb_memory_limit
-
-    return f"platform default {duckdb_memory_limit()} (raw phases: DuckDB's default)"
-
-
 WORK_ROOT = ROOT / "bench" / ".work"
 PASSWORD_ENV = "BENCH_CDC_PG_PASSWORD"  # the server's password reaches children this way
 RAW_SLOT = "bench_raw"
@@ -365,7 +357,7 @@ def phase_silver(workdir: Path, opts: argparse.Namespace) -> Result:
     with warehouse.transaction() as conn:
         for contract in contracts:
             t0 = time.perf_counter()
-            stats[contract.name] = apply_contract(conn, contract)
+            stats[contract.name] = apply_contract(conn, contract, memory=warehouse.silver_memory)
             split[contract.name] = time.perf_counter() - t0
     seconds = time.perf_counter() - start
     with warehouse.connect() as conn:  # untimed: what silver holds now
@@ -633,7 +625,7 @@ def render(results: dict[str, Result], info: dict[str, str], args: argparse.Name
         f"{work['transactions']:,} transactions, {work['rows']:,} row changes in "
         f"{work['seconds']:.1f}s; large transaction {bulk['rows']:,} rows in "
         f"{bulk['seconds']:.1f}s (not in the figures); WAL written in all: {bulk['wal_total']}",
-        f"memory limit: {args.memory_limit or _platform_memory_limit()}; "
+        f"memory limit: {args.memory_limit or common.platform_memory_limit(ROOT)}; "
         f"changes captured at batch_size {changes['batch_size']:,}",
         "",
         "| phase                                  |      rows | seconds |    rows/s | peak RSS |"

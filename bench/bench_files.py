@@ -35,14 +35,6 @@ import common
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _platform_memory_limit() -> str:
-    """What the platform's phases run with when --memory-limit is not given."""
-    sys.path.insert(0, str(ROOT))
-    from medallion_platform.settings import duckdb_memory_limit
-
-    return f"platform default {duckdb_memory_limit()} (raw phases: DuckDB's default)"
-
-
 WORK_ROOT = ROOT / "bench" / ".work"
 # Loaded data rows per unit of generator scale: products 2000 * (1 + 0.10 + 0.02 + 0.05),
 # ad spend 4 channels * 30 days * 10 campaigns. Only a first guess: the manifest decides.
@@ -327,7 +319,7 @@ def phase_silver(workdir: Path, rows: int, memory_limit: str | None) -> Result:
     for contract in contracts:
         t0 = time.perf_counter()
         with warehouse.transaction() as conn:
-            stats[contract.name] = apply_contract(conn, contract)
+            stats[contract.name] = apply_contract(conn, contract, memory=warehouse.silver_memory)
         split[contract.name] = time.perf_counter() - t0
     seconds = time.perf_counter() - start
     return {
@@ -525,7 +517,7 @@ def render(
         f"({gen['landing_mib']:.0f} MiB)",
         f"generation (not in the figures): {gen['seconds']:.1f}s, "
         f"peak RSS {gen['peak_rss_mib']:.0f} MiB",
-        f"memory limit: {args.memory_limit or _platform_memory_limit()}",
+        f"memory limit: {args.memory_limit or common.platform_memory_limit(ROOT)}",
         "",
         "| phase                   |        rows |  seconds |      rows/s |  peak RSS MiB |",
         "|-------------------------|------------:|---------:|------------:|--------------:|",

@@ -188,7 +188,7 @@ def run(charges: int, workdir: Path, rounds: int = 3) -> dict:
             t1 = time.perf_counter()
             with warehouse.transaction() as conn:
                 for name in ("payments_charges", "payments_refunds"):
-                    apply_contract(conn, config.contract(name))
+                    apply_contract(conn, config.contract(name), memory=warehouse.silver_memory)
                 model = next(m for m in config.silver_models if m.name == "payments")
                 conn.execute(f"CREATE OR REPLACE TABLE silver.payments AS {model.sql}")
                 silver_rows = conn.execute("SELECT count(*) FROM silver.payments").fetchone()[0]

@@ -49,14 +49,6 @@ import common
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _platform_memory_limit() -> str:
-    """What the platform's phases run with when --memory-limit is not given."""
-    sys.path.insert(0, str(ROOT))
-    from medallion_platform.settings import duckdb_memory_limit
-
-    return f"platform default {duckdb_memory_limit()} (raw phases: DuckDB's default)"
-
-
 WORK_ROOT = ROOT / "bench" / ".work"
 TOPIC = "clickstream"
 PARTITIONS = 3
@@ -544,7 +536,7 @@ def phase_silver(workdir: Path, events: int, opts: argparse.Namespace) -> Result
     start = time.perf_counter()
     warehouse = Warehouse(workdir / "warehouse.duckdb", memory_limit=opts.memory_limit)
     with warehouse.transaction() as conn:
-        stats = apply_contract(conn, contract)
+        stats = apply_contract(conn, contract, memory=warehouse.silver_memory)
     seconds = time.perf_counter() - start
     with warehouse.connect() as conn:  # untimed: what the tables hold now
         silver_rows, days = conn.execute(
@@ -754,7 +746,7 @@ def render(results: dict[str, Result], info: dict[str, str], args: argparse.Name
         f"publish (generate + produce + write JSONL; not in the figures): {pub['seconds']:.1f}s "
         f"({pub['rows'] / pub['seconds']:,.0f} messages/s), peak RSS {pub['peak_rss_mib']:.0f} "
         f"MiB; manifest (generator run again) {pub['manifest_seconds']:.1f}s",
-        f"memory limit: {args.memory_limit or _platform_memory_limit()}",
+        f"memory limit: {args.memory_limit or common.platform_memory_limit(ROOT)}",
         f"bronze: {bronze['batches']} batches of up to {bronze['batch_size']:,} in "
         f"{bronze['runs']} ingest_stream runs ({bronze['early_stops']} ended with messages "
         f"still waiting); seconds per batch: median {bronze['batch_seconds_median']:.2f}, "

@@ -1,4 +1,5 @@
-"""What every benchmark shares: a description of the machine the figures were measured on.
+"""What every benchmark shares: the machine the figures were measured on, CPU seconds, and
+the memory settings the platform's phases run under.
 
 The benchmarks run as scripts (``python bench/bench_<x>.py``), so this module is imported from
 the script's own directory.
@@ -46,3 +47,17 @@ def cpu_seconds() -> float:
     comparison to read when the wall ratios of one run disagree with the next's."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def platform_memory_limit(root: Path) -> str:
+    """What the platform's phases run with when --memory-limit is not given (``root``: the
+    checkout whose package the phases import)."""
+    import sys
+
+    sys.path.insert(0, str(root))
+    from medallion_platform.settings import duckdb_memory_limit, duckdb_silver_memory_limit
+
+    return (
+        f"platform default {duckdb_memory_limit()}, silver under {duckdb_silver_memory_limit()} "
+        "(raw phases: DuckDB's default)"
+    )

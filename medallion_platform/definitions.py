@@ -210,6 +210,7 @@ def build_definitions(
     warehouse = WarehouseResource(
         path=warehouse_path,
         memory_limit=settings.duckdb_memory_limit,
+        silver_memory_limit=settings.duckdb_silver_memory_limit,
         threads=settings.duckdb_threads,
         **_engine_fields(settings.home),
     )

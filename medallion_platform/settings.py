@@ -37,6 +37,22 @@ def duckdb_memory_limit() -> str:
     return f"{int(machine_memory_bytes() * MEMORY_FRACTION) // 2**20}MiB"
 
 
+SILVER_MEMORY_LIMIT = "1GiB"
+"""DuckDB's ``memory_limit`` while a contract is applied (when the warehouse's is higher).
+
+Silver's sort by day, its windows and the blocks it reads and writes are held up to the limit
+before DuckDB spills or evicts: under the warehouse's quarter of the machine, silver of 5M
+stream events peaked at 2.24 GiB (a 1.2 GiB sort plus cached blocks); under 1 GiB at 1.36 GiB,
+for the same CPU (bench/README.md, "Silver's memory bound"). Spills go to the warehouse's
+``temp_directory``."""
+
+
+def duckdb_silver_memory_limit() -> str:
+    """``MEDALLION_DUCKDB_SILVER_MEMORY_LIMIT`` (any DuckDB size), else
+    :data:`SILVER_MEMORY_LIMIT`."""
+    return os.environ.get("MEDALLION_DUCKDB_SILVER_MEMORY_LIMIT") or SILVER_MEMORY_LIMIT
+
+
 class PlatformSettings(BaseModel):
     """Resolved paths of one platform home."""
 
@@ -45,15 +61,19 @@ class PlatformSettings(BaseModel):
     home: Path
     duckdb_memory_limit: str | None = None
     """DuckDB's ``memory_limit``; :func:`from_env` fills in :func:`duckdb_memory_limit`."""
+    duckdb_silver_memory_limit: str | None = None
+    """DuckDB's ``memory_limit`` while silver runs (:func:`duckdb_silver_memory_limit`)."""
     duckdb_threads: int | None = None
 
     @classmethod
     def from_env(cls) -> PlatformSettings:
-        """``MEDALLION_HOME``, ``MEDALLION_DUCKDB_MEMORY_LIMIT``, ``MEDALLION_DUCKDB_THREADS``."""
+        """``MEDALLION_HOME``, ``MEDALLION_DUCKDB_MEMORY_LIMIT``,
+        ``MEDALLION_DUCKDB_SILVER_MEMORY_LIMIT``, ``MEDALLION_DUCKDB_THREADS``."""
         threads = os.environ.get("MEDALLION_DUCKDB_THREADS")
         return cls(
             home=Path(os.environ.get("MEDALLION_HOME", DEFAULT_HOME)).absolute(),
             duckdb_memory_limit=duckdb_memory_limit(),
+            duckdb_silver_memory_limit=duckdb_silver_memory_limit(),
             duckdb_threads=int(threads) if threads else None,
         )
 

@@ -7,22 +7,19 @@ Every connector writes bronze through here, so every bronze table carries the sa
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import duckdb
 import pyarrow as pa
 
 from medallion_platform.warehouse.identifiers import qualified, quote
+from medallion_platform.warehouse.memory import memory_bound
 from medallion_platform.warehouse.warehouse import (
     add_missing_columns,
     ensure_layout,
     table_exists,
 )
-
-log = logging.getLogger(__name__)
 
 BRONZE_SCHEMA = "bronze"
 ROW_NUMBER = "_row_number"
@@ -154,36 +151,10 @@ process grew with the data (peak 1.0 GiB at 5M rows, 1.8 GiB at 20M). Under this
 cache is evicted as it fills (those blocks are on disk already); a group of small files'
 transaction may spill a little to the warehouse's temp directory."""
 
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b)?\s*", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
-
-def size_bytes(size: str) -> int | None:
-    """A DuckDB size (``4GB``, ``6026MiB``, ``1.5 GiB``) in bytes; None if it is not one."""
-    match = _SIZE.fullmatch(size)
-    if not match:
-        return None
-    return int(float(match[1]) * _UNITS[(match[2] or "").lower()])
-
-
-@contextmanager
 def append_memory(
     conn: duckdb.DuckDBPyConnection, configured: str, bound: int = APPEND_MEMORY_LIMIT
-) -> Iterator[None]:
+) -> AbstractContextManager[None]:
     """Run bronze appends under ``bound`` bytes of DuckDB memory, then restore ``configured``
     (the warehouse's limit). A configured limit at or below the bound is kept as it is."""
-    limit = size_bytes(configured)
-    if limit is None or limit <= bound:
-        yield
-        return
-    try:
-        conn.execute(f"SET memory_limit = '{bound}B'")
-    except duckdb.Error as exc:  # more than that in use already: append under the configured
-        log.warning("bronze appends keep memory_limit %s: %s", configured, exc)
-        yield
-        return
-    try:
-        yield
-    finally:
-        conn.execute(f"SET memory_limit = '{limit}B'")
+    return memory_bound(conn, configured, bound, what="bronze appends")

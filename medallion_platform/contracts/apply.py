@@ -24,6 +24,7 @@ from medallion_platform.contracts.snapshots import merge_snapshot, quarantine_on
 from medallion_platform.contracts.spec import Contract
 from medallion_platform.contracts.tombstones import apply_tombstones
 from medallion_platform.warehouse.identifiers import qualified, quote
+from medallion_platform.warehouse.memory import MemoryBound, memory_bound
 from medallion_platform.warehouse.resets import record_reset
 from medallion_platform.warehouse.warehouse import (
     ensure_layout,
@@ -282,11 +283,26 @@ def apply_contract(
     *,
     rebuild: bool = False,
     run_id: str | None = None,
+    memory: MemoryBound | None = None,
 ) -> SilverRunStats:
     """Merge bronze batches newer than silver's watermark; ``rebuild`` starts from nothing.
 
     Call inside a transaction (``Warehouse.transaction()``): the caller owns the commit.
+    ``memory`` (``Warehouse.silver_memory``) lowers DuckDB's ``memory_limit`` for the whole
+    run and restores the warehouse's configured limit afterwards, also when the run fails:
+    every path (the streaming INSERT's sort by day, the windows, the temp tables of change
+    logs and snapshots) spills past it, and the blocks DuckDB caches as it reads bronze and
+    writes silver are evicted instead of growing to the warehouse's limit.
     """
+    if memory is None:
+        return _apply(conn, contract, rebuild=rebuild, run_id=run_id)
+    with memory_bound(conn, *memory, what=f"silver.{contract.name}"):
+        return _apply(conn, contract, rebuild=rebuild, run_id=run_id)
+
+
+def _apply(
+    conn: duckdb.DuckDBPyConnection, contract: Contract, *, rebuild: bool, run_id: str | None
+) -> SilverRunStats:
     ensure_layout(conn)
     consumer = f"silver.{contract.name}"
     silver = qualified("silver", contract.name)

@@ -25,6 +25,11 @@ class WarehouseResource(ConfigurableResource):
     memory_limit: str | None = Field(
         default=None, description="DuckDB memory_limit (e.g. '4GB'); beyond it DuckDB spills."
     )
+    silver_memory_limit: str | None = Field(
+        default=None,
+        description="DuckDB memory_limit while a contract is applied, when lower than "
+        "memory_limit (MEDALLION_DUCKDB_SILVER_MEMORY_LIMIT; 1GiB by default).",
+    )
     threads: int | None = Field(default=None, description="DuckDB worker threads.")
     lock_timeout_s: float = Field(default=300.0, description="How long to wait for the lock.")
     engine: str = Field(
@@ -70,6 +75,7 @@ class WarehouseResource(ConfigurableResource):
             read_only=read_only,
             lock_timeout_s=self.lock_timeout_s,
             memory_limit=self.memory_limit,
+            silver_memory_limit=self.silver_memory_limit,
             threads=self.threads,
         )
 

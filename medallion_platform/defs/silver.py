@@ -272,9 +272,14 @@ def build_silver_assets(contract: Contract, bronze: AssetKey) -> AssetsDefinitio
     )
     def _silver(context, config: SilverConfig, warehouse: WarehouseResource):
         engine = warehouse.sql_engine()  # DuckDB, or Spark over the lake (views in the warehouse)
-        with warehouse.warehouse().transaction() as conn:
+        duckdb_file = warehouse.warehouse()
+        with duckdb_file.transaction() as conn:
             stats = engine.apply_contract(
-                conn, contract, rebuild=config.rebuild, run_id=context.run_id
+                conn,
+                contract,
+                rebuild=config.rebuild,
+                run_id=context.run_id,
+                memory=duckdb_file.silver_memory,
             )
             outcomes = run_contract_checks(conn, contract)
             history_outcomes = run_history_checks(conn, contract) if history_specs else []

@@ -34,6 +34,7 @@ from medallion_platform.engines.duckdb_lake import (
 from medallion_platform.engines.lake import Lake
 from medallion_platform.engines.settings import EngineSettings
 from medallion_platform.warehouse.identifiers import qualified
+from medallion_platform.warehouse.memory import MemoryBound
 from medallion_platform.warehouse.warehouse import ensure_layout, set_watermark, table_columns
 
 if TYPE_CHECKING:
@@ -54,7 +55,10 @@ class Engine(Protocol):
         *,
         rebuild: bool = False,
         run_id: str | None = None,
-    ) -> SilverRunStats: ...
+        memory: MemoryBound | None = None,
+    ) -> SilverRunStats:
+        """``memory``: the warehouse's ``silver_memory``, the DuckDB limit silver runs under."""
+        ...
 
     def build_table(
         self, conn: duckdb.DuckDBPyConnection, schema: str, table: str, sql: str
@@ -79,11 +83,15 @@ class DuckDBEngine:
     def builds(self, schema: str) -> bool:
         return True
 
-    def apply_contract(self, conn, contract, *, rebuild=False, run_id=None) -> SilverRunStats:
+    def apply_contract(
+        self, conn, contract, *, rebuild=False, run_id=None, memory=None
+    ) -> SilverRunStats:
         # Coming back from Spark: its views go, and DuckDB rebuilds its own tables from bronze
         # (its watermark describes tables that no longer exist).
         detached = [detach_lake_table(conn, *name.split(".")) for name in contract_tables(contract)]
-        return apply_contract(conn, contract, rebuild=rebuild or any(detached), run_id=run_id)
+        return apply_contract(
+            conn, contract, rebuild=rebuild or any(detached), run_id=run_id, memory=memory
+        )
 
     def build_table(self, conn, schema, table, sql) -> None:
         detach_lake_table(conn, schema, table)
@@ -106,8 +114,9 @@ class SparkLakeEngine:
         return schema in self.LAYERS
 
     def apply_contract(
-        self, conn, contract, *, rebuild=False, run_id=None, on_event=None
+        self, conn, contract, *, rebuild=False, run_id=None, memory=None, on_event=None
     ) -> SilverRunStats:
+        # memory: Spark's own settings bound it; DuckDB here only exports bronze and attaches.
         from medallion_platform.contracts.spark import apply_contract_spark
 
         if not is_warehouse_table(conn, "bronze", contract.source):

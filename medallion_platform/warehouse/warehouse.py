@@ -16,8 +16,9 @@ from pathlib import Path
 
 import duckdb
 
-from medallion_platform.settings import duckdb_memory_limit
+from medallion_platform.settings import duckdb_memory_limit, duckdb_silver_memory_limit
 from medallion_platform.warehouse.identifiers import qualified, quote, validate_identifier
+from medallion_platform.warehouse.memory import MemoryBound, size_bytes
 from medallion_platform.warehouse.writer_lock import Holder, WarehouseBusyError, writer_lock
 
 LAYER_SCHEMAS = ("bronze", "silver", "gold", "quarantine", "_meta")
@@ -79,7 +80,9 @@ class Warehouse:
 
     ``memory_limit`` defaults to :func:`~medallion_platform.settings.duckdb_memory_limit` (a
     quarter of the machine unless ``MEDALLION_DUCKDB_MEMORY_LIMIT`` says otherwise); beyond it
-    DuckDB spills to :attr:`temp_directory`.
+    DuckDB spills to :attr:`temp_directory`. ``silver_memory_limit`` (default
+    :func:`~medallion_platform.settings.duckdb_silver_memory_limit`, 1 GiB) is the lower limit
+    a contract is applied under (:attr:`silver_memory`).
 
     DuckDB allows one read-write process or many read-only ones. A read-write connection first
     takes the platform's writer lock (:mod:`~medallion_platform.warehouse.writer_lock`, which a
@@ -94,6 +97,7 @@ class Warehouse:
         read_only: bool = False,
         lock_timeout_s: float = 300.0,
         memory_limit: str | None = None,
+        silver_memory_limit: str | None = None,
         threads: int | None = None,
     ) -> None:
         self.path = Path(path)
@@ -104,7 +108,19 @@ class Warehouse:
         self.read_only = read_only
         self.lock_timeout_s = lock_timeout_s
         self.memory_limit = memory_limit or duckdb_memory_limit()
+        self.silver_memory_limit = silver_memory_limit or duckdb_silver_memory_limit()
+        if size_bytes(self.silver_memory_limit) is None:
+            raise ValueError(
+                f"silver memory limit {self.silver_memory_limit!r} is not a DuckDB size such as "
+                "'1GiB' (MEDALLION_DUCKDB_SILVER_MEMORY_LIMIT or the warehouse resource's "
+                "silver_memory_limit)"
+            )
         self.threads = threads
+
+    @property
+    def silver_memory(self) -> MemoryBound:
+        """What ``apply_contract`` runs under: the silver limit, then the warehouse's again."""
+        return MemoryBound(configured=self.memory_limit, bound=self.silver_memory_limit)
 
     @property
     def temp_directory(self) -> Path:

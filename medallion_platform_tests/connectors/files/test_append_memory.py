@@ -20,7 +20,6 @@ from medallion_platform.connectors.bronze import (
     append_batch,
     append_memory,
     ensure_bronze_table,
-    size_bytes,
 )
 from medallion_platform.warehouse import Warehouse
 from medallion_platform.warehouse.warehouse import transaction
@@ -94,11 +93,3 @@ def test_a_lower_configured_limit_is_kept_and_an_error_still_restores(tmp_path: 
             assert _limit(conn) == "16.0 MiB"
             raise RuntimeError("boom")
         assert _limit(conn) == "1.0 GiB"
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("4GB", 4 * 10**9), ("6026MiB", 6026 * MIB), ("1.5 GiB", int(1.5 * 2**30)), ("x", None)],
-)
-def test_sizes_read_as_duckdb_spells_them(text: str, expected: int | None) -> None:
-    assert size_bytes(text) == expected
