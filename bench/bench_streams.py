@@ -364,6 +364,9 @@ def phase_raw_pipeline(workdir: Path, events: int, opts: argparse.Namespace) -> 
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "fetch.wait.max.ms": 100,
+            # As KafkaSource: while DuckDB inserts, the local queue fills, and librdkafka's
+            # default backoff (1 s) would then leave the fetcher idle.
+            "fetch.queue.backoff.ms": 10,
         }
     )
     buffered: list[pa.RecordBatch] = []
