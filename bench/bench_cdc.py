@@ -73,6 +73,12 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process so far, user and system, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _rss_now_mib() -> float:
     """This process's resident set size now (VmRSS), in MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -216,10 +222,10 @@ def _capture(
         batch_ends.append(time.perf_counter())
         rss_at_commits.append(_rss_now_mib())
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     warehouse = Warehouse(workdir / warehouse_file, memory_limit=opts.memory_limit)
     report = ingest_cdc(warehouse, source, batch_size=batch, on_batch=on_batch)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, _cpu_seconds() - cpu_start
     gaps = sorted(b - a for a, b in zip([start, *batch_ends], batch_ends, strict=False))
     rss_sorted = sorted(rss_at_commits) or [0.0]
     return {
@@ -237,7 +243,29 @@ def _capture(
         "rows_by_table": report.rows_by_table,
         "position": report.position,
         "confirmed_lsn": report.confirmed_lsn,
+        "cpu_seconds": cpu_seconds,
+        "partial_row_groups": partial_row_groups(workdir / warehouse_file, report.rows_by_table),
     }
+
+
+def partial_row_groups(path: Path, tables: Any) -> dict[str, int]:
+    """Each bronze table's row groups with fewer rows than a row group holds, the last one
+    aside: the ones DuckDB's checkpoint rewrites (after the clock)."""
+    import duckdb
+
+    from medallion_platform.connectors.bronze import ROW_GROUP_ROWS
+
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return {
+            table: conn.execute(
+                "SELECT count(*) FILTER (WHERE rows < ?) - (max_by(rows, row_group_id) < ?)::INT "
+                "FROM (SELECT row_group_id, max(count) AS rows "
+                f"FROM pragma_storage_info('bronze.{table}') GROUP BY ALL)",
+                [ROW_GROUP_ROWS, ROW_GROUP_ROWS],
+            ).fetchone()[0]
+            or 0
+            for table in tables
+        }
 
 
 def phase_snapshot(workdir: Path, opts: argparse.Namespace) -> Result:
@@ -424,10 +452,20 @@ def run_child_phase(name: str, workdir: Path, opts: argparse.Namespace) -> None:
     if "medallion_platform.config" in PHASE_IMPORTS[name]:
         _spec(opts)  # the packaged config, parsed before the clock and the RSS baseline
     rss_start = _peak_rss_mib()
-    result = PHASE_FUNCS[name](workdir, opts)
+    label = _label(name, opts)
+    cpu_start = _cpu_seconds()
+    if opts.profile == name:  # cProfile of the phase (slower): <workdir>/<label>.prof
+        import cProfile
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(PHASE_FUNCS[name], workdir, opts)
+        profiler.dump_stats(workdir / f"{label}.prof")
+        result["profiled"] = True
+    else:
+        result = PHASE_FUNCS[name](workdir, opts)
+    result.setdefault("cpu_seconds", _cpu_seconds() - cpu_start)
     result["rss_after_imports_mib"] = rss_start
     result["peak_rss_mib"] = _peak_rss_mib()
-    label = _label(name, opts)
     (workdir / f"{label}.json").write_text(json.dumps(result, indent=2, default=str))
 
 
@@ -456,6 +494,8 @@ def spawn_phase(
         cmd += ["--slot", extra["slot"]]
     if "large_batch" in extra:
         cmd += ["--large-batch", str(extra["large_batch"])]
+    if args.profile:
+        cmd += ["--profile", args.profile]
     label = _label(
         name,
         argparse.Namespace(round=round_, rounds=args.rounds, large_batch=extra.get("large_batch")),
@@ -596,6 +636,9 @@ def round_figures(results: dict[str, Result], rounds: int) -> list[dict[str, flo
                 "silver_s": silver["seconds"],
                 "changes_ratio": chg["seconds"] / raw_chg["seconds"],
                 "to_silver_per_s": chg["rows"] / (chg["seconds"] + silver["seconds"]),
+                "snapshot_cpu_s": snap.get("cpu_seconds", 0.0),
+                "changes_cpu_s": chg.get("cpu_seconds", 0.0),
+                "silver_cpu_s": silver.get("cpu_seconds", 0.0),
             }
         )
     return figures
@@ -672,6 +715,14 @@ def render(results: dict[str, Result], info: dict[str, str], args: argparse.Name
         f"{_median([f['to_silver_per_s'] for f in rounds]):,.0f} changes/s (goal >= 50,000); "
         f"snapshot / raw snapshot: {_median([f['snapshot_ratio'] for f in rounds]):.2f}x "
         "(goal <= 2)",
+        "CPU seconds of each round (snapshot / changes / silver of the changes): "
+        + "; ".join(
+            f"{f['snapshot_cpu_s']:.1f} / {f['changes_cpu_s']:.1f} / {f['silver_cpu_s']:.1f}"
+            for f in rounds
+        ),
+        "partly filled row groups, each table's last aside (the checkpoint rewrites them): "
+        f"after the snapshot {snap.get('partial_row_groups')}, after the changes "
+        f"{changes.get('partial_row_groups')}",
         "last round:",
         f"snapshot / raw snapshot time: {snap['seconds'] / raw_snap['seconds']:.2f}x "
         f"(raw: COPY {raw_snap['copy_seconds']:.2f}s + DuckDB {raw_snap['duckdb_seconds']:.2f}s, "
@@ -857,6 +908,12 @@ def main(argv: list[str] | None = None) -> int:
         help="times the snapshot and the changes (with their raw baselines and silver) are "
         "measured, back to back; the report gives each round and the median",
     )
+    parser.add_argument(
+        "--profile",
+        choices=("snapshot", "changes", "large", "silver"),
+        help="run this phase under cProfile (slower) and keep <workdir>/<phase>[_r<round>].prof; "
+        "implies --keep",
+    )
     parser.add_argument("--phase", choices=sorted(PHASE_FUNCS), help=argparse.SUPPRESS)
     parser.add_argument("--round", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--warehouse", default="warehouse.duckdb", help=argparse.SUPPRESS)
@@ -871,6 +928,7 @@ def main(argv: list[str] | None = None) -> int:
         run_child_phase(args.phase, args.workdir, args)
         return 0
 
+    args.keep = args.keep or bool(args.profile)
     workdir = _prepare_workdir(args, parser)
     try:
         return run_all(args, workdir)
