@@ -73,12 +73,6 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _cpu_seconds() -> float:
-    """CPU seconds of this process so far, user and system, all threads."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _rss_now_mib() -> float:
     """This process's resident set size now (VmRSS), in MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -222,10 +216,10 @@ def _capture(
         batch_ends.append(time.perf_counter())
         rss_at_commits.append(_rss_now_mib())
 
-    start, cpu_start = time.perf_counter(), _cpu_seconds()
+    start, cpu_start = time.perf_counter(), common.cpu_seconds()
     warehouse = Warehouse(workdir / warehouse_file, memory_limit=opts.memory_limit)
     report = ingest_cdc(warehouse, source, batch_size=batch, on_batch=on_batch)
-    seconds, cpu_seconds = time.perf_counter() - start, _cpu_seconds() - cpu_start
+    seconds, cpu_seconds = time.perf_counter() - start, common.cpu_seconds() - cpu_start
     gaps = sorted(b - a for a, b in zip([start, *batch_ends], batch_ends, strict=False))
     rss_sorted = sorted(rss_at_commits) or [0.0]
     return {
@@ -453,7 +447,7 @@ def run_child_phase(name: str, workdir: Path, opts: argparse.Namespace) -> None:
         _spec(opts)  # the packaged config, parsed before the clock and the RSS baseline
     rss_start = _peak_rss_mib()
     label = _label(name, opts)
-    cpu_start = _cpu_seconds()
+    cpu_start = common.cpu_seconds()
     if opts.profile == name:  # cProfile of the phase (slower): <workdir>/<label>.prof
         import cProfile
 
@@ -463,7 +457,7 @@ def run_child_phase(name: str, workdir: Path, opts: argparse.Namespace) -> None:
         result["profiled"] = True
     else:
         result = PHASE_FUNCS[name](workdir, opts)
-    result.setdefault("cpu_seconds", _cpu_seconds() - cpu_start)
+    result.setdefault("cpu_seconds", common.cpu_seconds() - cpu_start)
     result["rss_after_imports_mib"] = rss_start
     result["peak_rss_mib"] = _peak_rss_mib()
     (workdir / f"{label}.json").write_text(json.dumps(result, indent=2, default=str))
