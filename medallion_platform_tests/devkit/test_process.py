@@ -49,8 +49,11 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) -> No
 
 def test_each_stop_signal_is_tried_before_sigkill(tmp_path: Path) -> None:
     """PostgreSQL's escalation: its shutdown mode's signal, then SIGQUIT, then SIGKILL."""
+    # SIGQUIT back to its default: a shell without job control starts background commands
+    # (`make test &`) with SIGINT and SIGQUIT ignored, and the child would inherit that.
     code = (
         "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "signal.signal(signal.SIGQUIT, signal.SIG_DFL); "
         "print('up', flush=True); time.sleep(120)"
     )
     process = LocalProcess("pg-like", tmp_path / "pg.log")
