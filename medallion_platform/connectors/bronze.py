@@ -38,6 +38,14 @@ LINEAGE_COLUMNS: dict[str, str] = {
 }
 
 
+def whole_row_groups(table: pa.Table) -> pa.Table:
+    """``table`` as one contiguous chunk per row group (the last one less). Fed many small
+    Arrow chunks, DuckDB's parallel insert leaves partly filled row groups that the checkpoint
+    then rewrites (4-5 s and twice the file size per 1M stream messages, measured)."""
+    table = table.combine_chunks()
+    return pa.Table.from_batches(table.to_batches(max_chunksize=ROW_GROUP_ROWS), table.schema)
+
+
 def ensure_bronze_table(
     conn: duckdb.DuckDBPyConnection, table: str, extra_lineage: Mapping[str, str]
 ) -> None:

@@ -41,6 +41,7 @@ from medallion_platform.connectors.bronze import (
     append_batch,
     append_memory,
     ensure_bronze_table,
+    whole_row_groups,
 )
 from medallion_platform.connectors.files.landing import (
     archive_path,
@@ -459,8 +460,7 @@ class _SmallFiles:
             rows = pa.concat_tables(parts, promote_options="default") if parts else None
             if rows is not None:
                 if rows.num_rows > ROW_GROUP_ROWS:
-                    rows = rows.combine_chunks()
-                    rows = pa.Table.from_batches(rows.to_batches(max_chunksize=ROW_GROUP_ROWS))
+                    rows = whole_row_groups(rows)
                 append_batch(
                     conn, feed.bronze_table, rows, batch_id=None, lineage=FILE_LINEAGE,
                     evolve=False, source_column=SOURCE_FILE,

@@ -40,6 +40,7 @@ from medallion_platform.connectors.bronze import (
     PARSE_ERROR,
     ROW_GROUP_ROWS,
     ROW_NUMBER,
+    whole_row_groups,
 )
 from medallion_platform.connectors.files.spec import FileFeed
 from medallion_platform.warehouse.identifiers import normalize_column_name, quote
@@ -524,8 +525,7 @@ class _Rechunk:
         self.pending, self.rows, self.emitted = [], 0, True
         if table.num_rows > ROW_GROUP_ROWS and table.nbytes < COMBINE_MAX_BYTES:
             # Chunks of one row group each: DuckDB inserts them on all its threads at once.
-            table = table.combine_chunks()
-            table = pa.Table.from_batches(table.to_batches(max_chunksize=ROW_GROUP_ROWS))
+            table = whole_row_groups(table)
         return table
 
 
