@@ -244,7 +244,7 @@ def _capture(
 
 def partial_row_groups(path: Path, tables: Any) -> dict[str, int]:
     """Each bronze table's row groups with fewer rows than a row group holds, the last one
-    aside: the ones DuckDB's checkpoint rewrites (after the clock)."""
+    aside: the ones a later checkpoint may merge, rewriting them (counted after the clock)."""
     import duckdb
 
     from medallion_platform.connectors.bronze import ROW_GROUP_ROWS
@@ -714,7 +714,7 @@ def render(results: dict[str, Result], info: dict[str, str], args: argparse.Name
             f"{f['snapshot_cpu_s']:.1f} / {f['changes_cpu_s']:.1f} / {f['silver_cpu_s']:.1f}"
             for f in rounds
         ),
-        "partly filled row groups, each table's last aside (the checkpoint rewrites them): "
+        "partly filled row groups, each table's last aside (a later checkpoint may merge them): "
         f"after the snapshot {snap.get('partial_row_groups')}, after the changes "
         f"{changes.get('partial_row_groups')}",
         "last round:",
