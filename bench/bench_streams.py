@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -276,71 +277,13 @@ def phase_raw_dedup(workdir: Path, events: int, opts: argparse.Namespace) -> Res
     return {"rows": rows, "seconds": time.perf_counter() - start}
 
 
-def phase_consume(workdir: Path, events: int, opts: argparse.Namespace) -> Result:
-    """Every message read from the broker by a bare confluent-kafka consumer, stored nowhere."""
-    from confluent_kafka import (
-        OFFSET_BEGINNING,
-        Consumer,
-        KafkaError,
-        KafkaException,
-        TopicPartition,
-    )
-
-    start = time.perf_counter()
-    consumer = Consumer(
-        {
-            "bootstrap.servers": opts.bootstrap,
-            "group.id": "bench-consume",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 100,  # as KafkaSource
-        }
-    )
-    try:
-        partitions = sorted(consumer.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions)
-        consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in partitions])
-        pending = set(partitions)
-        rows = value_bytes = 0
-        idle_until = time.monotonic() + IDLE_TIMEOUT_S
-        while pending:
-            messages = consumer.consume(num_messages=CONSUME_CHUNK, timeout=0.1)
-            if not messages:
-                if time.monotonic() > idle_until:
-                    raise RuntimeError(f"nothing from partitions {sorted(pending)} for 30 s")
-                continue
-            idle_until = time.monotonic() + IDLE_TIMEOUT_S
-            for message in messages:
-                error = message.error()
-                if error is None:
-                    rows += 1
-                    value_bytes += len(message.value())
-                elif error.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(message.partition())
-                else:
-                    raise KafkaException(error)
-    finally:
-        consumer.close()
-    return {"rows": rows, "seconds": time.perf_counter() - start, "value_bytes": value_bytes}
-
-
-ROW_GROUP = 122_880  # DuckDB's rows per row group: one per transaction, as bronze commits
-
-
-def phase_raw_pipeline(workdir: Path, events: int, opts: argparse.Namespace) -> Result:
-    """The raw engine's lossless pipeline: broker → kept text → typed + dedup, nothing checked.
-
-    What a hand-written loader with the same floor as bronze does: read every message with
-    the bare consumer, keep its value as text with its partition and offset (one row group per
-    transaction, the last offset of each partition committed with it), then type and
-    deduplicate from that table as ``raw_dedup`` does from the file. No lineage columns, no
-    per-value checks, no quarantine: the gap between this and bronze + silver is what those
-    promises cost here.
-    """
+def _every_message(opts: argparse.Namespace, group: str) -> Iterator[list[Any]]:
+    """Every message of the topic from offset 0, one ``consume()``'s worth at a time, read by a
+    bare confluent-kafka consumer set up as ``KafkaSource`` sets its own; ends when each
+    partition reports its end. The collector stays paused until the last read (10,000 messages
+    at a time die together, as in KafkaSource)."""
     import gc
 
-    import duckdb
-    import numpy as np
-    import pyarrow as pa
     from confluent_kafka import (
         OFFSET_BEGINNING,
         Consumer,
@@ -350,46 +293,19 @@ def phase_raw_pipeline(workdir: Path, events: int, opts: argparse.Namespace) -> 
         TopicPartition,
     )
 
-    gc.disable()  # as KafkaSource while a consume()'s messages are alive
-    start = time.perf_counter()
-    conn = duckdb.connect(
-        str(workdir / "raw_pipeline.duckdb"), config=_duckdb_config(opts.memory_limit)
-    )
-    conn.execute('CREATE TABLE kept ("partition" INTEGER, "offset" BIGINT, payload VARCHAR)')
-    conn.execute('CREATE TABLE positions ("partition" INTEGER PRIMARY KEY, "offset" BIGINT)')
     consumer = Consumer(
         {
             "bootstrap.servers": opts.bootstrap,
-            "group.id": "bench-raw-pipeline",
+            "group.id": group,
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "fetch.wait.max.ms": 100,
-            # As KafkaSource: while DuckDB inserts, the local queue fills, and librdkafka's
-            # default backoff (1 s) would then leave the fetcher idle.
+            # While the caller stores a read, the local queue fills; librdkafka's default
+            # backoff (1 s) would then leave the fetcher idle.
             "fetch.queue.backoff.ms": 10,
         }
     )
-    buffered: list[pa.RecordBatch] = []
-    storing = [0.0]  # seconds in store(): DuckDB's INSERTs and COMMITs
-
-    def store(rows: int | None = None) -> None:
-        """Commit the first ``rows`` buffered messages (all of them when None)."""
-        began = time.perf_counter()
-        head = pa.Table.from_batches(buffered).combine_chunks()
-        buffered.clear()
-        if rows is not None and head.num_rows > rows:
-            buffered.extend(head.slice(rows).to_batches())
-            head = head.slice(0, rows)
-        if not head.num_rows:
-            return
-        ends = head.group_by("partition").aggregate([("offset", "max")])  # noqa: F841
-        conn.execute("BEGIN")
-        conn.execute("INSERT INTO kept SELECT * FROM head")
-        conn.execute('INSERT OR REPLACE INTO positions SELECT "partition", offset_max FROM ends')
-        conn.execute("COMMIT")
-        storing[0] += time.perf_counter() - began
-
-    kept = 0
+    gc.disable()
     try:
         partitions = sorted(consumer.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions)
         consumer.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in partitions])
@@ -413,27 +329,88 @@ def phase_raw_pipeline(workdir: Path, events: int, opts: argparse.Namespace) -> 
                         pending.discard(message.partition())
                     else:
                         raise KafkaException(error)
-            if not good:
-                continue
-            count = len(good)
-            partition_ids = np.fromiter(map(Message.partition, good), np.int32, count)
-            offsets = np.fromiter(map(Message.offset, good), np.int64, count)
-            buffered.append(
-                pa.record_batch(
-                    [
-                        pa.array(partition_ids),
-                        pa.array(offsets),
-                        pa.array(list(map(Message.value, good))).cast(pa.string()),
-                    ],
-                    names=["partition", "offset", "payload"],
-                )
-            )
-            kept += count
-            if sum(b.num_rows for b in buffered) >= ROW_GROUP:
-                store(ROW_GROUP)
-        store()
+            if good:
+                yield good
     finally:
+        gc.enable()
         consumer.close()
+
+
+def phase_consume(workdir: Path, events: int, opts: argparse.Namespace) -> Result:
+    """Every message read from the broker by a bare confluent-kafka consumer, stored nowhere."""
+    from confluent_kafka import Message
+
+    start = time.perf_counter()
+    rows = value_bytes = 0
+    for messages in _every_message(opts, "bench-consume"):
+        rows += len(messages)
+        value_bytes += sum(map(len, map(Message.value, messages)))
+    return {"rows": rows, "seconds": time.perf_counter() - start, "value_bytes": value_bytes}
+
+
+ROW_GROUP = 122_880  # DuckDB's rows per row group: one per transaction, as bronze commits
+
+
+def phase_raw_pipeline(workdir: Path, events: int, opts: argparse.Namespace) -> Result:
+    """The raw engine's lossless pipeline: broker → kept text → typed + dedup, nothing checked.
+
+    What a hand-written loader with the same floor as bronze does: read every message with
+    the bare consumer, keep its value as text with its partition and offset (one row group per
+    transaction, the last offset of each partition committed with it), then type and
+    deduplicate from that table as ``raw_dedup`` does from the file. No lineage columns, no
+    per-value checks, no quarantine: the gap between this and bronze + silver is what those
+    promises cost here.
+    """
+    import duckdb
+    import numpy as np
+    import pyarrow as pa
+    from confluent_kafka import Message
+
+    start = time.perf_counter()
+    conn = duckdb.connect(
+        str(workdir / "raw_pipeline.duckdb"), config=_duckdb_config(opts.memory_limit)
+    )
+    conn.execute('CREATE TABLE kept ("partition" INTEGER, "offset" BIGINT, payload VARCHAR)')
+    conn.execute('CREATE TABLE positions ("partition" INTEGER PRIMARY KEY, "offset" BIGINT)')
+    buffered: list[pa.RecordBatch] = []
+    storing = [0.0]  # seconds in store(): DuckDB's INSERTs and COMMITs
+
+    def store(rows: int | None = None) -> None:
+        """Commit the first ``rows`` buffered messages (all of them when None)."""
+        began = time.perf_counter()
+        head = pa.Table.from_batches(buffered).combine_chunks()
+        buffered.clear()
+        if rows is not None and head.num_rows > rows:
+            buffered.extend(head.slice(rows).to_batches())
+            head = head.slice(0, rows)
+        if not head.num_rows:
+            return
+        ends = head.group_by("partition").aggregate([("offset", "max")])  # noqa: F841
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO kept SELECT * FROM head")
+        conn.execute('INSERT OR REPLACE INTO positions SELECT "partition", offset_max FROM ends')
+        conn.execute("COMMIT")
+        storing[0] += time.perf_counter() - began
+
+    kept = 0
+    for good in _every_message(opts, "bench-raw-pipeline"):
+        count = len(good)
+        partition_ids = np.fromiter(map(Message.partition, good), np.int32, count)
+        offsets = np.fromiter(map(Message.offset, good), np.int64, count)
+        buffered.append(
+            pa.record_batch(
+                [
+                    pa.array(partition_ids),
+                    pa.array(offsets),
+                    pa.array(list(map(Message.value, good))).cast(pa.string()),
+                ],
+                names=["partition", "offset", "payload"],
+            )
+        )
+        kept += count
+        if sum(b.num_rows for b in buffered) >= ROW_GROUP:
+            store(ROW_GROUP)
+    store()
     keep_seconds = time.perf_counter() - start
     shape = json.dumps(JSON_COLUMNS)
     conn.execute(
