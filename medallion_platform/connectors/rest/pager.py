@@ -25,6 +25,7 @@ import httpx
 from pydantic import BaseModel
 
 from medallion_platform.connectors.rest.client import RestClient, RestError
+from medallion_platform.connectors.rest.rows import raw_json
 from medallion_platform.connectors.rest.spec import PaginationSpec, RestEndpoint
 
 Resume = dict[str, Any]
@@ -35,6 +36,7 @@ class Page(BaseModel):
     url: str
     next: Resume | None
     fingerprint: str | None = None  # of the records (hex); None for an empty page
+    raws: list[str] = []  # each record's JSON (:func:`raw_json`), encoded once for both uses
 
 
 class PaginationError(RestError):
@@ -231,8 +233,10 @@ def _token_key(resume: Resume) -> str:
     return json.dumps(resume, sort_keys=True, default=str)
 
 
-def _fingerprint(records: list[dict[str, Any]]) -> str:
-    body = json.dumps(records, separators=(",", ":"), default=str)  # as served: same order
+def _fingerprint(raws: list[str]) -> str:
+    """Of the records' JSON texts: the digest of ``json.dumps(records, separators=(",", ":"))``
+    (as served: same order), so a fingerprint committed by an earlier version still matches."""
+    body = "[" + ",".join(raws) + "]"
     return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
 
 
@@ -271,7 +275,8 @@ def iter_pages(
             )
         nxt = paginator.next(state, payload, response, records)
         here = client.mask(describe(state))
-        fingerprint = _fingerprint(records) if records else None
+        raws = list(map(raw_json, records))  # bronze's _raw, and the page's fingerprint
+        fingerprint = _fingerprint(raws) if records else None
         if fingerprint is not None:
             earlier = contents.setdefault(fingerprint, number)
             if earlier != number:
@@ -305,7 +310,9 @@ def iter_pages(
                     cursor=cursor,
                 )
             followed[key] = number + 1
-        yield Page(records=records, url=str(response.url), next=nxt, fingerprint=fingerprint)
+        yield Page(
+            records=records, url=str(response.url), next=nxt, fingerprint=fingerprint, raws=raws
+        )
         if nxt is None:
             return
         state = nxt

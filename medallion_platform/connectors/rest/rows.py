@@ -73,6 +73,7 @@ def _text(value: Any) -> str | None:
 
 
 _NONE = type(None)
+_BOOLEAN_TEXT = {True: "true", False: "false"}.__getitem__
 
 
 def _texts(values: list[Any]) -> list[str | None]:
@@ -82,6 +83,8 @@ def _texts(values: list[Any]) -> list[str | None]:
         return values
     if kinds == {int}:
         return list(map(str, values))
+    if kinds == {bool}:
+        return list(map(_BOOLEAN_TEXT, values))
     if kinds == {dict}:
         return list(map(_nested_json, values))
     return [_text(v) for v in values]

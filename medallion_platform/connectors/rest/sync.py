@@ -22,7 +22,6 @@ resume token, the report says which budget was reached, and the next run continu
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -195,19 +194,31 @@ def _page_rows(page: Page, required: list[str]) -> pa.Table:
         page.records,
         numbers=list(numbers),
         sources=[f"{page.url}#row={n}" for n in numbers],
-        raws=list(map(raw_json, page.records)),
+        raws=page.raws
+        if len(page.raws) == len(page.records)
+        else list(map(raw_json, page.records)),
         required=required,
         wheres=[f"record {n}" for n in numbers],
     )
 
 
 def _prepared(
-    pages: Iterator[Page], required: list[str], flatten: bool
-) -> Iterator[tuple[Page, pa.Table | None]]:
-    """Each page with its bronze rows, built on the read-ahead thread while the pages before
-    are committed (a change log's entries are built at commit, in landing order)."""
-    for page in pages:
-        yield page, _page_rows(page, required) if flatten else None
+    pages: Iterator[Page], required: list[str], flatten: bool, budget: SyncBudget, started: float
+) -> Iterator[tuple[Page, pa.Table | None, str | None]]:
+    """Each page with its bronze rows (built on the read-ahead thread while the pages before
+    are committed; a change log's entries are built at commit, in landing order) and the
+    budget it reached, if any. The budget is checked here, after each page is fetched, so the
+    reader, however far ahead, never fetches a page past it."""
+    for fetched, page in enumerate(pages, start=1):
+        reached = None
+        if page.next is not None:
+            if fetched >= budget.max_pages:
+                reached = f"max_pages={budget.max_pages}"
+            elif time.monotonic() - started >= budget.max_seconds:
+                reached = f"max_seconds={budget.max_seconds:g}"
+        yield page, _page_rows(page, required) if flatten else None, reached
+        if reached is not None:
+            return
 
 
 def _landing_order(buffer: list[Page], oldest_first: bool) -> list[Page]:
@@ -372,21 +383,17 @@ def _walk(
     budget_reached: str | None = None
     fetched = 0
     walk = iter_pages(client, feed, since=since, resume=resume, committed=last_page)
-    # The next page is fetched on a thread while this one is flattened and committed (the
-    # wait for the API releases the GIL); never more pages than the budget allows.
-    pages_ahead = itertools.islice(walk, budget.max_pages)
-    ahead = read_ahead(_prepared(pages_ahead, [endpoint.primary_key], changes is None))
+    # The next pages (up to a commit's worth) are fetched on a thread while these are
+    # flattened and committed (the wait for the API and DuckDB's work release the GIL).
+    ahead = read_ahead(
+        _prepared(walk, [endpoint.primary_key], changes is None, budget, started),
+        depth=feed.pages_per_commit,
+    )
     try:
-        for page, rows in ahead:
+        for page, rows, budget_reached in ahead:
             buffered.append((page, rows))
             fetched += 1
-            if page.next is not None:
-                if fetched >= budget.max_pages:
-                    budget_reached = f"max_pages={budget.max_pages}"
-                elif time.monotonic() - started >= budget.max_seconds:
-                    budget_reached = f"max_seconds={budget.max_seconds:g}"
-            last = page.next is None or budget_reached is not None
-            if len(buffered) >= feed.pages_per_commit or last:
+            if len(buffered) >= feed.pages_per_commit or page.next is None or budget_reached:
                 chunk, buffered = buffered, []
                 commit(chunk)
             if budget_reached is not None:

@@ -312,7 +312,8 @@ def _with_budget(source: RestSource, endpoint_budget: dict, source_budget: dict)
 
 def test_a_page_budget_ends_the_sync_cleanly_and_the_next_runs_continue(warehouse, source) -> None:
     """3 pages a run (declared on the endpoint, over the source's 10,000): four runs read the
-    ten pages, each committed once, and only the last moves the high-water mark."""
+    ten pages, each committed once, and only the last moves the high-water mark. The reader
+    runs a commit's worth of pages ahead, never past the budget: no page is asked for twice."""
     budgeted = _with_budget(source, {"max_pages": 3}, {"max_pages": 10_000, "max_seconds": 60})
     endpoint = _endpoint(budgeted, "charges")
     assert budgeted.budget_for(endpoint).model_dump() == {"max_pages": 3, "max_seconds": 60}
@@ -323,6 +324,8 @@ def test_a_page_budget_ends_the_sync_cleanly_and_the_next_runs_continue(warehous
             reports.append(sync_endpoint(warehouse, budgeted, endpoint, _client(api, budgeted)))
             if reports[-1].complete:
                 break
+        asked = [r for r in api.requests if r.path == "/v1/charges"]
+    assert len(asked) == 10  # and the last run asks the change log where it stands
     assert [r.records for r in reports] == [300, 300, 300, 100]
     assert [r.pages for r in reports] == [3, 6, 9, 10]  # of the sync, across its runs
     assert [r.budget_reached for r in reports] == ["max_pages=3"] * 3 + [None]
@@ -334,12 +337,14 @@ def test_a_page_budget_ends_the_sync_cleanly_and_the_next_runs_continue(warehous
 
 def test_a_time_budget_ends_a_slow_sync_with_its_progress_committed(warehouse, source) -> None:
     """Each page takes 0.15 s; the source allows 0.4 s a run: the sync stops after the page
-    that crossed it, commits, and the next run (no budget pressure) finishes exactly once."""
+    that crossed it, commits, and the next run (no budget pressure) finishes exactly once.
+    The reader ahead stops fetching there too: every page asked for is committed."""
     budgeted = _with_budget(source, {}, {"max_seconds": 0.4})
     endpoint = _endpoint(budgeted, "charges")
     with PaymentsApi(generate_payments(1_000), token=TOKEN) as api:
         api.faults.add("slow", path="/v1/charges", count=100, delay=0.15)
         first = sync_endpoint(warehouse, budgeted, endpoint, _client(api, budgeted))
+        asked = len([r for r in api.requests if r.path == "/v1/charges"])
         with warehouse.connect() as conn:
             state = load_state(conn, state_key(budgeted, endpoint))
         api.faults.clear()
@@ -348,6 +353,7 @@ def test_a_time_budget_ends_a_slow_sync_with_its_progress_committed(warehouse, s
         )
     assert first.budget_reached == "max_seconds=0.4" and not first.complete
     assert first.pages < 10 and first.records == first.pages * 100  # stopped early
+    assert asked == first.api_calls == first.pages
     assert state.in_progress is not None and state.in_progress.pages == first.pages
     assert _counts(warehouse, "payments_charges") == (1_000, 1_000)
     assert second.resumed and second.complete and second.records == 1_000 - first.records
