@@ -123,10 +123,12 @@ def _merge_latest(
         existing = latest - conn.execute("SELECT count(*) FROM _winners").fetchone()[0]
         updated = 0
     else:
+        # One probe of the stored table: each key's winner, and whether a stored row competed
+        # (counted here instead of by two more joins against the whole silver table).
         conn.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE _winners AS
-            SELECT * FROM (
+            SELECT *, bool_or(NOT _is_new) OVER (PARTITION BY {keys}) AS _stored FROM (
                 SELECT {cols}, TRUE AS _is_new FROM _latest
                 UNION ALL
                 SELECT {", ".join("s." + quote(c) for c in silver_columns(contract))}, FALSE
@@ -135,12 +137,10 @@ def _merge_latest(
             QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {order}) = 1
             """
         )
-        existing = conn.execute(
-            f"SELECT count(*) FROM {silver} s SEMI JOIN _latest n ON {join}"
-        ).fetchone()[0]
-        updated = conn.execute(
-            f"SELECT count(*) FROM _winners n SEMI JOIN {silver} s ON {join} WHERE n._is_new"
-        ).fetchone()[0]
+        existing, updated = conn.execute(
+            "SELECT count(*) FILTER (WHERE _stored), count(*) FILTER (WHERE _stored AND _is_new) "
+            "FROM _winners"
+        ).fetchone()
         conn.execute(f"DELETE FROM {silver} s USING _latest n WHERE {join}")
     conn.execute("DROP TABLE _latest")
     rows_by_day: dict[str, int] = {}

@@ -345,6 +345,25 @@ def test_latest_updated_at_wins_even_when_an_older_version_arrives_later(
     ]
     assert (stats.inserted, stats.updated, stats.superseded) == (0, 1, 2)
 
+    # One batch of a new key, a newer version of a stored one and an older one: counted per key.
+    other = "SKU-000002,Tarp,tents,Northpeak,40.00,USD,1.00,true,2026-10-02T00:00:00\n"
+    load(
+        warehouse,
+        settings,
+        products_feed,
+        "d.csv",
+        PRODUCTS
+        + row.format(price="130.00", at="2026-10-10T00:00:00")
+        + other
+        + row.format(price="90.00", at="2026-10-02T00:00:00"),
+    )
+    stats = apply(warehouse, products_contract)
+    assert (stats.inserted, stats.updated, stats.superseded) == (1, 1, 2)
+    assert fetch(warehouse, "SELECT sku, unit_price FROM silver.products ORDER BY sku") == [
+        ("SKU-000001", Decimal("130.00")),
+        ("SKU-000002", Decimal("40.00")),
+    ]
+
 
 def test_without_latest_by_the_later_arriving_batch_wins(
     warehouse: Warehouse,
