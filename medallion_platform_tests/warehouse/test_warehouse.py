@@ -24,6 +24,7 @@ from medallion_platform.warehouse.warehouse import (
     add_missing_columns,
     get_watermark,
     next_batch_id,
+    next_batch_ids,
     set_watermark,
     table_columns,
     table_exists,
@@ -69,6 +70,27 @@ def test_ensure_layout_creates_the_layers_and_is_idempotent(warehouse: Warehouse
         assert get_watermark(conn, "silver.products") == first
         assert next_batch_id(conn, "files:products", "run-2") == first + 1
         assert conn.execute("SELECT count(*) FROM _meta.batches").fetchone()[0] == 2
+
+
+def test_a_group_of_batch_ids_continues_the_sequence_and_records_each(
+    warehouse: Warehouse,
+) -> None:
+    """``next_batch_ids`` (a group of small files, one id each) takes the next ids in order,
+    each recorded in ``_meta.batches`` like ``next_batch_id``'s, and the one after follows."""
+    warehouse.ensure_layout()
+    with warehouse.transaction() as conn:
+        first = next_batch_id(conn, "files:products", "run-1")
+        group = next_batch_ids(conn, "files:ad_spend", "run-2", 5)
+        after = next_batch_id(conn, "files:products", "run-2")
+        recorded = conn.execute(
+            "SELECT batch_id, source, run_id FROM _meta.batches ORDER BY batch_id"
+        ).fetchall()
+    assert group == list(range(first + 1, first + 6)) and after == first + 6
+    assert recorded == [
+        (first, "files:products", "run-1"),
+        *[(b, "files:ad_spend", "run-2") for b in group],
+        (after, "files:products", "run-2"),
+    ]
 
 
 def test_watermark_defaults_to_zero_and_is_replaced(warehouse: Warehouse) -> None:

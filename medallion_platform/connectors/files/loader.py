@@ -57,6 +57,7 @@ from medallion_platform.connectors.files.spec import FileFeed
 from medallion_platform.warehouse import Warehouse
 from medallion_platform.warehouse.warehouse import (
     next_batch_id,
+    next_batch_ids,
     set_position,
     transaction,
 )
@@ -451,8 +452,8 @@ class _SmallFiles:
             everyone = list(dict.fromkeys(c for ready in files for c in ready.columns))
             add_data_columns(conn, feed.bronze_table, everyone, FILE_LINEAGE)
             parts = []
-            for ready in files:
-                batch_id = next_batch_id(conn, source, self.run_id)
+            batch_ids = next_batch_ids(conn, source, self.run_id, len(files))
+            for ready, batch_id in zip(files, batch_ids, strict=True):  # in arrival order
                 target = archive_path(self.landing_root, feed, batch_id, ready.rel)
                 parts += [_with_lineage(t, batch_id, ready) for t in ready.tables if t.num_rows]
                 done.append((ready, batch_id, target))
@@ -472,16 +473,13 @@ class _SmallFiles:
                         so_far += table.num_rows
                         if table.num_rows:
                             self.on_progress(ready.rel, so_far)
-            for ready, batch_id, target in done:  # every file as it was read, up to COMMIT
+            for ready, _, _ in done:  # every file as it was read, up to COMMIT
                 now = _identity(ready.path)
                 if now is None:
                     raise _LeftOut(ready, _vanished(ready.rel, "while it was being loaded"))
                 if now != ready.identity:
                     raise _LeftOut(ready, _changing(feed, ready.rel))
-                _register(
-                    conn, feed, ready.file_hash, ready.rel, ready.size, ready.rows, batch_id,
-                    "loaded", None, target, columns=ready.columns,
-                )  # fmt: skip
+            _register_loaded(conn, feed, done)
             set_position(conn, source, "last_file", done[-1][0].rel, done[-1][1])
         return done
 
@@ -726,6 +724,30 @@ def _register(
             reason,
             str(stored_at) if stored_at else None,
             json.dumps(columns) if columns is not None else None,
+        ],
+    )
+
+
+def _register_loaded(
+    conn: duckdb.DuckDBPyConnection, feed: FileFeed, done: list[tuple[_Ready, int, Path]]
+) -> None:
+    """A group's ``_meta.files`` rows (each file as :func:`_register` records a loaded one),
+    in one statement."""
+    conn.execute(
+        "INSERT INTO _meta.files (feed, file_hash, path, size_bytes, rows, batch_id, status, "
+        "reason, stored_at, registered_at, columns) "
+        "SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::BIGINT[]), "
+        "unnest(?::BIGINT[]), unnest(?::BIGINT[]), 'loaded', NULL, unnest(?::VARCHAR[]), now(), "
+        "unnest(?::VARCHAR[])",
+        [
+            feed.name,
+            [ready.file_hash for ready, _, _ in done],
+            [ready.rel for ready, _, _ in done],
+            [ready.size for ready, _, _ in done],
+            [ready.rows for ready, _, _ in done],
+            [batch_id for _, batch_id, _ in done],
+            [str(target) for _, _, target in done],
+            [json.dumps(ready.columns) for ready, _, _ in done],
         ],
     )
 
