@@ -219,16 +219,15 @@ def ensure_layout(conn: duckdb.DuckDBPyConnection) -> None:
 
 def next_batch_id(conn: duckdb.DuckDBPyConnection, source: str, run_id: str | None) -> int:
     """Allocate a batch id (monotonic, so silver can use it as a high-water mark)."""
-    batch_id = conn.execute("SELECT nextval('_meta.batch_id_seq')").fetchone()[0]
-    conn.execute("INSERT INTO _meta.batches VALUES (?, ?, ?, now())", [batch_id, source, run_id])
-    return int(batch_id)
+    return next_batch_ids(conn, source, run_id, 1)[0]
 
 
 def next_batch_ids(
     conn: duckdb.DuckDBPyConnection, source: str, run_id: str | None, count: int
 ) -> list[int]:
-    """``count`` batch ids, ascending, in two statements whatever ``count`` (a group of small
-    files takes one id per file: a statement each cost more than the files' append)."""
+    """``count`` batch ids, ascending, each recorded in ``_meta.batches``: two statements
+    whatever ``count`` (a group of small files takes one id per file: a statement each cost
+    more than the files' append)."""
     ids = sorted(
         int(row[0])
         for row in conn.execute(
