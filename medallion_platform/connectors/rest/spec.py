@@ -196,7 +196,8 @@ class RestEndpoint(BaseModel):
         description="Pages per warehouse transaction: fewer commits, coarser resume points. "
         "Each commit costs about 25 ms of warehouse bookkeeping (batch id, sync state, COMMIT): "
         "at 10 pages of 100 records that was a sixth of a sync's CPU; a crash re-reads at most "
-        "this many pages (never lands one twice).",
+        "this many pages (never lands one twice). The next commit's pages are fetched while "
+        "one commits, so a sync holds up to twice this many pages in memory.",
     )
     params: dict[str, str] = Field(default_factory=dict)
     budget: SyncBudget | None = Field(
