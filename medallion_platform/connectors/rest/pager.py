@@ -310,7 +310,9 @@ def iter_pages(
                     cursor=cursor,
                 )
             followed[key] = number + 1
-        yield Page(
+        # Built without validation: every field was checked above (records a list of objects
+        # parsed from JSON), and validating copies each record (0.46 CPU s per 100k records).
+        yield Page.model_construct(
             records=records, url=str(response.url), next=nxt, fingerprint=fingerprint, raws=raws
         )
         if nxt is None:
