@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import duckdb
 import numpy as np
@@ -695,6 +695,20 @@ class _Stream:
             raise
 
 
+class _Entry(NamedTuple):
+    """One ``_meta.files`` row: what became of one file."""
+
+    file_hash: str
+    rel: str
+    size: int
+    rows: int
+    batch_id: int
+    status: str
+    reason: str | None
+    stored_at: str | None
+    columns: str | None  # the file's columns as JSON (loaded files)
+
+
 def _register(
     conn: duckdb.DuckDBPyConnection,
     feed: FileFeed,
@@ -709,46 +723,36 @@ def _register(
     *,
     columns: list[str] | None = None,
 ) -> None:
-    conn.execute(
-        "INSERT INTO _meta.files (feed, file_hash, path, size_bytes, rows, batch_id, status, "
-        "reason, stored_at, registered_at, columns) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?)",
-        [
-            feed.name,
-            file_hash or "",
-            rel,
-            size,
-            rows,
-            batch_id,
-            status,
-            reason,
-            str(stored_at) if stored_at else None,
-            json.dumps(columns) if columns is not None else None,
-        ],
-    )
+    stored = str(stored_at) if stored_at else None
+    listed = json.dumps(columns) if columns is not None else None
+    entry = _Entry(file_hash or "", rel, size, rows, batch_id, status, reason, stored, listed)
+    _register_all(conn, feed, [entry])
 
 
 def _register_loaded(
     conn: duckdb.DuckDBPyConnection, feed: FileFeed, done: list[tuple[_Ready, int, Path]]
 ) -> None:
-    """A group's ``_meta.files`` rows (each file as :func:`_register` records a loaded one),
-    in one statement."""
+    """A group's loaded files, registered together."""
+    entries = [
+        _Entry(r.file_hash, r.rel, r.size, r.rows, batch_id, "loaded", None, str(target),
+               json.dumps(r.columns))
+        for r, batch_id, target in done
+    ]  # fmt: skip
+    _register_all(conn, feed, entries)
+
+
+def _register_all(conn: duckdb.DuckDBPyConnection, feed: FileFeed, entries: list[_Entry]) -> None:
+    """``entries`` into ``_meta.files`` in one statement, however many (a group of small files
+    registered a statement each spent more on them than on its append)."""
+    if not entries:
+        return
     conn.execute(
         "INSERT INTO _meta.files (feed, file_hash, path, size_bytes, rows, batch_id, status, "
         "reason, stored_at, registered_at, columns) "
         "SELECT ?, unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::BIGINT[]), "
-        "unnest(?::BIGINT[]), unnest(?::BIGINT[]), 'loaded', NULL, unnest(?::VARCHAR[]), now(), "
-        "unnest(?::VARCHAR[])",
-        [
-            feed.name,
-            [ready.file_hash for ready, _, _ in done],
-            [ready.rel for ready, _, _ in done],
-            [ready.size for ready, _, _ in done],
-            [ready.rows for ready, _, _ in done],
-            [batch_id for _, batch_id, _ in done],
-            [str(target) for _, _, target in done],
-            [json.dumps(ready.columns) for ready, _, _ in done],
-        ],
+        "unnest(?::BIGINT[]), unnest(?::BIGINT[]), unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), "
+        "unnest(?::VARCHAR[]), now(), unnest(?::VARCHAR[])",
+        [feed.name, *(list(field) for field in zip(*entries, strict=True))],
     )
 
 

@@ -36,7 +36,7 @@ class Page(BaseModel):
     url: str
     next: Resume | None
     fingerprint: str | None = None  # of the records (hex); None for an empty page
-    raws: list[str] = []  # each record's JSON (:func:`raw_json`), encoded once for both uses
+    raws: list[str]  # each record's JSON (:func:`raw_json`): the fingerprint's and bronze's _raw
 
 
 class PaginationError(RestError):

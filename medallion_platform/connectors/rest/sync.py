@@ -194,9 +194,7 @@ def _page_rows(page: Page, required: list[str]) -> pa.Table:
         page.records,
         numbers=list(numbers),
         sources=[f"{page.url}#row={n}" for n in numbers],
-        raws=page.raws
-        if len(page.raws) == len(page.records)
-        else list(map(raw_json, page.records)),
+        raws=page.raws,  # encoded once, by the pager
         required=required,
         wheres=[f"record {n}" for n in numbers],
     )
