@@ -169,19 +169,25 @@ def ingest_files(
         with transaction(conn):
             ensure_feed_table(conn, feed)
         group = _SmallFiles(conn, feed, landing_root, run_id, on_progress, on_committed)
+        loaded_before = _LoadedBefore(
+            conn, feed, _small_sizes(landing_root, pending, small_file_bytes)
+        )
+        seen: set[str] = set()  # the hashes of this run's files so far
         for rel in pending:
             ready = _read_small(
-                conn, feed, landing_root, rel, batch_rows, group.hashes, small_file_bytes
+                conn, feed, landing_root, rel, batch_rows, seen, loaded_before, small_file_bytes
             )
             if ready is not None:
+                seen.add(ready.file_hash)
                 outcomes += group.add(ready)
                 continue
             outcomes += group.load()  # files load in arrival order, batch ids rise with it
-            outcomes.append(
-                _ingest_one(
-                    conn, feed, landing_root, rel, run_id, batch_rows, on_progress, on_committed
-                )
+            outcome = _ingest_one(
+                conn, feed, landing_root, rel, run_id, batch_rows, on_progress, on_committed
             )
+            if outcome.file_hash:
+                seen.add(outcome.file_hash)
+            outcomes.append(outcome)
         outcomes += group.load()
     for outcome in outcomes:
         log.info("%s: %s %s", feed.name, outcome.status, outcome.path)
@@ -243,6 +249,9 @@ def _ingest_one(
         file_hash = sha256_file(path)
     except FileNotFoundError:
         return _vanished(rel, "before it could be read")
+    if before is None:
+        return _vanished(rel, "before it could be read")
+    size = before[1]  # the size of the bytes hashed (COMMIT checks they did not change)
     with transaction(conn):
         earlier = _earlier(conn, feed, file_hash)
         if earlier and earlier[0] == rel and not _archived(earlier[2]):
@@ -318,6 +327,47 @@ def _earlier(
     ).fetchone()
 
 
+def _small_sizes(landing_root: Path, relpaths: Sequence[str], small_file_bytes: int) -> set[int]:
+    """The sizes of the waiting regular files that may take the small-file path."""
+    sizes = set()
+    for rel in relpaths:
+        try:
+            st = (landing_root / rel).lstat()
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_size <= small_file_bytes:
+            sizes.add(st.st_size)
+    return sizes
+
+
+class _LoadedBefore:
+    """Whether a small file's bytes were loaded before this run, from one query for the run
+    instead of one per file (a feed of many small files spent about 1 ms a file on it).
+
+    A file can only repeat a loaded one of its own size, so the query fetches the hashes of the
+    feed's loaded files of the sizes waiting; a file whose size was not among them (it changed
+    since it was listed) is looked up on its own. Files loaded during the run are the caller's
+    to track (:func:`ingest_files` keeps their hashes).
+    """
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, feed: FileFeed, sizes: set[int]) -> None:
+        self.feed = feed
+        self.sizes = frozenset(sizes)
+        self.hashes: set[str] = set()
+        if sizes:
+            rows = conn.execute(
+                "SELECT DISTINCT file_hash FROM _meta.files WHERE feed = ? AND status = 'loaded' "
+                "AND size_bytes IN (SELECT unnest(?::BIGINT[]))",
+                [feed.name, sorted(sizes)],
+            ).fetchall()
+            self.hashes = {file_hash for (file_hash,) in rows}
+
+    def loaded(self, conn: duckdb.DuckDBPyConnection, size: int, file_hash: str) -> bool:
+        if size in self.sizes:
+            return file_hash in self.hashes
+        return _earlier(conn, self.feed, file_hash) is not None
+
+
 def _changing(feed: FileFeed, rel: str) -> FileOutcome:
     reason = "the file changed while it was being loaded; it stays for the next run"
     log.warning("%s: %s: %s", feed.name, rel, reason)
@@ -345,7 +395,8 @@ def _read_small(
     landing_root: Path,
     rel: str,
     batch_rows: int,
-    pending_hashes: set[str],
+    seen: set[str],
+    loaded_before: _LoadedBefore,
     small_file_bytes: int,
 ) -> _Ready | None:
     """A small regular file inside the feed's folder, read whole and found loadable (readable,
@@ -362,7 +413,9 @@ def _read_small(
             return None
         identity = _identity(path)
         file_hash = sha256_file(path)
-        if identity is None or file_hash in pending_hashes or _earlier(conn, feed, file_hash):
+        if identity is None or file_hash in seen:  # seen: the one-file path looks it up
+            return None
+        if loaded_before.loaded(conn, identity[1], file_hash):
             return None
         tables: list[pa.Table] = []
         columns: list[str] = []
@@ -378,7 +431,7 @@ def _read_small(
             return None
     except (FileReadError, OSError):
         return None
-    return _Ready(rel, path, st.st_size, identity, file_hash, tables, columns, rows, nbytes)
+    return _Ready(rel, path, identity[1], identity, file_hash, tables, columns, rows, nbytes)
 
 
 class _SmallFiles:
@@ -406,18 +459,16 @@ class _SmallFiles:
         self.on_progress = on_progress
         self.on_committed = on_committed
         self.files: list[_Ready] = []
-        self.hashes: set[str] = set()
 
     def add(self, ready: _Ready) -> list[FileOutcome]:
         """Take ``ready``; load the group once it is full (the outcomes, else nothing yet)."""
         self.files.append(ready)
-        self.hashes.add(ready.file_hash)
         full = sum(f.nbytes for f in self.files) >= GROUP_BYTES or len(self.files) >= GROUP_FILES
         return self.load() if full else []
 
     def load(self) -> list[FileOutcome]:
         """Load the files taken so far, in one transaction; their outcomes in arrival order."""
-        files, self.files, self.hashes = self.files, [], set()
+        files, self.files = self.files, []
         order = {ready.rel: i for i, ready in enumerate(files)}
         left_out: dict[str, FileOutcome] = {}
         committed: list[tuple[_Ready, int, Path]] = []

@@ -558,6 +558,67 @@ def test_small_files_loaded_together_each_keep_their_own_batch_and_record(
     assert positions == [("products/d.csv", outcome_id(report, "d.csv"))]
 
 
+def _drop(landing: Path, texts: dict[str, str], first_age: int = 0) -> None:
+    """Write ``texts`` into the products folder, settled, in their order of arrival."""
+    for age, (name, text) in enumerate(texts.items(), start=first_age):
+        path = write_csv(landing, f"products/{name}", text)
+        os.utime(path, (1_700_000_000 + age, 1_700_000_000 + age))
+
+
+@pytest.mark.parametrize("sizes_known", [True, False], ids=["one-query", "per-file"])
+def test_small_files_ask_once_whether_an_earlier_run_loaded_them(
+    warehouse, landing, products_feed, monkeypatch, sizes_known
+):
+    """A run of small files asks ``_meta.files`` once which of them an earlier run loaded
+    (a lookup per file was a millisecond each); only the duplicates, which the one-file path
+    records with the file they repeat, are looked up one by one. A file of the same size as an
+    earlier one but other bytes loads; twins within the run and across runs are duplicates.
+    With no size known up front (a file that changed after it was listed), each file is looked
+    up on its own and the outcomes are the same."""
+    from medallion_platform.connectors.files import loader
+
+    _drop(landing, {"a.csv": _products("A1", "A2"), "b.csv": _products("B1")})
+    ingest_files(warehouse, products_feed, landing)
+
+    looked_up: list[str] = []
+    earlier = loader._earlier
+
+    def counting(conn, feed, file_hash):
+        looked_up.append(file_hash)
+        return earlier(conn, feed, file_hash)
+
+    monkeypatch.setattr(loader, "_earlier", counting)
+    if not sizes_known:
+        monkeypatch.setattr(loader, "_small_sizes", lambda *args: set())
+    texts = {
+        "c_same_size_as_a.csv": _products("C1", "C2"),
+        "d.csv": _products("D1", "D2", "D3"),
+        "e_twin_of_a.csv": _products("A1", "A2"),
+        "f_twin_of_c.csv": _products("C1", "C2"),
+    }
+    _drop(landing, texts, first_age=10)
+    assert len(texts["c_same_size_as_a.csv"]) == len(texts["e_twin_of_a.csv"])
+
+    report = ingest_files(warehouse, products_feed, landing)
+
+    assert [(f.path.removeprefix("products/"), f.status, f.rows) for f in report.files] == [
+        ("c_same_size_as_a.csv", "loaded", 2),
+        ("d.csv", "loaded", 3),
+        ("e_twin_of_a.csv", "duplicate", 0),
+        ("f_twin_of_c.csv", "duplicate", 0),
+    ]
+    reasons = {f.path.removeprefix("products/"): f.reason for f in report.files}
+    assert "products/a.csv" in reasons["e_twin_of_a.csv"]
+    assert "products/c_same_size_as_a.csv" in reasons["f_twin_of_c.csv"]
+    twins = [_sha256(texts[n].encode()) for n in ("e_twin_of_a.csv", "f_twin_of_c.csv")]
+    if sizes_known:  # the duplicates only, by the one-file path
+        assert looked_up == twins
+    else:  # every file but the in-run twin (the one-file path's own lookup), then the twins
+        firsts = [_sha256(texts[n].encode()) for n in ("c_same_size_as_a.csv", "d.csv")]
+        assert looked_up == [*firsts, twins[0], twins[0], twins[1]]
+    assert _bronze_rows(warehouse) == 3 + 5
+
+
 def outcome_id(report, name: str) -> int:
     return next(f.batch_id for f in report.files if f.path == f"products/{name}")
 
