@@ -10,7 +10,10 @@ those same files, measures (each phase in its own child process, for an honest p
 - ``silver``: ``apply_contract`` for each file feed's contract, one transaction each;
 - ``gold``: ``build_model`` per model (what the IO manager runs): ``CREATE OR REPLACE TABLE
   gold.<name> AS <model SQL>``, or, in the incremental phase, only the changed keys of a
-  model declared ``incremental``.
+  model declared ``incremental``;
+- then ``--rounds`` incremental rounds, each of new files worth ``--incremental`` % of the
+  rows: ``raw_inc`` (raw DuckDB appending the round's files to its tables, the floor under
+  bronze's round), then bronze, silver and gold on the new data only.
 
 Run: ``python bench/bench_files.py --rows 5000000`` (see bench/README.md).
 """
@@ -44,7 +47,7 @@ PHASES = ("generate", "raw", "dlt", "bronze", "silver", "gold")
 LAYERS = ("bronze", "silver", "gold")
 # After the full run: new files worth --incremental % of its rows arrive (``grow``, not timed)
 # and each layer runs again on the same warehouse, as the landing-zone sensor would.
-INCREMENTAL_PHASES = ("grow", "bronze_inc", "silver_inc", "gold_inc")
+INCREMENTAL_PHASES = ("grow", "raw_inc", "bronze_inc", "silver_inc", "gold_inc")
 GROW_START_OFFSET_DAYS = 45  # the new drops are dated after the first ones: new file names
 Result = dict[str, Any]
 
@@ -408,6 +411,38 @@ def phase_grow(workdir: Path, rows: int, memory_limit: str | None) -> Result:
         "percent_requested": percent,
         "files": len(manifest.files),
         "loadable_files": len(loadable),
+        "paths": {
+            feed: sorted(str(f.path) for f in loadable if f.feed == feed)
+            for feed in ("products", "ad_spend")
+        },
+    }
+
+
+def phase_raw_inc(workdir: Path, rows: int, memory_limit: str | None) -> Result:
+    """Raw DuckDB's own round, the floor under bronze's: ``read_csv`` of the round's loadable
+    files appended to the raw phase's tables (``INSERT … BY NAME``, the same options), then the
+    database closed, which checkpoints what was appended, as bronze's close does."""
+    import duckdb
+
+    paths: dict[str, list[str]] = json.loads((workdir / "grow.json").read_text())["paths"]
+    start = time.perf_counter()
+    conn = duckdb.connect(str(workdir / "raw.duckdb"), config=_duckdb_config(memory_limit))
+    counts = {}
+    split = {}
+    for feed, files in paths.items():
+        t0 = time.perf_counter()
+        listing = "[" + ", ".join(_sql_str(p) for p in files) + "]"
+        (counts[feed],) = conn.execute(
+            f"INSERT INTO raw_{feed} BY NAME SELECT * FROM read_csv({listing}, "
+            "all_varchar=true, union_by_name=true, ignore_errors=true, filename=true)"
+        ).fetchone()
+        split[feed] = time.perf_counter() - t0
+    conn.close()
+    return {
+        "rows": sum(counts.values()),
+        "seconds": time.perf_counter() - start,
+        "rows_by_table": counts,
+        "seconds_by_table": split,
     }
 
 
@@ -424,6 +459,7 @@ PHASE_IMPORTS = {
         "medallion_platform.gold.incremental",
     ],
     "grow": ["medallion_platform.devkit.demo.generator"],
+    "raw_inc": ["duckdb"],
 }
 for _layer in LAYERS:
     PHASE_IMPORTS[f"{_layer}_inc"] = PHASE_IMPORTS[_layer]
@@ -435,6 +471,7 @@ PHASE_FUNCS = {
     "silver": phase_silver,
     "gold": phase_gold,
     "grow": phase_grow,
+    "raw_inc": phase_raw_inc,
     # The same code on the same warehouse: only new files, new bronze batches, and the
     # changed keys of incremental gold models (the others rebuilt).
     "bronze_inc": phase_bronze,
@@ -593,6 +630,21 @@ def _cpu_share(full: dict[str, Result], inc: dict[str, Result]) -> str:
     return f"{100 * inc_cpu / full_cpu:.1f} % ({inc_cpu:.1f} of {full_cpu:.1f})"
 
 
+def _raw_floor(results: dict[str, Result | None], round_: int) -> list[str]:
+    """Raw DuckDB's own round against its own full read, beside bronze's (one line, or none
+    when the raw phases did not run)."""
+    raw, raw_inc = results.get("raw"), results.get(round_name("raw_inc", round_))
+    bronze, bronze_inc = results["bronze"], results[round_name("bronze_inc", round_)]
+    if not raw or not raw_inc:
+        return []
+    return [
+        f"raw DuckDB's own round (read_csv of the same new files appended to its tables, "
+        f"closed): {raw_inc['seconds']:.2f} s, {100 * raw_inc['seconds'] / raw['seconds']:.1f} % "
+        f"of its full read ({raw['seconds']:.2f} s); bronze's round "
+        f"{100 * bronze_inc['seconds'] / bronze['seconds']:.1f} % of bronze's full load"
+    ]
+
+
 def render_incremental(results: dict[str, Result | None], round_: int = 1) -> str:
     """One incremental round against the full run: each layer's seconds as a share of the full
     bronze → silver → gold (the goal of issue 14: 1 % new data costs at most 5 %)."""
@@ -632,6 +684,7 @@ def render_incremental(results: dict[str, Result | None], round_: int = 1) -> st
             f"{p} {_fmt(results[round_name(p, round_)]['seconds_by_table'])}"
             for p in ("bronze_inc", "silver_inc", "gold_inc")
         ),
+        *_raw_floor(results, round_),
         f"peak RSS: bronze {inc['bronze']['peak_rss_mib']:.0f}, silver "
         f"{inc['silver']['peak_rss_mib']:.0f}, gold {inc['gold']['peak_rss_mib']:.0f} MiB",
         "gold builds: "
