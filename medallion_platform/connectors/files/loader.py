@@ -114,9 +114,11 @@ class IngestReport(BaseModel):
         return sum(1 for f in self.files if f.status == status)
 
 
-BATCH_ROWS = 4 * ROW_GROUP_ROWS
+BATCH_ROWS = 2 * ROW_GROUP_ROWS
 """Rows per INSERT: whole DuckDB row groups are compressed and written as they come (not all at
-COMMIT), several at once on DuckDB's threads; about 50 MB of Arrow for a 100-byte row."""
+COMMIT), two at once on DuckDB's threads; about 25 MB of Arrow for a 100-byte row. Two row
+groups rather than four: as fast on two cores, and bronze's peak 140–175 MiB lower at 5M and
+20M rows (bench/README.md, "Two row groups per INSERT")."""
 
 SMALL_FILE_BYTES = 8 << 20
 """A file up to this size is read whole before its transaction, so that several share one."""
