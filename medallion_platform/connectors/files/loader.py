@@ -117,7 +117,7 @@ class IngestReport(BaseModel):
 BATCH_ROWS = 2 * ROW_GROUP_ROWS
 """Rows per INSERT: whole DuckDB row groups are compressed and written as they come (not all at
 COMMIT), two at once on DuckDB's threads; about 25 MB of Arrow for a 100-byte row. Two row
-groups rather than four: as fast on two cores, and bronze's peak 140–175 MiB lower at 5M and
+groups rather than four: as fast on two cores, and bronze's peak 140-175 MiB lower at 5M and
 20M rows (bench/README.md, "Two row groups per INSERT")."""
 
 SMALL_FILE_BYTES = 8 << 20
