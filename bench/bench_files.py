@@ -160,32 +160,46 @@ def phase_generate(
     }
 
 
-def phase_raw(workdir: Path, rows: int, memory_limit: str | None) -> Result:
-    """Raw DuckDB: read_csv the same files the platform loads, into a fresh database file."""
+def _read_csv(paths: list[str]) -> str:
+    """Raw DuckDB's read of ``paths``: every value as text, columns by name, bad rows skipped,
+    the file name kept (the same options in the full read and each round's)."""
+    listing = "[" + ", ".join(_sql_str(p) for p in paths) + "]"
+    return (
+        f"read_csv({listing}, all_varchar=true, union_by_name=true, ignore_errors=true, "
+        "filename=true)"
+    )
+
+
+def _raw_load(
+    workdir: Path, memory_limit: str | None, files: dict[str, list[str]], sql: str
+) -> Result:
+    """Run ``sql`` (``{table}`` and ``{read}`` filled in) per feed in ``raw.duckdb``, then close
+    it (a checkpoint of what was written): rows and seconds, per table and in all."""
     import duckdb
 
-    files: dict[str, list[str]] = json.loads((workdir / "generate.json").read_text())["files"]
     start = time.perf_counter()
     conn = duckdb.connect(str(workdir / "raw.duckdb"), config=_duckdb_config(memory_limit))
     counts = {}
     split = {}
     for feed, paths in files.items():
         t0 = time.perf_counter()
-        listing = "[" + ", ".join(_sql_str(p) for p in paths) + "]"
-        conn.execute(
-            f"CREATE TABLE raw_{feed} AS SELECT * FROM read_csv({listing}, all_varchar=true, "
-            "union_by_name=true, ignore_errors=true, filename=true)"
-        )
-        counts[feed] = conn.execute(f"SELECT count(*) FROM raw_{feed}").fetchone()[0]
+        (counts[feed],) = conn.execute(
+            sql.format(table=f"raw_{feed}", read=_read_csv(paths))
+        ).fetchone()
         split[feed] = time.perf_counter() - t0
     conn.close()
-    seconds = time.perf_counter() - start
     return {
         "rows": sum(counts.values()),
-        "seconds": seconds,
+        "seconds": time.perf_counter() - start,
         "rows_by_table": counts,
         "seconds_by_table": split,
     }
+
+
+def phase_raw(workdir: Path, rows: int, memory_limit: str | None) -> Result:
+    """Raw DuckDB: read_csv the same files the platform loads, into a fresh database file."""
+    files: dict[str, list[str]] = json.loads((workdir / "generate.json").read_text())["files"]
+    return _raw_load(workdir, memory_limit, files, "CREATE TABLE {table} AS SELECT * FROM {read}")
 
 
 def phase_dlt(workdir: Path, rows: int, memory_limit: str | None) -> Result:
@@ -419,31 +433,13 @@ def phase_grow(workdir: Path, rows: int, memory_limit: str | None) -> Result:
 
 
 def phase_raw_inc(workdir: Path, rows: int, memory_limit: str | None) -> Result:
-    """Raw DuckDB's own round, the floor under bronze's: ``read_csv`` of the round's loadable
-    files appended to the raw phase's tables (``INSERT … BY NAME``, the same options), then the
-    database closed, which checkpoints what was appended, as bronze's close does."""
-    import duckdb
-
+    """Raw DuckDB's own round, the floor under bronze's: the round's loadable files read as in
+    the full read and appended to its tables (``INSERT … BY NAME``), then the database closed,
+    which checkpoints what was appended, as bronze's close does."""
     paths: dict[str, list[str]] = json.loads((workdir / "grow.json").read_text())["paths"]
-    start = time.perf_counter()
-    conn = duckdb.connect(str(workdir / "raw.duckdb"), config=_duckdb_config(memory_limit))
-    counts = {}
-    split = {}
-    for feed, files in paths.items():
-        t0 = time.perf_counter()
-        listing = "[" + ", ".join(_sql_str(p) for p in files) + "]"
-        (counts[feed],) = conn.execute(
-            f"INSERT INTO raw_{feed} BY NAME SELECT * FROM read_csv({listing}, "
-            "all_varchar=true, union_by_name=true, ignore_errors=true, filename=true)"
-        ).fetchone()
-        split[feed] = time.perf_counter() - t0
-    conn.close()
-    return {
-        "rows": sum(counts.values()),
-        "seconds": time.perf_counter() - start,
-        "rows_by_table": counts,
-        "seconds_by_table": split,
-    }
+    return _raw_load(
+        workdir, memory_limit, paths, "INSERT INTO {table} BY NAME SELECT * FROM {read}"
+    )
 
 
 # Imported before the phase's clock and RSS baseline start, so neither counts import costs.

@@ -64,6 +64,13 @@ def _products(*skus: str) -> str:
     return "sku,name,unit_price\n" + "".join(f"{s},Name {s},1.50\n" for s in skus)
 
 
+def _drop(landing: Path, texts: dict[str, str], first_age: int = 0) -> None:
+    """Write ``texts`` into the products folder, settled, in their order of arrival."""
+    for age, (name, text) in enumerate(texts.items(), start=first_age):
+        path = write_csv(landing, f"products/{name}", text)
+        os.utime(path, (1_700_000_000 + age, 1_700_000_000 + age))
+
+
 def test_loads_rows_with_lineage_registers_and_archives(warehouse, landing, products_feed):
     """Rows land with lineage, the file is registered and archived, the position is committed."""
     text = 'sku,name,unit_price\n007,Widget,"12,99"\nB2,Gadget,N/A\n'
@@ -523,9 +530,7 @@ def test_small_files_loaded_together_each_keep_their_own_batch_and_record(
         "d.csv": _products("D1"),
         "e_twin_of_a.csv": _products("A1", "A2"),
     }
-    for age, name in enumerate(names):
-        path = write_csv(landing, f"products/{name}", texts[name])
-        os.utime(path, (1_700_000_000 + age, 1_700_000_000 + age))
+    _drop(landing, texts)
 
     report = ingest_files(warehouse, products_feed, landing)
 
@@ -556,13 +561,6 @@ def test_small_files_loaded_together_each_keep_their_own_batch_and_record(
     assert all((landing / f.moved_to).exists() for f in report.files)
     positions = _query(warehouse, "SELECT position, batch_id FROM _meta.positions")
     assert positions == [("products/d.csv", outcome_id(report, "d.csv"))]
-
-
-def _drop(landing: Path, texts: dict[str, str], first_age: int = 0) -> None:
-    """Write ``texts`` into the products folder, settled, in their order of arrival."""
-    for age, (name, text) in enumerate(texts.items(), start=first_age):
-        path = write_csv(landing, f"products/{name}", text)
-        os.utime(path, (1_700_000_000 + age, 1_700_000_000 + age))
 
 
 @pytest.mark.parametrize("sizes_known", [True, False], ids=["one-query", "per-file"])
@@ -613,7 +611,8 @@ def test_small_files_ask_once_whether_an_earlier_run_loaded_them(
     twins = [_sha256(texts[n].encode()) for n in ("e_twin_of_a.csv", "f_twin_of_c.csv")]
     if sizes_known:  # the duplicates only, by the one-file path
         assert looked_up == twins
-    else:  # every file but the in-run twin (the one-file path's own lookup), then the twins
+    else:  # each file as it is read; the earlier run's twin again on the one-file path; the
+        # in-run twin is known from the run's own hashes, so only the one-file path asks
         firsts = [_sha256(texts[n].encode()) for n in ("c_same_size_as_a.csv", "d.csv")]
         assert looked_up == [*firsts, twins[0], twins[0], twins[1]]
     assert _bronze_rows(warehouse) == 3 + 5
