@@ -171,11 +171,14 @@ def ingest_files(
         with transaction(conn):
             ensure_feed_table(conn, feed)
         group = _SmallFiles(conn, feed, landing_root, run_id, on_progress, on_committed)
-        loaded_before = _LoadedBefore(
-            conn, feed, _small_sizes(landing_root, pending, small_file_bytes)
-        )
         seen: set[str] = set()  # the hashes of this run's files so far
-        for rel in pending:
+        loaded_before = _LoadedBefore()
+        for i, rel in enumerate(pending):
+            if i % LOOKUP_FILES == 0:  # the next files' hashes, and which were loaded, at once
+                window = pending[i : i + LOOKUP_FILES]
+                loaded_before = _LoadedBefore.ask(
+                    conn, feed, landing_root, window, small_file_bytes
+                )
             ready = _read_small(
                 conn, feed, landing_root, rel, batch_rows, seen, loaded_before, small_file_bytes
             )
@@ -329,45 +332,76 @@ def _earlier(
     ).fetchone()
 
 
-def _small_sizes(landing_root: Path, relpaths: Sequence[str], small_file_bytes: int) -> set[int]:
-    """The sizes of the waiting regular files that may take the small-file path."""
-    sizes = set()
-    for rel in relpaths:
-        try:
-            st = (landing_root / rel).lstat()
-        except OSError:
-            continue
-        if stat.S_ISREG(st.st_mode) and st.st_size <= small_file_bytes:
-            sizes.add(st.st_size)
-    return sizes
+LOOKUP_FILES = 256
+"""Waiting files hashed and looked up in ``_meta.files`` together (one query instead of one per
+file), so a run's first commit waits for at most this many files' hashing."""
 
 
 class _LoadedBefore:
-    """Whether a small file's bytes were loaded before this run, from one query for the run
-    instead of one per file (a feed of many small files spent about 1 ms a file on it).
+    """Which small files an earlier run loaded, asked for a window of waiting files at once (a
+    feed of many small files spent about 1 ms a file on a query each).
 
-    A file can only repeat a loaded one of its own size, so the query fetches the hashes of the
-    feed's loaded files of the sizes waiting; a file whose size was not among them (it changed
-    since it was listed) is looked up on its own. Files loaded during the run are the caller's
-    to track (:func:`ingest_files` keeps their hashes).
+    :meth:`ask` hashes the window's small regular files and fetches which of those hashes the
+    feed has loaded. :func:`_read_small` reuses a file's hash, and the answer, when the file's
+    identity (inode, size, mtime) is the one hashed; a file that changed since is hashed again
+    and looked up on its own. Files loaded during the run are the caller's to track
+    (:func:`ingest_files` keeps their hashes).
     """
 
-    def __init__(self, conn: duckdb.DuckDBPyConnection, feed: FileFeed, sizes: set[int]) -> None:
-        self.feed = feed
-        self.sizes = frozenset(sizes)
-        self.hashes: set[str] = set()
-        if sizes:
+    def __init__(
+        self,
+        hashed: dict[str, tuple[tuple[int, int, int], str]] | None = None,
+        loaded: set[str] | None = None,
+    ) -> None:
+        self.hashed = hashed or {}  # landing path -> (identity when hashed, hash)
+        self.asked = {file_hash for _, file_hash in self.hashed.values()}
+        self.loaded = loaded or set()  # those of the asked hashes the feed has loaded
+
+    @classmethod
+    def ask(
+        cls,
+        conn: duckdb.DuckDBPyConnection,
+        feed: FileFeed,
+        landing_root: Path,
+        relpaths: Sequence[str],
+        small_file_bytes: int,
+    ) -> _LoadedBefore:
+        hashed = {}
+        for rel in relpaths:
+            path = landing_root / rel
+            try:
+                st = path.lstat()
+                if not stat.S_ISREG(st.st_mode) or st.st_size > small_file_bytes:
+                    continue  # the one-file path looks these up itself
+                identity = _identity(path)
+                file_hash = sha256_file(path)
+            except OSError:
+                continue
+            if identity is not None and _identity(path) == identity:
+                hashed[rel] = (identity, file_hash)
+        loaded: set[str] = set()
+        if hashed:
             rows = conn.execute(
                 "SELECT DISTINCT file_hash FROM _meta.files WHERE feed = ? AND status = 'loaded' "
-                "AND size_bytes IN (SELECT unnest(?::BIGINT[]))",
-                [feed.name, sorted(sizes)],
+                "AND file_hash IN (SELECT unnest(?::VARCHAR[]))",
+                [feed.name, sorted({h for _, h in hashed.values()})],
             ).fetchall()
-            self.hashes = {file_hash for (file_hash,) in rows}
+            loaded = {file_hash for (file_hash,) in rows}
+        return cls(hashed, loaded)
 
-    def loaded(self, conn: duckdb.DuckDBPyConnection, size: int, file_hash: str) -> bool:
-        if size in self.sizes:
-            return file_hash in self.hashes
-        return _earlier(conn, self.feed, file_hash) is not None
+    def hash_of(self, rel: str, path: Path, identity: tuple[int, int, int]) -> str:
+        """The file's hash: the one taken in :meth:`ask` if the file is unchanged since."""
+        known = self.hashed.get(rel)
+        if known is not None and known[0] == identity:
+            return known[1]
+        return sha256_file(path)
+
+    def was_loaded(self, conn: duckdb.DuckDBPyConnection, feed: FileFeed, file_hash: str) -> bool:
+        """Whether the feed loaded these bytes before the run: from the window's answer when
+        the hash was asked about, else by a query of its own."""
+        if file_hash in self.asked:
+            return file_hash in self.loaded
+        return _earlier(conn, feed, file_hash) is not None
 
 
 def _changing(feed: FileFeed, rel: str) -> FileOutcome:
@@ -414,10 +448,12 @@ def _read_small(
         if outside_landing_reason(landing_root, feed, path):
             return None
         identity = _identity(path)
-        file_hash = sha256_file(path)
-        if identity is None or file_hash in seen:  # seen: the one-file path looks it up
+        if identity is None:
             return None
-        if loaded_before.loaded(conn, identity[1], file_hash):
+        file_hash = loaded_before.hash_of(rel, path, identity)
+        if file_hash in seen:  # a twin of this run's: the one-file path looks it up
+            return None
+        if loaded_before.was_loaded(conn, feed, file_hash):
             return None
         tables: list[pa.Table] = []
         columns: list[str] = []

@@ -563,16 +563,16 @@ def test_small_files_loaded_together_each_keep_their_own_batch_and_record(
     assert positions == [("products/d.csv", outcome_id(report, "d.csv"))]
 
 
-@pytest.mark.parametrize("sizes_known", [True, False], ids=["one-query", "per-file"])
+@pytest.mark.parametrize("changed", [False, True], ids=["unchanged", "changed-since-asked"])
 def test_small_files_ask_once_whether_an_earlier_run_loaded_them(
-    warehouse, landing, products_feed, monkeypatch, sizes_known
+    warehouse, landing, products_feed, monkeypatch, changed
 ):
     """A run of small files asks ``_meta.files`` once which of them an earlier run loaded
     (a lookup per file was a millisecond each); only the duplicates, which the one-file path
     records with the file they repeat, are looked up one by one. A file of the same size as an
     earlier one but other bytes loads; twins within the run and across runs are duplicates.
-    With no size known up front (a file that changed after it was listed), each file is looked
-    up on its own and the outcomes are the same."""
+    Files that changed after they were hashed for the window's question are hashed again and
+    each looked up on its own, with the same outcomes."""
     from medallion_platform.connectors.files import loader
 
     _drop(landing, {"a.csv": _products("A1", "A2"), "b.csv": _products("B1")})
@@ -586,8 +586,15 @@ def test_small_files_ask_once_whether_an_earlier_run_loaded_them(
         return earlier(conn, feed, file_hash)
 
     monkeypatch.setattr(loader, "_earlier", counting)
-    if not sizes_known:
-        monkeypatch.setattr(loader, "_small_sizes", lambda *args: set())
+    if changed:  # every file hashed for the question has changed since: other bytes then
+        ask = loader._LoadedBefore.ask
+
+        def stale(conn, feed, root, relpaths, small):
+            asked = ask(conn, feed, root, relpaths, small)
+            before = {rel: ((0, 0, 0), "0" * 64) for rel in asked.hashed}
+            return loader._LoadedBefore(before, asked.loaded)
+
+        monkeypatch.setattr(loader._LoadedBefore, "ask", stale)
     texts = {
         "c_same_size_as_a.csv": _products("C1", "C2"),
         "d.csv": _products("D1", "D2", "D3"),
@@ -609,7 +616,7 @@ def test_small_files_ask_once_whether_an_earlier_run_loaded_them(
     assert "products/a.csv" in reasons["e_twin_of_a.csv"]
     assert "products/c_same_size_as_a.csv" in reasons["f_twin_of_c.csv"]
     twins = [_sha256(texts[n].encode()) for n in ("e_twin_of_a.csv", "f_twin_of_c.csv")]
-    if sizes_known:  # the duplicates only, by the one-file path
+    if not changed:  # the duplicates only, by the one-file path
         assert looked_up == twins
     else:  # each file as it is read; the earlier run's twin again on the one-file path; the
         # in-run twin is known from the run's own hashes, so only the one-file path asks
