@@ -773,6 +773,7 @@ def main(argv: list[str] | None = None) -> int:
             for result in results.values():
                 if result:
                     result.pop("files", None)
+                    result.pop("paths", None)  # a round's file list, not a figure
             print(json.dumps({"rows_requested": args.rows, "machine": info, **results}, indent=2))
     finally:
         if args.keep:

@@ -1,8 +1,9 @@
 """Load landed files into bronze, exactly once.
 
-Each file is one warehouse transaction: its rows are appended to ``bronze.files_<feed>`` and
-the file is registered in ``_meta.files`` (content hash, path, rows, batch) before COMMIT. The
-file is moved out of the landing folder only after that commit. So:
+Each file's rows are appended to ``bronze.files_<feed>`` and the file is registered in
+``_meta.files`` (content hash, path, rows, batch) in the same warehouse transaction: a big file
+in one of its own, small files several to one, each with its own batch id. A file is moved out
+of the landing folder only after that commit. So:
 
 - a crash before COMMIT leaves nothing in bronze; the rerun loads the file again, whole;
 - a crash after COMMIT but before the move leaves a file whose hash is registered; the rerun
@@ -172,27 +173,25 @@ def ingest_files(
             ensure_feed_table(conn, feed)
         group = _SmallFiles(conn, feed, landing_root, run_id, on_progress, on_committed)
         seen: set[str] = set()  # the hashes of this run's files so far
-        loaded_before = _LoadedBefore()
-        for i, rel in enumerate(pending):
-            if i % LOOKUP_FILES == 0:  # the next files' hashes, and which were loaded, at once
-                window = pending[i : i + LOOKUP_FILES]
-                loaded_before = _LoadedBefore.ask(
-                    conn, feed, landing_root, window, small_file_bytes
+        for start in range(0, len(pending), LOOKUP_FILES):
+            window = pending[start : start + LOOKUP_FILES]
+            # The window's hashes, and which of them were loaded before, at once.
+            asked = _LoadedBefore.ask(conn, feed, landing_root, window, small_file_bytes)
+            for rel in window:
+                ready = _read_small(
+                    conn, feed, landing_root, rel, batch_rows, seen, asked, small_file_bytes
                 )
-            ready = _read_small(
-                conn, feed, landing_root, rel, batch_rows, seen, loaded_before, small_file_bytes
-            )
-            if ready is not None:
-                seen.add(ready.file_hash)
-                outcomes += group.add(ready)
-                continue
-            outcomes += group.load()  # files load in arrival order, batch ids rise with it
-            outcome = _ingest_one(
-                conn, feed, landing_root, rel, run_id, batch_rows, on_progress, on_committed
-            )
-            if outcome.file_hash:
-                seen.add(outcome.file_hash)
-            outcomes.append(outcome)
+                if ready is not None:
+                    seen.add(ready.file_hash)
+                    outcomes += group.add(ready)
+                    continue
+                outcomes += group.load()  # files load in arrival order, batch ids rise with it
+                outcome = _ingest_one(
+                    conn, feed, landing_root, rel, run_id, batch_rows, on_progress, on_committed
+                )
+                if outcome.file_hash:
+                    seen.add(outcome.file_hash)
+                outcomes.append(outcome)
         outcomes += group.load()
     for outcome in outcomes:
         log.info("%s: %s %s", feed.name, outcome.status, outcome.path)
@@ -251,10 +250,10 @@ def _ingest_one(
         if unsafe:
             return _reject(conn, feed, landing_root, rel, run_id, None, size, unsafe)
         before = _identity(path)
+        if before is None:
+            raise FileNotFoundError(path)
         file_hash = sha256_file(path)
     except FileNotFoundError:
-        return _vanished(rel, "before it could be read")
-    if before is None:
         return _vanished(rel, "before it could be read")
     size = before[1]  # the size of the bytes hashed (COMMIT checks they did not change)
     with transaction(conn):

@@ -563,16 +563,21 @@ def test_small_files_loaded_together_each_keep_their_own_batch_and_record(
     assert positions == [("products/d.csv", outcome_id(report, "d.csv"))]
 
 
-@pytest.mark.parametrize("changed", [False, True], ids=["unchanged", "changed-since-asked"])
+@pytest.mark.parametrize(
+    ("changed", "window"),
+    [(False, 256), (False, 1), (True, 256)],
+    ids=["unchanged", "a-window-per-file", "changed-since-asked"],
+)
 def test_small_files_ask_once_whether_an_earlier_run_loaded_them(
-    warehouse, landing, products_feed, monkeypatch, changed
+    warehouse, landing, products_feed, monkeypatch, changed, window
 ):
     """A run of small files asks ``_meta.files`` once which of them an earlier run loaded
     (a lookup per file was a millisecond each); only the duplicates, which the one-file path
     records with the file they repeat, are looked up one by one. A file of the same size as an
     earlier one but other bytes loads; twins within the run and across runs are duplicates.
     Files that changed after they were hashed for the window's question are hashed again and
-    each looked up on its own, with the same outcomes."""
+    each looked up on its own, with the same outcomes; windows of one file (a twin's original
+    in an earlier window) change nothing either."""
     from medallion_platform.connectors.files import loader
 
     _drop(landing, {"a.csv": _products("A1", "A2"), "b.csv": _products("B1")})
@@ -586,6 +591,7 @@ def test_small_files_ask_once_whether_an_earlier_run_loaded_them(
         return earlier(conn, feed, file_hash)
 
     monkeypatch.setattr(loader, "_earlier", counting)
+    monkeypatch.setattr(loader, "LOOKUP_FILES", window)
     if changed:  # every file hashed for the question has changed since: other bytes then
         ask = loader._LoadedBefore.ask
 
