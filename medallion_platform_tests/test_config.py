@@ -88,6 +88,27 @@ def test_feed_and_contract_disagreeing_on_the_bronze_table(config_dir: Path) -> 
     assert "bronze.files_catalog" in message and "bronze.files_products" in message
 
 
+def test_a_rest_contract_reading_a_field_as_a_column_is_refused_with_the_line_that_reads_it(
+    config_dir: Path,
+) -> None:
+    """REST bronze keeps each record's JSON in ``_raw``: a column ``amount`` would read NULL in
+    every row (as contracts written for the earlier, flattened bronze did)."""
+
+    def flattened_amount(document: dict[str, Any]) -> None:
+        charges = next(c for c in document["contracts"] if c["name"] == "payments_charges")
+        amount = next(c for c in charges["columns"] if c["name"] == "amount")
+        del amount["source"], amount["json_path"]
+
+    edit(config_dir, "contracts.yaml", flattened_amount)
+    with pytest.raises(ConfigError) as info:
+        load_config(config_dir)
+    assert str(info.value) == (
+        "endpoint payments.charges: contract payments_charges, column amount reads bronze "
+        "column 'amount', but REST bronze keeps each record's JSON in _raw: read the field "
+        "with `source: _raw, json_path: $.amount`"
+    )
+
+
 def test_gold_model_whose_depends_on_disagrees_with_its_sql(config_dir: Path) -> None:
     path = edit(config_dir, "gold_models.yaml", _set("models", 0, depends_on=["silver.ad_spend"]))
     with pytest.raises(ConfigError) as info:

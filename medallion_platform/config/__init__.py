@@ -118,6 +118,8 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
                     f"bronze.{contract.source}, but the endpoint writes "
                     f"bronze.{source.bronze_table(endpoint)}"
                 )
+            if contract is not None:
+                _reads_rest_bronze(contract, f"endpoint {source.name}.{endpoint.name}")
     for feed in feeds:
         contract = by_name.get(feed.contract)
         if contract is None:
@@ -203,6 +205,22 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
     # Each mapping against the declared schemas of its source and the destination's fields.
     validate_syncs(syncs, config, path=syncs_path)
     return config
+
+
+def _reads_rest_bronze(contract: Contract, where: str) -> None:
+    """A REST bronze table keeps each record's JSON in ``_raw`` (and the platform's own
+    ``_``-columns): a contract column that reads a field as a column of its own would read
+    NULL in every row, so it is refused here with the line that reads it."""
+    for column in contract.columns:
+        if column.json_path is not None:
+            continue
+        for carrier in (column.source or column.name, *column.aliases):
+            if not carrier.startswith("_"):
+                raise ConfigError(
+                    f"{where}: contract {contract.name}, column {column.name} reads bronze "
+                    f"column {carrier!r}, but REST bronze keeps each record's JSON in _raw: "
+                    f"read the field with `source: _raw, json_path: $.{carrier}`"
+                )
 
 
 def _optional(

@@ -7,6 +7,7 @@ Moving silver and gold to another engine means replacing this module, not the as
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -45,6 +46,12 @@ CREATE TABLE IF NOT EXISTS _meta.files (
     columns VARCHAR
 );
 CREATE INDEX IF NOT EXISTS files_by_hash ON _meta.files (feed, file_hash);
+CREATE TABLE IF NOT EXISTS _meta.record_fields (
+    table_name VARCHAR NOT NULL,
+    fields VARCHAR NOT NULL,
+    batch_id BIGINT NOT NULL,
+    recorded_at TIMESTAMPTZ NOT NULL
+);
 CREATE TABLE IF NOT EXISTS _meta.positions (
     source VARCHAR NOT NULL,
     key VARCHAR NOT NULL,
@@ -288,6 +295,34 @@ def set_position(
     )
 
 
+def record_field_sets(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    field_sets: list[tuple[str, ...]],
+    batch_id: int,
+) -> None:
+    """Record sets of top-level fields new to ``bronze.<table>``'s JSON records, with the
+    batch that first brought each (callers do this in the transaction that wrote the rows)."""
+    if field_sets:
+        conn.execute(
+            "INSERT INTO _meta.record_fields SELECT ?, unnest(?::VARCHAR[]), ?, now()",
+            [table, [json.dumps(list(f)) for f in field_sets], batch_id],
+        )
+
+
+def recorded_field_sets(
+    conn: duckdb.DuckDBPyConnection, table: str
+) -> list[tuple[tuple[str, ...], int]]:
+    """Each set of top-level fields ``bronze.<table>``'s records came with, and the batch
+    that first brought it, oldest first."""
+    rows = conn.execute(
+        "SELECT fields, min(batch_id) AS first FROM _meta.record_fields "
+        "WHERE table_name = ? GROUP BY fields ORDER BY first",
+        [table],
+    ).fetchall()
+    return [(tuple(json.loads(fields)), int(first)) for fields, first in rows]
+
+
 def get_watermark(conn: duckdb.DuckDBPyConnection, consumer: str) -> int:
     row = conn.execute(
         "SELECT last_batch_id FROM _meta.watermarks WHERE consumer = ?", [consumer]
@@ -320,6 +355,8 @@ __all__ = [
     "get_watermark",
     "next_batch_id",
     "next_batch_ids",
+    "record_field_sets",
+    "recorded_field_sets",
     "row_count",
     "set_position",
     "set_watermark",

@@ -454,7 +454,10 @@ CHARGES_CONTRACT = Contract(
     description="Charges from a paged REST endpoint, the later version wins.",
     source="api_charges",
     business_key=["id"],
-    columns=[Column(name="id"), Column(name="amount", type="integer", required=True)],
+    columns=[
+        Column(name="id", source="_raw", json_path="$.id"),
+        Column(name="amount", source="_raw", json_path="$.amount", type="integer", required=True),
+    ],
 )
 
 

@@ -88,7 +88,7 @@ def _kill_a_run_mid_write(settings, payments_api, env) -> str:
 def _charges_in_bronze(settings: PlatformSettings) -> tuple[int, int]:
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as conn:
         return conn.execute(
-            "SELECT count(*), count(DISTINCT id) FROM bronze.payments_charges"
+            "SELECT count(*), count(DISTINCT _raw->>'id') FROM bronze.payments_charges"
         ).fetchone()
 
 

@@ -97,7 +97,7 @@ def _passes(q: Query) -> list[Pass]:
     # Only the charges' list: changes to charges read from /v1/events land in the same table
     # (issue 15), as versions; the passes are what the list pages hold.
     rows = q(
-        f"SELECT id, _source, _batch_id FROM {BRONZE} WHERE _source LIKE '%/v1/charges?%'"
+        f"SELECT _raw->>'id', _source, _batch_id FROM {BRONZE} WHERE _source LIKE '%/v1/charges?%'"
         " ORDER BY _batch_id, rowid"
     )
     for charge, source, batch in rows:

@@ -30,7 +30,7 @@ from medallion_platform.warehouse.warehouse import (
     table_exists,
 )
 
-META_TABLES = {"batches", "files", "positions", "watermarks", "silver_runs"}
+META_TABLES = {"batches", "files", "record_fields", "positions", "watermarks", "silver_runs"}
 
 
 def schemas(warehouse: Warehouse) -> set[str]:

@@ -131,7 +131,15 @@ class ChangesSpec(BaseModel):
     cursor_field: str = "created"
     param: str = "created[gte]"
     lookback_seconds: int = Field(default=0, ge=0)
-    version_field: str = Field(default="_changed_at", description="Stamped on landed records.")
+    version_field: str = Field(
+        default="_changed_at",
+        description="The bronze column (text) each landed change is stamped with its time in.",
+    )
+
+    @field_validator("version_field")
+    @classmethod
+    def _version_field(cls, value: str) -> str:
+        return validate_identifier(value)
 
     @field_validator("path")
     @classmethod

@@ -1,18 +1,20 @@
 """Sync one endpoint into bronze, exactly once, a few pages at a time.
 
 Pages are committed in groups of ``pages_per_commit`` (one warehouse transaction each): their
-records are appended to bronze and the sync state is saved in ``_meta.positions`` before
-COMMIT. When the API fails mid-way, the pages already fetched are committed before the error
-is raised. The state holds the committed
-high-water mark of the incremental cursor and, while a sync is under way, where it is
-(the ``since`` it started from, the next page's resume token, the greatest cursor seen). A
-crash leaves the state of the last committed page: the rerun resumes at the next page. The
+records are appended to bronze (each record's JSON in ``_raw``, see :mod:`.rows`), any set of
+top-level fields new to the table is recorded in ``_meta.record_fields`` (for the drift
+report) and the sync state is saved in ``_meta.positions`` before COMMIT. When the API fails
+mid-way, the pages already fetched are committed before the error is raised. The state holds
+the committed high-water mark of the incremental cursor and, while a sync is under way, where
+it is (the ``since`` it started from, the next page's resume token, the greatest cursor seen).
+A crash leaves the state of the last committed page: the rerun resumes at the next page. The
 high-water mark moves only when the last page commits, because list APIs such as Stripe's
 return newest first: an early page's maximum says nothing about the pages after it.
 
 An endpoint that declares a change log (``changes``, Stripe's ``/v1/events``) has it walked
 the same way after the endpoint, under its own state (``rest:<source>.<endpoint>:changes``):
-each change's record lands in the endpoint's table stamped with the change's time. The first
+each change's record lands in the endpoint's table with the change's time in the column
+``version_field`` (``_changed_at``). The first
 sync only notes where the log stands (its newest entry): the endpoint was just read whole.
 
 A sync reads at most its budget (``max_pages`` pages, ``max_seconds`` seconds, see
@@ -32,7 +34,7 @@ import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from medallion_platform.connectors.bronze import (
-    add_data_columns,
+    BRONZE_SCHEMA,
     append_batch,
     checkpoint_threshold,
     ensure_bronze_table,
@@ -48,7 +50,7 @@ from medallion_platform.connectors.rest.pager import (
     describe,
     iter_pages,
 )
-from medallion_platform.connectors.rest.rows import bronze_rows, raw_json
+from medallion_platform.connectors.rest.rows import bronze_rows, field_sets, raw_json
 from medallion_platform.connectors.rest.spec import (
     ChangesSpec,
     RestEndpoint,
@@ -56,11 +58,27 @@ from medallion_platform.connectors.rest.spec import (
     SyncBudget,
 )
 from medallion_platform.warehouse import Warehouse
-from medallion_platform.warehouse.warehouse import next_batch_id, set_position, transaction
+from medallion_platform.warehouse.warehouse import (
+    add_missing_columns,
+    next_batch_id,
+    record_field_sets,
+    recorded_field_sets,
+    set_position,
+    transaction,
+)
 
 log = logging.getLogger(__name__)
 
 REST_LINEAGE = {"_raw": "JSON"}
+"""A REST bronze table's own column: each record's JSON (see :mod:`.rows`)."""
+
+
+def rest_lineage(endpoint: RestEndpoint) -> dict[str, str]:
+    """The endpoint's bronze columns beyond the shared lineage: ``_raw``, and the column a
+    change log's records are stamped with their change's time in (text, as bronze is)."""
+    if endpoint.changes is None:
+        return dict(REST_LINEAGE)
+    return {**REST_LINEAGE, endpoint.changes.version_field: "VARCHAR"}
 
 
 class InProgress(BaseModel):
@@ -201,7 +219,7 @@ def _page_rows(page: Page, required: list[str]) -> pa.Table:
 
 
 def _prepared(
-    pages: Iterator[Page], required: list[str], flatten: bool, budget: SyncBudget, started: float
+    pages: Iterator[Page], required: list[str], build: bool, budget: SyncBudget, started: float
 ) -> Iterator[tuple[Page, pa.Table | None, str | None]]:
     """Each page with its bronze rows (built on the read-ahead thread while the pages before
     are committed; a change log's entries are built at commit, in landing order) and the
@@ -214,7 +232,7 @@ def _prepared(
                 reached = f"max_pages={budget.max_pages}"
             elif time.monotonic() - started >= budget.max_seconds:
                 reached = f"max_seconds={budget.max_seconds:g}"
-        yield page, _page_rows(page, required) if flatten else None, reached
+        yield page, _page_rows(page, required) if build else None, reached
         if reached is not None:
             return
 
@@ -224,6 +242,11 @@ def _landing_order(buffer: list[Page], oldest_first: bool) -> list[Page]:
     record within the same second still end with the newer one last (arrival order breaks a
     tie of ``latest_by``)."""
     return list(reversed(buffer)) if oldest_first else buffer
+
+
+def _stamp(value: Any) -> str | None:
+    """A change's time as bronze text (its JSON, text as it is)."""
+    return value if value is None or isinstance(value, str) else raw_json(value)
 
 
 def _numbered(records: list[dict[str, Any]], oldest_first: bool) -> list[tuple[int, Any]]:
@@ -259,8 +282,11 @@ def _walk(
     budget = budget or source.budget_for(endpoint)
     started = time.monotonic()
     with transaction(conn):
-        ensure_bronze_table(conn, table, REST_LINEAGE)
+        ensure_bronze_table(conn, table, rest_lineage(endpoint))
+        if changes is not None:  # a table made before changes were stamped in a column
+            add_missing_columns(conn, BRONZE_SCHEMA, table, rest_lineage(endpoint))
         state = load_state(conn, key)
+        known_fields = {fields for fields, _ in recorded_field_sets(conn, table)}
     if changes is not None and state.high_water_mark is None and state.in_progress is None:
         # First sync: the endpoint was just read whole; changes start from now on.
         newest = _newest_change(client, feed, changes)
@@ -294,15 +320,17 @@ def _walk(
         resume, max_seen, pages = None, hwm, 0
     resumed = state.in_progress is not None
     records = 0
-    known_columns: set[str] = set()  # checked against the table on the first commit
     batch_ids: list[int] = []
     buffered: list[tuple[Page, pa.Table | None]] = []
 
-    def change_rows(landing: list[Page]) -> tuple[pa.Table, list[dict[str, Any]]]:
+    def change_rows(
+        landing: list[Page],
+    ) -> tuple[pa.Table, list[dict[str, Any]], list[dict[str, Any]]]:
         """A change log's entries as the endpoint's rows, oldest first, each stamped with
-        its change's time; and the entries (for the cursor)."""
+        its change's time; the records landed; and the entries (for the cursor)."""
         assert changes is not None
         landed: list[dict[str, Any]] = []
+        stamps: list[str | None] = []
         sources: list[str] = []
         raws: list[str] = []
         wheres: list[str] = []
@@ -315,8 +343,8 @@ def _walk(
                         f"GET {feed.path}: entry {n} of {page.url} has no object "
                         f"at {changes.record_field!r}"
                     )
-                record = {**record, changes.version_field: entry.get(changes.cursor_field)}
                 landed.append(record)
+                stamps.append(_stamp(entry.get(changes.cursor_field)))
                 sources.append(f"{page.url}#row={n}")
                 raws.append(raw_json(record))
                 wheres.append(f"record {n}")
@@ -328,8 +356,9 @@ def _walk(
             raws=raws,
             required=[endpoint.primary_key],
             wheres=wheres,
+            stamps={changes.version_field: stamps},
         )
-        return rows, cursors
+        return rows, landed, cursors
 
     def commit(buffered_rows: list[tuple[Page, pa.Table | None]]) -> None:
         """The buffered pages' rows and the state after the last of them, one COMMIT."""
@@ -337,22 +366,21 @@ def _walk(
         buffer = [page for page, _ in buffered_rows]
         with transaction(conn):
             batch_id = next_batch_id(conn, key, run_id)
-            if changes is None:  # the pages' records as they came, flattened ahead
+            if changes is None:  # the pages' records as they came, built ahead
                 tables = [rows for _, rows in buffered_rows if rows is not None]
-                rows = _numbered_in_batch(pa.concat_tables(tables, promote_options="default"))
-                cursors = [entry for page in buffer for entry in page.records]
+                rows = _numbered_in_batch(pa.concat_tables(tables))
+                cursors = landed = [entry for page in buffer for entry in page.records]
             else:
-                rows, cursors = change_rows(_landing_order(buffer, oldest_first=True))
+                rows, landed, cursors = change_rows(_landing_order(buffer, oldest_first=True))
             if incremental is not None:
                 field = incremental.cursor_field
                 for entry in cursors:
                     seen = _cursor_value(entry, field)
                     if seen is not None and (max_seen is None or seen > max_seen):
                         max_seen = seen
-            new = [c for c in rows.column_names if c not in known_columns]
-            if new:  # schema evolution by addition, checked only when a name is new
-                add_data_columns(conn, table, new, REST_LINEAGE)
-            append_batch(conn, table, rows, batch_id=batch_id, lineage=REST_LINEAGE, evolve=False)
+            new = [f for f in field_sets(landed) if f not in known_fields]
+            record_field_sets(conn, table, new, batch_id)  # what the drift report compares
+            append_batch(conn, table, rows, batch_id=batch_id, evolve=False)
             last = buffer[-1]
             last_page = next((p.fingerprint for p in reversed(buffer) if p.fingerprint), last_page)
             if last.next is None:
@@ -370,7 +398,7 @@ def _walk(
                     ),
                 )
             set_position(conn, key, "state", state.model_dump_json(), batch_id)
-        known_columns.update(new)  # committed: the table has them
+        known_fields.update(new)  # committed
         pages += len(buffer)
         records += sum(len(page.records) for page in buffer)
         batch_ids.append(batch_id)
@@ -382,7 +410,7 @@ def _walk(
     fetched = 0
     walk = iter_pages(client, feed, since=since, resume=resume, committed=last_page)
     # The next pages (up to a commit's worth) are fetched on a thread while these are
-    # flattened and committed (the wait for the API and DuckDB's work release the GIL).
+    # built and committed (the wait for the API and DuckDB's work release the GIL).
     ahead = read_ahead(
         _prepared(walk, [endpoint.primary_key], changes is None, budget, started),
         depth=feed.pages_per_commit,

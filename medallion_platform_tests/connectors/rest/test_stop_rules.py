@@ -155,7 +155,8 @@ def _run(server: _Server, warehouse, endpoint: dict, **source: object):
 def _bronze(warehouse) -> tuple[int, int, int | None]:
     with warehouse.connect() as conn:
         return conn.execute(
-            "SELECT count(*), count(DISTINCT id), max(n::INT) FROM bronze.stops_items"
+            "SELECT count(*), count(DISTINCT _raw->>'id'), max((_raw->>'n')::INT) "
+            "FROM bronze.stops_items"
         ).fetchone()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -24,6 +25,7 @@ from medallion_platform.connectors.rest import (
 from medallion_platform.connectors.rest.pager import RepeatedPageError
 from medallion_platform.connectors.rest.spec import RetryPolicy
 from medallion_platform.connectors.rest.sync import load_state, state_key
+from medallion_platform.contracts.drift import detect_drift
 from medallion_platform.devkit.demo.payments_api import PaymentsApi, generate_payments
 from medallion_platform.warehouse import Warehouse
 
@@ -56,7 +58,9 @@ def _client(api: PaymentsApi, source: RestSource, token: str = TOKEN, **kw) -> R
 
 def _counts(warehouse: Warehouse, table: str) -> tuple[int, int]:
     with warehouse.connect() as conn:
-        return conn.execute(f"SELECT count(*), count(DISTINCT id) FROM bronze.{table}").fetchone()
+        return conn.execute(
+            f"SELECT count(*), count(DISTINCT _raw->>'id') FROM bronze.{table}"
+        ).fetchone()
 
 
 def test_ten_thousand_charges_over_100_record_pages_arrive_exactly_once(
@@ -73,9 +77,11 @@ def test_ten_thousand_charges_over_100_record_pages_arrive_exactly_once(
     assert report.high_water_mark == max(c["created"] for c in big_data.charges)
     with warehouse.connect() as conn:
         state = load_state(conn, state_key(source, _endpoint(source, "charges")))
+        first = big_data.charges[0]
         raw = conn.execute(
-            "SELECT (_raw->>'$.id') = id, _source LIKE '%/v1/charges?%#row=%' "
-            "FROM bronze.payments_charges LIMIT 1"
+            "SELECT _raw, _source LIKE '%/v1/charges?%#row=%' "
+            "FROM bronze.payments_charges WHERE _raw->>'id' = ?",
+            [first["id"]],
         ).fetchone()
         # Several pages per commit, and (_batch_id, _row_number) still names one row: rows
         # are numbered 1..n across the commit's pages, in landing order (the API's order).
@@ -90,7 +96,7 @@ def test_ten_thousand_charges_over_100_record_pages_arrive_exactly_once(
             " WHERE _row_number <> landed"
         ).fetchone()[0]
     assert state.in_progress is None and state.high_water_mark == report.high_water_mark
-    assert raw == (True, True)
+    assert (json.loads(raw[0]), raw[1]) == (first, True)  # the record as the API sent it
     assert len(per_batch) < 100 and all(pages > 1 for *_, pages in per_batch)
     assert all(n == distinct == last and first == 1 for n, distinct, first, last, _ in per_batch)
     assert out_of_order == 0
@@ -139,15 +145,65 @@ def test_a_revoked_token_fails_at_once_with_a_clear_error_and_no_secret(warehous
     assert _counts(warehouse, "payments_charges") == (200, 200)
 
 
-def test_a_new_field_mid_stream_lands_in_bronze(warehouse, source) -> None:
+def test_a_new_field_mid_stream_lands_in_bronze_and_the_drift_report_names_it(
+    warehouse, source, config
+) -> None:
     with PaymentsApi(generate_payments(1_000), token=TOKEN) as api:
         api.faults.add("new_field", path="/v1/charges", after=4)
-        sync_endpoint(warehouse, source, _endpoint(source, "charges"), _client(api, source))
+        report = sync_endpoint(
+            warehouse, source, _endpoint(source, "charges"), _client(api, source)
+        )
     with warehouse.connect() as conn:
-        with_field, total = conn.execute(
-            "SELECT count(risk_score), count(*) FROM bronze.payments_charges"
+        with_field, total, first_batch = conn.execute(
+            "SELECT count(_raw->>'risk_score'), count(*), "
+            "min(_batch_id) FILTER (WHERE _raw->>'risk_score' IS NOT NULL) "
+            "FROM bronze.payments_charges"
         ).fetchone()
-    assert total == 1_000 and with_field == 600  # pages 5..10 carry it; earlier rows NULL
+        drift = detect_drift(conn, config.contract("payments_charges"))
+    assert total == 1_000 and with_field == 600  # pages 5..10 carry it
+    (finding,) = drift.findings
+    assert finding.where == f"bronze.payments_charges records from batch {first_batch}"
+    assert (finding.new, finding.missing) == (["risk_score"], [])
+    assert first_batch in report.batch_ids
+
+
+def test_a_field_renamed_by_the_api_is_missing_in_the_drift_report_and_quarantined_in_silver(
+    warehouse, source, config
+) -> None:
+    """Bronze keeps no column per field, so drift is judged on the sets of fields the records
+    came with: charges that arrive with ``amount_cents`` instead of ``amount`` are a new set,
+    which lacks a field the contract reads; silver quarantines them (amount is required)."""
+    from medallion_platform.contracts import apply_contract
+
+    data = generate_payments(200)
+    newest = max(c["created"] for c in data.charges)
+    renamed = []
+    for n, charge in enumerate(data.charges[:3], start=1):
+        late = {k: v for k, v in charge.items() if k != "amount"}
+        late |= {"id": f"ch_RENAMED{n:017d}", "created": newest + n, "amount_cents": 500}
+        renamed.append(late)
+    with PaymentsApi(data, token=TOKEN) as api:
+        sync_endpoint(warehouse, source, _endpoint(source, "charges"), _client(api, source))
+        api.add_charges(renamed)
+        second = sync_endpoint(
+            warehouse, source, _endpoint(source, "charges"), _client(api, source)
+        )
+    with warehouse.transaction() as conn:
+        drift = detect_drift(conn, config.contract("payments_charges"))
+        apply_contract(conn, config.contract("payments_charges"))
+        reasons = conn.execute(
+            "SELECT _raw->>'charge_id', _reason FROM quarantine.payments_charges "
+            "WHERE _raw->>'charge_id' LIKE 'ch_RENAMED%' ORDER BY 1"
+        ).fetchall()
+        in_silver = conn.execute(
+            "SELECT count(*) FROM silver.payments_charges WHERE charge_id LIKE 'ch_RENAMED%'"
+        ).fetchone()
+    (finding,) = drift.findings
+    assert finding.where == f"bronze.payments_charges records from batch {second.batch_ids[0]}"
+    assert (finding.missing, finding.new) == (["amount"], ["amount_cents"])
+    assert "lacks amount; has new column(s) amount_cents" in drift.summary()
+    assert reasons == [(c["id"], "amount: required value is missing") for c in renamed]
+    assert in_silver == (0,)
 
 
 def test_the_next_run_starts_from_the_mark_minus_the_lookback(warehouse, source) -> None:
@@ -249,11 +305,12 @@ def test_a_killed_sync_resumes_from_the_committed_page(
     assert _counts(warehouse, "payments_charges") == (10_000, 10_000)
 
 
-def test_a_field_that_is_not_json_is_quarantined_not_a_failed_run(
+def test_a_record_whose_metadata_is_not_an_object_has_no_order_id_and_fails_nothing(
     warehouse, source, config
 ) -> None:
-    """metadata is read with json_path; a record whose metadata is plain text must not fail
-    the whole silver run (DuckDB's json_extract raises on it): it is quarantined."""
+    """order_id is read at ``$.metadata.order_id`` inside the record: a record whose metadata
+    is plain text has no such field (NULL, as a record without metadata), and neither the
+    sync nor the silver run fails on it."""
     from medallion_platform.contracts import apply_contract
 
     data = generate_payments(50)
@@ -263,12 +320,12 @@ def test_a_field_that_is_not_json_is_quarantined_not_a_failed_run(
         sync_endpoint(warehouse, source, _endpoint(source, "charges"), _client(api, source))
     with warehouse.transaction() as conn:
         stats = apply_contract(conn, config.contract("payments_charges"))
-        reason = conn.execute(
-            "SELECT _reason FROM quarantine.payments_charges "
-            "WHERE (_raw->>'$.charge_id') = 'ch_ODDMETADATA000000000000'"
+        odd_row = conn.execute(
+            "SELECT amount * 100, order_id FROM silver.payments_charges "
+            "WHERE charge_id = 'ch_ODDMETADATA000000000000'"
         ).fetchone()
-    assert stats.valid == 50 and stats.quarantined == 1
-    assert reason == ("order_id: metadata is not valid JSON, so $.order_id cannot be read",)
+    assert (stats.valid, stats.quarantined) == (51, 0)
+    assert odd_row == (odd["amount"], None)
 
 
 def test_an_api_repeating_its_page_and_cursor_stops_with_an_error_naming_both(
