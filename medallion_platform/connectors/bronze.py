@@ -136,17 +136,22 @@ replays, stay bounded by this size."""
 
 
 @contextmanager
-def checkpoint_threshold(
-    conn: duckdb.DuckDBPyConnection, size: str = SMALL_COMMITS_CHECKPOINT
-) -> Iterator[None]:
-    """DuckDB's ``checkpoint_threshold`` for the block, restored afterwards (a setting of the
+def setting(conn: duckdb.DuckDBPyConnection, name: str, value: str | int) -> Iterator[None]:
+    """DuckDB's setting ``name`` for the block, restored afterwards (a setting of the
     database instance, which other connections of this process may share)."""
-    (before,) = conn.execute("SELECT current_setting('checkpoint_threshold')").fetchone()
-    conn.execute(f"SET checkpoint_threshold = '{size}'")
+    (before,) = conn.execute(f"SELECT current_setting('{name}')").fetchone()
+    conn.execute(f"SET {name} = '{value}'")
     try:
         yield
     finally:
-        conn.execute(f"SET checkpoint_threshold = '{before}'")
+        conn.execute(f"SET {name} = '{before}'")
+
+
+def checkpoint_threshold(
+    conn: duckdb.DuckDBPyConnection, size: str = SMALL_COMMITS_CHECKPOINT
+) -> AbstractContextManager[None]:
+    """DuckDB's ``checkpoint_threshold`` for the block (see :data:`SMALL_COMMITS_CHECKPOINT`)."""
+    return setting(conn, "checkpoint_threshold", size)
 
 
 APPEND_MEMORY_LIMIT = 256 << 20

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pytest
 
-from medallion_platform.connectors.bronze import ROW_GROUP_ROWS, whole_row_groups
+from medallion_platform.connectors.bronze import ROW_GROUP_ROWS, setting, whole_row_groups
 
 
 def _many_small_chunks(rows: int, chunk: int) -> pa.Table:
@@ -48,3 +49,18 @@ def test_duckdb_stores_whole_row_groups_without_partly_filled_ones(tmp_path: Pat
         ]
     assert sizes[:-1] == [ROW_GROUP_ROWS] * (len(sizes) - 1)
     assert sum(sizes) == 2 * ROW_GROUP_ROWS + 4_240
+
+
+def test_a_setting_holds_for_its_block_and_is_restored_even_when_the_block_fails() -> None:
+    conn = duckdb.connect(config={"threads": 2})
+    with setting(conn, "threads", 1):
+        assert conn.execute("SELECT current_setting('threads')").fetchone() == (1,)
+    assert conn.execute("SELECT current_setting('threads')").fetchone() == (2,)
+    with pytest.raises(RuntimeError), setting(conn, "checkpoint_threshold", "128MiB"):
+        assert conn.execute("SELECT current_setting('checkpoint_threshold')").fetchone() == (
+            "128.0 MiB",
+        )
+        raise RuntimeError("the block fails")
+    assert conn.execute("SELECT current_setting('checkpoint_threshold')").fetchone() == (
+        "16.0 MiB",
+    )

@@ -53,8 +53,9 @@ raw_json = _json_text(",", ":")
 
 def field_sets(records: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     """The distinct sets of top-level fields of ``records``, each in its record's order, in
-    order of first appearance (an API's records usually share one)."""
-    return list(dict.fromkeys(tuple(map(str, r)) for r in records))
+    order of first appearance (an API's records usually share one). A JSON object's keys are
+    text, so a record's keys are its fields as they are."""
+    return list(dict.fromkeys(map(tuple, records)))
 
 
 def bronze_rows(

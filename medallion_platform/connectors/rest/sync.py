@@ -38,6 +38,7 @@ from medallion_platform.connectors.bronze import (
     append_batch,
     checkpoint_threshold,
     ensure_bronze_table,
+    setting,
 )
 from medallion_platform.connectors.collector import collector_paused
 from medallion_platform.connectors.files.readers import read_ahead
@@ -71,6 +72,13 @@ log = logging.getLogger(__name__)
 
 REST_LINEAGE = {"_raw": "JSON"}
 """A REST bronze table's own column: each record's JSON (see :mod:`.rows`)."""
+
+
+SYNC_THREADS = 1
+"""DuckDB's threads while a sync runs. A commit appends a few thousand records, too few to
+gain from parallel work, and a second DuckDB thread takes the core that the page reader (Python,
+on a thread of its own) and the API need: on 2 cores, 108k records synced in 3.31-3.35 s on
+one thread against 3.54-3.71 s on two, alternated in one process (bench/README.md, REST)."""
 
 
 def rest_lineage(endpoint: RestEndpoint) -> dict[str, str]:
@@ -155,7 +163,12 @@ def sync_endpoint(
     started = time.monotonic()
     calls_before, retries_before = client.calls, client.retries
     # One connection for both walks: each connection's close is a checkpoint.
-    with warehouse.connect() as conn, checkpoint_threshold(conn), collector_paused():
+    with (
+        warehouse.connect() as conn,
+        checkpoint_threshold(conn),
+        setting(conn, "threads", SYNC_THREADS),
+        collector_paused(),
+    ):
         report = _walk(
             conn, source, endpoint, endpoint, client, state_key(source, endpoint), run_id, on_page
         )
