@@ -109,6 +109,13 @@ class IncrementalSpec(BaseModel):
     initial_value: int = Field(default=0, description="First run starts here (epoch seconds).")
 
 
+_BRONZE_OWN_COLUMNS = frozenset(
+    {"_raw", "_batch_id", "_ingested_at", "_source", "_row_number", "_parse_error", "_extra_fields"}
+)
+"""What a REST bronze table has besides the stamp (``bronze.LINEAGE_COLUMNS`` and ``_raw``,
+named here so that a spec does not import the writer; a test keeps the two in step)."""
+
+
 class ChangesSpec(BaseModel):
     """Where changes to records already read are listed (Stripe's ``/v1/events``).
 
@@ -139,6 +146,8 @@ class ChangesSpec(BaseModel):
     @field_validator("version_field")
     @classmethod
     def _version_field(cls, value: str) -> str:
+        if value in _BRONZE_OWN_COLUMNS:
+            raise ValueError(f"version_field {value!r} is a column bronze already has")
         return validate_identifier(value)
 
     @field_validator("path")

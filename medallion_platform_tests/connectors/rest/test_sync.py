@@ -436,3 +436,14 @@ def test_stripe_should_retry_overrides_the_status(warehouse, source) -> None:
     assert refunds == [503]
     assert caught.value.status == 503
     assert "Stripe-Should-Retry: false, not retried" in str(caught.value)
+
+
+def test_a_change_stamp_may_not_take_the_name_of_a_column_bronze_has() -> None:
+    from medallion_platform.connectors.bronze import LINEAGE_COLUMNS
+    from medallion_platform.connectors.rest.spec import _BRONZE_OWN_COLUMNS, ChangesSpec
+    from medallion_platform.connectors.rest.sync import REST_LINEAGE
+
+    assert set(LINEAGE_COLUMNS) | set(REST_LINEAGE) == _BRONZE_OWN_COLUMNS
+    with pytest.raises(ValueError, match="version_field '_source' is a column bronze already has"):
+        ChangesSpec(path="/v1/events", version_field="_source")
+    assert ChangesSpec(path="/v1/events", version_field="_version").version_field == "_version"
