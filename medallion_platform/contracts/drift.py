@@ -31,7 +31,8 @@ from medallion_platform.warehouse.warehouse import (
 
 
 class DriftFinding(BaseModel):
-    """One shape of input (a file's header, or the bronze table) against the contract."""
+    """One shape of input (a file's header, a set of fields an API's records came with, or
+    the bronze table) against the contract."""
 
     where: str
     """The file (landing path), ``bronze.<table> records from batch <n>`` (a set of fields)
