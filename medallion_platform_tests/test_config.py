@@ -88,24 +88,38 @@ def test_feed_and_contract_disagreeing_on_the_bronze_table(config_dir: Path) -> 
     assert "bronze.files_catalog" in message and "bronze.files_products" in message
 
 
+@pytest.mark.parametrize(
+    ("name", "old", "carrier", "fix"),
+    [
+        ("amount", {}, "amount", "$.amount"),
+        (
+            "order_id",
+            {"source": "metadata", "json_path": "$.order_id"},
+            "metadata",
+            "$.metadata.order_id",
+        ),
+    ],
+)
 def test_a_rest_contract_reading_a_field_as_a_column_is_refused_with_the_line_that_reads_it(
-    config_dir: Path,
+    config_dir: Path, name: str, old: dict[str, str], carrier: str, fix: str
 ) -> None:
-    """REST bronze keeps each record's JSON in ``_raw``: a column ``amount`` would read NULL in
-    every row (as contracts written for the earlier, flattened bronze did)."""
+    """REST bronze keeps each record's JSON in ``_raw``: a column ``amount``, or ``order_id``
+    read inside a ``metadata`` column, would read NULL in every row (as contracts written for
+    the earlier, flattened bronze did)."""
 
-    def flattened_amount(document: dict[str, Any]) -> None:
+    def flattened(document: dict[str, Any]) -> None:
         charges = next(c for c in document["contracts"] if c["name"] == "payments_charges")
-        amount = next(c for c in charges["columns"] if c["name"] == "amount")
-        del amount["source"], amount["json_path"]
+        column = next(c for c in charges["columns"] if c["name"] == name)
+        del column["source"], column["json_path"]
+        column.update(old)
 
-    edit(config_dir, "contracts.yaml", flattened_amount)
+    edit(config_dir, "contracts.yaml", flattened)
     with pytest.raises(ConfigError) as info:
         load_config(config_dir)
     assert str(info.value) == (
-        "endpoint payments.charges: contract payments_charges, column amount reads bronze "
-        "column 'amount', but REST bronze keeps each record's JSON in _raw: read the field "
-        "with `source: _raw, json_path: $.amount`"
+        f"endpoint payments.charges: contract payments_charges, column {name} reads bronze "
+        f"column '{carrier}', but REST bronze keeps each record's JSON in _raw: read the field "
+        f"with `source: _raw, json_path: {fix}`"
     )
 
 

@@ -209,18 +209,19 @@ def load_config(config_dir: Path = CONFIG_DIR) -> PlatformConfig:
 
 def _reads_rest_bronze(contract: Contract, where: str) -> None:
     """A REST bronze table keeps each record's JSON in ``_raw`` (and the platform's own
-    ``_``-columns): a contract column that reads a field as a column of its own would read
-    NULL in every row, so it is refused here with the line that reads it."""
+    ``_``-columns): a contract column that reads a field as a column of its own (or inside
+    one, with a ``json_path``) would read NULL in every row, so it is refused here with the
+    line that reads it."""
     for column in contract.columns:
-        if column.json_path is not None:
-            continue
         for carrier in (column.source or column.name, *column.aliases):
-            if not carrier.startswith("_"):
-                raise ConfigError(
-                    f"{where}: contract {contract.name}, column {column.name} reads bronze "
-                    f"column {carrier!r}, but REST bronze keeps each record's JSON in _raw: "
-                    f"read the field with `source: _raw, json_path: $.{carrier}`"
-                )
+            if carrier.startswith("_"):
+                continue
+            inside = column.json_path[1:] if column.json_path else ""
+            raise ConfigError(
+                f"{where}: contract {contract.name}, column {column.name} reads bronze "
+                f"column {carrier!r}, but REST bronze keeps each record's JSON in _raw: "
+                f"read the field with `source: _raw, json_path: $.{carrier}{inside}`"
+            )
 
 
 def _optional(
