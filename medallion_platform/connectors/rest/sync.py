@@ -59,6 +59,7 @@ from medallion_platform.connectors.rest.spec import (
     SyncBudget,
 )
 from medallion_platform.warehouse import Warehouse
+from medallion_platform.warehouse.identifiers import qualified, quote
 from medallion_platform.warehouse.warehouse import (
     add_missing_columns,
     next_batch_id,
@@ -262,6 +263,19 @@ def _stamp(value: Any) -> str | None:
     return value if value is None or isinstance(value, str) else raw_json(value)
 
 
+def _stamps_from_raw(conn: duckdb.DuckDBPyConnection, table: str, field: str) -> None:
+    """Fill a stamp column just added to a table written before the stamp had a column of
+    its own: the sync then merged it into each change's record, so it is in ``_raw`` (its
+    flattened column lost the leading ``_`` and no contract read it). Once, at the upgrade,
+    so that the versions landed then keep their order (``latest_by``)."""
+    path = f"$.{field}"
+    conn.execute(
+        f"UPDATE {qualified(BRONZE_SCHEMA, table)} SET {quote(field)} = _raw->>? "
+        "WHERE _raw->>? IS NOT NULL",
+        [path, path],
+    )
+
+
 def _numbered(records: list[dict[str, Any]], oldest_first: bool) -> list[tuple[int, Any]]:
     numbered = list(enumerate(records, start=1))
     return list(reversed(numbered)) if oldest_first else numbered
@@ -297,7 +311,9 @@ def _walk(
     with transaction(conn):
         ensure_bronze_table(conn, table, rest_lineage(endpoint))
         if changes is not None:  # a table made before changes were stamped in a column
-            add_missing_columns(conn, BRONZE_SCHEMA, table, rest_lineage(endpoint))
+            added = add_missing_columns(conn, BRONZE_SCHEMA, table, rest_lineage(endpoint))
+            if changes.version_field in added:
+                _stamps_from_raw(conn, table, changes.version_field)
         state = load_state(conn, key)
         known_fields = {fields for fields, _ in recorded_field_sets(conn, table)}
     if changes is not None and state.high_water_mark is None and state.in_progress is None:

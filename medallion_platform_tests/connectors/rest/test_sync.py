@@ -447,3 +447,59 @@ def test_a_change_stamp_may_not_take_the_name_of_a_column_bronze_has() -> None:
     with pytest.raises(ValueError, match="version_field '_source' is a column bronze already has"):
         ChangesSpec(path="/v1/events", version_field="_source")
     assert ChangesSpec(path="/v1/events", version_field="_version").version_field == "_version"
+
+
+def test_bronze_written_with_a_column_per_field_is_read_from_raw_after_the_upgrade(
+    warehouse, source, config
+) -> None:
+    """A warehouse whose REST bronze the earlier sync wrote (each record flattened into text
+    columns beside ``_raw``, a change's time merged into the record): the payments contracts
+    now read ``_raw``, which every earlier row has, so the silver they rebuild holds the old
+    rows' values; and a change landed then still wins over the versions listed since (its
+    time, kept inside its ``_raw``, is copied into the ``_changed_at`` column the upgrade
+    adds)."""
+    from medallion_platform.connectors.bronze import append_batch, ensure_bronze_table
+    from medallion_platform.connectors.files.readers import flatten_object, records_table
+    from medallion_platform.contracts import apply_contract
+    from medallion_platform.warehouse.warehouse import next_batch_id, table_columns
+
+    data = generate_payments(100)
+    gone = [{**c, "id": f"ch_GONE{n:019d}"} for n, c in enumerate(data.charges[:3], start=1)]
+    changed = {**data.charges[5], "amount_refunded": 100, "_changed_at": 2_000_000_000}
+    flat = []
+    for n, record in enumerate([*data.charges, *gone, changed], start=1):
+        row = flatten_object(record, n, ["id"], where=f"record {n}")
+        row["_raw"] = json.dumps(record, separators=(",", ":"))
+        row["_source"] = f"https://api.example/v1/charges#row={n}"
+        flat.append(row)
+    with warehouse.transaction() as conn:
+        ensure_bronze_table(conn, "payments_charges", {"_raw": "JSON"})
+        batch = next_batch_id(conn, "rest:payments.charges", None)
+        append_batch(conn, "payments_charges", records_table(flat), batch_id=batch)
+        # The stamp merged into the record was flattened as `changed_at` (no leading `_`).
+        old_columns = {"id", "amount", "metadata", "changed_at"}
+        assert old_columns <= set(table_columns(conn, "bronze", "payments_charges"))
+
+    with PaymentsApi(data, token=TOKEN) as api:  # the upgraded sync lists every charge again
+        sync_endpoint(warehouse, source, _endpoint(source, "charges"), _client(api, source))
+    with warehouse.transaction() as conn:
+        new_rows = conn.execute(
+            "SELECT count(*), count(id) FROM bronze.payments_charges WHERE _batch_id > ?",
+            [batch],
+        ).fetchone()
+        stats = apply_contract(conn, config.contract("payments_charges"))
+        silver = {
+            charge: (amount * 100, refunded * 100, order)
+            for charge, amount, refunded, order in conn.execute(
+                "SELECT charge_id, amount, amount_refunded, order_id FROM silver.payments_charges"
+            ).fetchall()
+        }
+    assert new_rows == (100, 0)  # the old columns stay, NULL in new rows
+    valid = [c for c in [*data.charges, *gone] if c["currency"] in ("usd", "eur", "gbp")]
+    assert stats.quarantined == 2 * (len(data.charges) + len(gone) - len(valid))
+    assert set(silver) == {c["id"] for c in valid}
+    for charge in valid:
+        if charge["id"] != changed["id"]:
+            want = (charge["amount"], charge["amount_refunded"], charge["metadata"]["order_id"])
+            assert silver[charge["id"]] == want
+    assert silver[changed["id"]][1] == 100  # the change landed before the upgrade still wins
