@@ -503,3 +503,106 @@ def test_bronze_written_with_a_column_per_field_is_read_from_raw_after_the_upgra
             want = (charge["amount"], charge["amount_refunded"], charge["metadata"]["order_id"])
             assert silver[charge["id"]] == want
     assert silver[changed["id"]][1] == 100  # the change landed before the upgrade still wins
+
+
+def test_charges_shaped_as_stripe_returns_them_are_read_by_the_payments_contract(
+    warehouse, config
+) -> None:
+    """Charges written the way Stripe's API returns them, not by our emulator: every field of
+    the object (nested objects, lists, nulls), one with an empty ``metadata`` sent as ``[]``
+    (as some integrations serialize an empty map): the contract reads what it needs from
+    ``_raw`` and leaves the rest, and a ``metadata`` that is a list just has no order id."""
+    from datetime import datetime
+
+    from medallion_platform.connectors.bronze import append_batch, ensure_bronze_table
+    from medallion_platform.connectors.rest.rows import bronze_rows, raw_json
+    from medallion_platform.connectors.rest.sync import REST_LINEAGE
+    from medallion_platform.contracts import apply_contract
+    from medallion_platform.warehouse.warehouse import next_batch_id
+
+    charge = {
+        "id": "ch_1PqR7sLkdIwHu7ix0aBcDeFg",
+        "object": "charge",
+        "amount": 4080,
+        "amount_captured": 4080,
+        "amount_refunded": 0,
+        "application": None,
+        "application_fee_amount": None,
+        "balance_transaction": "txn_1PqR7sLkdIwHu7ix1HiJkLmN",
+        "billing_details": {
+            "address": {"city": None, "country": "GB", "line1": None, "postal_code": "EC1A"},
+            "email": None,
+            "name": "Jenny Rosen",
+            "phone": None,
+        },
+        "captured": True,
+        "created": 1498394827,
+        "currency": "gbp",
+        "customer": "cus_QhRsTuVwXyZ012",
+        "description": "Order ord_0000042",
+        "disputed": False,
+        "failure_code": None,
+        "failure_message": None,
+        "fraud_details": {},
+        "livemode": False,
+        "metadata": {"order_id": "ord_0000042"},
+        "outcome": {
+            "network_status": "approved_by_network",
+            "reason": None,
+            "risk_level": "normal",
+            "risk_score": 32,
+            "seller_message": "Payment complete.",
+            "type": "authorized",
+        },
+        "paid": True,
+        "payment_intent": "pi_3PqR7sLkdIwHu7ix0OpQrStU",
+        "payment_method_details": {
+            "card": {
+                "brand": "visa",
+                "checks": {"address_postal_code_check": "pass", "cvc_check": "pass"},
+                "exp_month": 8,
+                "exp_year": 2027,
+                "last4": "4242",
+            },
+            "type": "card",
+        },
+        "receipt_url": "https://pay.stripe.com/receipts/payment/CAcaFwoVYWNjdF8x",
+        "refunded": False,
+        "refunds": {"object": "list", "data": [], "has_more": False, "url": "/v1/charges/x"},
+        "status": "succeeded",
+    }
+    bare = {**charge, "id": "ch_1PqR7sLkdIwHu7ix0bBcDeFh", "customer": None, "metadata": []}
+    records = [charge, bare]
+    with warehouse.transaction() as conn:
+        ensure_bronze_table(conn, "payments_charges", REST_LINEAGE)
+        batch = next_batch_id(conn, "rest:payments.charges", None)
+        rows = bronze_rows(
+            records,
+            numbers=[1, 2],
+            sources=["https://api.stripe.com/v1/charges#row=1", "…#row=2"],
+            raws=[raw_json(r) for r in records],
+            required=["id"],
+            wheres=["record 1", "record 2"],
+        )
+        append_batch(conn, "payments_charges", rows, batch_id=batch)
+        stats = apply_contract(conn, config.contract("payments_charges"))
+        silver = conn.execute(
+            "SELECT charge_id, amount, amount_refunded, currency, customer_id, order_id, "
+            "status, paid, created_at FROM silver.payments_charges ORDER BY customer_id"
+        ).fetchall()
+    created = datetime(2017, 6, 25, 12, 47, 7)
+    assert (stats.valid, stats.quarantined) == (2, 0)
+    assert [tuple(map(str, row)) for row in silver] == [
+        (
+            charge["id"],
+            "40.80",
+            "0.00",
+            "gbp",
+            "cus_QhRsTuVwXyZ012",
+            "ord_0000042",
+            "succeeded",
+            "True",
+            str(created),
+        ),
+        (bare["id"], "40.80", "0.00", "gbp", "None", "None", "succeeded", "True", str(created)),
+    ]
