@@ -4,8 +4,8 @@ Bronze keeps a record as the API sent it, one JSON text, as the event stream's b
 each message in ``payload``; silver reads each field with a ``json_path`` (all of a contract's
 paths in one parse per row, in DuckDB). The sync's Python per record is thus one encoding (by
 the pager) and a key check. Flattening every field into a text column of its own, in Python,
-was most of the sync's time and held it under half the API's rate (bench/README.md, "REST:
-the records' JSON only").
+was most of the sync's time and held it under half the API's rate (bench/README.md, REST,
+"Fifth pass: the records' JSON only").
 
 What bronze gives up is a column per field; what the drift report needs of it (which fields
 records came with) is each distinct set of top-level fields, recorded as it first lands

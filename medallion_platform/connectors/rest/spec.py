@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from medallion_platform.connectors.bronze import LINEAGE_COLUMNS
 from medallion_platform.http.core import RetryPolicy as CoreRetryPolicy
 from medallion_platform.warehouse.identifiers import validate_identifier
 
@@ -109,11 +110,10 @@ class IncrementalSpec(BaseModel):
     initial_value: int = Field(default=0, description="First run starts here (epoch seconds).")
 
 
-_BRONZE_OWN_COLUMNS = frozenset(
-    {"_raw", "_batch_id", "_ingested_at", "_source", "_row_number", "_parse_error", "_extra_fields"}
-)
-"""What a REST bronze table has besides the stamp (``bronze.LINEAGE_COLUMNS`` and ``_raw``,
-named here so that a spec does not import the writer; a test keeps the two in step)."""
+REST_LINEAGE = {"_raw": "JSON"}
+"""A REST bronze table's own column: each record's JSON (see :mod:`.rows`)."""
+_BRONZE_OWN_COLUMNS = frozenset({*LINEAGE_COLUMNS, *REST_LINEAGE})
+"""What a REST bronze table has besides a change-log stamp."""
 
 
 class ChangesSpec(BaseModel):

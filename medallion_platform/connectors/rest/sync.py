@@ -53,6 +53,7 @@ from medallion_platform.connectors.rest.pager import (
 )
 from medallion_platform.connectors.rest.rows import bronze_rows, field_sets, raw_json
 from medallion_platform.connectors.rest.spec import (
+    REST_LINEAGE,
     ChangesSpec,
     RestEndpoint,
     RestSource,
@@ -70,10 +71,6 @@ from medallion_platform.warehouse.warehouse import (
 )
 
 log = logging.getLogger(__name__)
-
-REST_LINEAGE = {"_raw": "JSON"}
-"""A REST bronze table's own column: each record's JSON (see :mod:`.rows`)."""
-
 
 SYNC_THREADS = 1
 """DuckDB's threads while a sync runs. A commit appends a few thousand records, too few to
